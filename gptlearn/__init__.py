@@ -1,0 +1,27 @@
+"""gptlearn: a small, fast, readable GPT-2 in PyTorch, and the course that teaches it.
+
+>>> import gptlearn
+>>> model = gptlearn.load_model()                 # GPT-2 if reachable, else the bundled gptlearn-mini
+>>> logits, cache = model.run_with_cache("The big red car drove quickly")
+>>> cache["pattern", 0].shape                     # (B, H, T, T)
+
+Importing gptlearn never imports matplotlib, plotly or transformers.
+"""
+from .config import GPTConfig, PRESETS
+from .device import autocast, device, resolve_device
+from .hooks import ActivationCache, HookPoint
+from .attention import CausalSelfAttention
+from .model import GPT, MLP, Block
+from .generate import KVCache, generate, generate_stream, sample_next
+from .pretrained import PretrainedNotAvailableError, from_pretrained, load_model, save_pretrained
+from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GPTConfig", "PRESETS", "GPT", "MLP", "Block", "CausalSelfAttention",
+    "HookPoint", "ActivationCache", "KVCache", "generate", "generate_stream", "sample_next",
+    "from_pretrained", "save_pretrained", "load_model", "PretrainedNotAvailableError",
+    "Tokenizer", "BPETokenizer", "CharTokenizer", "load_tokenizer",
+    "device", "resolve_device", "autocast",
+]

@@ -1,0 +1,111 @@
+"""GPTConfig: the handful of numbers that define a GPT-2 (book chapter 6, "The full GPT-2").
+
+Field names follow Hugging Face's ``GPT2Config`` so a ``config.json`` from the Hub maps onto this
+dataclass one to one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GPTConfig", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape and regularisation of a GPT-2 model.
+
+    >>> cfg = GPTConfig.from_preset("gpt2")
+    >>> cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.d_head
+    (12, 12, 768, 64)
+    """
+
+    vocab_size: int = 50257
+    n_positions: int = 1024  # context length (nanoGPT's block_size)
+    n_embd: int = 768  # C, width of the residual stream
+    n_layer: int = 12  # L
+    n_head: int = 12  # H
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd
+    activation_function: str = "gelu_new"  # GELU with the tanh approximation
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so each head gets "
+                "an equal slice"
+            )
+        if self.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(f"unsupported activation_function {self.activation_function!r}")
+
+    @property
+    def d_head(self) -> int:
+        """Width of one attention head (hs)."""
+        return self.n_embd // self.n_head
+
+    @property
+    def d_mlp(self) -> int:
+        """Width of the MLP's hidden layer (4 * n_embd for every GPT-2)."""
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    # ---- presets and conversion -------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "GPTConfig":
+        """One of ``PRESETS`` (``"gpt2"``, ``"gpt2-medium"``, ..., ``"tiny"``), optionally changed."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return dataclasses.replace(base, **overrides)
+
+    def replace(self, **changes: Any) -> "GPTConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+        """Build from a Hugging Face ``config.json`` dict; unknown keys are ignored."""
+        if d.get("model_type", "gpt2") != "gpt2":
+            raise ValueError(f"not a GPT-2 config (model_type={d.get('model_type')!r})")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        # older configs name the context n_ctx
+        if "n_positions" not in kwargs and "n_ctx" in d:
+            kwargs["n_positions"] = d["n_ctx"]
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """A ``config.json`` dict that ``transformers.GPT2Config`` reads unchanged."""
+        d = dataclasses.asdict(self)
+        d.update(
+            model_type="gpt2",
+            architectures=["GPT2LMHeadModel"],
+            n_ctx=self.n_positions,
+            scale_attn_weights=True,
+            tie_word_embeddings=True,
+            use_cache=True,
+        )
+        return d
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # the four released GPT-2 sizes
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # 355M
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # teaching sizes: train in seconds to minutes on a laptop CPU
+    "tiny": GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=128),
+    "mini": GPTConfig(n_layer=4, n_head=4, n_embd=128, n_positions=256),
+    "small": GPTConfig(n_layer=6, n_head=6, n_embd=384, n_positions=256),
+}

@@ -1,0 +1,140 @@
+"""Hook points and the activation cache (book chapter 4, "Many heads").
+
+A :class:`HookPoint` is an identity module placed at every interesting spot of the forward pass
+(``blocks.3.attn.hook_pattern``, ``blocks.3.hook_resid_post``, ...). With no hook attached it costs one
+function call. ``GPT.run_with_cache`` attaches hooks that copy what flows through into an
+:class:`ActivationCache`, and always removes them again.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["HookPoint", "ActivationCache", "hook_name", "short_name"]
+
+HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
+
+# short names -> full hook names (TransformerLens conventions); {l} is the layer
+_SHORT_NAMES = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "q": "blocks.{l}.attn.hook_q",
+    "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v",
+    "attn_scores": "blocks.{l}.attn.hook_attn_scores",
+    "pattern": "blocks.{l}.attn.hook_pattern",
+    "z": "blocks.{l}.attn.hook_z",
+    "mlp_pre": "blocks.{l}.mlp.hook_pre",
+    "mlp_post": "blocks.{l}.mlp.hook_post",
+    "embed": "hook_embed",
+    "pos_embed": "hook_pos_embed",
+    "ln_final": "hook_ln_final",
+}
+
+
+_TEMPLATE_TO_SHORT = {t.replace("blocks.{l}.", ""): short for short, t in _SHORT_NAMES.items()}
+
+
+def short_name(full: str) -> str:
+    """Inverse of :func:`hook_name` without the layer: ``"blocks.3.attn.hook_z" -> "z"``."""
+    rest = full.split(".", 2)[2] if full.startswith("blocks.") else full
+    return _TEMPLATE_TO_SHORT.get(rest, full)
+
+
+def hook_name(name: str, layer: int | None = None, n_layer: int | None = None) -> str:
+    """Expand a short name: ``hook_name("pattern", 3) == "blocks.3.attn.hook_pattern"``.
+
+    Negative layers count from the end when ``n_layer`` is given. Full names pass through.
+    """
+    if name not in _SHORT_NAMES:
+        return name if layer is None else f"blocks.{layer}.{name}"
+    template = _SHORT_NAMES[name]
+    if "{l}" in template:
+        if layer is None:
+            raise KeyError(f"{name!r} lives in every block: ask for it with a layer, e.g. cache[{name!r}, 0]")
+        if layer < 0:
+            if n_layer is None:
+                raise KeyError("negative layer index needs the number of layers")
+            layer += n_layer
+        return template.format(l=layer)
+    return template
+
+
+class HookPoint(nn.Module):
+    """An identity function with a name, where hooks can read or replace activations.
+
+    A hook is ``fn(tensor, hook) -> tensor | None``; returning a tensor replaces the activation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None  # filled in by GPT.__init__
+
+    def add_hook(self, fn: HookFn) -> torch.utils.hooks.RemovableHandle:
+        return self.register_forward_hook(lambda module, args, output: fn(output, module))
+
+    @property
+    def active(self) -> bool:
+        """True when some hook is attached (used to switch attention to its explicit path)."""
+        return bool(self._forward_hooks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class ActivationCache:
+    """A dict of activations with TransformerLens-style shorthand keys.
+
+    >>> logits, cache = model.run_with_cache(tokens)              # doctest: +SKIP
+    >>> cache["pattern", 0].shape   # (B, H, T, T)                 # doctest: +SKIP
+    """
+
+    def __init__(self, store: dict[str, torch.Tensor], n_layer: int) -> None:
+        self._store = store
+        self.n_layer = n_layer
+
+    def _key(self, key: str | tuple[str, int]) -> str:
+        if isinstance(key, tuple):
+            name, layer = key
+            return hook_name(name, layer, self.n_layer)
+        return hook_name(key) if key in _SHORT_NAMES else key
+
+    def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
+        full = self._key(key)
+        try:
+            return self._store[full]
+        except KeyError:
+            raise KeyError(f"{full!r} was not cached; cached names look like {next(iter(self._store), None)!r}") from None
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return self._key(key) in self._store  # type: ignore[arg-type]
+        except KeyError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def keys(self):
+        return self._store.keys()
+
+    def items(self):
+        return self._store.items()
+
+    def stack(self, name: str) -> torch.Tensor:
+        """One activation from every layer, stacked: ``cache.stack("pattern")`` is (L, B, H, T, T)."""
+        return torch.stack([self[name, layer] for layer in range(self.n_layer)])
+
+    def to(self, device: str | torch.device) -> "ActivationCache":
+        return ActivationCache({k: v.to(device) for k, v in self._store.items()}, self.n_layer)
+
+    def __repr__(self) -> str:
+        return f"ActivationCache({len(self)} activations, e.g. {list(self._store)[:3]})"

@@ -1,0 +1,283 @@
+"""GPT-2: embeddings, a stack of pre-LayerNorm blocks, a final LayerNorm and a tied unembedding
+(book chapters 2 and 6).
+
+Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
+Parameter and module names are Hugging Face's (``wte wpe ln_1 attn.c_attn attn.c_proj ln_2 mlp.c_fc
+mlp.c_proj ln_f lm_head``), with ``blocks`` for HF's ``transformer.h``, so loading GPT-2's weights is a
+few renames and transposes (see :mod:`gptlearn.pretrained`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import CausalSelfAttention
+from .config import GPTConfig
+from .hooks import ActivationCache, HookPoint, short_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generate import KVCache
+
+__all__ = ["MLP", "Block", "GPT", "lm_loss"]
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> GELU -> (B, T, C)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.d_mlp)
+        self.c_proj = nn.Linear(config.d_mlp, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.approximate = "none" if config.activation_function == "gelu" else "tanh"
+        self.hook_pre = HookPoint()  # (B, T, 4C)
+        self.hook_post = HookPoint()  # (B, T, 4C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hook_pre(self.c_fc(x))  # (B, T, C) -> (B, T, 4C)
+        h = self.hook_post(F.gelu(h, approximate=self.approximate))
+        return self.dropout(self.c_proj(h))  # (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """x + attn(ln_1(x)), then + mlp(ln_2(x)): each sublayer reads the residual stream and adds to it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.hook_resid_pre = HookPoint()  # (B, T, C)
+        self.hook_attn_out = HookPoint()  # (B, T, C)
+        self.hook_resid_mid = HookPoint()  # (B, T, C)
+        self.hook_mlp_out = HookPoint()  # (B, T, C)
+        self.hook_resid_post = HookPoint()  # (B, T, C)
+
+    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), kv_cache, layer)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats. logits (B, T, V), targets (B, T) -> scalar."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
+
+
+class GPT(nn.Module):
+    """GPT-2.
+
+    >>> model = GPT(GPTConfig.from_preset("tiny"))
+    >>> model(torch.zeros(2, 5, dtype=torch.long)).shape   # (B, T, V)
+    torch.Size([2, 5, 50257])
+    """
+
+    def __init__(self, config: GPTConfig, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned positions (n_positions, C)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: the unembedding is the embedding, transposed
+        self.hook_embed = HookPoint()  # (B, T, C)
+        self.hook_pos_embed = HookPoint()  # (B, T, C)
+        self.hook_ln_final = HookPoint()  # (B, T, C)
+        self._tokenizer = None
+        self.name_or_path: str | None = None
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2L)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=config.initializer_range / math.sqrt(2 * config.n_layer))
+        if device is not None or dtype is not None:
+            from .device import resolve_device
+
+            self.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ---- the forward pass --------------------------------------------------------------------
+    def hidden_states(self, idx: torch.Tensor, *, layer: int = -1,
+                      kv_cache: "KVCache | None" = None) -> torch.Tensor:
+        """The residual stream after block ``layer`` (B, T, C); ``layer=-1`` is after ``ln_f``,
+        i.e. Hugging Face's ``last_hidden_state``. Stops early, never computes logits."""
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.n_positions:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions}); "
+                "crop it (generate() does this for you)"
+            )
+        if layer < -1 or layer >= self.config.n_layer:
+            raise ValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(self.wpe(pos)))  # (B, T, C)
+        last = self.config.n_layer - 1 if layer == -1 else layer
+        for i, block in enumerate(self.blocks[: last + 1]):
+            x = block(x, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.hook_ln_final(self.ln_f(x)) if layer == -1 else x
+
+    def forward(self, idx: torch.Tensor, kv_cache: "KVCache | None" = None) -> torch.Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, V) for every position."""
+        if idx.dim() == 1:
+            idx = idx.unsqueeze(0)
+        return self.lm_head(self.hidden_states(idx, kv_cache=kv_cache))  # (B, T, C) -> (B, T, V)
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy (nats) of ``targets`` (B, T) given ``idx`` (B, T)."""
+        return lm_loss(self(idx), targets)
+
+    # ---- inspection ---------------------------------------------------------------------------
+    def hook_points(self) -> dict[str, HookPoint]:
+        return {m.name: m for m in self.modules() if isinstance(m, HookPoint)}  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], Callable]]) -> Iterator["GPT"]:
+        """Attach ``(name_or_filter, fn)`` hooks for the duration of a ``with`` block; always removed."""
+        points = self.hook_points()
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                matched = [p for n, p in points.items() if (name(n) if callable(name) else n == name)]
+                if not matched:
+                    raise KeyError(f"no hook point named {name!r}; see model.hook_points()")
+                handles += [p.add_hook(fn) for p in matched]
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run_with_hooks(self, idx: torch.Tensor, fwd_hooks: Iterable) -> torch.Tensor:
+        with self.hooks(fwd_hooks):
+            return self(idx)
+
+    def run_with_cache(self, idx: torch.Tensor | str, *,
+                       names_filter: Callable[[str], bool] | Sequence[str] | None = None,
+                       device: str | torch.device | None = None) -> tuple[torch.Tensor, ActivationCache]:
+        """Run the model and keep every intermediate activation.
+
+        >>> logits, cache = model.run_with_cache(tokens)                  # doctest: +SKIP
+        >>> cache["pattern", 0]      # (B, H, T, T) attention probabilities of layer 0  # doctest: +SKIP
+        >>> cache["z", 0]            # (B, T, H, hs) per-head outputs before concatenation  # doctest: +SKIP
+
+        Asking for patterns switches attention to its explicit path for this call only.
+        ``names_filter`` keeps only some activations (a list of full or short names, or a predicate).
+        Activations are detached; they live on ``device`` (default: where they were computed).
+        """
+        if isinstance(idx, str):
+            idx = self.to_tokens(idx)
+        if names_filter is None:
+            keep: Callable[[str], bool] = lambda name: True
+        elif callable(names_filter):
+            keep = names_filter
+        else:
+            wanted = set(names_filter)
+            keep = lambda name: name in wanted or short_name(name) in wanted
+        store: dict[str, torch.Tensor] = {}
+
+        def save(t: torch.Tensor, hook: HookPoint) -> None:
+            store[hook.name] = t.detach() if device is None else t.detach().to(device)
+
+        with torch.no_grad(), self.hooks([(keep, save)]):
+            logits = self(idx)
+        return logits, ActivationCache(store, self.config.n_layer)
+
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (the tied lm_head is the token embedding). gpt2: 124,439,808."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    # ---- tokenizer ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The tokenizer this model was trained with (GPT-2's BPE unless its folder carried another)."""
+        if self._tokenizer is None:
+            if self.config.vocab_size != 50257:
+                raise AttributeError(
+                    f"this model has a vocabulary of {self.config.vocab_size} tokens and no tokenizer attached; "
+                    "set model.tokenizer = ... (GPT-2's BPE only fits vocab_size 50257)"
+                )
+            from .tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.gpt2()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tok) -> None:
+        self._tokenizer = tok
+
+    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False) -> torch.Tensor:
+        """Text -> token ids (1, T) on the model's device (several texts must tokenize to equal lengths)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        rows = [self.tokenizer.encode(t) for t in texts]
+        if prepend_bos:
+            rows = [[self.tokenizer.eot_token, *r] for r in rows]
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError("texts tokenize to different lengths; pass them one at a time or pad them yourself")
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], *, prepend_bos: bool = False) -> list[str]:
+        """Each token of ``text`` (or of a list/tensor of ids) as its own string."""
+        ids = self.to_tokens(text, prepend_bos=prepend_bos)[0].tolist() if isinstance(text, str) else (
+            text.flatten().tolist() if isinstance(text, torch.Tensor) else list(text))
+        return self.tokenizer.str_tokens(ids)
+
+    def to_string(self, ids: torch.Tensor | Sequence[int]) -> str:
+        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.tokenizer.decode(ids)
+
+    # ---- generation and weights (implemented in generate.py / pretrained.py) -------------------
+    def generate(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Sample a continuation; see :func:`gptlearn.generate.generate` for the options."""
+        from .generate import generate
+
+        return generate(self, idx, max_new_tokens, **kwargs)
+
+    def generate_stream(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Yield new tokens one at a time; see :func:`gptlearn.generate.generate_stream`."""
+        from .generate import generate_stream
+
+        return generate_stream(self, idx, max_new_tokens, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "gpt2", **kwargs) -> "GPT":
+        """Load GPT-2 weights: a Hub name (``gpt2`` ... ``gpt2-xl``), ``gptlearn-mini`` or a local folder.
+        See :func:`gptlearn.pretrained.from_pretrained`."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(name_or_path, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a folder ``transformers.GPT2LMHeadModel.from_pretrained`` loads unchanged."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, params={self.num_parameters():,}"

@@ -1,0 +1,244 @@
+"""Loading and saving weights in Hugging Face's GPT-2 format (book chapter 6).
+
+The conversions are pure functions on state dicts. Hugging Face's GPT-2 stores its linear layers as
+``Conv1D`` with weights shaped (in, out); ours are ``nn.Linear`` with (out, in), so four kinds of
+matrix are transposed, and ``transformer.h.{i}`` becomes ``blocks.{i}``. Files are read with
+safetensors or ``torch.load(weights_only=True)``: nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .config import GPTConfig
+from .model import GPT
+
+__all__ = [
+    "HUB_MODELS",
+    "hf_to_gptlearn",
+    "gptlearn_to_hf",
+    "load_weights_file",
+    "from_pretrained",
+    "save_pretrained",
+    "load_model",
+    "PretrainedNotAvailableError",
+]
+
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+BUNDLED = {"gptlearn-mini": Path(__file__).parent / "assets" / "gptlearn-mini"}
+_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old checkpoints
+
+
+class PretrainedNotAvailableError(RuntimeError):
+    """Weights could not be found locally nor downloaded."""
+
+
+def hf_to_gptlearn(hf_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 state dict -> gptlearn state dict (renames and Conv1D transposes)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in hf_state.items():
+        key = key.removeprefix("transformer.")
+        if key.endswith(_HF_BUFFERS):
+            continue
+        if key.startswith("h."):
+            key = "blocks." + key[2:]
+        out[key] = tensor.t().contiguous() if key.endswith(_TRANSPOSED) else tensor
+    if "lm_head.weight" not in out and "wte.weight" in out:
+        out["lm_head.weight"] = out["wte.weight"]  # tied
+    return out
+
+
+def gptlearn_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """gptlearn state dict -> Hugging Face ``GPT2LMHeadModel`` state dict (tied lm_head left out)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            continue
+        t = tensor.t() if key.endswith(_TRANSPOSED) else tensor
+        key = "h." + key[len("blocks."):] if key.startswith("blocks.") else key
+        out["transformer." + key] = t.contiguous()
+    return out
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ``*.safetensors`` or a PyTorch ``*.bin`` (tensors only, ``weights_only=True``)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a weights file
+        raise ValueError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({e})") from None
+
+
+def _find_weights(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+
+
+def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing")
+    try:
+        config = GPTConfig.from_hf_dict(json.loads(cfg_path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
+    state = hf_to_gptlearn(load_weights_file(_find_weights(folder)))
+    with torch.device("meta"):
+        model = GPT(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"weights in {folder} do not match its config.json: {str(e).splitlines()[0]} "
+                         f"{' '.join(str(e).split())[:300]}") from None
+    model.lm_head.weight = model.wte.weight  # re-tie after assign
+    model.name_or_path = str(folder)
+    model._tokenizer = _folder_tokenizer(folder)
+    from .device import resolve_device
+
+    if device is not None or dtype is not None:
+        model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
+    return model.eval()
+
+
+def _folder_tokenizer(folder: Path):
+    """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
+    from .tokenizer import Tokenizer, load_tokenizer
+
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        tok = load_tokenizer(folder)
+        # the GPT-2 files themselves: share the cached fast tokenizer
+        return Tokenizer.gpt2() if tok.vocab_size == 50257 and tok.encode("Hello world") == [15496, 995] else tok
+    if any(folder.glob("*tokenizer*.json")):
+        try:
+            return load_tokenizer(folder)
+        except (FileNotFoundError, ValueError):
+            return None
+    return None
+
+
+def _download(name: str) -> Path:
+    repo = HUB_MODELS.get(name, name)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise PretrainedNotAvailableError(
+            f"loading {name!r} from the Hugging Face Hub needs huggingface_hub (pip install huggingface_hub); "
+            "or pass a local folder, or use the offline model 'gptlearn-mini'") from None
+    patterns = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
+    try:  # the local cache first: works offline once downloaded
+        return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise PretrainedNotAvailableError(
+            f"{name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            "pass a local model folder or use the offline model 'gptlearn-mini'")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as e:
+        raise PretrainedNotAvailableError(
+            f"could not download {name!r} from the Hugging Face Hub ({type(e).__name__}); with no network, "
+            "pass a local model folder or use the offline model: GPT.from_pretrained('gptlearn-mini')") from None
+
+
+def from_pretrained(name_or_path: str | Path = "gpt2", *, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None) -> GPT:
+    """Load a GPT-2: a local folder (config.json + model.safetensors or pytorch_model.bin),
+    ``"gptlearn-mini"`` (bundled, offline), or a Hub name (``gpt2``, ``gpt2-medium``, ``gpt2-large``,
+    ``gpt2-xl``, ``distilgpt2`` or ``owner/repo``) through huggingface_hub's cache.
+
+    The model comes back in eval mode, on ``device`` (default: the CPU) and with its tokenizer.
+    """
+    key = str(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        folder = path
+    elif key in BUNDLED:
+        folder = BUNDLED[key]
+        if not (folder / "config.json").is_file():
+            raise PretrainedNotAvailableError(f"the bundled model {key!r} is missing from this installation ({folder})")
+    elif key in HUB_MODELS or (key.count("/") == 1 and not path.exists() and not key.startswith((".", "/", "~"))):
+        folder = _download(key)
+    elif path.exists():
+        raise ValueError(f"{path} is a file; pass the model folder that contains it")
+    else:
+        raise ValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
+    model = _load_folder(folder, device=device, dtype=dtype)
+    model.name_or_path = key
+    return model
+
+
+def _atomic_write_dir(directory: Path, write) -> None:
+    """Write files into a temporary folder beside ``directory``, then move each into place."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, directory / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool = True) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's ``vocab.json``/``merges.txt``)
+    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+    def write(tmp: Path) -> None:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2) + "\n")
+        if save_tokenizer:
+            try:
+                tok = model.tokenizer
+            except AttributeError:
+                tok = None
+            if tok is not None:
+                tok.save(tmp)
+
+    _atomic_write_dir(directory, write)
+    return directory
+
+
+def load_model(name: str | None = None, *, device: str | torch.device | None = None, verbose: bool = True) -> GPT:
+    """The book's entry point: pretrained GPT-2 when its weights are cached or downloadable, else the
+    bundled ``gptlearn-mini``. ``GPTLEARN_MODEL=gpt2|gptlearn-mini|PATH`` (or ``name``) forces a choice.
+    Prints one line saying which model it chose."""
+    choice = name or os.environ.get("GPTLEARN_MODEL")
+    if choice:
+        model = from_pretrained(choice, device=device)
+        reason = "as requested"
+    else:
+        try:
+            model = from_pretrained("gpt2", device=device)
+            reason = "pretrained GPT-2 weights were found"
+        except PretrainedNotAvailableError:
+            model = from_pretrained("gptlearn-mini", device=device)
+            reason = "GPT-2's weights are not reachable (offline), so the bundled model is used"
+    if verbose:
+        c = model.config
+        print(f"Using {model.name_or_path} ({model.num_parameters() / 1e6:.1f}M parameters, {c.n_layer} layers x "
+              f"{c.n_head} heads, {c.n_embd} wide) on {model.device}: {reason}.")
+    return model

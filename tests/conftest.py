@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random models, and the data folder (GPTLEARN_DATA_DIR, default ../shared/data)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if "GPTLEARN_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["GPTLEARN_DATA_DIR"] = str(REPO.parent / "shared" / "data")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    d = os.environ.get("GPTLEARN_DATA_DIR")
+    if not d or not Path(d).is_dir():
+        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
+    return Path(d)
+
+
+@pytest.fixture
+def tiny_config():
+    from gptlearn import GPTConfig
+
+    return GPTConfig(n_layer=2, n_head=4, n_embd=32, n_positions=64, vocab_size=50257)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from gptlearn import GPT
+
+    torch.manual_seed(0)
+    return GPT(tiny_config).eval()

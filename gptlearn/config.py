@@ -77,6 +77,12 @@ class GPTConfig:
         """Build from a Hugging Face ``config.json`` dict; unknown keys are ignored."""
         if d.get("model_type", "gpt2") != "gpt2":
             raise ValueError(f"not a GPT-2 config (model_type={d.get('model_type')!r})")
+        for key, supported in _HF_ASSUMED.items():
+            if key in d and d[key] != supported:
+                raise ValueError(
+                    f"this GPT-2 config sets {key}={d[key]!r}, which gptlearn does not implement (it assumes "
+                    f"{supported!r}); use transformers.GPT2LMHeadModel for this checkpoint"
+                )
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         # older configs name the context n_ctx
@@ -97,6 +103,14 @@ class GPTConfig:
         )
         return d
 
+
+# GPT2Config switches that change the computation; every released GPT-2 uses these values
+_HF_ASSUMED: dict[str, Any] = {
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "add_cross_attention": False,
+    "tie_word_embeddings": True,
+}
 
 PRESETS: dict[str, GPTConfig] = {
     # the four released GPT-2 sizes

@@ -1,0 +1,268 @@
+"""Sentence embeddings from a GPT: one vector per sentence, pooled from its tokens' hidden states
+(book chapter 8).
+
+Legend: B batch, T tokens, C n_embd, N sentences, D embedding width (C, or the projection's output).
+
+A GPT gives one vector per *token*. To get one per *sentence* we pool them: average them ("mean"),
+take each feature's largest value ("max"), keep the last token's vector (the only one that has seen
+the whole sentence, "last"), the first token's ("first"), or a mean that weights later tokens more
+("weighted_mean", as in SGPT, since later tokens have read more of the sentence).
+
+>>> embedder = Embedder(GPT(GPTConfig.from_preset("tiny")))             # doctest: +SKIP
+>>> embedder.encode(["A cat sat.", "A dog ran."]).shape                 # doctest: +SKIP
+(2, 128)
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import GPT
+
+__all__ = ["POOLING", "pool", "Embedder"]
+
+POOLING = ("mean", "max", "last", "first", "weighted_mean")
+_SETTINGS = ("pooling", "layer", "max_length")
+_PAD_ID = 0  # any valid id: padding sits after the real tokens, so no real token ever reads it
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str = "mean") -> torch.Tensor:
+    """Pool token vectors into one vector per sequence: hidden (B, T, C), mask (B, T) -> (B, C).
+
+    ``mask`` is True for real tokens and False for padding; padding never changes the result.
+
+    >>> h = torch.tensor([[[1.0], [3.0], [100.0]]])        # (B=1, T=3, C=1), the last token is padding
+    >>> m = torch.tensor([[True, True, False]])
+    >>> [pool(h, m, s).item() for s in POOLING]            # mean, max, last, first, (1*1 + 2*3) / 3
+    [2.0, 3.0, 3.0, 1.0, 2.3333332538604736]
+    """
+    if strategy not in POOLING:
+        raise ValueError(f"unknown pooling {strategy!r}; choose one of {', '.join(POOLING)}")
+    if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
+        raise ValueError(f"expected hidden (B, T, C) and mask (B, T), got {tuple(hidden.shape)} and {tuple(mask.shape)}")
+    mask = mask.bool()
+    if strategy in ("mean", "weighted_mean"):
+        w = mask.cumsum(dim=1) * mask if strategy == "weighted_mean" else mask  # weights 1..n on real tokens
+        w = w.to(hidden.dtype).unsqueeze(-1)  # (B, T) -> (B, T, 1)
+        return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)  # (B, T, C) -> (B, C)
+    if strategy == "max":
+        filled = hidden.masked_fill(~mask.unsqueeze(-1), torch.finfo(hidden.dtype).min)  # (B, T, C)
+        return filled.amax(dim=1)  # (B, T, C) -> (B, C)
+    positions = torch.arange(mask.size(1), device=mask.device)  # (T,)
+    if strategy == "last":
+        where = (positions * mask).argmax(dim=1)  # (B,) index of the last real token
+    else:
+        where = mask.int().argmax(dim=1)  # (B,) index of the first real token
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), where]  # (B, T, C) -> (B, C)
+
+
+class Embedder(nn.Module):
+    """A GPT turned into a sentence encoder (book chapter 8).
+
+    Args:
+        model: the :class:`~gptlearn.GPT` whose hidden states are pooled.
+        tokenizer: defaults to ``model.tokenizer``.
+        pooling: one of ``POOLING``: "mean", "max", "last", "first", "weighted_mean".
+        layer: which hidden states to pool: ``-1`` is after the final LayerNorm (Hugging Face's
+            ``last_hidden_state``), ``i`` is the residual stream after block ``i``.
+        max_length: longer sentences keep their first ``max_length`` tokens, with a warning that
+            says how many were cut; defaults to the model's context, ``n_positions``.
+        projection: an optional learned ``nn.Linear`` applied after pooling (e.g. trained with
+            :mod:`gptlearn.embed_train`); it sets the embedding width ``D``.
+
+    ``embedder(sentences)`` -> (N, D) tensor with gradients, for training; :meth:`encode` -> numpy,
+    batched and without gradients, for use.
+    """
+
+    def __init__(self, model: GPT, tokenizer: Any = None, pooling: str = "mean", layer: int = -1,
+                 max_length: int | None = None, projection: nn.Linear | None = None) -> None:
+        super().__init__()
+        config = model.config
+        if pooling not in POOLING:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
+        if not -1 <= int(layer) < config.n_layer:
+            raise ValueError(f"layer must be in -1..{config.n_layer - 1} for this {config.n_layer}-layer model, got {layer}")
+        max_length = config.n_positions if max_length is None else int(max_length)
+        if not 1 <= max_length <= config.n_positions:
+            raise ValueError(f"max_length must be in 1..{config.n_positions} (the model's context), got {max_length}")
+        if projection is not None and projection.in_features != config.n_embd:
+            raise ValueError(f"projection takes {projection.in_features} features but the model's hidden "
+                             f"states have {config.n_embd}; build it as nn.Linear({config.n_embd}, D)")
+        self.model = model
+        self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        self.pooling = pooling
+        self.layer = int(layer)
+        self.max_length = max_length
+        self.projection = projection
+
+    @property
+    def dimensions(self) -> int:
+        """Width D of each embedding."""
+        return self.projection.out_features if self.projection is not None else self.model.config.n_embd
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- tokens in, vectors out ------------------------------------------------------------------
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Token ids of each sentence, cut to ``max_length`` (with a warning naming how many were cut)."""
+        if isinstance(sentences, str):
+            raise TypeError("expected a list of sentences, got one str; wrap it in a list: [sentence]")
+        sentences = list(sentences)
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise TypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
+            if not s:
+                raise ValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
+        encode_batch = getattr(self.tokenizer, "encode_batch", None)
+        rows = encode_batch(sentences) if encode_batch else [self.tokenizer.encode(s) for s in sentences]
+        cut = sum(len(r) > self.max_length for r in rows)
+        if cut:
+            warnings.warn(f"{cut} of {len(rows)} sentences were longer than {self.max_length} tokens and were "
+                          f"truncated to their first {self.max_length} tokens", stacklevel=3)
+        return [r[: self.max_length] for r in rows]
+
+    def embed_tokens(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Embed a batch of token-id lists -> (B, D), float32, on the model's device."""
+        lengths = torch.tensor([len(r) for r in rows])  # (B,)
+        T = int(lengths.max())
+        idx = torch.tensor([list(r) + [_PAD_ID] * (T - len(r)) for r in rows], dtype=torch.long)  # (B, T)
+        mask = torch.arange(T) < lengths[:, None]  # (B, T) True on real tokens
+        # Right padding needs no attention mask: a causal model's token t attends only to tokens
+        # <= t, so real tokens never see the pads after them; pool() then skips the pads.
+        hidden = self.model.hidden_states(idx.to(self.device), layer=self.layer)  # (B, T, C)
+        out = pool(hidden.float(), mask.to(self.device), self.pooling)  # (B, T, C) -> (B, C)
+        return self.projection(out) if self.projection is not None else out  # (B, C) -> (B, D)
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Embed ``sentences`` as one batch -> (N, D), with gradients (for training)."""
+        rows = self.tokenize(sentences)
+        if not rows:
+            return torch.empty(0, self.dimensions, device=self.device)
+        return self.embed_tokens(rows)
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, normalize: bool = False,
+               show_progress: bool = False, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
+        """Embed many sentences -> (N, D) numpy array (a single str gives (D,)), without gradients.
+
+        Sentences are sorted by length so each batch pads little, and the rows come back in the
+        order given. ``normalize=True`` scales each row to length 1 (then dot product = cosine).
+        Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
+        how many were cut. An empty sentence raises ``ValueError``. ``show_progress`` shows a tqdm bar;
+        ``convert_to_tensor`` returns a tensor on the model's device instead of numpy.
+        """
+        single = isinstance(sentences, str)
+        rows = self.tokenize([sentences] if single else sentences)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
+        out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
+        starts = range(0, len(rows), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Embedding", unit="batch")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in starts:
+                    batch = order[start:start + batch_size]
+                    out[torch.tensor(batch, device=self.device)] = self.embed_tokens([rows[i] for i in batch])
+        finally:
+            self.train(was_training)
+        if normalize:
+            out = F.normalize(out, dim=-1)
+        if single:
+            out = out[0]
+        return out if convert_to_tensor else out.cpu().numpy()
+
+    # ---- saving and loading ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model folder (:meth:`GPT.save_pretrained`) plus ``embedder.json`` (pooling, layer,
+        max_length, has_projection) and, if there is a projection, ``projection.safetensors``."""
+        from safetensors.torch import save_file
+
+        from .pretrained import _atomic_write_dir, save_pretrained
+
+        directory = Path(directory)
+        settings = {"pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
+                    "has_projection": self.projection is not None}
+
+        def write(tmp: Path) -> None:
+            save_pretrained(self.model, tmp, save_tokenizer=False)
+            if hasattr(self.tokenizer, "save"):
+                self.tokenizer.save(tmp)
+            (tmp / "embedder.json").write_text(json.dumps(settings, indent=2) + "\n")
+            if self.projection is not None:
+                state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
+                save_file(state, str(tmp / "projection.safetensors"))
+
+        _atomic_write_dir(directory, write)
+        if self.projection is None:
+            (directory / "projection.safetensors").unlink(missing_ok=True)  # left from an earlier save
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, **overrides: Any) -> "Embedder":
+        """Load a folder written by :meth:`save_pretrained`, a plain model folder, or a model name
+        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`).
+
+        ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
+        the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
+        """
+        from .pretrained import from_pretrained
+
+        allowed = {*_SETTINGS, "tokenizer", "projection"}
+        unknown = set(overrides) - allowed
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
+        folder = Path(name_or_path).expanduser()
+        settings: dict[str, Any] = {}
+        if (folder / "embedder.json").is_file():
+            settings = _read_settings(folder)
+        model = from_pretrained(name_or_path, device=device, dtype=dtype)
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        embedder = cls(model, **settings)
+        if embedder.projection is not None:
+            embedder.projection.to(model.device)
+        return embedder
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, layer={self.layer}, max_length={self.max_length}, dimensions={self.dimensions}"
+
+
+def _read_settings(folder: Path) -> dict[str, Any]:
+    """``embedder.json`` (+ ``projection.safetensors``) -> keyword arguments for :class:`Embedder`."""
+    path = folder / "embedder.json"
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a valid embedder.json ({e}); save the embedder again with "
+                         "Embedder.save_pretrained") from None
+    settings = {k: raw[k] for k in _SETTINGS if raw.get(k) is not None}
+    if raw.get("has_projection"):
+        from .pretrained import load_weights_file
+
+        weights = folder / "projection.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} says there is a projection but {weights.name} is missing from {folder}")
+        state = load_weights_file(weights)
+        if "weight" not in state or state["weight"].dim() != 2:
+            raise ValueError(f"{weights} holds no (D, C) 'weight' matrix; save the embedder again")
+        out_features, in_features = state["weight"].shape
+        projection = nn.Linear(in_features, out_features, bias="bias" in state)
+        projection.load_state_dict(state, strict=True)
+        settings["projection"] = projection
+    return settings

@@ -1,0 +1,167 @@
+"""GPT: the forward pass against transformers' GPT2LMHeadModel (in memory), hidden states, loss.
+
+Tolerances: fp32 logits within 1e-4 of transformers, hidden states within 1e-5 (sums over at most a
+few hundred terms of O(1) numbers, so fp32 rounding stays around 1e-6).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptlearn import GPT, GPTConfig
+from gptlearn.model import lm_loss
+from gptlearn.pretrained import hf_to_gptlearn
+
+transformers = pytest.importorskip("transformers")
+
+LOGITS_ATOL = 1e-4
+HIDDEN_ATOL = 1e-5
+
+# (n_layer, n_head, n_embd, n_positions, vocab_size)
+SHAPES = [(1, 1, 16, 32, 1000), (2, 4, 64, 64, 50257), (3, 6, 96, 128, 1000)]
+
+
+def random_hf(n_layer, n_head, n_embd, n_positions, vocab_size, seed=0, **extra):
+    """A random GPT2LMHeadModel whose every parameter (biases and LayerNorms too) is non-trivial."""
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
+                                  vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, **extra)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return hf
+
+
+def to_gptlearn(hf) -> GPT:
+    model = GPT(GPTConfig.from_hf_dict(hf.config.to_dict())).eval()
+    model.load_state_dict(hf_to_gptlearn(hf.state_dict()), strict=True)
+    return model
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "L{}H{}C{}P{}V{}".format(*s))
+def test_logits_and_hidden_states_match_transformers(shape):
+    hf = random_hf(*shape)
+    model = to_gptlearn(hf)
+    n_layer, _, n_embd, n_positions, vocab = shape
+    torch.manual_seed(1)
+    for B, T in [(2, 7), (1, n_positions)]:  # T = n_positions: the whole context
+        idx = torch.randint(0, vocab, (B, T))
+        last_block = {}
+        handle = hf.transformer.h[-1].register_forward_hook(
+            lambda m, a, out: last_block.setdefault("x", out[0] if isinstance(out, tuple) else out))
+        with torch.no_grad():
+            ref = hf(idx, output_hidden_states=True)
+            logits = model(idx)
+            handle.remove()
+            assert logits.shape == (B, T, vocab)
+            torch.testing.assert_close(logits, ref.logits, rtol=0, atol=LOGITS_ATOL)
+            # layer=-1 is after ln_f, which is also HF's last entry of hidden_states
+            torch.testing.assert_close(model.hidden_states(idx), ref.hidden_states[-1], rtol=0, atol=HIDDEN_ATOL)
+            torch.testing.assert_close(model.hidden_states(idx, layer=-1), hf.transformer(idx).last_hidden_state,
+                                       rtol=0, atol=HIDDEN_ATOL)
+            # layer=l is the residual stream after block l: HF's hidden_states[l + 1], except for the last
+            # block, whose raw output HF only reports after ln_f (so read it with a forward hook)
+            for layer in range(n_layer - 1):
+                torch.testing.assert_close(model.hidden_states(idx, layer=layer), ref.hidden_states[layer + 1],
+                                           rtol=0, atol=HIDDEN_ATOL)
+            torch.testing.assert_close(model.hidden_states(idx, layer=n_layer - 1), last_block["x"],
+                                       rtol=0, atol=HIDDEN_ATOL)
+
+
+@pytest.mark.parametrize("extra", [{"activation_function": "gelu"}, {"n_inner": 40},
+                                   {"layer_norm_epsilon": 1e-3}, {"activation_function": "gelu_pytorch_tanh"}])
+def test_config_variants_match_transformers(extra):
+    hf = random_hf(2, 2, 16, 16, 300, seed=2, **extra)
+    model = to_gptlearn(hf)
+    idx = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), hf(idx).logits, rtol=0, atol=LOGITS_ATOL)
+
+
+def test_loss_matches_transformers():
+    hf = random_hf(2, 4, 64, 64, 1000, seed=3)
+    model = to_gptlearn(hf)
+    idx = torch.randint(0, 1000, (3, 20))
+    with torch.no_grad():
+        ref = hf(idx, labels=idx).loss  # transformers shifts the labels itself
+        ours = model.loss(idx[:, :-1], idx[:, 1:])
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
+    # ignore_index: masked targets do not count
+    targets = idx[:, 1:].clone()
+    targets[:, :5] = -100
+    with torch.no_grad():
+        logits = model(idx[:, :-1])
+    expected = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 1000), idx[:, 6:].reshape(-1))
+    assert lm_loss(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_num_parameters_matches_transformers():
+    for shape in SHAPES:
+        hf = random_hf(*shape)
+        with torch.device("meta"):
+            model = GPT(GPTConfig.from_hf_dict(hf.config.to_dict()))
+        assert model.num_parameters() == hf.num_parameters()
+
+
+def test_forward_accepts_1d_and_refuses_too_long(tiny_model, tiny_config):
+    idx = torch.randint(0, tiny_config.vocab_size, (9,))
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model(idx), tiny_model(idx[None]), rtol=0, atol=0)
+        too_long = torch.zeros(1, tiny_config.n_positions + 1, dtype=torch.long)
+        with pytest.raises(ValueError, match=r"longer than the context.*crop"):
+            tiny_model(too_long)
+        with pytest.raises(ValueError, match="layer must be in"):
+            tiny_model.hidden_states(idx[None], layer=tiny_config.n_layer)
+
+
+def test_batch_rows_are_independent(tiny_model, tiny_config):
+    torch.manual_seed(4)
+    idx = torch.randint(0, tiny_config.vocab_size, (3, 12))
+    with torch.no_grad():
+        batch = tiny_model(idx)
+        for b in range(3):
+            torch.testing.assert_close(batch[b], tiny_model(idx[b:b + 1])[0], rtol=0, atol=1e-5)
+        # causality: changing a later token never changes earlier logits
+        changed = idx.clone()
+        changed[:, 8] = (changed[:, 8] + 1) % tiny_config.vocab_size
+        out = tiny_model(changed)
+    torch.testing.assert_close(out[:, :8], batch[:, :8], rtol=0, atol=0)
+    assert not torch.allclose(out[:, 8:], batch[:, 8:])
+
+
+def test_weights_tied_and_initialised_like_gpt2(tiny_model, tiny_config):
+    assert tiny_model.lm_head.weight is tiny_model.wte.weight
+    std = tiny_model.blocks[0].mlp.c_fc.weight.std().item()
+    assert std == pytest.approx(0.02, rel=0.1)
+    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in tiny_model.blocks]).std().item()
+    assert proj == pytest.approx(0.02 / (2 * tiny_config.n_layer) ** 0.5, rel=0.15)
+    assert all(b.attn.c_attn.bias.abs().sum() == 0 for b in tiny_model.blocks)
+
+
+def test_gradients_reach_every_parameter(tiny_config):
+    torch.manual_seed(5)
+    model = GPT(tiny_config.replace(vocab_size=100)).train()
+    idx = torch.randint(0, 100, (2, 10))
+    model.loss(idx, idx).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(6)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=50, resid_pdrop=0.5,
+                          embd_pdrop=0.5, attn_pdrop=0.5))
+    idx = torch.randint(0, 50, (2, 8))
+    with torch.no_grad():
+        a, b = model(idx), model(idx)
+        assert not torch.allclose(a, b)  # dropout is on in training mode
+        model.eval()
+        torch.testing.assert_close(model(idx), model(idx), rtol=0, atol=0)
+
+
+def test_constructor_dtype_and_device():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, n_positions=8, vocab_size=30), device="cpu",
+                dtype=torch.float64)
+    assert model.wte.weight.dtype == torch.float64 and model.device == torch.device("cpu")
+    assert model(torch.zeros(1, 3, dtype=torch.long)).dtype == torch.float64

@@ -15,6 +15,9 @@ from .model import GPT, MLP, Block
 from .generate import KVCache, generate, generate_stream, sample_next
 from .pretrained import PretrainedNotAvailableError, from_pretrained, load_model, save_pretrained
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from .errors import GptlearnError
+from .embeddings import Embedder
+from . import similarity
 
 __version__ = "0.1.0"
 
@@ -24,4 +27,5 @@ __all__ = [
     "from_pretrained", "save_pretrained", "load_model", "PretrainedNotAvailableError",
     "Tokenizer", "BPETokenizer", "CharTokenizer", "load_tokenizer",
     "device", "resolve_device", "autocast",
+    "Embedder", "similarity", "GptlearnError",
 ]

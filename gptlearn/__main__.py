@@ -1,0 +1,6 @@
+"""``python -m gptlearn ...`` runs the ``gptlearn`` command (see :mod:`gptlearn.cli`)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

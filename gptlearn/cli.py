@@ -1,0 +1,256 @@
+"""The ``gptlearn`` command: embed, compare and generate text from the terminal.
+
+    gptlearn embed --sentence "A cat sat." --sentence "A dog ran."
+    gptlearn similarity --sentence1 "A cat sat." --sentence2 "A dog ran." --all-metrics
+    gptlearn generate --prompt "Once upon a time" --max-new-tokens 40 --seed 0
+    gptlearn generate --interactive
+    gptlearn info --model gpt2
+
+Every subcommand takes ``--model NAME|FOLDER`` (default ``gptlearn-mini``, bundled and offline) and
+``--device auto|cpu|cuda|mps``. A mistake the user can fix prints one line,
+``gptlearn: error: ...``, on stderr and exits with status 2. ``gptlearn.train`` and
+``gptlearn.embed_train`` add their own subcommands through ``register_cli(subparsers)``.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import importlib
+import json
+import sys
+import warnings
+from typing import Sequence
+
+from .errors import GptlearnError
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_MODEL = "gptlearn-mini"
+_PLUGINS = ("gptlearn.train", "gptlearn.embed_train")  # modules that add subcommands when present
+_USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError, KeyError, RuntimeError)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def _load_model(args: argparse.Namespace):
+    from .pretrained import from_pretrained
+
+    return from_pretrained(args.model, device=args.device)
+
+
+def _load_embedder(args: argparse.Namespace):
+    from .embeddings import Embedder
+
+    return Embedder.from_pretrained(args.model, device=args.device, pooling=args.pooling, layer=args.layer)
+
+
+def _tokenizer(model):
+    try:
+        return model.tokenizer
+    except AttributeError as e:  # a model whose folder carried no tokenizer
+        raise GptlearnError(f"{e}") from None
+
+
+# ---- subcommands -----------------------------------------------------------------------------------
+def _embed(args: argparse.Namespace) -> int:
+    embedder = _load_embedder(args)
+    vectors = embedder.encode(args.sentence, normalize=args.normalize)  # (N, D)
+    items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
+             for s, v in zip(args.sentence, vectors)]
+    json.dump(items[0] if len(items) == 1 else items, sys.stdout, ensure_ascii=False)
+    print()
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from .similarity import METRICS
+
+    embedder = _load_embedder(args)
+    a, b = embedder.encode([args.sentence1, args.sentence2])  # (2, D) -> two (D,)
+    names = list(METRICS) if args.all_metrics else ["cosine"]
+    values = {name: float(METRICS[name][0](a, b)) for name in names}
+    if args.json:
+        out = {"sentence1": args.sentence1, "sentence2": args.sentence2, **values}
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    labels = {"cosine": "cosine similarity", "euclidean": "euclidean distance",
+              "manhattan": "manhattan distance", "dot": "dot product"}
+    width = max(len(labels[n]) for n in names)
+    for name in names:
+        print(f"{labels[name] + ':':<{width + 1}} {values[name]:>10.4f}   ({METRICS[name][1]})")
+    return 0
+
+
+def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -> None:
+    """Print the continuation of ``prompt`` token by token, never splitting a UTF-8 character."""
+    out = out or sys.stdout
+    tok = _tokenizer(model)
+    ids = tok.encode(prompt)
+    if not ids:
+        raise GptlearnError("the prompt is empty; give some text to continue")
+    eot = getattr(tok, "eot_token", None)
+    # A token can end in the middle of a multi-byte character (Japanese, emoji); the incremental
+    # decoder keeps those bytes until the character is complete.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stream = model.generate_stream(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, do_sample=not args.greedy, generator=generator)
+    for nxt in stream:
+        token = int(nxt[0])
+        if token == eot:
+            break
+        out.write(decoder.decode(tok.decode_bytes([token])))
+        out.flush()
+    out.write(decoder.decode(b"", final=True))
+    out.flush()
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.interactive == (args.prompt is not None):
+        raise GptlearnError("give either --prompt TEXT or --interactive (one of them)")
+    if args.max_new_tokens < 0:
+        raise GptlearnError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    model = _load_model(args)
+    generator = torch.Generator(device=model.device)
+    if args.seed is not None:
+        generator.manual_seed(args.seed)
+    else:
+        generator.seed()  # a fresh random seed
+    if not args.interactive:
+        if not args.prompt:
+            raise GptlearnError("the prompt is empty; give some text to continue")
+        sys.stdout.write(args.prompt)
+        _stream(model, args.prompt, args, generator)
+        print()
+        return 0
+    print(f"{model.name_or_path}: type a prompt and press Enter; 'quit' or Ctrl-D leaves.", file=sys.stderr)
+    while True:
+        sys.stderr.write("> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            sys.stderr.write("\n")
+            return 0
+        prompt = line.rstrip("\r\n")
+        if prompt.strip().lower() in ("quit", "exit"):
+            return 0
+        if not prompt.strip():
+            continue
+        _stream(model, prompt, args, generator)
+        print()
+
+
+def _info(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    c = model.config
+    print(f"model:      {model.name_or_path}")
+    print(f"parameters: {model.num_parameters():,} ({model.num_parameters() / 1e6:.1f}M)")
+    print(f"device:     {model.device}")
+    print(f"dtype:      {str(model.wte.weight.dtype).removeprefix('torch.')}")
+    try:
+        print(f"tokenizer:  {model.tokenizer!r}")
+    except AttributeError:
+        print("tokenizer:  none (this folder carries no tokenizer and its vocabulary is not GPT-2's)")
+    print("config:")
+    for key, value in c.to_hf_dict().items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+# ---- the parser ------------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FOLDER",
+                        help=f"model name (gptlearn-mini, gpt2, ...) or folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to run (default: auto = CUDA, then MPS, then CPU)")
+    if embedding:
+        from .embeddings import POOLING
+
+        parser.add_argument("--pooling", choices=POOLING, default=None,
+                            help="how token vectors become one vector (default: the folder's embedder.json, else mean)")
+        parser.add_argument("--layer", type=int, default=None,
+                            help="which layer's hidden states to pool (default: -1, after the final LayerNorm)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gptlearn", description="A small, readable GPT-2: embed, compare, generate.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"gptlearn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("embed", help="print sentence embeddings as JSON")
+    p.add_argument("--sentence", action="append", required=True, help="a sentence to embed (repeat for several)")
+    p.add_argument("--normalize", action="store_true", help="scale each embedding to length 1")
+    _common(p, embedding=True)
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("similarity", help="how similar two sentences are")
+    p.add_argument("--sentence1", required=True)
+    p.add_argument("--sentence2", required=True)
+    p.add_argument("--all-metrics", action="store_true", help="cosine, euclidean, manhattan and dot product")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    _common(p, embedding=True)
+    p.set_defaults(func=_similarity)
+
+    p = sub.add_parser("generate", help="continue a prompt, printing tokens as they come")
+    p.add_argument("--prompt", help="text to continue")
+    p.add_argument("--interactive", action="store_true", help="read prompts from stdin until 'quit' or EOF")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    p.add_argument("--greedy", action="store_true", help="always pick the most likely token")
+    _common(p)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("info", help="print a model's configuration, size and device")
+    _common(p)
+    p.set_defaults(func=_info)
+
+    for name in _PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # the module itself is absent; anything it fails to import is a real error
+                continue
+            raise
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub)
+    return parser
+
+
+def _one_line(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(str(msg).split()) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gptlearn`` command; returns the exit status (0 ok, 2 a user error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (argparse printed it, status 2)
+        return e.code if isinstance(e.code, int) else 2
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"gptlearn: warning: {_one_line(Warning(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return int(args.func(args) or 0)
+        except BrokenPipeError:  # e.g. `gptlearn embed ... | head` closed the pipe early
+            return 0
+        except _USER_ERRORS as e:
+            sys.stdout.flush()
+            print(f"gptlearn: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

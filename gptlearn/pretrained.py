@@ -83,20 +83,23 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a weights file
-        raise ValueError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({e})") from None
+        raise ValueError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({e}); "
+                         "download or save it again") from None
 
 
 def _find_weights(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin; pass a folder written by "
+                            "save_pretrained, or put the weights file beside its config.json")
 
 
 def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing")
+        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing; pass a folder written "
+                                "by save_pretrained (config.json + model.safetensors)")
     try:
         config = GPTConfig.from_hf_dict(json.loads(cfg_path.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as e:
@@ -107,8 +110,9 @@ def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
-        raise ValueError(f"weights in {folder} do not match its config.json: {str(e).splitlines()[0]} "
-                         f"{' '.join(str(e).split())[:300]}") from None
+        detail = " ".join(str(e).split()).replace(f"Error(s) in loading state_dict for {type(model).__name__}: ", "")
+        raise ValueError(f"the weights in {folder} do not match its config.json ({detail[:300]}); save the "
+                         "config and the weights together, e.g. with model.save_pretrained(folder)") from None
     model.lm_head.weight = model.wte.weight  # re-tie after assign
     model.name_or_path = str(folder)
     model._tokenizer = _folder_tokenizer(folder)

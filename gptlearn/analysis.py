@@ -1,0 +1,132 @@
+"""Measurements that find what a trained model does "by measurement, not by story"
+(book chapters on attention heads and on training).
+
+>>> scores = previous_token_scores(model, model.to_tokens(text))   # (L, H)     # doctest: +SKIP
+>>> induction_scores(model).max()                                   # (L, H)     # doctest: +SKIP
+>>> bits_per_byte(model, held_out), unigram_bits_per_byte(train, held_out, model.tokenizer)  # doctest: +SKIP
+
+Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+import torch
+
+from .model import GPT
+
+__all__ = ["previous_token_scores", "induction_scores", "repeated_random_tokens", "bits_per_byte",
+           "unigram_bits_per_byte", "top_heads"]
+
+
+def _patterns(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """Attention patterns of every layer, (L, B, H, T, T)."""
+    if tokens.dim() == 1:
+        tokens = tokens.unsqueeze(0)
+    _, cache = model.run_with_cache(tokens.to(model.device), names_filter=lambda n: n.endswith("hook_pattern"))
+    return cache.stack("pattern").float()  # (L, B, H, T, T)
+
+
+@torch.no_grad()
+def previous_token_scores(model: GPT, tokens: torch.Tensor | str) -> torch.Tensor:
+    """Mean attention each head pays to the token just before the query, (L, H).
+
+    The average of ``pattern[q, q - 1]`` over queries ``q >= 1`` (and the batch); 1.0 is a perfect
+    previous-token head, ``~1/T`` a head that looks everywhere equally.
+    """
+    if isinstance(tokens, str):
+        tokens = model.to_tokens(tokens)
+    pattern = _patterns(model, tokens)  # (L, B, H, T, T)
+    stripe = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)  # (L, B, H, T - 1): pattern[q, q - 1]
+    return stripe.mean(dim=(1, 3)).cpu()  # (L, H)
+
+
+def repeated_random_tokens(vocab_size: int, seq_len: int = 50, batch: int = 8, *, seed: int = 0,
+                           exclude: Sequence[int] = ()) -> torch.Tensor:
+    """``batch`` rows of ``seq_len`` random tokens written twice, (B, 2 * seq_len)."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor(sorted(set(range(vocab_size)) - set(exclude)))
+    first = allowed[torch.randint(len(allowed), (batch, seq_len), generator=g)]  # (B, seq_len)
+    return torch.cat([first, first], dim=1)  # (B, 2 * seq_len)
+
+
+@torch.no_grad()
+def induction_scores(model: GPT, seq_len: int = 50, batch: int = 8, seed: int = 0) -> torch.Tensor:
+    """TransformerLens' induction score of every head, (L, H).
+
+    On random tokens repeated twice, an induction head at a token of the second copy attends to the
+    token *after* that token's first occurrence, i.e. ``seq_len - 1`` positions back. The score is
+    the mean of that attention over the second copy; 1.0 is a perfect induction head.
+    """
+    if 2 * seq_len > model.config.n_positions:
+        raise ValueError(f"2 * seq_len = {2 * seq_len} does not fit the context ({model.config.n_positions})")
+    exclude = []
+    tok = getattr(model, "_tokenizer", None)
+    if tok is not None and getattr(tok, "special_tokens", None):
+        exclude = list(tok.special_tokens.values())
+    elif model.config.vocab_size == 50257:
+        exclude = [50256]
+    tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, seed=seed, exclude=exclude)
+    pattern = _patterns(model, tokens)  # (L, B, H, 2S, 2S)
+    stripe = pattern.diagonal(offset=1 - seq_len, dim1=-2, dim2=-1)  # (L, B, H, S + 1): pattern[q, q - S + 1]
+    return stripe[..., 1:].mean(dim=(1, 3)).cpu()  # queries q = S .. 2S - 1 (the second copy) -> (L, H)
+
+
+def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` best heads of an (L, H) score table as ``("layer.head", score)``."""
+    flat = scores.flatten()
+    idx = flat.argsort(descending=True)[:k]
+    H = scores.shape[1]
+    return [(f"{int(i) // H}.{int(i) % H}", float(flat[i])) for i in idx]
+
+
+@torch.no_grad()
+def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: int | None = None,
+                  batch_size: int = 8) -> float:
+    """Cross-entropy of ``text`` under the model, in bits per UTF-8 byte (tokenizer-independent).
+
+    The tokens are cut into windows of ``block_size`` + 1 that overlap by one token, so every token
+    but the first is predicted exactly once (the first tokens of a window see little context).
+    """
+    tok = tokenizer if tokenizer is not None else model.tokenizer
+    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    T = min(block_size or model.config.n_positions, model.config.n_positions)
+    if len(ids) < 2:
+        raise ValueError("the text is too short to measure: it needs at least two tokens")
+    was_training = model.training
+    model.eval()
+    total_nats = 0.0
+    windows = [ids[s: s + T + 1] for s in range(0, len(ids) - 1, T)]
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i: i + batch_size]
+        full = [w for w in chunk if len(w) == T + 1]
+        rest = [w for w in chunk if len(w) != T + 1]  # the ragged last window, on its own
+        if full:
+            x = torch.stack(full).to(model.device)  # (B, T + 1)
+            logits = model(x[:, :-1])  # (B, T, V)
+            total_nats += torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum").item()
+        for w in rest:
+            x = w.unsqueeze(0).to(model.device)  # (1, t + 1)
+            logits = model(x[:, :-1])  # (1, t, V)
+            total_nats += torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum").item()
+    model.train(was_training)
+    first_bytes = len(tok.decode(ids[:1].tolist()).encode("utf-8"))
+    return total_nats / math.log(2) / (len(text.encode("utf-8")) - first_bytes)
+
+
+def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: Any = None) -> float:
+    """Bits per byte of ``eval_text`` under a unigram model of ``train_text``: token frequencies (or
+    byte frequencies when ``tokenizer`` is None), add-one smoothed, no context at all. The baseline a
+    language model must beat."""
+    if tokenizer is None:
+        train_ids, eval_ids, V = list(train_text.encode("utf-8")), list(eval_text.encode("utf-8")), 256
+    else:
+        train_ids, eval_ids, V = tokenizer.encode(train_text), tokenizer.encode(eval_text), tokenizer.vocab_size
+    counts = Counter(train_ids)
+    total = len(train_ids) + V
+    bits = -sum(math.log2((counts[i] + 1) / total) for i in eval_ids)
+    return bits / len(eval_text.encode("utf-8"))

@@ -1,0 +1,318 @@
+"""Data for training: named data sets with pinned hashes, text loading, and token batches
+(book chapter "Training a GPT").
+
+>>> text = load_text("tinyshakespeare")                       # doctest: +SKIP
+>>> ds = TokenDataset(text, Tokenizer.gpt2())                  # doctest: +SKIP
+>>> x, y = ds.get_batch("train", 8, 64, generator)             # (B, T) each; y is x shifted by one  # doctest: +SKIP
+
+Named data sets are looked up in ``GPTLEARN_DATA_DIR`` first, then in a cache folder
+(``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``), and downloaded there if missing; every file is
+checked against its SHA-256 before use.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import GptlearnError
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "cache_dir",
+    "dataset_path",
+    "load_text",
+    "split_text",
+    "tokenizer_id",
+    "TokenDataset",
+]
+
+DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
+CACHE_ENV = "GPTLEARN_CACHE"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set: ``files`` maps a path relative to the data folder to its SHA-256.
+
+    ``url`` is a single file (when there is one file) or a ``.tar.gz`` holding the files under any
+    folder (matched by file name). ``path`` is what :func:`dataset_path` returns, relative to the folder.
+    """
+
+    name: str
+    url: str
+    files: dict[str, str]
+    path: str
+    description: str = ""
+
+
+DATASETS: dict[str, Dataset] = {
+    "tinyshakespeare": Dataset(
+        name="tinyshakespeare",
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        files={"tinyshakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"},
+        path="tinyshakespeare.txt",
+        description="1,115,394 characters of Shakespeare, the corpus of char-rnn and nanoGPT",
+    ),
+    "stsb": Dataset(
+        name="stsb",
+        # the STS Benchmark page is http://ixa2.si.ehu.eus/stswiki; this is its Stsbenchmark.tar.gz
+        url="http://ixa2.si.ehu.eus/stswiki/images/4/48/Stsbenchmark.tar.gz",
+        files={
+            "stsb/sts-train.csv": "0f71910b59aa1ad973c5897f0791f3b0965a92b8f82b1a95f3eea9f4162fda82",
+            "stsb/sts-dev.csv": "5d7e944d8b02734b07bfdb5df67db3420c64bed153fcaa1ba47ad03480cf4234",
+        },
+        path="stsb",
+        description="STS Benchmark train (5,749 pairs) and dev (1,500 pairs), tab-separated",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gptlearn").expanduser()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_sha(path: Path, expected: str, name: str) -> None:
+    got = _sha256_file(path)
+    if got != expected:
+        raise GptlearnError(
+            f"{path} (data set {name!r}) has sha256 {got}, expected {expected}; the file is corrupt or a "
+            "different version: delete it so it is downloaded again, or fix the copy in $GPTLEARN_DATA_DIR"
+        )
+
+
+def _fetch(url: str, name: str, dest_hint: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise GptlearnError(
+            f"could not download data set {name!r} from {url} ({e}); with no network, put {dest_hint} in a "
+            f"folder and set {DATA_DIR_ENV} to that folder"
+        ) from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _extract_from_tar(blob: bytes, wanted: dict[str, str], name: str) -> dict[str, bytes]:
+    """Pull the files named in ``wanted`` (relative path -> sha256) out of a .tar.gz, matching by file
+    name wherever they sit in the archive. Nothing else is extracted, so no path in the archive is
+    ever written to disk."""
+    by_name = {Path(rel).name: rel for rel in wanted}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
+            for member in tar:
+                base = Path(member.name).name
+                if member.isfile() and base in by_name and by_name[base] not in found:
+                    f = tar.extractfile(member)
+                    if f is not None:
+                        found[by_name[base]] = f.read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise GptlearnError(f"the download of data set {name!r} is not a readable .tar.gz ({e}); try again later") from None
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise GptlearnError(f"the archive of data set {name!r} lacks {missing}; the source may have changed")
+    for rel, data in found.items():
+        got = hashlib.sha256(data).hexdigest()
+        if got != wanted[rel]:
+            raise GptlearnError(
+                f"{rel} in the download of data set {name!r} has sha256 {got}, expected {wanted[rel]}; "
+                "the source changed: put the expected files in a folder and set " + DATA_DIR_ENV
+            )
+    return found
+
+
+def _download(ds: Dataset, root: Path) -> None:
+    hint = " and ".join(ds.files)
+    blob = _fetch(ds.url, ds.name, hint)
+    if len(ds.files) == 1 and not ds.url.endswith((".tar.gz", ".tgz")):
+        ((rel, sha),) = ds.files.items()
+        got = hashlib.sha256(blob).hexdigest()
+        if got != sha:
+            raise GptlearnError(
+                f"the download of data set {ds.name!r} from {ds.url} has sha256 {got}, expected {sha}; "
+                f"the source changed: put the expected {rel} in a folder and set {DATA_DIR_ENV}"
+            )
+        contents = {rel: blob}
+    else:
+        contents = _extract_from_tar(blob, ds.files, ds.name)
+    for rel, data in contents.items():
+        _atomic_write_bytes(root / rel, data)
+
+
+def dataset_path(name: str, *, download: bool = True) -> Path:
+    """Local path of a named data set (see ``DATASETS``), downloading it into the cache if needed.
+
+    Looks in ``$GPTLEARN_DATA_DIR`` first, then in :func:`cache_dir`; files are checked against their
+    pinned SHA-256 either way.
+    """
+    try:
+        ds = DATASETS[name]
+    except KeyError:
+        raise GptlearnError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} or pass a file") from None
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    roots = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir()]
+    for root in roots:
+        if all((root / rel).is_file() for rel in ds.files):
+            for rel, sha in ds.files.items():
+                _check_sha(root / rel, sha, name)
+            return root / ds.path
+    if not download:
+        raise GptlearnError(f"data set {name!r} is not in {' or '.join(map(str, roots))}; set {DATA_DIR_ENV}")
+    root = cache_dir()
+    _download(ds, root)
+    return root / ds.path
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GptlearnError(
+            f"{path} is not UTF-8 text: byte offset {e.start} (0x{data[e.start]:02x}) cannot be decoded; "
+            "convert it with e.g. iconv -t UTF-8"
+        ) from None
+
+
+def load_text(path_or_name: str | os.PathLike) -> str:
+    """A UTF-8 text file, a folder of ``.txt`` files (sorted, joined by a blank line), or a named
+    data set such as ``"tinyshakespeare"``."""
+    path = Path(path_or_name).expanduser()
+    if not path.exists() and str(path_or_name) in DATASETS:
+        path = dataset_path(str(path_or_name))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise GptlearnError(f"{path} holds no .txt files; pass a text file or a folder of .txt files")
+        text = "\n\n".join(_read_utf8(p) for p in files)
+    elif path.is_file():
+        text = _read_utf8(path)
+    else:
+        raise GptlearnError(
+            f"{str(path_or_name)!r} is not a file, a folder, or a named data set ({', '.join(sorted(DATASETS))})")
+    if not text.strip():
+        raise GptlearnError(f"{path} is empty; training needs some text")
+    return text
+
+
+def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
+    """(train, val): the last ``val_fraction`` of the characters is held out."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    cut = len(text) - int(len(text) * val_fraction)
+    return text[:cut], text[cut:]
+
+
+def tokenizer_id(tokenizer: Any) -> str:
+    """A short hash that changes whenever the tokenizer's vocabulary or merges change."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save(tmp)
+        h = hashlib.sha256(type(tokenizer).__name__.encode())
+        for p in sorted(Path(tmp).iterdir()):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class TokenDataset:
+    """Text tokenized once into a memory-mapped ``.bin`` file (uint16, or uint32 for vocabularies
+    above 65,535), cached by (text sha256, tokenizer id). The last ``val_fraction`` of the text is the
+    validation split; train and val are tokenized separately so no token straddles the cut.
+
+    >>> ds = TokenDataset("some text " * 100, CharTokenizer.from_text("some text "))   # doctest: +SKIP
+    >>> x, y = ds.get_batch("train", 4, 8, torch.Generator().manual_seed(0))            # doctest: +SKIP
+    """
+
+    def __init__(self, text: str, tokenizer: Any, *, val_fraction: float = 0.1,
+                 cache: str | os.PathLike | None = None) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
+        if not text:
+            raise GptlearnError("the text is empty; training needs some text")
+        self.tokenizer = tokenizer
+        self.val_fraction = val_fraction
+        self.dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
+        text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        root = Path(cache).expanduser() if cache is not None else cache_dir() / "tokens"
+        stem = f"{text_sha}-{tokenizer_id(tokenizer)}-val{val_fraction:g}"
+        self.path = root / f"{stem}.bin"
+        meta_path = root / f"{stem}.json"
+        self.cached = self.path.is_file() and meta_path.is_file()
+        if self.cached:
+            meta = json.loads(meta_path.read_text())
+        else:
+            train_text, val_text = split_text(text, val_fraction)
+            train_ids = tokenizer.encode(train_text)
+            val_ids = tokenizer.encode(val_text) if val_text else []
+            ids = np.asarray(train_ids + val_ids, dtype=self.dtype)
+            root.mkdir(parents=True, exist_ok=True)
+            _atomic_write_bytes(self.path, ids.tobytes())
+            meta = {"n_train": len(train_ids), "n_val": len(val_ids), "dtype": np.dtype(self.dtype).name,
+                    "vocab_size": tokenizer.vocab_size}
+            _atomic_write_bytes(meta_path, json.dumps(meta).encode())
+        self.tokens = np.memmap(self.path, dtype=np.dtype(meta["dtype"]), mode="r")
+        n_train = meta["n_train"]
+        self.splits = {"train": self.tokens[:n_train], "val": self.tokens[n_train:]}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def check_block_size(self, block_size: int) -> None:
+        for split, ids in self.splits.items():
+            if split == "val" and len(ids) == 0:
+                continue
+            if len(ids) < block_size + 1:
+                raise GptlearnError(
+                    f"the {split} split has {len(ids)} tokens, fewer than one block of {block_size} + 1; "
+                    "use more text or a smaller --block-size"
+                )
+
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows: x (B, T) and the next tokens y (B, T), as int64 on the CPU."""
+        try:
+            ids = self.splits[split]
+        except KeyError:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}") from None
+        if len(ids) < block_size + 1:
+            raise GptlearnError(
+                f"the {split} split has {len(ids)} tokens, fewer than one block of {block_size} + 1; "
+                "use more text or a smaller block size"
+            )
+        starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator).tolist()  # (B,)
+        rows = np.stack([ids[s: s + block_size + 1] for s in starts]).astype(np.int64)  # (B, T + 1)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T)

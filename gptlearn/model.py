@@ -128,7 +128,8 @@ class GPT(nn.Module):
         if layer < -1 or layer >= self.config.n_layer:
             raise ValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(self.wpe(pos)))  # (B, T, C)
+        pos_emb = self.wpe(pos).expand(B, T, -1)  # (T, C) -> (B, T, C), a view: no copy
+        x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(pos_emb))  # (B, T, C)
         last = self.config.n_layer - 1 if layer == -1 else layer
         for i, block in enumerate(self.blocks[: last + 1]):
             x = block(x, kv_cache, i)

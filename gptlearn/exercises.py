@@ -175,7 +175,7 @@ def _mask_to_bool(m: torch.Tensor) -> torch.Tensor:
     """A boolean "may attend" mask from a bool, 0/1 or additive (0 / -inf) mask."""
     if m.dtype == torch.bool:
         return m
-    if m.is_floating_point() and torch.isinf(m).any():
+    if m.is_floating_point() and bool(((m == 0) | (m == float("-inf"))).all()) and not bool((m == 1).any()):
         return m == 0  # additive mask: 0 where allowed, -inf where blocked
     return m != 0
 
@@ -185,7 +185,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor], *, quiet: bool = False)
     may attend to key j, i.e. j <= i."""
 
     def check() -> str:
-        for T in (1, 4, 9):
+        for T in (4, 9, 1):
             got = _mask_to_bool(_as_tensor(_call(fn, T)))
             want = ref.causal_mask(T)
             _check_shape(got, want, "(T, T)")
@@ -195,10 +195,10 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor], *, quiet: bool = False)
                 raise _Fail("nothing is masked: every query can see every key, including future tokens.")
             if torch.equal(got, want.T):
                 raise _Fail("the mask is transposed: queries see the FUTURE instead of the past; use tril, not triu.")
-            if torch.equal(got, want & ~torch.eye(T, dtype=torch.bool)):
-                raise _Fail("the diagonal is masked: a token must be able to attend to itself (use tril(diagonal=0)).")
             if torch.equal(got, ~want):
                 raise _Fail("the mask is inverted: True must mean 'may attend' (the lower triangle, j <= i).")
+            if torch.equal(got, want & ~torch.eye(T, dtype=torch.bool)):
+                raise _Fail("the diagonal is masked: a token must be able to attend to itself (use tril(diagonal=0)).")
             future = (got & ~want).nonzero()
             if len(future):
                 i, j = future[0].tolist()
@@ -397,6 +397,9 @@ def check_merge(fn: Callable[[list, tuple, Any], list], *, quiet: bool = False) 
             got = _call(fn, list(ids), pair, new)
             want = merge(ids, pair, new)
             if list(got) != want:
+                if list(got) == want[:-1]:
+                    raise _Fail(f"merge({before}, {pair}, {new}) gave {list(got)}, expected {want}: the last item "
+                                "was dropped; copy it when no pair starts there.")
                 if ids == [5, 5, 5]:
                     raise _Fail(f"merge({before}, {pair}, {new}) gave {list(got)}, expected {want}: after a merge, "
                                 "skip BOTH merged items (the pairs overlap).")

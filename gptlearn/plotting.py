@@ -47,24 +47,23 @@ def setup_book(*, book_build: bool | None = None, seed: int | None = 0) -> str:
     """Prepare a chapter's kernel; the hidden first cell of every chapter calls it.
 
     During ``jupyter-book build`` (``GPTLEARN_BOOK_BUILD=1``, set by ``scripts/book_plotly.py``) plotly
-    figures are rendered by :data:`BOOK_RENDERER`: the plotly JSON (shown by Jupyter) plus HTML that
-    uses the page's shared ``_static/plotly.min.js`` instead of embedding ~5 MB of plotly.js per page.
-    In Jupyter, Binder, VS Code or Colab plotly's own default renderer is kept. Also seeds torch.
+    figures are rendered by :data:`BOOK_RENDERER`: HTML that uses the page's shared
+    ``_static/plotly.min.js`` instead of embedding ~5 MB of plotly.js per page. It emits ONLY
+    ``text/html``: myst-nb renders every mime type of a bundle and warns about (so ``-W`` fails on) the
+    plotly JSON type. In Jupyter, Binder, VS Code or Colab plotly's own default renderer (the plotly
+    mimetype, or Colab's) is kept, so figures show there as usual. Also seeds torch.
     Returns the name of the renderer in use.
     """
     import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
+    from plotly.io._base_renderers import MimetypeRenderer
 
     class _BookRenderer(MimetypeRenderer):
         def __init__(self, config=None):
             self.config = dict(config) if config else {}
 
         def to_mimebundle(self, fig_dict):
-            bundle = PlotlyRenderer(config=self.config).to_mimebundle(fig_dict)
-            bundle["text/html"] = pio.to_html(
-                fig_dict, include_plotlyjs=False, full_html=False, config=self.config, validate=False
-            )
-            return bundle
+            html = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, config=self.config, validate=False)
+            return {"text/html": html}
 
     pio.renderers[BOOK_RENDERER] = _BookRenderer(config={"responsive": True, "displaylogo": False})
     if book_build is None:
@@ -124,12 +123,27 @@ class TokenSpans:
 
 
 def token_spans(tokenizer: Any, text: str, *, allowed_special: Any = ()) -> TokenSpans:
-    """Split ``text`` with ``tokenizer`` and colour each token (hover a token for its id)."""
+    """Split ``text`` with ``tokenizer`` and colour each token (hover a token for its id).
+
+    A token holding only part of a character's UTF-8 bytes (common in Japanese or emoji) is shown as
+    its bytes in hex, e.g. ``⟨e5 90⟩``, instead of the replacement character ``�``.
+    """
     try:
         ids = tokenizer.encode(text, allowed_special=allowed_special)
     except TypeError:  # a tokenizer without special tokens
         ids = tokenizer.encode(text)
-    return TokenSpans(tokenizer.str_tokens(ids), ids)
+    return TokenSpans([_readable_token(tokenizer, i, s) for i, s in zip(ids, tokenizer.str_tokens(ids))], ids)
+
+
+def _readable_token(tokenizer: Any, i: int, s: str) -> str:
+    """A token that is only part of a character's UTF-8 bytes is shown as its bytes, e.g. ``⟨e5 90⟩``."""
+    if "\ufffd" not in s or not hasattr(tokenizer, "decode_bytes"):
+        return s
+    raw = tokenizer.decode_bytes([i])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "⟨" + " ".join(f"{b:02x}" for b in raw) + "⟩"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,21 +379,23 @@ def _loss_series(history: Any) -> dict[str, tuple[list[float], list[float]]]:
         ys = next((_get(history, k) for k in keys if _get(history, k) is not None), None)
         if ys is None or len(ys) == 0:
             continue
-        ys = [float(y) for y in ys]
         xs = None
         if name == "val":
             xs = next((_get(history, k) for k in _VAL_STEP_KEYS if _get(history, k) is not None), None)
         if xs is None:
             xs = steps if steps is not None and len(steps) == len(ys) else range(len(ys))
-        out[name] = ([float(x) for x in xs], ys)
+        pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]  # None: no eval at that step
+        if pairs:
+            out[name] = ([x for x, _ in pairs], [y for _, y in pairs])
     return out
 
 
 def loss_curve(history: Any = None, *, fig: Any = None, title: str = "Loss", log_y: bool = False):
     """Training (and validation) loss against the step, as a plotly figure.
 
-    ``history`` is a ``TrainHistory``, a dict of lists (``step``, ``train_loss``, ``val_loss``,
-    ``val_step``) or a list of per-step dicts. Pass ``fig=`` (a figure this function made) to update
+    ``history`` is a ``gptlearn.train.TrainHistory`` (``val_loss`` is ``None`` at steps without an
+    eval), a dict of lists (``step``, ``train_loss``, ``val_loss``, optional ``val_step``) or a list of
+    per-step dicts. Pass ``fig=`` (a figure this function made) to update
     it in place, e.g. every few steps of a live run (see :class:`LiveLossCurve`).
     """
     import plotly.graph_objects as go

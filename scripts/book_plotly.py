@@ -7,8 +7,8 @@
   page), so figure outputs can be emitted with ``include_plotlyjs=False`` (~10-500 KB instead of ~5 MB).
 * It sets ``GPTLEARN_BOOK_BUILD=1`` before the notebooks run; the kernels inherit it, and
   ``gptlearn.plotting.setup_book()`` (the hidden first cell of every chapter) then switches plotly to
-  the ``gptlearn_book`` renderer: a mimetype bundle with the plotly JSON (for Jupyter) and HTML that
-  references the shared plotly.js (for the book).
+  the ``gptlearn_book`` renderer: HTML that references the shared plotly.js (outside the build, in
+  Jupyter/Binder/Colab, plotly's own renderers are left alone).
 
 Enabled in ``_config.yml`` under ``sphinx.local_extensions``.
 """

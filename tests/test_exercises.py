@@ -1,0 +1,182 @@
+"""gptlearn.exercises: each checker passes the reference and names each deliberate mistake."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gptlearn import attention as A
+from gptlearn import exercises as ex
+from gptlearn.tokenizer import merge
+
+
+def _mask(T):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def _scores(q, k, scale=None):
+    s = q @ k.transpose(-2, -1)
+    return s / math.sqrt(q.shape[-1]) if scale is None else s * scale
+
+
+def test_result_object_and_printed_line(capsys):
+    r = ex.check_softmax(lambda x: x.softmax(-1))
+    assert r.passed and bool(r) and r.name == "check_softmax"
+    assert capsys.readouterr().out.startswith("✅ check_softmax:")
+    r = ex.check_softmax(lambda x: x.softmax(-2), quiet=True)
+    assert not r and capsys.readouterr().out == ""
+    assert str(r).startswith("❌ check_softmax:")
+
+
+@pytest.mark.parametrize("fn, hint", [
+    (lambda x: x.softmax(-2), "wrong axis: the columns sum to 1 instead of the rows"),
+    (lambda x: x.exp(), "did not divide"),
+    (lambda x: x.exp() / x.exp().sum(-1, keepdim=True), "subtract each row's max"),
+    (lambda x: x[..., :-1].softmax(-1), "wrong shape: expected (2, 3, 5, 5)"),
+    (lambda x: x * float("nan"), "NaN"),
+    (lambda x: None, "returned None"),
+    (lambda x: 1 / 0, "ZeroDivisionError"),
+])
+def test_softmax_hints(fn, hint):
+    r = ex.check_softmax(fn, quiet=True)
+    assert not r.passed and hint in r.message
+
+
+def test_not_implemented_stub_gets_a_friendly_hint():
+    def stub(x):
+        raise NotImplementedError
+
+    assert "not implemented yet" in ex.check_softmax(stub, quiet=True).message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (_mask, True, ""),
+    (lambda T: _mask(T).int(), True, ""),
+    (lambda T: torch.zeros(T, T).masked_fill(~_mask(T), float("-inf")), True, ""),  # additive mask
+    (lambda T: _mask(T).T, False, "transposed"),
+    (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), False, "diagonal"),
+    (lambda T: torch.ones(T, T, dtype=torch.bool), False, "nothing is masked"),
+    (lambda T: ~_mask(T), False, "inverted"),
+    (lambda T: _mask(T + 1), False, "wrong shape"),
+])
+def test_causal_mask(fn, passed, hint):
+    r = ex.check_causal_mask(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (A.split_heads, True, ""),
+    (lambda x, H: x.view(x.shape[0], x.shape[1], H, -1), False, "expected (2, 3, 5, 4)"),
+    (lambda x, H: x.view(x.shape[0], x.shape[1], H, -1), False, "transpose(1, 2)"),
+    (lambda x, H: x.view(x.shape[0], H, x.shape[1], -1), False, "reshaped straight"),
+])
+def test_split_heads(fn, passed, hint):
+    r = ex.check_split_heads(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (A.merge_heads, True, ""),
+    (lambda y: y.reshape(y.shape[0], y.shape[2], -1), False, "without transpose"),
+    (lambda y: y.transpose(1, 2), False, "expected (2, 5, 12)"),
+])
+def test_merge_heads(fn, passed, hint):
+    r = ex.check_merge_heads(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (lambda q, k: A.attention_scores(q, k), True, ""),
+    (lambda q, k: _scores(q, k).masked_fill(~_mask(q.shape[2]), float("-inf")), True, ""),
+    (lambda q, k: _scores(q, k, 1.0).masked_fill(~_mask(q.shape[2]), float("-inf")), False,
+     "√hs = 4 times too large: you forgot to divide by √hs"),
+    (lambda q, k: _scores(q, k, 1 / 16).masked_fill(~_mask(q.shape[2]), float("-inf")), False, "not by hs"),
+    (lambda q, k: _scores(q, k), False, "causal mask is missing"),
+    (lambda q, k: _scores(q, k).masked_fill(~_mask(q.shape[2]), 0.0), False, "not -inf"),
+    (lambda q, k: q.transpose(-2, -1) @ k, False, "q @ k.transpose"),
+])
+def test_attention_scores(fn, passed, hint):
+    r = ex.check_attention_scores(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+def _pattern(q, k, *, scale=None, causal=True, dim=-1):
+    s = _scores(q, k, scale)
+    if causal:
+        s = s.masked_fill(~_mask(q.shape[2]), float("-inf"))
+    return s.softmax(dim)
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (lambda q, k: A.attention_pattern(q, k), True, ""),
+    (lambda q, k: _pattern(q, k, causal=False), False, "future positions"),
+    (lambda q, k: _pattern(q, k, scale=1.0), False, "1/√hs scaling"),
+    (lambda q, k: _pattern(q, k, dim=-2), False, "columns sum to 1 instead of the rows"),
+    (lambda q, k: _scores(q, k).masked_fill(~_mask(q.shape[2]).T, float("-inf")).softmax(-1), False, "non-zero"),
+])
+def test_attention_pattern(fn, passed, hint):
+    r = ex.check_attention_pattern(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (lambda q, k, v: A.attention_pattern(q, k) @ v, True, ""),
+    (lambda q, k, v: _pattern(q, k, causal=False) @ v, False, "causal mask is missing"),
+    (lambda q, k, v: _pattern(q, k, scale=1.0) @ v, False, "forgot the 1/√hs scaling"),
+    (lambda q, k, v: _pattern(q, k, scale=1.0, causal=False) @ v, False, "both"),
+    (lambda q, k, v: _pattern(q, k, dim=-2) @ v, False, "wrong axis"),
+    (lambda q, k, v: A.attention_pattern(q, k), False, "multiply it by v"),
+    (lambda q, k, v: A.attention_pattern(q, k).transpose(-2, -1) @ v, False, "transposed pattern"),
+    (lambda q, k, v: _scores(q, k).masked_fill(~_mask(q.shape[2]), float("-inf")).masked_fill(
+        torch.eye(q.shape[2], dtype=torch.bool), float("-inf")).softmax(-1) @ v, False, "NaN"),
+])
+def test_attention(fn, passed, hint):
+    r = ex.check_attention(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+def _merge_no_overlap_skip(ids, pair, new):
+    out = []
+    for i, x in enumerate(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new)
+        elif i > 0 and (ids[i - 1], x) == pair:
+            continue
+        else:
+            out.append(x)
+    return out
+
+
+def _merge_drops_last(ids, pair, new):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (merge, True, ""),
+    (_merge_no_overlap_skip, False, "overlap"),
+    (_merge_drops_last, False, "last item"),
+])
+def test_merge(fn, passed, hint):
+    r = ex.check_merge(fn, quiet=True)
+    assert r.passed is passed and hint in r.message
+
+
+@pytest.mark.parametrize("fn, passed, hint", [
+    (lambda a, b: a @ b / (a.norm() * b.norm()), True, ""),
+    (lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0), True, ""),
+    (lambda a, b: a @ b, False, "plain dot product"),
+    (lambda a, b: a @ b / a.norm(), False, "only one vector"),
+    (lambda a, b: a * b / (a.norm() * b.norm()), False, "expected one number"),
+])
+def test_cosine(fn, passed, hint):
+    r = ex.check_cosine(fn, quiet=True)
+    assert r.passed is passed and hint in r.message

@@ -101,6 +101,7 @@ class Embedder(nn.Module):
         self.layer = int(layer)
         self.max_length = max_length
         self.projection = projection
+        self.train(model.training)  # start in the model's mode (a loaded model is in eval mode)
 
     @property
     def dimensions(self) -> int:
@@ -170,7 +171,7 @@ class Embedder(nn.Module):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="Embedding", unit="batch")
-        was_training = self.training
+        modes = {m: m.training for m in self.modules()}  # put back exactly as found
         self.eval()
         try:
             with torch.inference_mode():
@@ -178,7 +179,8 @@ class Embedder(nn.Module):
                     batch = order[start:start + batch_size]
                     out[torch.tensor(batch, device=self.device)] = self.embed_tokens([rows[i] for i in batch])
         finally:
-            self.train(was_training)
+            for m, mode in modes.items():
+                m.training = mode
         if normalize:
             out = F.normalize(out, dim=-1)
         if single:

@@ -110,6 +110,8 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     Prompts longer than the context keep only their last ``n_positions`` tokens, as GPT-2 would.
     Sequences that produced ``eos_token_id`` keep emitting it; the stream ends when all have.
     """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     _, idx, generator = _prepare(model, idx, seed, generator)
     was_training = model.training
     model.eval()

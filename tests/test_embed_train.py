@@ -1,0 +1,325 @@
+"""Pair-file parsing, the training objectives against hand computations, training, saving, the CLI."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from gptlearn.embed_train import (
+    PairData,
+    cosent_loss,
+    embedding_distill_loss,
+    evaluate_sts,
+    mnrl_loss,
+    read_pairs,
+    similarity_distill_loss,
+    train_embeddings,
+)
+from gptlearn.errors import GptlearnError
+
+SEED_HEADER = "id\tsentence1\tsentence2\tlabel\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared CPU run several times faster on one thread than fighting for two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write(tmp_path, name, text: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+# ---- parsing ----------------------------------------------------------------------------------
+def test_seed_format(tmp_path):
+    path = write(tmp_path, "pairs.tsv", SEED_HEADER + "a1\tA cat sits.\tA cat is sitting.\t1\n"
+                 "a2\tA cat sits.\tStocks fell.\t0\r\n\n" "a3\t\"Quoted\tStill one field.\t1\n")
+    pairs = read_pairs(path)
+    assert pairs.format == "pairs"
+    assert pairs.sentences1 == ["A cat sits.", "A cat sits.", '"Quoted']
+    assert pairs.sentences2 == ["A cat is sitting.", "Stocks fell.", "Still one field."]
+    assert pairs.scores == [1.0, 0.0, 1.0]
+    assert pairs.line_numbers == [2, 3, 5]  # the blank line 4 is ignored, not reported
+    assert pairs.skipped == []
+
+
+def test_stsb_format_extra_columns_and_quotes(tmp_path):
+    rows = [
+        "main-captions\tMSRvid\t2012test\t0001\t5.000\tA man is \"dancing.\tA man dances.",
+        "main-news\theadlines\t2016\t0012\t4\tDriver backs \"into stroller\tDriver backs into mom\tEMM (http://x)\tEMM",
+        'main-forums\tdeft-forum\t2014\t0003\t0.000\tShe said "no.\tHe left "early".',
+        "main-captions\timages\t2015\t0004\t2.5\tTwo dogs run.\tA dog runs.",
+    ]
+    pairs = read_pairs(write(tmp_path, "sts.csv", "\n".join(rows) + "\n"))
+    assert pairs.format == "stsb" and len(pairs) == 4 and pairs.skipped == []
+    assert pairs.sentences1 == ['A man is "dancing.', 'Driver backs "into stroller', 'She said "no.', "Two dogs run."]
+    assert pairs.sentences2 == ["A man dances.", "Driver backs into mom", 'He left "early".', "A dog runs."]
+    assert pairs.scores == pytest.approx([1.0, 0.8, 0.0, 0.5])
+    assert pairs.line_numbers == [1, 2, 3, 4]
+
+
+SEED_BAD = [
+    ("x1\tA cat.\tA dog.\n", "3 columns"),
+    ("x1\tA cat.\tA dog.\t1\textra\n", "5 columns"),
+    ("x1\tA cat.\tA dog.\tyes\n", "label 'yes'"),
+    ("x1\tA cat.\tA dog.\t2\n", "label '2'"),
+    ("x1\tA cat.\tA dog.\t0.5\n", "label '0.5'"),
+    ("x1\t  \tA dog.\t1\n", "empty sentence"),
+    (b"x1\tA caf\xe9.\tA dog.\t1\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", SEED_BAD)
+def test_seed_malformed_rows_are_skipped_with_line_numbers(tmp_path, bad, reason):
+    good = "g1\tA cat sits.\tA cat is sitting.\t1\n"
+    bad = bad if isinstance(bad, bytes) else bad.encode()
+    path = write(tmp_path, "pairs.tsv", SEED_HEADER.encode() + good.encode() + bad + good.encode())
+    with pytest.warns(UserWarning, match=rf"skipped 1 malformed row\(s\): line 3 \({reason}"):
+        pairs = read_pairs(path)
+    assert len(pairs) == 2 and pairs.line_numbers == [2, 4]
+    assert [n for n, _ in pairs.skipped] == [3] and reason in pairs.skipped[0][1]
+
+
+STSB_BAD = [
+    ("g\tf\t2012\t1\t3.0\tA cat.\n", "6 columns"),
+    ("g\tf\t2012\t1\thigh\tA cat.\tA dog.\n", "score 'high'"),
+    ("g\tf\t2012\t1\t5.5\tA cat.\tA dog.\n", "score '5.5'"),
+    ("g\tf\t2012\t1\t-1\tA cat.\tA dog.\n", "score '-1'"),
+    ("g\tf\t2012\t1\tnan\tA cat.\tA dog.\n", "score 'nan'"),
+    ("g\tf\t2012\t1\t3.0\tA cat.\t\n", "empty sentence"),
+    (b"g\tf\t2012\t1\t3.0\t\xff\xfe\tA dog.\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", STSB_BAD)
+def test_stsb_malformed_rows_are_skipped_with_line_numbers(tmp_path, bad, reason):
+    good = b"g\tf\t2012\t0\t4.0\tA cat sits.\tA cat is sitting.\n"
+    bad = bad if isinstance(bad, bytes) else bad.encode()
+    path = write(tmp_path, "sts.csv", good + good + bad + good)
+    with pytest.warns(UserWarning, match=rf"line 3 \({reason}"):
+        pairs = read_pairs(path)
+    assert pairs.format == "stsb" and pairs.line_numbers == [1, 2, 4]
+    assert pairs.scores == pytest.approx([0.8] * 3)
+    assert [n for n, _ in pairs.skipped] == [3]
+
+
+def test_many_malformed_rows_are_all_listed(tmp_path):
+    rows = [SEED_HEADER] + [f"x{i}\tA.\tB.\t{i % 3}\n" for i in range(1, 10)]  # labels 1,2,0,1,2,0,...
+    with pytest.warns(UserWarning) as record:
+        pairs = read_pairs(write(tmp_path, "p.tsv", "".join(rows)))
+    assert [n for n, _ in pairs.skipped] == [3, 6, 9]  # label 2 on file lines 3, 6, 9
+    assert "skipped 3 malformed" in str(record[0].message) and "line 9" in str(record[0].message)
+
+
+def test_bad_files_raise_one_clear_error(tmp_path):
+    with pytest.raises(GptlearnError, match="not found"):
+        read_pairs(tmp_path / "missing.tsv")
+    with pytest.raises(GptlearnError, match="no valid pairs"):
+        read_pairs(write(tmp_path, "bad.tsv", SEED_HEADER + "x\tA.\tB.\t7\n"))
+    with pytest.raises(GptlearnError, match="not a pair file"):
+        read_pairs(write(tmp_path, "other.txt", "hello world\nsecond line\n"))
+    with pytest.raises(GptlearnError, match="not a pair file"):
+        read_pairs(write(tmp_path, "empty.tsv", ""))
+
+
+def test_real_stsb(data_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the real files are clean: no warning at all
+        train = read_pairs(data_dir / "stsb" / "sts-train.csv")
+        dev = read_pairs("stsb-dev")  # by name, through gptlearn.data
+    assert (len(train), len(dev)) == (5749, 1500)
+    assert train.skipped == dev.skipped == []
+    assert min(train.scores) == 0.0 and max(train.scores) == 1.0
+    raw = (data_dir / "stsb" / "sts-train.csv").read_text(encoding="utf-8").split("\n")
+    quoted = [i for i, line in enumerate(raw) if '"' in line]
+    assert len(quoted) > 100  # the file really does have quote characters
+    for i in quoted[:50] + [i for i, line in enumerate(raw) if line.count("\t") > 6][:20]:
+        fields = raw[i].split("\t")
+        assert train.line_numbers[i] == i + 1
+        assert (train.sentences1[i], train.sentences2[i]) == (fields[5].strip(), fields[6].strip())
+        assert train.scores[i] == pytest.approx(float(fields[4]) / 5)
+
+
+def test_pairdata_helpers():
+    pairs = PairData(["a", "b", "c"], ["b", "x", "y"], [1.0, 0.2, 0.9], line_numbers=[2, 3, 4])
+    assert pairs.unique_sentences() == ["a", "b", "c", "x", "y"]
+    assert pairs.positives(0.8).line_numbers == [2, 4]
+    assert pairs.head(1).sentences2 == ["b"]
+
+
+# ---- objectives vs hand computations -------------------------------------------------------------
+def _cos(u, v):
+    return float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+
+def test_cosent_matches_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    e1, e2 = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.5, 0.0])
+    cos = [_cos(e1[i].numpy(), e2[i].numpy()) for i in range(5)]
+    total = 1.0 + sum(math.exp(20 * (cos[j] - cos[i])) for i in range(5) for j in range(5) if scores[i] > scores[j])
+    assert cosent_loss(e1, e2, scores).item() == pytest.approx(math.log(total), rel=1e-5)
+    assert cosent_loss(e1, e2, torch.full((5,), 0.3)).item() == 0.0  # no ordered pairs: log(1)
+
+
+def test_mnrl_matches_hand_computation():
+    g = torch.Generator().manual_seed(1)
+    a, p = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    sim = np.array([[20 * _cos(a[i].numpy(), p[j].numpy()) for j in range(4)] for i in range(4)])
+    rows = [-sim[i, i] + math.log(np.exp(sim[i]).sum()) for i in range(4)]
+    cols = [-sim[i, i] + math.log(np.exp(sim[:, i]).sum()) for i in range(4)]
+    assert mnrl_loss(a, p).item() == pytest.approx(np.mean(rows), rel=1e-5)
+    assert mnrl_loss(a, p, symmetric=True).item() == pytest.approx((np.mean(rows) + np.mean(cols)) / 2, rel=1e-5)
+
+
+def test_distill_losses_match_hand_computation():
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(3, 4, generator=g), torch.randn(3, 6, generator=g)  # widths differ
+    diff = [(_cos(s[i].numpy(), s[j].numpy()) - _cos(t[i].numpy(), t[j].numpy())) ** 2
+            for i in range(3) for j in range(3)]
+    assert similarity_distill_loss(s, t).item() == pytest.approx(np.mean(diff), rel=1e-5, abs=1e-7)
+    p = torch.randn(3, 6, generator=g)
+    assert embedding_distill_loss(p, t).item() == pytest.approx(
+        np.mean([1 - _cos(p[i].numpy(), t[i].numpy()) for i in range(3)]), rel=1e-5)
+    assert similarity_distill_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+# ---- training ------------------------------------------------------------------------------------
+@pytest.fixture
+def small_pairs(data_dir):
+    return read_pairs(data_dir / "stsb" / "sts-train.csv").head(64)
+
+
+def _embedder(tiny_model):
+    from gptlearn.embeddings import Embedder
+
+    return Embedder(tiny_model, pooling="mean")
+
+
+@pytest.mark.slow  # ~3 s on an idle CPU, more on a busy one
+def test_training_lowers_loss_and_raises_train_spearman(tiny_model, small_pairs):
+    embedder = _embedder(tiny_model)
+    before = evaluate_sts(embedder, small_pairs)
+    hist = train_embeddings(embedder, small_pairs, dev_pairs=small_pairs, objective="cosent", epochs=4,
+                            batch_size=16, lr=3e-3, seed=0, device="cpu", warmup=0.0)
+    assert hist.dev_spearman_before == pytest.approx(before)
+    # measured: -0.34 -> 0.80; the random start has little signal, training must add a lot
+    assert hist.dev_spearman_after > before + 0.5, (before, hist.epoch_dev_spearman)
+    per_epoch = np.array(hist.losses).reshape(4, 4).mean(axis=1)  # measured: 5.28 -> 4.64
+    assert per_epoch[-1] < 0.93 * per_epoch[0], per_epoch
+    assert len(hist.epoch_dev_spearman) == 4 and hist.steps[-1] == 16
+
+
+def test_mnrl_trains_on_positives_only(tiny_model, small_pairs):
+    hist = train_embeddings(tiny_model, small_pairs, objective="mnrl", epochs=1, batch_size=8, seed=0, device="cpu")
+    assert hist.train_pairs == 64 and len(hist.losses) == math.ceil(len(small_pairs.positives(0.8)) / 8)
+    assert all(math.isfinite(x) for x in hist.losses)
+
+
+def test_saved_embedder_loads_with_same_embeddings(tiny_model, small_pairs, tmp_path):
+    from gptlearn import Embedder
+
+    seen = []
+    hist = train_embeddings(_embedder(tiny_model), small_pairs.head(32), objective="cosent", epochs=1,
+                            batch_size=16, pooling="weighted_mean", device="cpu", out_dir=tmp_path / "emb",
+                            callback=lambda h: seen.append(h.losses[-1]))
+    assert seen == hist.losses
+    loaded = Embedder.from_pretrained(tmp_path / "emb")
+    assert loaded.pooling == "weighted_mean"
+    sentences = small_pairs.sentences1[:8]
+    np.testing.assert_allclose(loaded.encode(sentences), hist.embedder.encode(sentences), atol=1e-5, rtol=1e-5)
+    assert (tmp_path / "emb" / "train_embeddings.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["emb"]  # no temporary folders left behind
+    # training again into the same folder replaces the model
+    train_embeddings(loaded, small_pairs.head(16), epochs=1, batch_size=8, device="cpu", out_dir=tmp_path / "emb")
+    assert [p.name for p in tmp_path.iterdir()] == ["emb"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(GptlearnError, match="not a model folder"):
+        train_embeddings(loaded, small_pairs.head(16), epochs=1, batch_size=8, device="cpu",
+                         out_dir=tmp_path / "notes")
+
+
+def test_bad_arguments_raise(tiny_model, small_pairs):
+    with pytest.raises(GptlearnError, match="unknown objective"):
+        train_embeddings(tiny_model, small_pairs, objective="triplet")
+    with pytest.raises(GptlearnError, match="positive pairs"):
+        train_embeddings(tiny_model, small_pairs.select([i for i, s in enumerate(small_pairs.scores) if s < 0.5]),
+                         objective="mnrl", device="cpu")
+
+
+# ---- the command line ----------------------------------------------------------------------------
+@pytest.fixture
+def model_dir(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+def test_cli_happy_path(model_dir, tmp_path, capsys):
+    from gptlearn.cli import main
+
+    rows = "".join(f"p{i}\t{a}\t{b}\t{int(i % 2 == 0)}\n" for i, (a, b) in enumerate(
+        [("A cat sits.", "A cat is sitting."), ("A dog runs.", "Stocks fell."), ("Two men talk.", "Two men chat."),
+         ("It rains.", "The car is red."), ("She sings.", "She is singing."), ("He reads.", "Birds fly.")]))
+    pairs = write(tmp_path, "pairs.tsv", SEED_HEADER + rows)
+    code = main(["train-embeddings", "--pairs", str(pairs), "--dev", str(pairs), "--model", str(model_dir),
+                 "--out", str(tmp_path / "out"), "--epochs", "2", "--batch-size", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "dev Spearman:" in out and "wall time" in out
+    assert (tmp_path / "out" / "embedder.json").is_file()
+
+
+@pytest.mark.parametrize("content", [None, SEED_HEADER + "x\tA.\tB.\tmaybe\n"])
+def test_cli_bad_input_is_one_line_exit_2(model_dir, tmp_path, capsys, content):
+    from gptlearn.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    if content is not None:
+        pairs.write_text(content)
+    code = main(["train-embeddings", "--pairs", str(pairs), "--model", str(model_dir), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("gptlearn: error: ")
+    assert not (tmp_path / "o").exists()
+
+
+# ---- distillation (needs the optional teacher package) ---------------------------------------------
+@pytest.fixture
+def teacher():
+    from gptlearn.embed_train import load_teacher
+
+    try:
+        return load_teacher("cpu")
+    except Exception as e:  # package missing or its weights unloadable
+        pytest.skip(f"the all-MiniLM-L6-v2 teacher cannot load: {e}")
+
+
+@pytest.mark.slow
+def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path, monkeypatch):
+    from gptlearn import Embedder
+    from gptlearn.embed_train import teacher_embeddings
+
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
+    t = teacher_embeddings(["A man is playing a guitar.", "A man plays the guitar.", "Stocks fell sharply."], teacher)
+    assert t.shape == (3, 384)
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+    assert float(t[0] @ t[1]) > float(t[0] @ t[2]) + 0.3  # a paraphrase is far closer than an unrelated sentence
+
+    pairs = small_pairs.head(32)
+    hist = train_embeddings(_embedder(tiny_model), pairs, objective="distill", epochs=3, batch_size=16, lr=3e-3,
+                            device="cpu", teacher=teacher, out_dir=tmp_path / "emb", warmup=0.0)
+    assert hist.losses[-1] < hist.losses[0]
+    assert any((tmp_path / "cache" / "teacher").iterdir())  # teacher vectors cached for the next run
+    loaded = Embedder.from_pretrained(tmp_path / "emb")
+    assert loaded.dimensions == 384
+    np.testing.assert_allclose(loaded.encode(pairs.sentences1[:4]), hist.embedder.encode(pairs.sentences1[:4]),
+                               atol=1e-5, rtol=1e-5)

@@ -290,7 +290,7 @@ def attention_heads_figure(patterns: Any, tokens: Sequence[str], *, mode: str = 
     fig.update_layout(
         title=dict(text=fig_title, y=0.98), height=fig_height, margin=dict(l=40, r=20, t=90, b=40),
         coloraxis=dict(colorscale=_ATTN_COLORSCALE, cmin=0, cmax=100, colorbar=dict(title="%", thickness=12)),
-        updatemenus=[dict(buttons=buttons, active=layer, direction="down", x=0.0, xanchor="left",
+        updatemenus=[dict(buttons=buttons, active=layer, direction="down", x=1.0, xanchor="right",
                           y=1.0, yanchor="bottom", pad=dict(b=25), showactive=True)],
         sliders=sliders,
     )

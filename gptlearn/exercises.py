@@ -439,3 +439,85 @@ def check_cosine(fn: Callable[[torch.Tensor, torch.Tensor], Any], *, quiet: bool
         return "a·b / (|a| |b|), independent of the vectors' lengths."
 
     return _finish("check_cosine", check, quiet)
+
+
+# ---- chapters 6-10 ----------------------------------------------------------------------------
+# LayerNorm and parameter counting (chapter 6), pooling (chapter 8).
+
+__all__ += ["check_layer_norm", "check_param_count"]
+
+
+def check_layer_norm(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(x, weight, bias, eps)``: (B, T, C) -> (B, T, C), each token normalised over its C channels
+    with the biased variance, then scaled by ``weight`` and shifted by ``bias`` (chapter 6), as
+    ``torch.nn.functional.layer_norm``."""
+    import torch.nn.functional as F
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(11)
+        B, T, C = 2, 3, 8
+        x = torch.randn(B, T, C, generator=g) * 3 + 1
+        w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+        eps = 1e-5
+        got = _as_tensor(_call(fn, x.clone(), w.clone(), b.clone(), eps))
+        want = F.layer_norm(x, (C,), w, b, eps)
+        _check_shape(got, want, "(B, T, C)")
+        _check_nan(got)
+        mean, var_b = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+        var_u = x.var(-1, keepdim=True, unbiased=True)
+        _match_variants(got, [
+            (w * (x - mean) / torch.sqrt(var_u + eps) + b,
+             "you used the unbiased variance (divide by C - 1); LayerNorm divides by C (unbiased=False)."),
+            ((x - mean) / torch.sqrt(var_b + eps),
+             "weight and bias are missing: multiply by weight, then add bias."),
+            (w * (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + eps) + b,
+             "you normalised over the tokens (dim=1); normalise each token over its channels (dim=-1)."),
+        ])
+        tiny = torch.full((1, 1, C), 2.0)  # a constant vector: var = 0, only eps prevents 0/0
+        out = _as_tensor(_call(fn, tiny, torch.ones(C), torch.zeros(C), eps))
+        if torch.isnan(out).any() or torch.isinf(out).any():
+            raise _Fail("a constant vector gives NaN or inf: add eps inside the square root, sqrt(var + eps).")
+        if not _close(got, want):
+            raise _mismatch(got, want, "torch.nn.functional.layer_norm")
+        return "mean 0 and variance 1 over each token's channels, then weight * x + bias."
+
+    return _finish("check_layer_norm", check, quiet)
+
+
+def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> CheckResult:
+    """``fn(config)`` -> the number of parameters of ``GPT(config)`` (the tied lm_head counted once),
+    checked on the meta device for the GPT-2 sizes and a few odd shapes (chapter 6)."""
+    from .config import GPTConfig
+    from .model import GPT
+
+    configs = [GPTConfig.from_preset(p) for p in ("gpt2", "gpt2-medium", "gpt2-xl")] + [
+        GPTConfig(n_layer=3, n_head=2, n_embd=10, n_positions=7, vocab_size=11),
+        GPTConfig(n_layer=1, n_head=1, n_embd=6, n_positions=5, vocab_size=13, n_inner=9),
+    ]
+
+    def check() -> str:
+        for cfg in configs:
+            with torch.device("meta"):
+                want = GPT(cfg).num_parameters()
+            got = _call(fn, cfg)
+            try:
+                got = int(got)
+            except (TypeError, ValueError):
+                raise _Fail(f"expected an int, got {type(got).__name__}.") from None
+            if got == want:
+                continue
+            C, V = cfg.n_embd, cfg.vocab_size
+            label = f"n_layer={cfg.n_layer}, n_embd={C}, vocab_size={V}, n_positions={cfg.n_positions}"
+            if got - want == V * C:
+                raise _Fail(f"{label}: {got:,} counts the unembedding separately; lm_head IS wte (tied), count it once.")
+            if got - want == -2 * C:
+                raise _Fail(f"{label}: {got:,} is 2C short: the final LayerNorm ln_f has a weight and a bias.")
+            if want - got == cfg.n_positions * C:
+                raise _Fail(f"{label}: {got:,} misses the position embedding wpe (n_positions x n_embd).")
+            if (want - got) % cfg.n_layer == 0 and cfg.n_layer > 1:
+                raise _Fail(f"{label}: {got:,} is {want - got:,} off, {(want - got) // cfg.n_layer:,} per block: "
+                            "recount one block (biases? both LayerNorms? the MLP width d_mlp?).")
+            raise _Fail(f"{label}: expected {want:,}, got {got:,}.")
+        return "every size right, GPT-2 small included (124,439,808)."
+
+    return _finish("check_param_count", check, quiet)

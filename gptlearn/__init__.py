@@ -12,7 +12,7 @@ from .device import autocast, device, resolve_device
 from .hooks import ActivationCache, HookPoint
 from .attention import CausalSelfAttention
 from .model import GPT, MLP, Block
-from .generate import KVCache, generate, generate_stream, sample_next
+from .generate import KVCache, sample_next  # model.generate() / model.generate_stream() are the entry points
 from .pretrained import PretrainedNotAvailableError, from_pretrained, load_model, save_pretrained
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .errors import GptlearnError
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GPTConfig", "PRESETS", "GPT", "MLP", "Block", "CausalSelfAttention",
-    "HookPoint", "ActivationCache", "KVCache", "generate", "generate_stream", "sample_next",
+    "HookPoint", "ActivationCache", "KVCache", "sample_next",
     "from_pretrained", "save_pretrained", "load_model", "PretrainedNotAvailableError",
     "Tokenizer", "BPETokenizer", "CharTokenizer", "load_tokenizer",
     "device", "resolve_device", "autocast",

@@ -125,12 +125,17 @@ def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
 
 def _folder_tokenizer(folder: Path):
     """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
-    from .tokenizer import Tokenizer, load_tokenizer
+    import hashlib
 
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        tok = load_tokenizer(folder)
-        # the GPT-2 files themselves: share the cached fast tokenizer
-        return Tokenizer.gpt2() if tok.vocab_size == 50257 and tok.encode("Hello world") == [15496, 995] else tok
+    from .tokenizer import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
+
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if vocab.is_file() and merges.is_file():
+        # GPT-2's own files (byte-identical to the shipped ones): share the cached fast tokenizer
+        if (hashlib.sha256(vocab.read_bytes()).hexdigest() == GPT2_ASSET_SHA256["encoder.json"]
+                and hashlib.sha256(merges.read_bytes()).hexdigest() == GPT2_ASSET_SHA256["vocab.bpe"]):
+            return Tokenizer.gpt2()
+        return load_tokenizer(folder)
     if any(folder.glob("*tokenizer*.json")):
         try:
             return load_tokenizer(folder)

@@ -1,0 +1,102 @@
+"""Sentence embeddings of STS-B dev sentences, mean pooling: ``gptlearn.Embedder.encode`` vs
+sentence-transformers wrapping the same GPT-2 weights (and GPT-2's tokenizer, pad = eos).
+
+    python bench/bench_embed.py [--device cuda] [--bf16] [--memory] [--smoke] [--sentences 1000]
+
+Both sides encode the same sentences with batch_size 32 (both sort by length); the embeddings must
+agree (cosine > 0.999 on every sentence).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def sentences(n: int) -> list[str]:
+    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
+    path = data / "stsb" / "sts-dev.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
+    seen: dict[str, None] = {}
+    with path.open(encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for s in row[5:7]:
+                if s.strip():
+                    seen.setdefault(s, None)
+    return list(seen)[:n]
+
+
+def prepare(side: str, model_dir: Path, args, device, sents: list[str]):
+    if side == "gptlearn":
+        from gptlearn.embeddings import Embedder
+
+        emb = Embedder.from_pretrained(model_dir, device=device, pooling="mean")
+
+        def run():
+            with common.autocast(device, args.bf16):
+                return emb.encode(sents, batch_size=32)
+    else:
+        from sentence_transformers import SentenceTransformer, models
+
+        word = models.Transformer(str(model_dir))
+        word.tokenizer.pad_token = word.tokenizer.eos_token
+        st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")],
+                                 device=str(device))
+        st.eval()
+
+        def run():
+            with common.autocast(device, args.bf16):
+                return st.encode(sents, batch_size=32, convert_to_numpy=True)
+    return run
+
+
+def main(argv=None) -> list[dict]:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--sentences", type=int, default=1000, help="how many unique STS-B dev sentences")
+    args = p.parse_args(argv)
+    if args.reps is None and not args.smoke:
+        args.reps = 3
+    device = common.setup(args)
+    preset = "tiny" if args.smoke else "gpt2"
+    sents = sentences(48 if args.smoke else args.sentences)
+    if args.side:
+        common.measure_memory_side(args, lambda: prepare(args.side, Path(args.model_dir), args, device, sents))
+        return []
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = common.random_model_dir(preset, Path(d), tokenizer=True)
+        g_run = prepare("gptlearn", model_dir, args, device, sents)
+        s_run = prepare("sentence-transformers", model_dir, args, device, sents)
+        a, b = np.asarray(g_run(), dtype=np.float64), np.asarray(s_run(), dtype=np.float64)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        t = common.interleaved({"gptlearn": g_run, "sentence-transformers": s_run},
+                               reps=args.reps, warmup=args.warmup, device=device)
+        mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "sentence-transformers"], model_dir) \
+            if args.memory else {}
+    n = len(sents)
+    row = {
+        "row": "embed",
+        "shape": f"{preset} {n} STS-B dev sentences, batch 32, mean pooling",
+        "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
+        "threads": torch.get_num_threads(),
+        "gptlearn_sent_s": n / common.med(t["gptlearn"]),
+        "st_sent_s": n / common.med(t["sentence-transformers"]),
+        "speedup": common.med(t["sentence-transformers"]) / common.med(t["gptlearn"]),
+        "min_cosine": float(cos.min()),
+        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
+        "reps": args.reps,
+        "memory": mem,
+    }
+    return [common.emit(row)]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Greedy decoding, batch 1, 16-token prompt + 128 new tokens: gptlearn (KV cache, and without) vs
+transformers ``generate``, and vs this machine's memory-bandwidth bound.
+
+    python bench/bench_generate.py [--device cuda] [--bf16] [--memory] [--smoke]
+
+Roofline: at batch 1 every new token reads every weight once (the tied unembedding included, one row
+of the position table), so tokens/s can be at most bandwidth / bytes of weights. Bandwidth is a large
+matrix-vector product timed in the same rounds.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def shapes(args):
+    # preset, prompt length, new tokens, mat-vec probe (rows, cols)
+    return ("tiny", 8, 16, (2048, 1024)) if args.smoke else ("gpt2", 16, 128, (16384, 4096))
+
+
+def prepare(side: str, model_dir: Path, args, device):
+    preset, P, N, _ = shapes(args)
+    prompt = torch.randint(0, 50257, (1, P), device=device, generator=torch.Generator(device).manual_seed(1))
+    if side.startswith("gptlearn"):
+        model = common.load_gptlearn(model_dir, device)
+        use_cache = side != "gptlearn_nocache"
+
+        def run():
+            with common.autocast(device, args.bf16):
+                return model.generate(prompt, N, do_sample=False, use_cache=use_cache)
+    else:
+        model = common.load_hf(model_dir, device)
+        model.generation_config.pad_token_id = model.config.eos_token_id
+
+        def run():
+            with torch.inference_mode(), common.autocast(device, args.bf16):
+                return model.generate(prompt, max_new_tokens=N, min_new_tokens=N, do_sample=False)
+    return model, run
+
+
+def main(argv=None) -> list[dict]:
+    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    device = common.setup(args)
+    preset, P, N, (rows, cols) = shapes(args)
+    if args.side:
+        common.measure_memory_side(args, lambda: prepare(args.side, Path(args.model_dir), args, device)[1])
+        return []
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = common.random_model_dir(preset, Path(d))
+        g_model, g_run = prepare("gptlearn", model_dir, args, device)
+        _, n_run = prepare("gptlearn_nocache", model_dir, args, device)
+        _, h_run = prepare("transformers", model_dir, args, device)
+        g_out, h_out = g_run(), h_run()
+        same = (g_out[0, P:] == h_out[0, P:]).float().mean().item()
+        mv, mv_bytes = common.matvec_probe(device, rows, cols, torch.bfloat16 if args.bf16 else torch.float32)
+        t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "matvec": mv},
+                               reps=args.reps, warmup=args.warmup, device=device)
+        t_nc = common.interleaved({"gptlearn": g_run, "gptlearn_nocache": n_run},
+                                  reps=max(2, args.reps // 2), warmup=1, device=device)
+        mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "transformers"], model_dir) \
+            if args.memory else {}
+    bytes_per_el = 2 if args.bf16 and device.type == "cuda" else 4  # CPU autocast keeps fp32 weights
+    weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
+    bandwidth = mv_bytes / common.med(t["matvec"])
+    bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
+    tok_s = {k: N / common.med(v) for k, v in t.items() if k != "matvec"}
+    row = {
+        "row": "generate",
+        "shape": f"{preset} prompt={P} new={N} batch=1 greedy",
+        "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
+        "threads": torch.get_num_threads(),
+        "gptlearn_tok_s": tok_s["gptlearn"], "transformers_tok_s": tok_s["transformers"],
+        "gptlearn_nocache_tok_s": N / common.med(t_nc["gptlearn_nocache"]),
+        "speedup": tok_s["gptlearn"] / tok_s["transformers"],
+        "cache_speedup": common.med(t_nc["gptlearn_nocache"]) / common.med(t_nc["gptlearn"]),
+        "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
+        "gptlearn_roofline": tok_s["gptlearn"] / bound,
+        "transformers_roofline": tok_s["transformers"] / bound,
+        "same_tokens": same,
+        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
+        "reps": args.reps,
+        "memory": mem,
+    }
+    return [common.emit(row)]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Tokenizing TinyShakespeare: gptlearn's ``Tokenizer`` (tiktoken-backed) and ``BPETokenizer`` (the
+readable one) vs ``tiktoken`` built from the same GPT-2 files.
+
+    python bench/bench_tokenizer.py [--smoke] [--memory]
+
+``--device`` is accepted for uniformity; tokenizers run on the CPU. Throughput is MB of UTF-8 text
+per second; the teaching tokenizer encodes a slice (``--slow-bytes``) with a fresh cache each rep.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def load_text(args) -> str:
+    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
+    path = data / "tinyshakespeare.txt"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
+    text = path.read_text(encoding="utf-8")
+    return text[:20_000] if args.smoke else text
+
+
+def reference_tiktoken():
+    """tiktoken's own GPT-2 encoding (its split pattern), built offline from gptlearn's bundled files."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    assets = common.ROOT / "gptlearn" / "assets" / "gpt2"
+    ranks = data_gym_to_mergeable_bpe_ranks(str(assets / "vocab.bpe"), str(assets / "encoder.json"))
+    return tiktoken.Encoding(name="gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+
+
+def prepare(side: str, text: str, slow_text: str):
+    from gptlearn.tokenizer import BPETokenizer, Tokenizer
+
+    if side == "gptlearn":
+        tok = Tokenizer.gpt2()
+        return lambda: tok.encode(text)
+    if side == "tiktoken":
+        enc = reference_tiktoken()
+        return lambda: enc.encode_ordinary(text)
+    if side == "gptlearn_bpe":
+        bpe = BPETokenizer.gpt2()
+
+        def run():
+            bpe._cache.clear()  # measure the algorithm, not a warm word cache
+            return bpe.encode(slow_text)
+        return run
+    raise ValueError(f"unknown side {side!r}")
+
+
+def main(argv=None) -> list[dict]:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--slow-bytes", type=int, default=100_000, help="text given to the teaching BPETokenizer")
+    args = p.parse_args(argv)
+    common.setup(args)
+    text = load_text(args)
+    slow_text = text[: min(len(text), 5_000 if args.smoke else args.slow_bytes)]
+    if args.side:
+        common.measure_memory_side(args, lambda: prepare(args.side, text, slow_text))
+        return []
+    runs = {s: prepare(s, text, slow_text) for s in ("gptlearn", "tiktoken", "gptlearn_bpe")}
+    ids = {s: r() for s, r in runs.items()}
+    t = common.interleaved({k: runs[k] for k in ("gptlearn", "tiktoken")}, reps=args.reps, warmup=args.warmup)
+    t_bpe = common.interleaved({"gptlearn_bpe": runs["gptlearn_bpe"]}, reps=max(1, args.reps // 3), warmup=0)
+    mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "tiktoken", "gptlearn_bpe"]) \
+        if args.memory else {}
+    mb, slow_mb = len(text.encode()) / 1e6, len(slow_text.encode()) / 1e6
+    row = {
+        "row": "tokenizer",
+        "shape": f"TinyShakespeare {mb:.2f} MB ({len(ids['tiktoken'])} tokens); BPETokenizer on {slow_mb:.2f} MB",
+        "device": "cpu", "dtype": "-",
+        "gptlearn_mb_s": mb / common.med(t["gptlearn"]), "tiktoken_mb_s": mb / common.med(t["tiktoken"]),
+        "gptlearn_bpe_mb_s": slow_mb / common.med(t_bpe["gptlearn_bpe"]),
+        "speedup": common.med(t["tiktoken"]) / common.med(t["gptlearn"]),
+        "bpe_vs_tiktoken": (slow_mb / common.med(t_bpe["gptlearn_bpe"])) / (mb / common.med(t["tiktoken"])),
+        "same_ids": ids["gptlearn"] == ids["tiktoken"] and ids["gptlearn_bpe"] == ids["tiktoken"][: len(ids["gptlearn_bpe"])],
+        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
+        "reps": args.reps,
+        "memory": mem,
+    }
+    return [common.emit(row)]
+
+
+if __name__ == "__main__":
+    main()

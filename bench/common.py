@@ -1,0 +1,256 @@
+"""Shared helpers for the benchmarks: timing side by side, roofline probes, random GPT-2 folders, memory.
+
+Every benchmark times its contenders *interleaved* in one process (rep 1: A B probe, rep 2: B probe A, ...),
+drops warm-up reps and reports medians and ratios, because the machine is shared and noisy: a ratio
+measured under the same noise is meaningful, an absolute time much less so.
+
+Each script prints one line ``RESULT {json}`` per row (``bench/run_all.py`` collects them).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if "GPTLEARN_DATA_DIR" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
+    os.environ["GPTLEARN_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, finishes in seconds (for tests)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per contender (after warm-up)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repetitions first")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both sides")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides (CUDA mostly)")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory, one fresh process per side")
+    p.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: memory child process
+    p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)  # internal: memory child process
+    return p
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch sees no CUDA GPU; run on a GPU machine or drop it")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.reps is None:
+        args.reps = 3 if args.smoke else 7
+    if args.warmup is None:
+        args.warmup = 1 if args.smoke else 2
+    torch.manual_seed(0)
+    return torch.device(args.device)
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, reps: int, warmup: int,
+                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Time every function ``warmup + reps`` times, rotating their order each round; -> seconds per rep."""
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[n]()
+            sync(device)
+            if r >= warmup:
+                times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float]) -> float:
+    """Relative spread (max - min) / median: how noisy the reps were."""
+    return (max(xs) - min(xs)) / statistics.median(xs)
+
+
+# ---- roofline probes ------------------------------------------------------------------------------
+def gemm_probe(device: torch.device, n: int, dtype: torch.dtype = torch.float32):
+    """A large square matmul; returns (fn, flops per call). Its rate is this machine's GEMM ceiling."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    return (lambda: torch.mm(a, b, out=out)), 2.0 * n**3
+
+
+def matvec_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype = torch.float32):
+    """A matrix-vector product over a matrix much larger than cache: returns (fn, bytes read per call).
+    Its rate is the memory bandwidth that batch-1 decoding can hope for."""
+    w = torch.randn(rows, cols, device=device, dtype=dtype)
+    x = torch.randn(cols, device=device, dtype=dtype)
+    out = torch.empty(rows, device=device, dtype=dtype)
+    return (lambda: torch.mv(w, x, out=out)), float(w.numel() * w.element_size())
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def hf_config(preset: str, **overrides):
+    """A transformers GPT2Config with the same shape as a gptlearn preset."""
+    from transformers import GPT2Config
+
+    from gptlearn import GPTConfig
+
+    d = GPTConfig.from_preset(preset, **overrides).to_hf_dict()
+    d = {k: v for k, v in d.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
+    return GPT2Config(**d)
+
+
+def random_model_dir(preset: str, directory: Path, *, tokenizer: bool = False, **overrides) -> Path:
+    """Save a randomly initialised transformers GPT-2 to ``directory`` (both sides then load it)."""
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(hf_config(preset, **overrides))
+    hf.save_pretrained(directory)
+    if tokenizer:
+        save_gpt2_tokenizer(directory)
+    return directory
+
+
+def save_gpt2_tokenizer(directory: Path) -> None:
+    """Write GPT-2's tokenizer files (from gptlearn's bundled copy) so transformers can load the folder."""
+    from transformers import AutoTokenizer
+
+    assets = ROOT / "gptlearn" / "assets" / "gpt2"
+    (Path(directory) / "vocab.json").write_text((assets / "encoder.json").read_text())
+    (Path(directory) / "merges.txt").write_text((assets / "vocab.bpe").read_text())
+    tok = AutoTokenizer.from_pretrained(directory)
+    if tok("Hello world")["input_ids"] != [15496, 995]:
+        raise RuntimeError("transformers did not load GPT-2's tokenizer from the bundled files")
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(directory)
+
+
+def load_hf(directory: Path, device: torch.device):
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel.from_pretrained(directory).to(device).eval()
+
+
+def load_gptlearn(directory: Path, device: torch.device):
+    import gptlearn
+
+    return gptlearn.GPT.from_pretrained(directory).to(device).eval()
+
+
+# ---- memory ---------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+class PeakMemory:
+    """Peak memory of the code inside ``with`` (MiB above the level when it started).
+
+    CPU: resets the kernel's RSS high-water mark (/proc/self/clear_refs) and reads VmHWM afterwards.
+    CUDA: torch.cuda.max_memory_allocated. ``total_mib`` is the whole process's peak (RSS or allocated).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+
+    def __enter__(self) -> "PeakMemory":
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.base = _status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _status_kb("VmHWM") * 1024
+        self.total_mib = peak / 2**20
+        self.delta_mib = (peak - self.base) / 2**20
+
+
+def measure_memory_side(args: argparse.Namespace, prepare: Callable[[], Callable[[], object]]) -> None:
+    """Child-process half of ``--memory``: build one side, then report the peak of one run of it."""
+    run = prepare()
+    run()  # warm-up: lazy initialisation is not the workload
+    with PeakMemory(torch.device(args.device)) as pm:
+        run()
+    print("MEMORY " + json.dumps({"side": args.side, "delta_mib": round(pm.delta_mib, 1),
+                                  "total_mib": round(pm.total_mib, 1)}), flush=True)
+
+
+def memory_in_subprocesses(script: str, args: argparse.Namespace, sides: list[str],
+                           model_dir: Path | None = None) -> dict[str, dict]:
+    """Run ``script --side S`` once per side in a fresh interpreter; -> {side: {delta_mib, total_mib}}."""
+    out = {}
+    for side in sides:
+        cmd = [sys.executable, script, "--side", side, "--device", args.device]
+        if args.smoke:
+            cmd.append("--smoke")
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
+        if args.bf16:
+            cmd.append("--bf16")
+        if model_dir is not None:
+            cmd += ["--model-dir", str(model_dir)]
+        cmd += getattr(args, "extra_child_args", [])
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("MEMORY ")]
+        if res.returncode != 0 or not lines:
+            raise RuntimeError(f"memory run of {script} --side {side} failed:\n{res.stderr[-2000:]}")
+        out[side] = json.loads(lines[-1][len("MEMORY "):])
+    return out
+
+
+def emit(row: dict) -> dict:
+    """Print one result row as ``RESULT {json}`` (what run_all.py and the smoke test parse)."""
+    row = {"date": time.strftime("%Y-%m-%d %H:%M"), **row}
+    print("RESULT " + json.dumps(row), flush=True)
+    return row
+
+
+def machine() -> str:
+    """A one-line description of the hardware the numbers came from."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    s = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        s += f", {torch.cuda.get_device_name()}"
+    return s

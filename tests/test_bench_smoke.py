@@ -1,0 +1,82 @@
+"""The benchmarks in bench/ run and print well-formed results (never timing assertions).
+
+Each script's ``--smoke`` mode uses tiny shapes; it still imports torch and transformers in a fresh
+process, so those tests are marked slow. The helpers are checked directly and quickly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import run_all  # noqa: E402
+
+# keys every row of each benchmark must carry, as finite positive numbers
+NUMBERS = {
+    "forward": ["gptlearn_s", "transformers_s", "speedup", "gemm_gflops", "gptlearn_roofline", "transformers_roofline"],
+    "generate": ["gptlearn_tok_s", "transformers_tok_s", "gptlearn_nocache_tok_s", "speedup", "bound_tok_s",
+                 "gptlearn_roofline", "transformers_roofline"],
+    "train-tiny": ["gptlearn_tok_s", "transformers_tok_s", "speedup", "gptlearn_roofline", "transformers_roofline"],
+    "embed": ["gptlearn_sent_s", "st_sent_s", "speedup"],
+    "tokenizer": ["gptlearn_mb_s", "tiktoken_mb_s", "gptlearn_bpe_mb_s", "speedup"],
+}
+
+
+def check_row(row: dict) -> None:
+    assert row["row"] in NUMBERS, row["row"]
+    for key in NUMBERS[row["row"]]:
+        assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+    assert set(row["spread"]) >= {"gptlearn"}
+
+
+def test_interleaved_rotates_order_and_drops_warmup():
+    calls: list[str] = []
+    t = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # each round starts one further along
+    assert {k: len(v) for k, v in t.items()} == {"a": 3, "b": 3}
+
+
+def test_peak_memory_sees_an_allocation():
+    with common.PeakMemory(torch.device("cpu")) as pm:
+        x = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
+        del x
+    assert pm.delta_mib >= 12 and pm.total_mib > pm.delta_mib
+
+
+def test_table_has_one_line_per_row():
+    row = {"row": "embed", "shape": "s", "gptlearn_sent_s": 10.0, "st_sent_s": 5.0, "speedup": 2.0,
+           "min_cosine": 0.99999, "memory": {"gptlearn": {"delta_mib": 3.0}, "st": {"delta_mib": 4.0}}}
+    md = run_all.table([row])
+    assert md.count("\n") == 2 and "| embed |" in md and "2.00x" in md and "3 / 4" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(run_all.SCRIPTS.values()))
+def test_smoke_mode_prints_results(script, data_dir):
+    flags = ["--smoke", "--threads", "1"] + (["--memory"] if script == "bench_forward.py" else [])
+    res = subprocess.run([sys.executable, str(BENCH / script), *flags], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(ln[len("RESULT "):]) for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert rows, res.stdout[-2000:]
+    for row in rows:
+        check_row(row)
+        if row["row"] == "forward":
+            assert row["max_abs_logit_diff"] < 1e-3  # same weights on both sides
+            assert set(row["memory"]) == {"gptlearn", "transformers"}
+        if row["row"] == "generate":
+            assert row["same_tokens"] == 1.0  # greedy on the same weights picks the same tokens
+        if row["row"] == "embed":
+            assert row["min_cosine"] > 0.999
+        if row["row"] == "tokenizer":
+            assert row["same_ids"] is True
+        if row["row"].startswith("train"):
+            assert row["first_loss"][0] == pytest.approx(row["first_loss"][1], rel=1e-4)

@@ -521,3 +521,37 @@ def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> Check
         return "every size right, GPT-2 small included (124,439,808)."
 
     return _finish("check_param_count", check, quiet)
+
+
+__all__ += ["check_mean_pooling"]
+
+
+def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(hidden, mask)``: hidden (B, T, C), mask (B, T) bool (True = real token) -> (B, C), the mean
+    of each row's real token vectors, as ``gptlearn.embeddings.pool(hidden, mask, "mean")`` (chapter 8)."""
+    from .embeddings import pool
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(13)
+        B, T, C = 3, 6, 5
+        hidden = torch.randn(B, T, C, generator=g)
+        hidden[:, -2:] += 50.0  # padding far from the real tokens, so a leak shows
+        mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 2 + [False] * 4, [True] * 4 + [False] * 2])
+        got = _as_tensor(_call(fn, hidden.clone(), mask.clone()))
+        want = pool(hidden, mask, "mean")
+        _check_shape(got, want, "(B, C)", {
+            (B, T): "you averaged over the channels (dim=-1); average over the tokens (dim=1).",
+            (B, T, C): "nothing was pooled: sum over the tokens (dim=1) and divide by the count.",
+        })
+        _check_nan(got, "divide by the number of real tokens, clamped so an all-padding row gives 0, not 0/0.")
+        m = mask.unsqueeze(-1).float()
+        _match_variants(got, [
+            (hidden.mean(1), "the padding was averaged in: multiply by the mask before summing."),
+            ((hidden * m).sum(1) / T, "you divided by T (every position); divide by the number of REAL tokens, mask.sum(1)."),
+            ((hidden * m).sum(1), "that is the sum; divide by the number of real tokens."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, 'gptlearn.embeddings.pool(hidden, mask, "mean")')
+        return "the average of the real tokens only; padding never changes the result."
+
+    return _finish("check_mean_pooling", check, quiet)

@@ -50,3 +50,17 @@ def test_param_count_mistakes_get_hints():
     assert not r and "ln_f" in r.message
     r = ex.check_param_count(lambda c: _count(c) - c.n_layer * c.n_embd, quiet=True)  # a bias missing per block
     assert not r and "per block" in r.message
+
+
+def test_mean_pooling_right_answer_passes_and_mistakes_get_hints():
+    def right(h, m):
+        w = m.unsqueeze(-1).float()
+        return (h * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+    assert ex.check_mean_pooling(right, quiet=True)
+    r = ex.check_mean_pooling(lambda h, m: h.mean(1), quiet=True)
+    assert not r and "padding" in r.message
+    r = ex.check_mean_pooling(lambda h, m: (h * m.unsqueeze(-1)).sum(1) / h.shape[1], quiet=True)
+    assert not r and "REAL" in r.message
+    r = ex.check_mean_pooling(lambda h, m: h.mean(-1), quiet=True)
+    assert not r and "dim=1" in r.message

@@ -69,7 +69,9 @@ def _pages() -> list[str]:
 
 
 def _html(doc: str) -> str:
-    return (HTML / f"{doc}.html").read_text(encoding="utf-8")
+    path = HTML / f"{doc}.html"
+    assert path.is_file(), f"{doc} is in _toc.yml but was not built ({path} is missing)"
+    return path.read_text(encoding="utf-8")
 
 
 # ---- the sources (no build needed) --------------------------------------------------------------
@@ -104,7 +106,7 @@ def test_every_toc_page_was_built(built_book):
 
 
 def test_no_execution_error_reports(built_book):
-    reports = sorted((built_book / "reports").glob("*.err.log")) if (built_book / "reports").is_dir() else []
+    reports = sorted((built_book / "reports").rglob("*.err.log")) if (built_book / "reports").is_dir() else []
     assert not reports, "cells failed while building: " + ", ".join(p.name for p in reports)
 
 
@@ -227,6 +229,7 @@ def _visible_traces(page, index: int) -> list[int]:
 
 @pytest.mark.parametrize("doc", _pages())
 def test_page_in_chromium(browser, server, doc):
+    assert (HTML / f"{doc}.html").is_file(), f"{doc} is in _toc.yml but was not built"
     page, errors, _ = _open(browser, f"{server}/{doc}.html")
     try:
         n = _wait_for_figures(page, doc)

@@ -442,3 +442,105 @@ class LiveLossCurve:
         else:
             self._handle.update(self.figure)
         return self.figure
+
+
+# ---- chapters 6-10 ----------------------------------------------------------------------------
+# 2-D maps of sentence embeddings (chapters 9 and 10).
+
+__all__ += ["pca_2d", "umap_2d", "embedding_scatter"]
+
+_TOPIC_COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d"]
+
+
+def pca_2d(x: Any, *, center: bool = True) -> np.ndarray:
+    """Project rows (N, C) onto their two main directions of variation -> (N, 2) (chapter 9).
+
+    Plain SVD, no scikit-learn. The sign of each axis is fixed (largest coordinate positive), so the
+    same data always gives the same picture.
+    """
+    a = _np(x)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"pca_2d needs at least two rows of shape (N, C), got {tuple(a.shape)}")
+    if center:
+        a = a - a.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(a, full_matrices=False)  # vt (min(N, C), C)
+    out = a @ vt[:2].T  # (N, C) -> (N, 2)
+    if out.shape[1] < 2:  # one-dimensional data: pad the second axis with zeros
+        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    for j in range(2):
+        if out[np.abs(out[:, j]).argmax(), j] < 0:
+            out[:, j] = -out[:, j]
+    return out
+
+
+def umap_2d(x: Any, *, metric: str = "cosine", n_neighbors: int = 15, min_dist: float = 0.3,
+            seed: int = 0) -> np.ndarray:
+    """UMAP of rows (N, C) -> (N, 2), repeatable with ``seed`` (chapter 9). Needs ``umap-learn``.
+
+    Works for tiny inputs (``init="random"``, ``n_neighbors`` capped at N - 1). numba compiles UMAP's
+    code on first use (~15 s); ``NUMBA_CACHE_DIR`` (set here to ``~/.cache/gptlearn/numba`` unless
+    already set) keeps the compiled code for the next kernel.
+    """
+    a = _np(x).astype(np.float32)
+    if a.ndim != 2 or a.shape[0] < 3:
+        raise ValueError(f"umap_2d needs at least three rows of shape (N, C), got {tuple(a.shape)}")
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "gptlearn", "numba"))
+    import warnings
+
+    try:
+        import umap
+    except ImportError:
+        raise ImportError("umap_2d needs umap-learn: pip install umap-learn (or use pca_2d)") from None
+    reducer = umap.UMAP(n_components=2, metric=metric, n_neighbors=min(n_neighbors, a.shape[0] - 1),
+                        min_dist=min_dist, init="random", random_state=seed, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
+        return np.asarray(reducer.fit_transform(a), dtype=np.float64)
+
+
+def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Sequence[str], *,
+                      title: str = "Sentence embeddings", height: int = 520):
+    """Several 2-D maps of the same N points in ONE plotly figure; buttons switch maps (chapters 9-10).
+
+    ``maps``: name -> (N, 2) coordinates (e.g. ``{"PCA": pca_2d(E), "UMAP": umap_2d(E)}``);
+    ``groups``: each point's topic (its colour and legend entry); ``texts``: each point's hover text.
+    Trace ``m * G + g`` is map ``m``, group ``g`` (G groups, in order of first appearance); only the
+    first map's traces start visible. The buttons need no kernel, so they work in the static book.
+    """
+    import plotly.graph_objects as go
+
+    names = list(maps)
+    if not names:
+        raise ValueError("embedding_scatter needs at least one map")
+    groups, texts = [str(g) for g in groups], [str(t) for t in texts]
+    if len(groups) != len(texts):
+        raise ValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
+    coords = {}
+    for name in names:
+        c = _np(maps[name])
+        if c.shape != (len(texts), 2):
+            raise ValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
+        coords[name] = c
+    order = list(dict.fromkeys(groups))  # groups in order of first appearance
+    fig = go.Figure()
+    for m, name in enumerate(names):
+        for g, group in enumerate(order):
+            rows = [i for i, x in enumerate(groups) if x == group]
+            fig.add_trace(go.Scatter(
+                x=coords[name][rows, 0], y=coords[name][rows, 1], mode="markers", name=group,
+                legendgroup=group, showlegend=True, visible=(m == 0),
+                marker=dict(size=10, color=_TOPIC_COLORS[g % len(_TOPIC_COLORS)], line=dict(width=0.5, color="white")),
+                text=[texts[i] for i in rows], hovertemplate="%{text}<extra>" + _html.escape(group) + "</extra>",
+            ))
+    G = len(order)
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": [k // G == m for k in range(len(names) * G)]},
+                          {"title.text": f"{title}: {name}"}])
+               for m, name in enumerate(names)]
+    fig.update_layout(
+        title=f"{title}: {names[0]}", height=height, margin=dict(l=40, r=20, t=90, b=40),
+        xaxis=dict(showticklabels=False, zeroline=False), yaxis=dict(showticklabels=False, zeroline=False),
+        updatemenus=[dict(type="buttons", direction="right", x=0.0, y=1.12, xanchor="left", yanchor="bottom",
+                          buttons=buttons, showactive=True)] if len(names) > 1 else [],
+    )
+    return fig

@@ -1,0 +1,73 @@
+"""2-D maps of embeddings (chapters 9-10): shapes, determinism, and the buttons' visibility masks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gptlearn import plotting
+
+
+def _blobs(n_per=6, C=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, C)) * 5
+    x = np.concatenate([c + rng.normal(size=(n_per, C)) for c in centers])  # (3 n_per, C)
+    groups = [g for g in "abc" for _ in range(n_per)]
+    return x, groups
+
+
+def test_pca_2d_matches_the_top_two_principal_directions():
+    x, _ = _blobs()
+    out = plotting.pca_2d(x)
+    assert out.shape == (18, 2) and np.isfinite(out).all()
+    xc = x - x.mean(0)
+    var = xc.var(0).sum()
+    # the first two components keep the variance the top two singular values say they do (tol 1e-8)
+    s = np.linalg.svd(xc, compute_uv=False)
+    np.testing.assert_allclose(out.var(0) * len(x), s[:2] ** 2, rtol=1e-8)
+    assert out.var(0).sum() <= var + 1e-9
+    np.testing.assert_array_equal(out, plotting.pca_2d(x))  # deterministic, signs fixed
+    np.testing.assert_allclose(plotting.pca_2d(-x), out, atol=1e-9)  # flipping the data does not flip the map
+
+
+def test_pca_2d_rejects_a_single_row():
+    with pytest.raises(ValueError, match="at least two rows"):
+        plotting.pca_2d(np.ones((1, 4)))
+
+
+@pytest.mark.slow
+def test_umap_2d_is_repeatable_and_handles_tiny_inputs():
+    pytest.importorskip("umap")
+    x, _ = _blobs(n_per=4)
+    a, b = plotting.umap_2d(x, seed=3), plotting.umap_2d(x, seed=3)
+    assert a.shape == (12, 2) and np.isfinite(a).all()
+    np.testing.assert_allclose(a, b)
+    assert plotting.umap_2d(x[:4]).shape == (4, 2)  # n=4: n_neighbors capped, random init
+
+
+def test_embedding_scatter_buttons_switch_whole_maps():
+    x, groups = _blobs()
+    texts = [f"s{i}" for i in range(len(groups))]
+    maps = {"PCA": plotting.pca_2d(x), "raw": x[:, :2]}
+    fig = plotting.embedding_scatter(maps, groups, texts, title="t")
+    assert len(fig.data) == 2 * 3
+    assert [t.visible for t in fig.data] == [True] * 3 + [False] * 3
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["PCA", "raw"]
+    for m, b in enumerate(buttons):
+        visible = b.args[0]["visible"]
+        shown = [fig.data[k] for k, v in enumerate(visible) if v]
+        assert len(shown) == 3 and all(t.name in "abc" for t in shown)
+        # the shown traces hold exactly map m's coordinates
+        xs = np.concatenate([t.x for t in shown])
+        np.testing.assert_allclose(np.sort(xs), np.sort(list(maps.values())[m][:, 0]))
+    # hover text follows the points
+    assert list(fig.data[1].text) == texts[6:12]
+
+
+def test_embedding_scatter_checks_shapes():
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.embedding_scatter({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
+    with pytest.raises(ValueError, match="one entry per point"):
+        plotting.embedding_scatter({"a": np.zeros((3, 2))}, ["x"] * 3, ["t"] * 2)
+    fig = plotting.embedding_scatter({"only": np.zeros((2, 2))}, ["x", "y"], ["t", "u"])
+    assert not fig.layout.updatemenus

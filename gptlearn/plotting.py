@@ -437,11 +437,26 @@ class LiveLossCurve:
             return self.figure
         if get_ipython() is None:
             return self.figure
+        # A plotly Figure displays itself through _ipython_display_, which drops display_id (every
+        # update would append a new figure); a raw mime bundle keeps it, so the figure is replaced.
+        bundle = self.mimebundle()
         if self._handle is None:
-            self._handle = display(self.figure, display_id=True)
+            self._handle = display(bundle, raw=True, display_id=True)
         else:
-            self._handle.update(self.figure)
+            self._handle.update(bundle, raw=True)
         return self.figure
+
+    def mimebundle(self) -> dict[str, Any]:
+        """The figure as the current plotly renderer(s) would display it (``pio.renderers.default``)."""
+        import plotly.io as pio
+
+        fig_dict = self.figure.to_dict()
+        bundle: dict[str, Any] = {}
+        for name in str(pio.renderers.default or "").split("+"):
+            renderer = pio.renderers[name] if name in pio.renderers else None
+            if renderer is not None and hasattr(renderer, "to_mimebundle"):
+                bundle.update(renderer.to_mimebundle(fig_dict))
+        return bundle or {"application/vnd.plotly.v1+json": fig_dict}
 
 
 # ---- chapters 6-10 ----------------------------------------------------------------------------

@@ -71,3 +71,33 @@ def test_embedding_scatter_checks_shapes():
         plotting.embedding_scatter({"a": np.zeros((3, 2))}, ["x"] * 3, ["t"] * 2)
     fig = plotting.embedding_scatter({"only": np.zeros((2, 2))}, ["x", "y"], ["t", "u"])
     assert not fig.layout.updatemenus
+
+
+def test_live_loss_curve_updates_one_display_in_place(monkeypatch):
+    """LiveLossCurve must send ONE display and then updates with the same display_id (a plotly
+    Figure passed to display() would drop the id and append a new figure each time)."""
+    import IPython
+    import IPython.display
+    import plotly.io as pio
+
+    calls = []
+
+    class Handle:
+        def update(self, obj, **kw):
+            calls.append(("update", obj, kw))
+
+    def fake_display(obj, **kw):
+        calls.append(("display", obj, kw))
+        return Handle()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(pio.renderers, "default", plotting.setup_book(book_build=True, seed=None))
+    live = plotting.LiveLossCurve()
+    for n in (2, 4, 6):
+        live.update({"step": list(range(1, n + 1)), "train_loss": [5.0 - 0.1 * i for i in range(n)]})
+    assert [c[0] for c in calls] == ["display", "update", "update"]
+    assert calls[0][2] == {"raw": True, "display_id": True}
+    for _, obj, kw in calls:
+        assert kw.get("raw") is True and set(obj) == {"text/html"}  # the book renderer: HTML only
+    assert list(live.figure.data[0].x) == [1, 2, 3, 4, 5, 6]

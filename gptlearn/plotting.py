@@ -553,9 +553,10 @@ def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Seq
                           {"title.text": f"{title}: {name}"}])
                for m, name in enumerate(names)]
     fig.update_layout(
-        title=f"{title}: {names[0]}", height=height, margin=dict(l=40, r=20, t=90, b=40),
+        title=dict(text=f"{title}: {names[0]}", x=0.01, xanchor="left", y=0.98, yanchor="top"), height=height,
+        margin=dict(l=40, r=20, t=100, b=40),
         xaxis=dict(showticklabels=False, zeroline=False), yaxis=dict(showticklabels=False, zeroline=False),
-        updatemenus=[dict(type="buttons", direction="right", x=0.0, y=1.12, xanchor="left", yanchor="bottom",
+        updatemenus=[dict(type="buttons", direction="right", x=1.0, y=1.02, xanchor="right", yanchor="bottom",
                           buttons=buttons, showactive=True)] if len(names) > 1 else [],
     )
     return fig

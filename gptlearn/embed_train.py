@@ -22,7 +22,6 @@ Objectives combine with ``+``, e.g. ``"distill+cosent"``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -320,39 +319,47 @@ def load_teacher(device: str | torch.device | None = "cpu") -> Any:
     return SentenceTransformer(str(folder), device=str(device) if device is not None else None)
 
 
+def _teacher_cache_file() -> Path:
+    from .data import cache_dir
+
+    return cache_dir() / "teacher" / f"{TEACHER_NAME}.npz"
+
+
+def _read_teacher_cache(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return dict(zip(f["sentences"].tolist(), f["vectors"]))
+    except (OSError, ValueError, KeyError):
+        return {}  # missing or unreadable: start afresh
+
+
 def teacher_embeddings(sentences: Sequence[str], teacher: Any = None, *, batch_size: int = 64,
                        cache: bool = True, device: str | torch.device | None = "cpu") -> torch.Tensor:
     """The teacher's unit-length embeddings of ``sentences`` -> (N, D) float32 CPU tensor.
 
-    With ``cache`` the result is kept in ``<gptlearn cache>/teacher/`` under a hash of the sentences,
-    so a second run on the same data skips the teacher (about a minute per 10k sentences on a laptop CPU).
+    With ``cache``, every sentence's vector is kept in ``<gptlearn cache>/teacher/all-MiniLM-L6-v2.npz``
+    and only new sentences go through the teacher (about 10k sentences a minute or two on a laptop CPU).
     """
     sentences = list(sentences)
-    path = None
-    if cache:
-        from .data import cache_dir
-
-        digest = hashlib.sha256("\n".join([TEACHER_NAME, *sentences]).encode()).hexdigest()[:24]
-        path = cache_dir() / "teacher" / f"{TEACHER_NAME}-{digest}.npy"
-        if path.is_file():
+    path = _teacher_cache_file() if cache else None
+    store = _read_teacher_cache(path) if path is not None and path.is_file() else {}
+    missing = list(dict.fromkeys(s for s in sentences if s not in store))
+    if missing:
+        teacher = teacher if teacher is not None else load_teacher(device)
+        vecs = teacher.encode(missing, batch_size=batch_size, normalize_embeddings=True,
+                              convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+        store.update(zip(missing, vecs))
+        if path is not None:
             try:
-                arr = np.load(path)
-                if arr.shape[0] == len(sentences):
-                    return torch.from_numpy(arr)
-            except (OSError, ValueError):
-                pass
-    teacher = teacher if teacher is not None else load_teacher(device)
-    arr = teacher.encode(sentences, batch_size=batch_size, normalize_embeddings=True,
-                         convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
-                np.save(f, arr)
-            os.replace(f.name, path)
-        except OSError:
-            pass  # a cache we cannot write is only slower
-    return torch.from_numpy(arr)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+                    np.savez(f, sentences=np.array(list(store)), vectors=np.stack(list(store.values())))
+                os.replace(f.name, path)
+            except OSError:
+                pass  # a cache we cannot write only makes the next run slower
+    if not sentences:
+        return torch.empty(0, 384)
+    return torch.from_numpy(np.stack([store[s] for s in sentences]))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
@@ -407,9 +414,11 @@ def _parse_objective(objective: str) -> list[str]:
 
 
 def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Any:
-    from .embeddings import Embedder
+    from .embeddings import POOLING, Embedder
     from .model import GPT
 
+    if pooling is not None and pooling not in POOLING:
+        raise GptlearnError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
     if isinstance(embedder_or_model, Embedder):
         if pooling is not None:
             embedder_or_model.pooling = pooling

@@ -314,11 +314,18 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
     assert float(t[0] @ t[1]) > float(t[0] @ t[2]) + 0.3  # a paraphrase is far closer than an unrelated sentence
 
+    class NoTeacher:
+        def encode(self, *args, **kwargs):
+            raise AssertionError("cached sentences must not go through the teacher again")
+
+    torch.testing.assert_close(teacher_embeddings(["Stocks fell sharply.", "A man plays the guitar."], NoTeacher()),
+                               t[[2, 1]])
+
     pairs = small_pairs.head(32)
     hist = train_embeddings(_embedder(tiny_model), pairs, objective="distill", epochs=3, batch_size=16, lr=3e-3,
                             device="cpu", teacher=teacher, out_dir=tmp_path / "emb", warmup=0.0)
     assert hist.losses[-1] < hist.losses[0]
-    assert any((tmp_path / "cache" / "teacher").iterdir())  # teacher vectors cached for the next run
+    assert (tmp_path / "cache" / "teacher" / "all-MiniLM-L6-v2.npz").is_file()  # cached for the next run
     loaded = Embedder.from_pretrained(tmp_path / "emb")
     assert loaded.dimensions == 384
     np.testing.assert_allclose(loaded.encode(pairs.sentences1[:4]), hist.embedder.encode(pairs.sentences1[:4]),

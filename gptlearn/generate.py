@@ -100,6 +100,13 @@ def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | N
     return as_text, idx, generator
 
 
+def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    """Next-token logits of the last position only, (B, T) -> (B, V): the same as
+    ``model(idx, kv_cache=cache)[:, -1]`` without unembedding the T - 1 positions nobody samples from."""
+    h = model.hidden_states(idx, kv_cache=cache)[:, -1]  # (B, T, C) -> (B, C)
+    return model.lm_head(h)  # (B, C) -> (B, V)
+
+
 @torch.inference_mode()
 def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_tokens: int = 32, *,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -123,12 +130,12 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     try:
         for step in range(max_new_tokens):
             if cache is None:
-                logits = model(window)[:, -1]  # (B, V)
+                logits = _last_logits(model, window)  # (B, V)
             elif step == 0 or cache.pos + 1 > n_ctx:  # (re)fill the cache from the visible window
                 cache.reset()
-                logits = model(window, kv_cache=cache)[:, -1]
+                logits = _last_logits(model, window, cache)
             else:
-                logits = model(window[:, -1:], kv_cache=cache)[:, -1]  # only the newest token
+                logits = _last_logits(model, window[:, -1:], cache)  # only the newest token
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                               do_sample=do_sample, generator=generator)  # (B,)
             if eos_token_id is not None:

@@ -394,7 +394,6 @@ def train(
     rng_at_step_start = _rng_state(data_gen)
     try:
         while step < steps:
-            rng_at_step_start = _rng_state(data_gen)
             t0 = time.perf_counter()
             lr_now = lr_at(step, max_lr=lr, warmup=warmup, total=steps, min_lr=min_lr)
             for g in optimizer.param_groups:
@@ -427,6 +426,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(raw.parameters(), grad_clip)
             optimizer.step()
             step += 1
+            rng_at_step_start = _rng_state(data_gen)  # what a checkpoint of `step` finished steps holds
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             tps = tokens_per_step / max(time.perf_counter() - t0, 1e-9)
@@ -449,12 +449,12 @@ def train(
                 if callback is not None:
                     callback("eval", history)
             if step % save_every == 0 or step == steps:
-                save(step, _rng_state(data_gen))
+                save(step, rng_at_step_start)
                 last_good = step
             if callback is not None:
                 callback("step", history)
     except KeyboardInterrupt:
-        # params are those after `step` complete steps; the RNG streams are rewound to that point
+        # the weights are those after `step` finished steps; the RNG streams are rewound to that point
         save(step, rng_at_step_start)
         if master:
             print(f"\ninterrupted at step {step}; a checkpoint is in {out} (continue with --resume)"

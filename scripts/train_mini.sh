@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Reproduces gptlearn/assets/gptlearn-mini (see docs/gptlearn-mini.md): the exact command that trained it.
+# Usage: scripts/train_mini.sh [OUT_DIR]   (needs GPTLEARN_DATA_DIR with tinyshakespeare.txt, or the network)
+# One thread: on the shared 2-core machine it was 2-4x faster than two (no OpenMP spin-waiting).
+set -euo pipefail
+OUT=${1:-runs/gptlearn-mini}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+python -m gptlearn.train \
+  --data tinyshakespeare --out "$OUT" \
+  --preset mini --config '{"n_layer": 4, "n_head": 4, "n_embd": 128, "n_positions": 256, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.0}' \
+  --tokenizer bpe:1024 \
+  --steps 1100 --batch-size 16 --block-size 256 --lr 2e-3 --min-lr 2e-4 --warmup 100 \
+  --eval-every 100 --eval-iters 5 --seed 1337 --device cpu

@@ -1,0 +1,70 @@
+"""The bundled gptlearn-mini: loads offline, its tokenizer round-trips, and it is worth looking at
+(measured on the held-out last 10% of TinyShakespeare; numbers in docs/gptlearn-mini.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import gptlearn
+from gptlearn.analysis import bits_per_byte, induction_scores, previous_token_scores, unigram_bits_per_byte
+from gptlearn.data import split_text
+
+ASSET = Path(gptlearn.__file__).parent / "assets" / "gptlearn-mini"
+pytestmark = pytest.mark.skipif(not (ASSET / "config.json").is_file(), reason="gptlearn-mini asset is absent")
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return gptlearn.GPT.from_pretrained("gptlearn-mini")
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    import os
+
+    d = os.environ.get("GPTLEARN_DATA_DIR")
+    if not d or not (Path(d) / "tinyshakespeare.txt").is_file():
+        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
+    return split_text((Path(d) / "tinyshakespeare.txt").read_text(encoding="utf-8"))
+
+
+def test_loads_offline_in_float32(mini, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert mini.wte.weight.dtype == torch.float32 and not mini.training
+    total = sum(p.stat().st_size for p in ASSET.iterdir())
+    assert total <= 25 * 2**20
+    c = mini.config
+    assert c.vocab_size == mini.tokenizer.vocab_size and c.n_positions >= 256
+
+
+@pytest.mark.parametrize("text", ["", "To be, or not to be: that is the question.", "ROMEO:\nO, she doth teach",
+                                  "naïve café 🤖 한국어"])
+def test_tokenizer_round_trips(mini, text):
+    ids = mini.tokenizer.encode(text)
+    assert mini.tokenizer.decode(ids) == text
+    assert all(0 <= i < mini.config.vocab_size for i in ids)
+
+
+def test_generates_text(mini):
+    out = mini.generate("ROMEO:", 20, seed=0)
+    assert isinstance(out, str) and out.startswith("ROMEO:") and len(out) > len("ROMEO:")
+
+
+def test_beats_unigram_and_has_a_previous_token_head(mini, held_out):
+    train_text, val_text = held_out
+    sample = val_text[:20_000]
+    bpb = bits_per_byte(mini, sample)
+    unigram = unigram_bits_per_byte(train_text, sample, mini.tokenizer)
+    assert bpb < unigram - 0.5, (bpb, unigram)
+    tokens = mini.to_tokens(val_text[:4000])[:, :256]  # (1, 256)
+    prev = previous_token_scores(mini, tokens)  # (L, H)
+    assert prev.shape == (mini.config.n_layer, mini.config.n_head)
+    assert prev.max().item() >= 0.5, prev
+
+
+def test_induction_scores_shape_and_range(mini):
+    scores = induction_scores(mini, seq_len=50, batch=4)
+    assert scores.shape == (mini.config.n_layer, mini.config.n_head)
+    assert 0.0 <= scores.min().item() and scores.max().item() <= 1.0

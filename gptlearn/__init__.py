@@ -18,6 +18,7 @@ from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .errors import GptlearnError
 from .embeddings import Embedder
 from . import similarity
+from .data import TokenDataset, load_text
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,5 @@ __all__ = [
     "Tokenizer", "BPETokenizer", "CharTokenizer", "load_tokenizer",
     "device", "resolve_device", "autocast",
     "Embedder", "similarity", "GptlearnError",
+    "TokenDataset", "load_text",
 ]

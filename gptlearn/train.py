@@ -127,6 +127,20 @@ def load_tokenizer_spec(spec: Any, train_text: str | None = None):
     raise GptlearnError(f"unknown tokenizer {s!r}; use gpt2, bpe:N, char or a folder with tokenizer files")
 
 
+def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
+    """The Transformer paper's sine/cosine position codes, (n_positions, C), each entry in [-1, 1].
+
+    Used (scaled) as a starting point for GPT-2's *learned* position embeddings: position p + k is a
+    fixed rotation of position p, so a head can learn "attend to the previous token" in few steps.
+    """
+    pos = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)  # (n_positions, 1)
+    freq = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))  # (C/2,)
+    pe = torch.zeros(n_positions, n_embd)
+    pe[:, 0::2] = torch.sin(pos * freq)  # (n_positions, C/2)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : n_embd // 2]  # (n_positions, C/2)
+    return pe
+
+
 # ---- distributed helpers ----------------------------------------------------------------------------
 def _dist_env() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) otherwise."""
@@ -173,7 +187,7 @@ def _check_writable(out_dir: Path) -> None:
 
 # ---- the training loop -------------------------------------------------------------------------------
 def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, block_size: int | None,
-                 seed: int) -> tuple[GPT, Any]:
+                 seed: int, pos_init: str = "normal", pos_init_std: float = 0.05) -> tuple[GPT, Any]:
     if init is not None:
         model = GPT.from_pretrained(init)
         tok = load_tokenizer_spec(tokenizer_spec, train_text) if tokenizer_spec is not None else model.tokenizer
@@ -212,6 +226,12 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, bloc
     config = config.replace(**changes)
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = GPT(config)
+    if pos_init == "sinusoidal":
+        with torch.no_grad():
+            pe = sinusoidal_positions(config.n_positions, config.n_embd)  # (n_positions, C)
+            model.wpe.weight.copy_(pe * (pos_init_std / pe.std()))
+    elif pos_init != "normal":
+        raise GptlearnError(f"pos_init must be 'normal' or 'sinusoidal', got {pos_init!r}")
     model.tokenizer = tok
     return model, tok
 
@@ -245,6 +265,7 @@ def train(
     progress: bool = True,
     callback: Callable[[str, TrainHistory], None] | None = None,
     val_fraction: float = 0.1,
+    pos_init: str = "normal",
 ) -> TrainHistory:
     """Train (or fine-tune) a GPT on ``data`` and return its :class:`TrainHistory`.
 
@@ -252,6 +273,8 @@ def train(
     place; ``init="gpt2"`` or a folder starts from pretrained weights instead (fine-tuning).
     ``data``: a file, a folder of ``.txt``, a named data set (``"tinyshakespeare"``) or a
     :class:`TokenDataset`. ``tokenizer``: ``"gpt2"``, ``"bpe:N"``, ``"char"``, a folder or an object.
+    ``pos_init="sinusoidal"`` starts a fresh model's learned position embeddings from scaled sine/cosine
+    codes (:func:`sinusoidal_positions`) instead of noise; positional heads then form within minutes.
     ``callback(event, history)`` runs after every ``"step"`` and every ``"eval"`` (draw a live curve).
     With ``out_dir``, a checkpoint is written at every eval (or every ``save_every`` steps), at the end,
     and on Ctrl-C; ``resume=True`` continues from ``out_dir/trainer_state.pt`` exactly where it stopped.
@@ -303,7 +326,8 @@ def train(
     train_text = split_text(text, val_fraction)[0] if text is not None else None
     if isinstance(tokenizer, str) and (tokenizer.startswith("bpe:") or tokenizer == "char") and train_text is None:
         raise GptlearnError(f"tokenizer {tokenizer!r} is learned from text; pass the text, not a TokenDataset")
-    model, tok = _build_model(config_or_model, init, tokenizer, train_text or "", block_size=block_size, seed=seed)
+    model, tok = _build_model(config_or_model, init, tokenizer, train_text or "", block_size=block_size, seed=seed,
+                              pos_init=pos_init)
     if text is not None:
         dataset = TokenDataset(text, tok, val_fraction=val_fraction)
     block_size = block_size or model.config.n_positions
@@ -497,6 +521,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--pos-init", default="normal", choices=["normal", "sinusoidal"],
+                   help="start a fresh model's position embeddings from noise (GPT-2) or sine/cosine codes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -528,7 +554,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, block_size=args.block_size, lr=args.lr, min_lr=args.min_lr,
         warmup=args.warmup, weight_decay=args.weight_decay, eval_every=args.eval_every,
         eval_iters=args.eval_iters, grad_accum=args.grad_accum, seed=args.seed, device=args.device,
-        compile=args.compile, resume=args.resume, progress=not args.no_progress,
+        compile=args.compile, resume=args.resume, progress=not args.no_progress, pos_init=args.pos_init,
     )
     if _dist_env()[0] == 0:
         evals = history.evals()

@@ -173,6 +173,7 @@ def _run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_cli_train_and_bad_input(text_file, tmp_path):
     try:
         from gptlearn.cli import main as cli_main

@@ -7,7 +7,7 @@ OUT=${1:-runs/gptlearn-mini}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 python -m gptlearn.train \
   --data tinyshakespeare --out "$OUT" \
-  --preset mini --config '{"n_layer": 4, "n_head": 4, "n_embd": 128, "n_positions": 256, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.0}' \
-  --tokenizer bpe:1024 \
-  --steps 1100 --batch-size 16 --block-size 256 --lr 2e-3 --min-lr 2e-4 --warmup 100 \
-  --eval-every 100 --eval-iters 5 --seed 1337 --device cpu
+  --preset mini --config '{"n_layer": 4, "n_head": 8, "n_embd": 128, "n_positions": 256, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.0}' \
+  --tokenizer bpe:1024 --pos-init sinusoidal \
+  --steps 2600 --batch-size 8 --block-size 256 --lr 2e-3 --min-lr 2e-4 --warmup 100 \
+  --eval-every 200 --eval-iters 5 --seed 1337 --device cpu

@@ -52,9 +52,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.reps is None:
-        args.reps = 3 if args.smoke else 7
+        args.reps = 3 if args.smoke else 5
     if args.warmup is None:
-        args.warmup = 1 if args.smoke else 2
+        args.warmup = 1  # on top of the correctness check each script runs first
     torch.manual_seed(0)
     return torch.device(args.device)
 
@@ -202,10 +202,12 @@ class PeakMemory:
         self.delta_mib = (peak - self.base) / 2**20
 
 
-def measure_memory_side(args: argparse.Namespace, prepare: Callable[[], Callable[[], object]]) -> None:
+def measure_memory_side(args: argparse.Namespace, prepare: Callable[[], Callable[[], object]], *,
+                        warmup: bool = True) -> None:
     """Child-process half of ``--memory``: build one side, then report the peak of one run of it."""
     run = prepare()
-    run()  # warm-up: lazy initialisation is not the workload
+    if warmup:
+        run()  # lazy initialisation is not the workload
     with PeakMemory(torch.device(args.device)) as pm:
         run()
     print("MEMORY " + json.dumps({"side": args.side, "delta_mib": round(pm.delta_mib, 1),

@@ -58,7 +58,7 @@ def table(rows: list[dict]) -> str:
             g = f"{r['gptlearn_tok_s']:.1f} tok/s (no cache {r['gptlearn_nocache_tok_s']:.1f})"
             ref = f"{r['transformers_tok_s']:.1f} tok/s (transformers)"
             check = (f"same tokens {100 * r['same_tokens']:.0f}%; bound {r['bound_tok_s']:.0f} tok/s "
-                     f"({r['bandwidth_gb_s']:.1f} GB/s); cache {r['cache_speedup']:.1f}x")
+                     f"({r['bandwidth_gb_s']:.1f} GB/s); cache speeds up {r['cache_speedup']:.1f}x at {r['cache_speedup_at']} tokens")
         elif kind.startswith("train"):
             g, ref = f"{r['gptlearn_tok_s']:.0f} tok/s", f"{r['transformers_tok_s']:.0f} tok/s (transformers)"
             check = f"first loss {r['first_loss'][0]:.4f} vs {r['first_loss'][1]:.4f}; GEMM {r['gemm_gflops']:.0f} GFLOP/s"
@@ -91,14 +91,16 @@ def main(argv=None) -> int:
     flags = ["--device", args.device, *(["--threads", str(args.threads)] if args.threads else []),
              *(["--memory"] if args.memory else []), *(["--smoke"] if args.smoke else []), *extra]
     rows: list[dict] = []
+    out = Path(args.out)
     for name in args.only.split(","):
         t0 = time.time()
         rows += run_script(name, flags)
         print(f"{name}: done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        out.with_suffix(".partial.json").write_text(json.dumps(rows, indent=1))  # survives a later failure
+    out.with_suffix(".partial.json").unlink()
     header = (f"Command: `python bench/run_all.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
               f"Machine: {common.machine()}  \nDate: {time.strftime('%Y-%m-%d %H:%M')}\n")
     md = header + "\n" + table(rows) + "\n"
-    out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"machine": common.machine(), "rows": rows}, indent=1))
     out.with_suffix(".md").write_text(md)
     print(md)

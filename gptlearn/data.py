@@ -301,8 +301,13 @@ class TokenDataset:
                 )
 
     def get_batch(self, split: str, batch_size: int, block_size: int,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random windows: x (B, T) and the next tokens y (B, T), as int64 on the CPU."""
+                  generator: torch.Generator | None = None, *,
+                  repeat_frac: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows: x (B, T) and the next tokens y (B, T), as int64 on the CPU.
+
+        ``repeat_frac``: the share of rows whose second half repeats their first half (a passage
+        read twice), a curriculum that rewards copying from context: induction heads.
+        """
         try:
             ids = self.splits[split]
         except KeyError:
@@ -315,4 +320,9 @@ class TokenDataset:
         starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator).tolist()  # (B,)
         rows = np.stack([ids[s: s + block_size + 1] for s in starts]).astype(np.int64)  # (B, T + 1)
         rows = torch.from_numpy(rows)
+        if repeat_frac > 0:
+            half = (block_size + 2) // 2
+            twice = torch.cat([rows[:, :half], rows[:, :half]], dim=1)[:, : block_size + 1]  # (B, T + 1)
+            pick = torch.rand(batch_size, generator=generator) < repeat_frac  # (B,)
+            rows = torch.where(pick[:, None], twice, rows)
         return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T)

@@ -266,6 +266,7 @@ def train(
     callback: Callable[[str, TrainHistory], None] | None = None,
     val_fraction: float = 0.1,
     pos_init: str = "normal",
+    repeat_frac: float = 0.0,
 ) -> TrainHistory:
     """Train (or fine-tune) a GPT on ``data`` and return its :class:`TrainHistory`.
 
@@ -275,6 +276,8 @@ def train(
     :class:`TokenDataset`. ``tokenizer``: ``"gpt2"``, ``"bpe:N"``, ``"char"``, a folder or an object.
     ``pos_init="sinusoidal"`` starts a fresh model's learned position embeddings from scaled sine/cosine
     codes (:func:`sinusoidal_positions`) instead of noise; positional heads then form within minutes.
+    ``repeat_frac`` > 0 makes that share of training rows a passage read twice (see
+    :meth:`TokenDataset.get_batch`); evaluation always uses plain text.
     ``callback(event, history)`` runs after every ``"step"`` and every ``"eval"`` (draw a live curve).
     With ``out_dir``, a checkpoint is written at every eval (or every ``save_every`` steps), at the end,
     and on Ctrl-C; ``resume=True`` continues from ``out_dir/trainer_state.pt`` exactly where it stopped.
@@ -425,7 +428,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=dev)
             for micro in range(grad_accum):
-                x, y = dataset.get_batch("train", batch_size, block_size, data_gen)
+                x, y = dataset.get_batch("train", batch_size, block_size, data_gen, repeat_frac=repeat_frac)
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 sync = not ddp or micro == grad_accum - 1
                 ctx = fwd.no_sync() if not sync else _null()
@@ -523,6 +526,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--pos-init", default="normal", choices=["normal", "sinusoidal"],
                    help="start a fresh model's position embeddings from noise (GPT-2) or sine/cosine codes")
+    p.add_argument("--repeat-frac", type=float, default=0.0,
+                   help="share of training rows that repeat a passage twice (teaches copying: induction heads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -555,6 +560,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         warmup=args.warmup, weight_decay=args.weight_decay, eval_every=args.eval_every,
         eval_iters=args.eval_iters, grad_accum=args.grad_accum, seed=args.seed, device=args.device,
         compile=args.compile, resume=args.resume, progress=not args.no_progress, pos_init=args.pos_init,
+        repeat_frac=args.repeat_frac,
     )
     if _dist_env()[0] == 0:
         evals = history.evals()

@@ -178,3 +178,20 @@ def test_large_vocab_uses_uint32(tmp_path):
 
     ds = TokenDataset("ab" * 50, Big(), cache=tmp_path)
     assert ds.tokens.dtype == np.uint32 and int(ds.tokens[1]) == 69_999
+
+
+def test_repeat_frac_reads_a_passage_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path))
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(3000))
+    ds = TokenDataset(text, CharTokenizer.from_text(text))
+    T = 11
+    plain_x, plain_y = ds.get_batch("train", 64, T, torch.Generator().manual_seed(0))
+    x, y = ds.get_batch("train", 64, T, torch.Generator().manual_seed(0), repeat_frac=1.0)
+    half = (T + 2) // 2  # 6 tokens, then the same 6 again (cut to T + 1 = 12)
+    rows = torch.cat([x, y[:, -1:]], dim=1)  # (B, T + 1)
+    assert torch.equal(rows[:, half:], rows[:, :half])
+    assert torch.equal(x[:, :half], plain_x[:, :half])  # same windows, second half replaced
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    some_x, _ = ds.get_batch("train", 400, T, torch.Generator().manual_seed(1), repeat_frac=0.25)
+    repeated = (some_x[:, half:] == some_x[:, : T - half]).all(dim=1).float().mean().item()
+    assert 0.15 < repeated < 0.35  # about a quarter of the rows

@@ -78,9 +78,11 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load
 
-            return load_file(str(path))
+            # read into memory: load_file would memory-map the file, and a process whose weights are
+            # mapped dies (SIGBUS) when someone overwrites that file, e.g. by retraining in place
+            return load(path.read_bytes())
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a weights file
         raise ValueError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({e}); "

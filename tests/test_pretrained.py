@@ -334,3 +334,19 @@ def test_load_model_offline_uses_real_mini(monkeypatch, capsys, fake_hub):
     model = load_model()
     assert model.name_or_path == "gptlearn-mini"
     assert "gptlearn-mini" in _one_line(capsys)
+
+
+def test_loaded_weights_do_not_depend_on_the_file(tmp_path, tiny_model):
+    """Weights are read into memory: overwriting the file (e.g. retraining in place) must not change
+    or crash a model that is already loaded (a memory-mapped load would see the new bytes)."""
+    tiny_model.save_pretrained(tmp_path)
+    loaded = from_pretrained(tmp_path)
+    idx = torch.arange(10).unsqueeze(0)
+    before = loaded(idx)
+    weights = tmp_path / "model.safetensors"
+    size = weights.stat().st_size
+    header = 8 + int.from_bytes(weights.read_bytes()[:8], "little")
+    with open(weights, "r+b") as f:  # scribble over every tensor byte, in place
+        f.seek(header)
+        f.write(os.urandom(size - header))
+    torch.testing.assert_close(loaded(idx), before, rtol=0, atol=0)

@@ -12,6 +12,7 @@ tests/test_book.py runs the check. Pages that are not notebooks (no jupytext hea
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def is_notebook(md: Path) -> bool:
 
 def twin(md: Path) -> nbformat.NotebookNode:
     nb = jupytext.read(md)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]  # stable: no churn in git
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nb.metadata.pop("jupytext", None)  # a plain notebook: Colab/Jupyter need no jupytext to open it

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny random models, and the data folder (GPTLEARN_DATA_DIR, default ../shared/data)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,21 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return GPT(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian chromium for every browser test (Playwright's sync API allows one at a time)."""
+    chromium = shutil.which("chromium")
+    if chromium is None or importlib.util.find_spec("playwright") is None:
+        what = "Debian's chromium (apt-get install -y chromium)" if chromium is None else "playwright (pip)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is missing; CI must run the browser tests")
+        pytest.skip(f"{what} is missing")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()

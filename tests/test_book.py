@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import os
 import re
 import shutil
@@ -146,23 +145,6 @@ def test_plotly_js_is_served_once_not_inlined(built_book):
 
 
 # ---- (b) headless Chromium ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None or importlib.util.find_spec("playwright") is None:
-        what = "Debian's chromium (apt-get install -y chromium)" if chromium is None else "playwright (pip)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} is missing; CI must run the browser tests")
-        pytest.skip(f"{what} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="session")

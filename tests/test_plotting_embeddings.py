@@ -104,32 +104,23 @@ def test_live_loss_curve_updates_one_display_in_place(monkeypatch):
 
 
 @pytest.mark.slow
-def test_embedding_scatter_buttons_work_in_a_browser(tmp_path):
+def test_embedding_scatter_buttons_work_in_a_browser(tmp_path, browser):
     """Click each button in headless Chromium (no kernel) and check which traces plotly shows."""
-    import shutil
-
-    chromium = shutil.which("chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     x, groups = _blobs()
     maps = {"first": plotting.pca_2d(x), "second": x[:, :2], "third": x[:, 2:4]}
     fig = plotting.embedding_scatter(maps, groups, [f"s{i}" for i in range(len(groups))])
     page_file = tmp_path / "scatter.html"
     fig.write_html(page_file, include_plotlyjs=True, div_id="fig")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page()
-            page.goto(page_file.as_uri())
-            page.wait_for_selector(".plotly-graph-div .main-svg")
-            for m, name in enumerate(maps):
-                page.locator(".updatemenu-button", has_text=name).click()
-                page.wait_for_timeout(300)
-                visible = page.evaluate("() => document.getElementById('fig').data.map(t => t.visible !== false)")
-                assert visible == [k // 3 == m for k in range(9)], name
-                title = page.evaluate("() => document.getElementById('fig').layout.title.text")
-                assert title.endswith(name)
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.goto(page_file.as_uri())
+        page.wait_for_selector(".plotly-graph-div .main-svg")
+        for m, name in enumerate(maps):
+            page.locator(".updatemenu-button", has_text=name).click()
+            page.wait_for_timeout(300)
+            visible = page.evaluate("() => document.getElementById('fig').data.map(t => t.visible !== false)")
+            assert visible == [k // 3 == m for k in range(9)], name
+            title = page.evaluate("() => document.getElementById('fig').layout.title.text")
+            assert title.endswith(name)
+    finally:
+        page.close()

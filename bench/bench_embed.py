@@ -95,11 +95,8 @@ def main(argv=None) -> list[dict]:
         "speedup": common.med(t["sentence-transformers"]) / common.med(t["gptlearn"]),
         "min_cosine": float(cos.min()),
         "memory_on": "first 256 sentences",
-        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
-        "reps": args.reps,
-        "memory": mem,
     }
-    return [common.emit(row)]
+    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
 
 
 if __name__ == "__main__":

@@ -66,11 +66,8 @@ def main(argv=None) -> list[dict]:
         "gptlearn_roofline": flops / common.med(t["gptlearn"]) / gemm_rate,
         "transformers_roofline": flops / common.med(t["transformers"]) / gemm_rate,
         "max_abs_logit_diff": err,
-        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
-        "reps": args.reps,
-        "memory": mem,
     }
-    return [common.emit(row)]
+    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
 
 
 if __name__ == "__main__":

@@ -91,11 +91,8 @@ def main(argv=None) -> list[dict]:
         "gptlearn_roofline": tok_s["gptlearn"] / bound,
         "transformers_roofline": tok_s["transformers"] / bound,
         "same_tokens": same,
-        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
-        "reps": args.reps,
-        "memory": mem,
     }
-    return [common.emit(row)]
+    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
 
 
 if __name__ == "__main__":

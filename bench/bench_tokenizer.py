@@ -82,11 +82,8 @@ def main(argv=None) -> list[dict]:
         "speedup": common.med(t["tiktoken"]) / common.med(t["gptlearn"]),
         "bpe_vs_tiktoken": (slow_mb / common.med(t_bpe["gptlearn_bpe"])) / (mb / common.med(t["tiktoken"])),
         "same_ids": ids["gptlearn"] == ids["tiktoken"] and ids["gptlearn_bpe"] == ids["tiktoken"][: len(ids["gptlearn_bpe"])],
-        "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
-        "reps": args.reps,
-        "memory": mem,
     }
-    return [common.emit(row)]
+    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
 
 
 if __name__ == "__main__":

@@ -99,10 +99,7 @@ def main(argv=None) -> list[dict]:
             "gptlearn_roofline": 6.0 * params * tok_s["gptlearn"] / gemm_rate,
             "transformers_roofline": 6.0 * params * tok_s["transformers"] / gemm_rate,
             "first_loss": first,
-            "spread": {k: round(common.spread(v), 3) for k, v in t.items()},
-            "reps": args.reps,
-            "memory": mem,
-        }))
+        }, times=t, reps=args.reps, memory=mem))
     return rows
 
 

@@ -237,9 +237,11 @@ def memory_in_subprocesses(script: str, args: argparse.Namespace, sides: list[st
     return out
 
 
-def emit(row: dict) -> dict:
-    """Print one result row as ``RESULT {json}`` (what run_all.py and the smoke test parse)."""
-    row = {"date": time.strftime("%Y-%m-%d %H:%M"), **row}
+def emit(row: dict, *, times: dict[str, list[float]], reps: int, memory: dict) -> dict:
+    """Print one result row as ``RESULT {json}`` (what run_all.py and the smoke test parse), with the
+    fields every row shares: the spread of each contender's timings, the repetitions and peak memory."""
+    row = {"date": time.strftime("%Y-%m-%d %H:%M"), **row,
+           "spread": {k: round(spread(v), 3) for k, v in times.items()}, "reps": reps, "memory": memory}
     print("RESULT " + json.dumps(row), flush=True)
     return row
 

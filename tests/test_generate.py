@@ -271,3 +271,16 @@ def test_kv_cache_bookkeeping(model):
     small = KVCache(1, 1, 1, 4, 2, device="cpu", dtype=torch.float32)
     with pytest.raises(ValueError, match="KV cache is full"):
         small.update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2))
+
+
+def test_batch_one_decoding_head_copy_gives_the_same_logits(model):
+    """Batch-1 CPU decoding unembeds with a (C, V) copy of the tied weight (a faster mat-vec layout):
+    the logits must be the forward pass's, and nothing is copied for batches or when asked not to."""
+    from gptlearn.generate import _decode_head, _last_logits
+
+    idx = torch.randint(0, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(3))
+    head_t = _decode_head(model, 1)
+    assert head_t is not None and head_t.shape == (model.config.n_embd, model.config.vocab_size)
+    assert _decode_head(model, 2) is None
+    with torch.no_grad():
+        torch.testing.assert_close(_last_logits(model, idx, head_t=head_t), model(idx)[:, -1], atol=1e-5, rtol=0)

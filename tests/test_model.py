@@ -165,3 +165,25 @@ def test_constructor_dtype_and_device():
                 dtype=torch.float64)
     assert model.wte.weight.dtype == torch.float64 and model.device == torch.device("cpu")
     assert model(torch.zeros(1, 3, dtype=torch.long)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 40])
+def test_unembed_in_vocabulary_blocks_equals_one_product(rows):
+    """gptlearn.model.unembed multiplies a wide vocabulary in blocks (CPU speed); values and gradients
+    must be those of the single F.linear (fp32: the same dot products, so within 1e-5)."""
+    from gptlearn.model import unembed
+
+    torch.manual_seed(0)
+    w = torch.randn(9000, 24, requires_grad=True)  # V > chunk: more than one block, a ragged last one
+    x = torch.randn(rows, 24, requires_grad=True)
+    g = torch.randn(rows, 9000)
+    got = unembed(x, w, chunk=4096)
+    torch.autograd.backward(got, g)
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    want = torch.nn.functional.linear(x, w)
+    torch.autograd.backward(want, g)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gx, x.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(gw, w.grad, atol=1e-4, rtol=1e-5)
+    assert unembed(x.detach()[None], w.detach()).shape == (1, rows, 9000)  # (B, T, C) -> (B, T, V)

@@ -558,11 +558,10 @@ def train_embeddings(
         train_idx = mnrl_idx
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     total = steps_per_epoch * epochs
-    params = [p for p in embedder.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    from .train import make_optimizer
+
+    opt = make_optimizer(embedder, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    params = [p for g in opt.param_groups for p in g["params"]]
     warmup_steps = int(warmup * total)
     rng = random.Random(seed)
     step = 0

@@ -114,6 +114,16 @@ def matvec_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype 
     return (lambda: torch.mv(w, x, out=out)), float(w.numel() * w.element_size())
 
 
+def vecmat_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype = torch.float32):
+    """The same bytes read the other way, (1, rows) @ (rows, cols): on some CPUs MKL streams this layout
+    much faster than ``torch.mv``'s, so a bound from ``matvec_probe`` alone would be too low.
+    Returns (fn, bytes read per call); the benchmark takes the faster probe as the bandwidth."""
+    w = torch.randn(rows, cols, device=device, dtype=dtype)
+    x = torch.randn(1, rows, device=device, dtype=dtype)
+    out = torch.empty(1, cols, device=device, dtype=dtype)
+    return (lambda: torch.mm(x, w, out=out)), float(w.numel() * w.element_size())
+
+
 # ---- models ---------------------------------------------------------------------------------------
 def hf_config(preset: str, **overrides):
     """A transformers GPT2Config with the same shape as a gptlearn preset."""

@@ -302,11 +302,14 @@ class TokenDataset:
 
     def get_batch(self, split: str, batch_size: int, block_size: int,
                   generator: torch.Generator | None = None, *,
-                  repeat_frac: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  repeat_frac: float = 0.0, induction_frac: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows: x (B, T) and the next tokens y (B, T), as int64 on the CPU.
 
         ``repeat_frac``: the share of rows whose second half repeats their first half (a passage
         read twice), a curriculum that rewards copying from context: induction heads.
+        ``induction_frac``: the share of rows made of random tokens (a random length from 8 to
+        min(64, T/2)) written over and over; their targets are ignored (-100) until the first repeat begins, so those
+        rows train nothing but copying from context (chapter "Many heads": induction heads).
         """
         try:
             ids = self.splits[split]
@@ -325,4 +328,21 @@ class TokenDataset:
             twice = torch.cat([rows[:, :half], rows[:, :half]], dim=1)[:, : block_size + 1]  # (B, T + 1)
             pick = torch.rand(batch_size, generator=generator) < repeat_frac  # (B,)
             rows = torch.where(pick[:, None], twice, rows)
-        return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T)
+        x, y = rows[:, :-1], rows[:, 1:].clone()  # (B, T), (B, T)
+        if induction_frac > 0:
+            self._induction_rows(x, y, induction_frac, generator)
+        return x, y
+
+    def _induction_rows(self, x: torch.Tensor, y: torch.Tensor, frac: float,
+                        generator: torch.Generator | None) -> None:
+        """Overwrite about ``frac`` of the rows of x, y (B, T) in place with repeated random tokens."""
+        B, T = x.shape
+        pick = (torch.rand(B, generator=generator) < frac).nonzero().flatten().tolist()
+        special = set(getattr(self.tokenizer, "special_tokens", {}).values())
+        allowed = torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special])
+        for b in pick:
+            n = int(torch.randint(8, max(9, min(64, T // 2) + 1), (1,), generator=generator))  # period
+            seq = allowed[torch.randint(len(allowed), (n,), generator=generator)]  # (n,)
+            row = seq.repeat(T // n + 2)[: T + 1]  # (T + 1,)
+            x[b], y[b] = row[:-1], row[1:]
+            y[b, : n - 1] = -100  # the first copy is unpredictable: no loss there

@@ -195,3 +195,26 @@ def test_repeat_frac_reads_a_passage_twice(tmp_path, monkeypatch):
     some_x, _ = ds.get_batch("train", 400, T, torch.Generator().manual_seed(1), repeat_frac=0.25)
     repeated = (some_x[:, half:] == some_x[:, : T - half]).all(dim=1).float().mean().item()
     assert 0.15 < repeated < 0.35  # about a quarter of the rows
+
+
+def test_induction_frac_rows_repeat_random_tokens_and_mask_the_first_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path))
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(3000))
+    tok = CharTokenizer.from_text(text)
+    ds = TokenDataset(text, tok)
+    T = 40
+    x, y = ds.get_batch("train", 32, T, torch.Generator().manual_seed(0), induction_frac=1.0)
+    for row_x, row_y in zip(x, y):
+        n = int((row_y == -100).sum()) + 1  # the period: targets before the first repeat are ignored
+        assert 8 <= n <= T // 2
+        assert torch.equal(row_x[n:], row_x[:-n])  # x repeats with period n
+        assert torch.equal(row_y[n - 1:-1], row_x[n:]) and row_y[-1] == row_x[T - n]  # y: x shifted, periodic
+        assert (row_y[: n - 1] == -100).all()
+    periods = {int((r == -100).sum()) + 1 for r in y}
+    assert len(periods) > 3  # lengths vary
+    plain_x, plain_y = ds.get_batch("train", 400, T, torch.Generator().manual_seed(1))
+    some_x, some_y = ds.get_batch("train", 400, T, torch.Generator().manual_seed(1), induction_frac=0.3)
+    changed = (some_y == -100).any(dim=1).float().mean().item()
+    assert 0.2 < changed < 0.4
+    untouched = ~(some_y == -100).any(dim=1)
+    assert torch.equal(some_x[untouched], plain_x[untouched]) and torch.equal(some_y[untouched], plain_y[untouched])

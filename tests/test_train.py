@@ -98,6 +98,42 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(text_file, tmp_path):
     assert resumed.train_loss == pytest.approx(full.train_loss, abs=1e-6)
 
 
+KILL_SCRIPT = """
+import os, signal, sys
+from gptlearn import GPTConfig
+from gptlearn.tokenizer import CharTokenizer
+from gptlearn.train import train
+text_file, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tok = CharTokenizer.from_text(open(text_file).read())
+cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=32)
+
+def die(event, hist):  # SIGKILL: no finally blocks, no Ctrl-C checkpoint, nothing flushed
+    if event == "step" and hist.step[-1] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(cfg, text_file, out_dir=out, tokenizer=tok, steps=20, eval_every=5, seed=3, batch_size=4, block_size=32,
+      eval_iters=2, sample_tokens=0, progress=False, lr=3e-3, warmup=5, callback=die if kill_at else None,
+      resume=kill_at == 0 and os.path.exists(os.path.join(out, "trainer_state.pt")))
+"""
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_uninterrupted_weights(text_file, tmp_path):
+    """SIGKILL at step 13 (last checkpoint: step 10), then --resume: the same weights as a run never killed."""
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    killed = _run([sys.executable, str(script), str(text_file), str(tmp_path / "cut"), "13"])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert torch.load(tmp_path / "cut" / STATE_FILE, weights_only=False)["step"] == 10
+    for out in ("cut", "full"):  # resume the killed run; run the other one start to end
+        r = _run([sys.executable, str(script), str(text_file), str(tmp_path / out), "0"])
+        assert r.returncode == 0, r.stderr[-2000:]
+    a = from_pretrained(tmp_path / "full").state_dict()
+    b = from_pretrained(tmp_path / "cut").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert torch.load(tmp_path / "cut" / STATE_FILE, weights_only=False)["step"] == 20
+
+
 def test_crash_during_save_keeps_previous_checkpoint(text_file, tmp_path, monkeypatch):
     import gptlearn.train as gtrain
 

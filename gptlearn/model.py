@@ -71,13 +71,22 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
 
     On the CPU a wide vocabulary is multiplied in blocks of ``chunk`` rows of ``weight`` and the blocks
     concatenated: MKL writes one (rows, 50257) output slowly, and blocks of 4,096 measured 1.25x faster
-    at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Fewer than 8 rows, a
-    small vocabulary or a GPU take the plain product.
+    at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without autograd the
+    blocks are copied into one preallocated output, so memory peaks at the logits plus one block.
+    Fewer than 8 rows, a small vocabulary or a GPU take the plain product.
     """
     V, C = weight.shape
     if x.device.type != "cpu" or V <= chunk or x.numel() < 8 * C:
         return F.linear(x, weight)
-    return torch.cat([F.linear(x, w) for w in weight.split(chunk)], dim=-1)  # V/chunk x (..., chunk) -> (..., V)
+    blocks = weight.split(chunk)  # views, V/chunk x (chunk, C)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return torch.cat([F.linear(x, w) for w in blocks], dim=-1)  # V/chunk x (..., chunk) -> (..., V)
+    out = x.new_empty(*x.shape[:-1], V)  # no autograd: fill one output, one block alive at a time
+    start = 0
+    for w in blocks:
+        out[..., start:start + w.size(0)] = F.linear(x, w)  # (..., chunk)
+        start += w.size(0)
+    return out
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

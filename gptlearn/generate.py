@@ -111,25 +111,22 @@ def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None,
     return h @ head_t if head_t is not None else unembed(h, model.lm_head.weight)  # (B, C) -> (B, V)
 
 
-def _decode_head(model: "GPT", batch: int) -> torch.Tensor | None:
-    """A (C, V) contiguous copy of the unembedding for batch-1 decoding on the CPU, else None.
+DECODE_HEAD_MIN_TOKENS = 64  # the (C, V) copy pays for itself after about 40 tokens (GPT-2 124M, CPU)
+
+
+def _decode_head(model: "GPT", batch: int, new_tokens: int) -> torch.Tensor | None:
+    """A (C, V) contiguous copy of the unembedding for long batch-1 decoding on the CPU, else None.
 
     One row times the (V, C) matrix is MKL's slowest mat-vec layout; the same product read as
     (1, C) @ (C, V) measured 1.5-1.7x faster for GPT-2's 50257 x 768 (about a third of each token's
-    weight reads; bench/README.md). Making the copy takes about as long as 40 tokens save, so it is
-    kept on the model and made again only when the weight changes (another tensor, or any in-place
-    update such as an optimizer step bumps its version). It costs the matrix's memory once more
-    (154 MB for GPT-2 124M, 0.5 MB for gptlearn-mini). GPUs and batches need no copy.
+    weight reads; bench/README.md). The copy itself takes about as long as 40 tokens save, so it is
+    made for runs of at least ``DECODE_HEAD_MIN_TOKENS`` new tokens, once per call, and dropped at the end
+    (it is never cached: an optimizer step can change the weight without any sign a cache could see).
+    GPUs and batches need no copy.
     """
-    if batch != 1 or model.device.type != "cpu":
+    if batch != 1 or new_tokens < DECODE_HEAD_MIN_TOKENS or model.device.type != "cpu":
         return None
-    w = model.lm_head.weight
-    key = (w.data_ptr(), w._version, w.shape, w.dtype)
-    cached = getattr(model, "_decode_head_cache", None)
-    if cached is None or cached[0] != key:
-        cached = (key, w.detach().t().contiguous())  # (V, C) -> (C, V)
-        model._decode_head_cache = cached
-    return cached[1]
+    return model.lm_head.weight.detach().t().contiguous()  # (V, C) -> (C, V)
 
 
 @torch.inference_mode()
@@ -150,7 +147,7 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     n_ctx = model.config.n_positions
     B = idx.size(0)
     cache = KVCache.for_model(model, B) if use_cache else None
-    head_t = _decode_head(model, B)
+    head_t = _decode_head(model, B, max_new_tokens)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     window = idx[:, -n_ctx:]  # (B, T) the tokens the model sees
     try:

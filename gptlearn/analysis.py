@@ -17,8 +17,8 @@ import torch
 
 from .model import GPT
 
-__all__ = ["previous_token_scores", "induction_scores", "repeated_random_tokens", "bits_per_byte",
-           "unigram_bits_per_byte", "top_heads"]
+__all__ = ["previous_token_scores", "induction_scores", "repeated_random_tokens", "repeated_passage_loss",
+           "bits_per_byte", "unigram_bits_per_byte", "top_heads"]
 
 
 def _patterns(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
@@ -72,6 +72,27 @@ def induction_scores(model: GPT, seq_len: int = 50, batch: int = 8, seed: int = 
     pattern = _patterns(model, tokens)  # (L, B, H, 2S, 2S)
     stripe = pattern.diagonal(offset=1 - seq_len, dim1=-2, dim2=-1)  # (L, B, H, S + 1): pattern[q, q - S + 1]
     return stripe[..., 1:].mean(dim=(1, 3)).cpu()  # queries q = S .. 2S - 1 (the second copy) -> (L, H)
+
+
+@torch.no_grad()
+def repeated_passage_loss(model: GPT, text: str, n: int = 32, length: int = 100) -> tuple[float, float]:
+    """Induction on real text: ``n`` passages of ``length`` tokens, spread evenly over ``text``, each read
+    twice; returns the mean loss (nats per token) of the first and of the second reading.
+
+    A model that copies from context predicts the second reading better; the first token of each
+    reading is left out (nothing predicts it).
+    """
+    ids = model.tokenizer.encode(text)
+    if len(ids) < n * length:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than {n} passages of {length}")
+    if 2 * length > model.config.n_positions:
+        raise ValueError(f"two readings of {length} tokens do not fit the context ({model.config.n_positions})")
+    stride = len(ids) // n
+    rows = torch.tensor([ids[i * stride: i * stride + length] for i in range(n)])  # (n, length)
+    x = torch.cat([rows, rows], dim=1).to(model.device)  # (n, 2 * length)
+    logits = model(x[:, :-1])  # (n, 2 * length - 1, V)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), x[:, 1:], reduction="none")
+    return nll[:, : length - 1].mean().item(), nll[:, length:].mean().item()
 
 
 def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:

@@ -1,6 +1,6 @@
 """Measure a gptlearn-mini checkpoint the way docs/gptlearn-mini.md reports it, on the held-out last 10%
 of TinyShakespeare: bits per byte (and the unigram baselines), the best previous-token heads, induction
-scores on repeated random tokens, and loss on repeated held-out passages (copying real text).
+scores on repeated random tokens, and loss on held-out passages read twice (copying real text).
 
 Usage: python scripts/measure_mini.py [MODEL_DIR_OR_NAME ...] [--quick]   (needs GPTLEARN_DATA_DIR)
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 import gptlearn
-from gptlearn.analysis import (bits_per_byte, induction_scores, previous_token_scores, top_heads,
-                               unigram_bits_per_byte)
+from gptlearn.analysis import (bits_per_byte, induction_scores, previous_token_scores, repeated_passage_loss,
+                               top_heads, unigram_bits_per_byte)
 from gptlearn.data import split_text
 
 
@@ -25,24 +25,13 @@ def previous_token_windows(model, text: str, n: int = 8, T: int = 256) -> torch.
     return previous_token_scores(model, ids)
 
 
-@torch.no_grad()
-def repeated_text_loss(model, text: str, n: int = 8, half: int = 100) -> tuple[float, float]:
-    """Mean loss (nats/token) on the first and on the second reading of ``n`` held-out passages of ``half``
-    tokens read twice: a model that copies from context does far better on the second reading."""
-    ids = torch.tensor(model.tokenizer.encode(text)[: n * half]).view(n, half)  # (n, half)
-    x = torch.cat([ids, ids], dim=1)  # (n, 2 * half)
-    logits = model(x[:, :-1])  # (n, 2 * half - 1, V)
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")  # (n, 2 half - 1)
-    return nll[:, : half - 1].mean().item(), nll[:, half:].mean().item()
-
-
 def measure(name: str, quick: bool = False) -> dict:
     model = gptlearn.GPT.from_pretrained(name).eval()
     data = Path(os.environ["GPTLEARN_DATA_DIR"]) / "tinyshakespeare.txt"
     train_text, val_text = split_text(data.read_text(encoding="utf-8"))
     prev = previous_token_windows(model, val_text)
     ind = induction_scores(model, seq_len=50, batch=8)
-    first, second = repeated_text_loss(model, val_text[len(val_text) // 2:])
+    first, second = repeated_passage_loss(model, val_text)
     out = {
         "model": name,
         "previous_token_top": top_heads(prev, 3),

@@ -102,31 +102,11 @@ def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | N
     return as_text, idx, generator
 
 
-def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None,
-                 head_t: torch.Tensor | None = None) -> torch.Tensor:
+def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
     """Next-token logits of the last position only, (B, T) -> (B, V): the same as
-    ``model(idx, kv_cache=cache)[:, -1]`` without unembedding the T - 1 positions nobody samples from.
-    ``head_t``: the unembedding already transposed to (C, V), see :func:`_decode_head`."""
+    ``model(idx, kv_cache=cache)[:, -1]`` without unembedding the T - 1 positions nobody samples from."""
     h = model.hidden_states(idx, kv_cache=cache)[:, -1]  # (B, T, C) -> (B, C)
-    return h @ head_t if head_t is not None else unembed(h, model.lm_head.weight)  # (B, C) -> (B, V)
-
-
-DECODE_HEAD_MIN_TOKENS = 64  # the (C, V) copy pays for itself after about 40 tokens (GPT-2 124M, CPU)
-
-
-def _decode_head(model: "GPT", batch: int, new_tokens: int) -> torch.Tensor | None:
-    """A (C, V) contiguous copy of the unembedding for long batch-1 decoding on the CPU, else None.
-
-    One row times the (V, C) matrix is MKL's slowest mat-vec layout; the same product read as
-    (1, C) @ (C, V) measured 1.5-1.7x faster for GPT-2's 50257 x 768 (about a third of each token's
-    weight reads; bench/README.md). The copy itself takes about as long as 40 tokens save, so it is
-    made for runs of at least ``DECODE_HEAD_MIN_TOKENS`` new tokens, once per call, and dropped at the end
-    (it is never cached: an optimizer step can change the weight without any sign a cache could see).
-    GPUs and batches need no copy.
-    """
-    if batch != 1 or new_tokens < DECODE_HEAD_MIN_TOKENS or model.device.type != "cpu":
-        return None
-    return model.lm_head.weight.detach().t().contiguous()  # (V, C) -> (C, V)
+    return unembed(h, model.lm_head.weight)  # (B, C) -> (B, V)
 
 
 @torch.inference_mode()
@@ -147,18 +127,17 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     n_ctx = model.config.n_positions
     B = idx.size(0)
     cache = KVCache.for_model(model, B) if use_cache else None
-    head_t = _decode_head(model, B, max_new_tokens)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     window = idx[:, -n_ctx:]  # (B, T) the tokens the model sees
     try:
         for step in range(max_new_tokens):
             if cache is None:
-                logits = _last_logits(model, window, head_t=head_t)  # (B, V)
+                logits = _last_logits(model, window)  # (B, V)
             elif step == 0 or cache.pos + 1 > n_ctx:  # (re)fill the cache from the visible window
                 cache.reset()
-                logits = _last_logits(model, window, cache, head_t)
+                logits = _last_logits(model, window, cache)
             else:
-                logits = _last_logits(model, window[:, -1:], cache, head_t)  # only the newest token
+                logits = _last_logits(model, window[:, -1:], cache)  # only the newest token
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                               do_sample=do_sample, generator=generator)  # (B,)
             if eos_token_id is not None:

@@ -307,9 +307,9 @@ class TokenDataset:
 
         ``repeat_frac``: the share of rows whose second half repeats their first half (a passage
         read twice), a curriculum that rewards copying from context: induction heads.
-        ``induction_frac``: the share of rows made of random tokens (a random length from 8 to
-        min(64, T/2)) written over and over; their targets are ignored (-100) until the first repeat begins, so those
-        rows train nothing but copying from context (chapter "Many heads": induction heads).
+        ``induction_frac``: the share of rows made of random tokens (a period of 8 to min(64, T/2))
+        written over and over; their targets are ignored (-100) until the first repeat begins, so
+        those rows train nothing but copying from context (chapter "Many heads": induction heads).
         """
         try:
             ids = self.splits[split]
@@ -338,8 +338,10 @@ class TokenDataset:
         """Overwrite about ``frac`` of the rows of x, y (B, T) in place with repeated random tokens."""
         B, T = x.shape
         pick = (torch.rand(B, generator=generator) < frac).nonzero().flatten().tolist()
-        special = set(getattr(self.tokenizer, "special_tokens", {}).values())
-        allowed = torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special])
+        if getattr(self, "_ordinary_ids", None) is None:  # every id but the special tokens, made once
+            special = set(getattr(self.tokenizer, "special_tokens", {}).values())
+            self._ordinary_ids = torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special])
+        allowed = self._ordinary_ids
         for b in pick:
             n = int(torch.randint(8, max(9, min(64, T // 2) + 1), (1,), generator=generator))  # period
             seq = allowed[torch.randint(len(allowed), (n,), generator=generator)]  # (n,)

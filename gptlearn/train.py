@@ -95,8 +95,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0.1,
                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`, fused (one kernel per tensor) where this PyTorch and device allow:
-    on the CPU that step measured 9.7x faster than the default loop for GPT-2 124M (0.095 vs 0.92 s),
-    about a tenth of a training step; the numbers it computes are AdamW's either way."""
+    on the CPU that step measured 9.7x faster than the default loop for GPT-2 124M (0.095 vs 0.92 s,
+    where a whole 4 x 128 training step takes about 6 s); it computes AdamW's update either way."""
     groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, weight_decay)]
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import sys
 from typing import ContextManager
 
 import torch
 
-__all__ = ["device", "resolve_device", "autocast"]
+__all__ = ["device", "resolve_device", "autocast", "keep_freed_memory"]
 
 
 def device() -> torch.device:
@@ -46,3 +49,33 @@ def autocast(dev: str | torch.device, dtype: torch.dtype | None = None) -> Conte
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Let this process keep the memory of freed large tensors for reuse (Linux with glibc only).
+
+    By default glibc gives every allocation above 32 MB its own fresh pages from the kernel and hands
+    them back on free, so each new logits, gradient or softmax tensor is paid again in page faults:
+    a (512, 50257) log-softmax measured 0.5 GB/s instead of memory speed. After this call large
+    blocks come from the heap and stay there (up to 1 GiB of free space at its top is kept). A
+    training step measured 1.6x faster for the mini preset (0.39 -> 0.24 s) and 1.19x for GPT-2 124M
+    (3.51 -> 2.94 s), 2 CPU threads, batch 4 x 128. The price: the process does not give that memory
+    back to the system until it exits. Process-wide and idempotent; ``train()`` and
+    ``train_embeddings()`` call it for CPU runs. Returns True when the setting took effect.
+    """
+    global _kept
+    if _kept:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _kept

@@ -287,6 +287,8 @@ def train(
     :meth:`TokenDataset.get_batch`); ``induction_frac`` > 0 makes that share random tokens written over
     and over, with loss only where they can be copied; evaluation always uses plain text.
     ``callback(event, history)`` runs after every ``"step"`` and every ``"eval"`` (draw a live curve).
+    On the CPU this calls :func:`gptlearn.device.keep_freed_memory` (the process keeps freed memory for
+    reuse: 1.2-1.6x faster steps).
     With ``out_dir``, a checkpoint is written at every eval (or every ``save_every`` steps), at the end,
     and on Ctrl-C; ``resume=True`` continues from ``out_dir/trainer_state.pt`` exactly where it stopped.
     """
@@ -299,9 +301,11 @@ def train(
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
-    from .device import autocast, resolve_device
+    from .device import autocast, keep_freed_memory, resolve_device
 
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # fresh pages for every big tensor cost 1.2-1.6x per step (see its docstring)
     if dev.type == "cuda" and dev.index is None and ddp:
         dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":

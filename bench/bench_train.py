@@ -66,8 +66,14 @@ def main(argv=None) -> list[dict]:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--configs", default="mini,gpt2", help="comma-separated gptlearn presets")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout on both sides (default 0)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="gptlearn.device.keep_freed_memory() for this whole process (both sides), as train() does")
     args = p.parse_args(argv)
     device = common.setup(args)
+    if args.keep_freed_memory:
+        from gptlearn.device import keep_freed_memory
+
+        keep_freed_memory()
     B, T, n = shapes(args)
     drop = dict(resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout)
     if args.side:
@@ -92,7 +98,7 @@ def main(argv=None) -> list[dict]:
             "row": f"train-{preset}",
             "shape": f"{preset} ({params / 1e6:.1f}M) B={B} T={T} AdamW dropout={args.dropout}",
             "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "keep_freed_memory": args.keep_freed_memory,
             "gptlearn_tok_s": tok_s["gptlearn"], "transformers_tok_s": tok_s["transformers"],
             "speedup": tok_s["gptlearn"] / tok_s["transformers"],
             "gemm_gflops": gemm_rate / 1e9,

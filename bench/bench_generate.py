@@ -6,8 +6,8 @@ transformers ``generate``, and vs this machine's memory-bandwidth bound.
 Roofline: at batch 1 every new token reads every weight once (the tied unembedding included, one row
 of the position table), so tokens/s can be at most bandwidth / bytes of weights. Bandwidth is the faster
 of two large matrix-vector products over the same 256 MB (``W @ x`` and ``x @ W``) timed in the same
-rounds. ``use_cache=False`` is compared with the cache on a
-shorter run (24 new tokens), since without a cache every token reruns the whole window.
+rounds. ``use_cache=False`` is compared with the cache on a shorter run (24 new tokens), since without a
+cache every token reruns the whole window.
 """
 from __future__ import annotations
 

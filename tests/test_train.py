@@ -222,7 +222,7 @@ def test_cli_train_and_bad_input(text_file, tmp_path):
     code = cli_main([*prefix, "--data", str(text_file), "--out", str(out), "--preset", "tiny",
                      "--config", json.dumps({"n_embd": 32, "n_layer": 1}), "--tokenizer", "char", "--steps", "3",
                      "--batch-size", "2", "--block-size", "16", "--eval-every", "3", "--eval-iters", "1",
-                     "--no-progress"])
+                     "--induction-frac", "0.5", "--no-progress"])
     assert code == 0
     model = from_pretrained(out)
     assert model.config.n_layer == 1 and model.config.vocab_size == model.tokenizer.vocab_size

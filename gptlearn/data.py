@@ -264,6 +264,7 @@ class TokenDataset:
             raise GptlearnError("the text is empty; training needs some text")
         self.tokenizer = tokenizer
         self.val_fraction = val_fraction
+        self._ordinary_ids: torch.Tensor | None = None  # ids but the special tokens (induction rows), made once
         self.dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
         text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         root = Path(cache).expanduser() if cache is not None else cache_dir() / "tokens"
@@ -338,7 +339,7 @@ class TokenDataset:
         """Overwrite about ``frac`` of the rows of x, y (B, T) in place with repeated random tokens."""
         B, T = x.shape
         pick = (torch.rand(B, generator=generator) < frac).nonzero().flatten().tolist()
-        if getattr(self, "_ordinary_ids", None) is None:  # every id but the special tokens, made once
+        if self._ordinary_ids is None:
             special = set(getattr(self.tokenizer, "special_tokens", {}).values())
             self._ordinary_ids = torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special])
         allowed = self._ordinary_ids

@@ -71,8 +71,9 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
 
     On the CPU a wide vocabulary is multiplied in blocks of ``chunk`` rows of ``weight`` and the blocks
     concatenated: MKL writes one (rows, 50257) output slowly, and blocks of 4,096 measured 1.16-1.27x
-    faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without autograd the
-    blocks are copied into one preallocated output, so memory peaks at the logits plus one block.
+    faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without
+    autograd the blocks are copied into one preallocated output, so memory peaks at the logits plus
+    one block.
     Fewer than 8 rows, a small vocabulary or a GPU take the plain product.
     """
     V, C = weight.shape

@@ -105,15 +105,18 @@ def faults_for_a_fresh_100mb_tensor():
     after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     del t
     return after - before
-faults_for_a_fresh_100mb_tensor(), faults_for_a_fresh_100mb_tensor()  # the heap settles after two
-print(faults_for_a_fresh_100mb_tensor())
+# warm up: the heap may need a second 100 MB block (the thread pool starting on the first fill can place
+# a small allocation right after the first block, which then no longer fits a new aligned request)
+for _ in range(4):
+    faults_for_a_fresh_100mb_tensor()
+print(sum(faults_for_a_fresh_100mb_tensor() for _ in range(4)))  # four more, after the warm-up
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator setting")
 def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_path):
     """By default every new 100 MB tensor faults in ~25,600 fresh 4 KB pages; after keep_freed_memory()
-    a new one reuses the memory of those freed before it."""
+    and a warm-up, new ones reuse the memory of those freed before them."""
     script = tmp_path / "faults.py"
     script.write_text(FAULTS_SCRIPT)
 
@@ -124,5 +127,5 @@ def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_pa
         return int(r.stdout.strip().splitlines()[-1])
 
     default, kept = faults("default"), faults("keep")
-    assert default > 20_000  # the premise: fresh pages every time
+    assert default > 4 * 20_000  # the premise: fresh pages every time
     assert kept < 2_000, (default, kept)

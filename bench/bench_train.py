@@ -1,5 +1,7 @@
 """Training step (forward + cross-entropy + backward + AdamW step), batch 4x128, for the mini and the
 124M configs: gptlearn vs transformers with the same optimizer, and vs this machine's GEMM rate.
+gptlearn's step is ``model(x, targets=y)`` (what ``train()`` calls: unembedding and cross-entropy in
+vocabulary blocks); transformers' is ``F.cross_entropy(model(x).logits, y)``.
 
     python bench/bench_train.py [--device cuda] [--bf16] [--memory] [--smoke] [--configs mini,gpt2]
 
@@ -53,8 +55,10 @@ def prepare(side: str, model_dir: Path, args, device):
     def run():
         opt.zero_grad(set_to_none=True)
         with common.autocast(device, args.bf16):
-            logits = model(x) if side == "gptlearn" else model(x).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            if side == "gptlearn":  # gptlearn's training call, as train() makes it: the loss, no logits kept
+                loss = model(x, targets=y)
+            else:  # transformers' logits (B, T, V), then the same cross-entropy
+                loss = F.cross_entropy(model(x).logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
         opt.step()
         return loss

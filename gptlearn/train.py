@@ -32,7 +32,7 @@ import torch
 from .config import PRESETS, GPTConfig
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
-from .model import GPT, lm_loss
+from .model import GPT
 
 __all__ = ["TrainHistory", "lr_at", "param_groups", "make_optimizer", "load_tokenizer_spec", "train",
            "register_cli", "main", "STATE_FILE"]
@@ -447,8 +447,7 @@ def train(
                 ctx = fwd.no_sync() if not sync else _null()
                 with ctx:
                     with autocast(dev):
-                        logits = fwd(x)  # (B, T, V)
-                    loss = lm_loss(logits, y) / grad_accum
+                        loss = fwd(x, targets=y) / grad_accum  # (B, T) -> scalar; no (B, T, V) logits kept
                     loss.backward()
                 loss_sum += loss.detach()
             if ddp:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.model import lm_loss
+from gptlearn.model import lm_loss, unembed, unembed_loss
 from gptlearn.pretrained import hf_to_gptlearn
 
 transformers = pytest.importorskip("transformers")
@@ -94,6 +94,44 @@ def test_loss_matches_transformers():
         logits = model(idx[:, :-1])
     expected = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 1000), idx[:, 6:].reshape(-1))
     assert lm_loss(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("N,C,V", [(5, 16, 300), (64, 32, 50257), (3000, 8, 2500)])
+def test_unembed_loss_matches_the_plain_path_in_value_and_gradients(N, C, V):
+    """The blocked loss (one to seven vocabulary blocks here) against F.cross_entropy on full logits,
+    with ignored targets, a target in the last (short) block, and a scaled loss as grad_accum makes."""
+    torch.manual_seed(N)
+    x = torch.randn(N, C, dtype=torch.float64).float().requires_grad_()
+    w = (torch.randn(V, C) * 0.3).requires_grad_()
+    t = torch.randint(0, V, (N,))
+    t[0], t[1:3] = V - 1, -100
+    plain = lm_loss(unembed(x, w)[None], t[None])
+    gx, gw = torch.autograd.grad(plain / 3, (x, w))
+    fused = unembed_loss(x, w, t)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
+    fx, fw = torch.autograd.grad(fused / 3, (x, w))
+    torch.testing.assert_close(fx, gx, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(fw, gw, rtol=1e-4, atol=1e-8)
+    # only one input needing a gradient, and no autograd at all, give the same numbers
+    (fx_only,) = torch.autograd.grad(unembed_loss(x, w.detach(), t), (x,))
+    torch.testing.assert_close(fx_only * (1 / 3), gx, rtol=1e-4, atol=1e-8)
+    with torch.no_grad():
+        assert unembed_loss(x, w, t).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_training_gradients_match_transformers():
+    """model(idx, targets=...) (the fused loss, through tied weights) gives transformers' gradients."""
+    hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
+    model = to_gptlearn(hf).train()
+    idx = torch.randint(0, 50257, (2, 33))
+    hf(idx, labels=idx).loss.backward()
+    loss = model(idx[:, :-1], targets=idx[:, 1:])
+    loss.backward()
+    assert loss.item() == pytest.approx(hf(idx, labels=idx).loss.item(), abs=1e-5)
+    torch.testing.assert_close(model.wte.weight.grad, hf.transformer.wte.weight.grad, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(model.blocks[1].mlp.c_fc.weight.grad, hf.transformer.h[1].mlp.c_fc.weight.grad.T,
+                               rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(model.ln_f.weight.grad, hf.transformer.ln_f.weight.grad, rtol=1e-3, atol=1e-7)
 
 
 def test_num_parameters_matches_transformers():

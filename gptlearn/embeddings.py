@@ -26,7 +26,7 @@ from torch import nn
 
 from .model import GPT
 
-__all__ = ["POOLING", "pool", "Embedder"]
+__all__ = ["POOLING", "pool", "token_batches", "Embedder"]
 
 POOLING = ("mean", "max", "last", "first", "weighted_mean")
 _SETTINGS = ("pooling", "layer", "max_length")
@@ -61,6 +61,30 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str = "mean") -> to
     else:
         where = mask.int().argmax(dim=1)  # (B,) index of the first real token
     return hidden[torch.arange(hidden.size(0), device=hidden.device), where]  # (B, T, C) -> (B, C)
+
+
+def token_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+    """Split sentences sorted longest first into ``(start, stop)`` batches of at most
+    ``batch_size * lengths[0]`` padded tokens: the first batch holds ``batch_size`` sentences, later
+    ones as many as fit (a batch pads to its first, longest sentence).
+
+    On this 2-core CPU the block products ran at 159 GFLOP/s for 320 rows and 168 for 768 or more
+    (134 for 128), so packing STS-B's short sentences this way lifts ``encode``'s sentences per second
+    (bench/README.md).
+
+    >>> token_batches([6, 5, 3, 3, 2, 2, 2, 1], batch_size=2)    # 12 tokens a batch
+    [(0, 2), (2, 6), (6, 8)]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    budget = batch_size * max(lengths[0], 1) if lengths else 0
+    batches, start = [], 0
+    while start < len(lengths):
+        longest = max(lengths[start], 1)
+        stop = start + max(1, min(len(lengths) - start, budget // longest))
+        batches.append((start, stop))
+        start = stop
+    return batches
 
 
 class Embedder(nn.Module):
@@ -155,7 +179,9 @@ class Embedder(nn.Module):
         """Embed many sentences -> (N, D) numpy array (a single str gives (D,)), without gradients.
 
         Sentences are sorted by length so each batch pads little, and the rows come back in the
-        order given. ``normalize=True`` scales each row to length 1 (then dot product = cosine).
+        order given. ``batch_size`` sentences of the longest length set the batch's size in tokens;
+        shorter sentences share batches of that many tokens (see :func:`token_batches`), so memory
+        peaks as in the first batch and short sentences run in bigger, faster matrix products. ``normalize=True`` scales each row to length 1 (then dot product = cosine).
         Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
         how many were cut. An empty sentence raises ``ValueError``. ``show_progress`` shows a tqdm bar;
         ``convert_to_tensor`` returns a tensor on the model's device instead of numpy.
@@ -166,17 +192,17 @@ class Embedder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
         out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
-        starts = range(0, len(rows), batch_size)
+        batches = token_batches([len(rows[i]) for i in order], batch_size)
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Embedding", unit="batch")
+            batches = tqdm(batches, desc="Embedding", unit="batch")
         modes = {m: m.training for m in self.modules()}  # put back exactly as found
         self.eval()
         try:
             with torch.inference_mode():
-                for start in starts:
-                    batch = order[start:start + batch_size]
+                for start, stop in batches:
+                    batch = order[start:stop]
                     out[torch.tensor(batch, device=self.device)] = self.embed_tokens([rows[i] for i in batch])
         finally:
             for m, mode in modes.items():

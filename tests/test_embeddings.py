@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gptlearn import GPT, Embedder, GPTConfig
-from gptlearn.embeddings import POOLING, pool
+from gptlearn.embeddings import POOLING, pool, token_batches
 
 SENTENCES = [
     "Hi",
@@ -90,6 +90,19 @@ def test_batched_equals_one_by_one_and_order_is_kept(model, strategy):
     np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
     reversed_ = embedder.encode(SENTENCES[::-1], batch_size=2)
     np.testing.assert_allclose(reversed_[::-1], batched, rtol=0, atol=1e-5)
+
+
+def test_token_batches_pack_short_sentences_within_the_first_batchs_tokens():
+    assert token_batches([6, 5, 3, 3, 2, 2, 2, 1], 2) == [(0, 2), (2, 6), (6, 8)]
+    assert token_batches([], 4) == [] and token_batches([7], 4) == [(0, 1)]
+    lengths = sorted(np.random.default_rng(0).integers(1, 40, 500).tolist(), reverse=True)
+    batches = token_batches(lengths, 16)
+    assert batches[0] == (0, 16)  # the longest sentences: exactly batch_size of them
+    assert [b[0] for b in batches[1:]] == [b[1] for b in batches[:-1]] and batches[-1][1] == 500  # all, once
+    assert all((stop - start) * lengths[start] <= 16 * lengths[0] for start, stop in batches)  # never bigger
+    assert len(batches) < 500 / 16  # and short sentences share bigger batches
+    with pytest.raises(ValueError, match="batch_size"):
+        token_batches(lengths, 0)
 
 
 def test_encode_options(model):

@@ -181,15 +181,14 @@ class Embedder(nn.Module):
         Sentences are sorted by length so each batch pads little, and the rows come back in the
         order given. ``batch_size`` sentences of the longest length set the batch's size in tokens;
         shorter sentences share batches of that many tokens (see :func:`token_batches`), so memory
-        peaks as in the first batch and short sentences run in bigger, faster matrix products. ``normalize=True`` scales each row to length 1 (then dot product = cosine).
+        peaks as in the first batch and short sentences run in bigger, faster matrix products.
+        ``normalize=True`` scales each row to length 1 (then dot product = cosine).
         Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
         how many were cut. An empty sentence raises ``ValueError``. ``show_progress`` shows a tqdm bar;
         ``convert_to_tensor`` returns a tensor on the model's device instead of numpy.
         """
         single = isinstance(sentences, str)
         rows = self.tokenize([sentences] if single else sentences)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
         out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
         batches = token_batches([len(rows[i]) for i in order], batch_size)

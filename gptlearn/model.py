@@ -102,11 +102,10 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     into exp(logit - block max) in place; the blocks' sums give log-sum-exp, hence the loss. When a
     gradient is wanted, pass 2 scales each block in place into its share of softmax - one-hot (the
     gradient of the loss with respect to the logits) and immediately multiplies it into the gradients
-    of x (N, C) and of weight's rows (b, C). So the softmax, its gradient and the logits are one (N, V)
-    allocation, made of blocks, and each block is written once and read twice while it is still close
-    to the cache, instead of the ~7 passes over fresh (N, V) tensors of logits + F.cross_entropy +
-    backward. The gradients are made in the forward pass and handed over (scaled) in backward:
-    call backward once.
+    of x (N, C) and of weight's rows (b, C). So the logits, the softmax and its gradient share one
+    (N, V) allocation made of ~8 MB blocks, each worked on while it is close to the cache, instead of
+    the ~7 passes over fresh (N, V) tensors of logits + F.cross_entropy + backward. The gradients are
+    made in the forward pass and handed over (scaled) in backward: call backward once.
     """
 
     @staticmethod

@@ -113,6 +113,8 @@ def test_encode_options(model):
     assert isinstance(t, torch.Tensor) and t.shape == (2, 32) and not t.requires_grad
     assert embedder.encode("Hi").shape == (32,)
     assert embedder.encode([]).shape == (0, 32)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        embedder.encode(SENTENCES, batch_size=0)
     np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress=True), embedder.encode(SENTENCES), atol=1e-6)
     assert embedder.dimensions == 32
 

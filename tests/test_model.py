@@ -124,10 +124,11 @@ def test_training_gradients_match_transformers():
     hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
     model = to_gptlearn(hf).train()
     idx = torch.randint(0, 50257, (2, 33))
-    hf(idx, labels=idx).loss.backward()
+    hf_loss = hf(idx, labels=idx).loss
+    hf_loss.backward()
     loss = model(idx[:, :-1], targets=idx[:, 1:])
     loss.backward()
-    assert loss.item() == pytest.approx(hf(idx, labels=idx).loss.item(), abs=1e-5)
+    assert loss.item() == pytest.approx(hf_loss.item(), abs=1e-5)
     torch.testing.assert_close(model.wte.weight.grad, hf.transformer.wte.weight.grad, rtol=1e-3, atol=1e-7)
     torch.testing.assert_close(model.blocks[1].mlp.c_fc.weight.grad, hf.transformer.h[1].mlp.c_fc.weight.grad.T,
                                rtol=1e-3, atol=1e-7)

@@ -160,6 +160,14 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for this device type (CPU autocast too, not only CUDA's)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() or (device_type == "cpu" and torch.is_autocast_cpu_enabled())
+
+
 def unembed_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                  ignore_index: int = -100) -> torch.Tensor:
     """``lm_loss(unembed(x, weight), targets)`` without holding the logits, the log-softmax and their
@@ -170,8 +178,9 @@ def unembed_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     for C=128 (1-2 CPU threads; bench/README.md). Other dtypes and autocast take the plain path.
     Without autograd it keeps no logits at all, only one block at a time.
     """
-    if x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.is_autocast_enabled():
-        return lm_loss(unembed(x, weight), targets, ignore_index)
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or _autocast_on(x.device.type):
+        logits = unembed(x, weight).reshape(1, -1, weight.size(0))  # (..., V) -> (1, N, V): any leading shape
+        return lm_loss(logits, targets.reshape(1, -1), ignore_index)
     return _UnembedCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), ignore_index)
 
 

@@ -119,6 +119,20 @@ def test_unembed_loss_matches_the_plain_path_in_value_and_gradients(N, C, V):
         assert unembed_loss(x, w, t).item() == pytest.approx(plain.item(), rel=1e-6)
 
 
+def test_unembed_loss_under_cpu_autocast_takes_the_plain_path():
+    """bf16 autocast makes bf16 logits: the blocked path must not run on them (it mixed dtypes)."""
+    torch.manual_seed(7)
+    x = torch.randn(40, 16, requires_grad=True)
+    w = torch.randn(9000, 16, requires_grad=True)
+    t = torch.randint(0, 9000, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = unembed_loss(x, w, t)
+        plain = lm_loss(unembed(x, w)[None], t[None])
+    assert fused.item() == plain.item()
+    fused.backward()
+    assert x.grad is not None and w.grad is not None and w.grad.dtype == torch.float32
+
+
 def test_training_gradients_match_transformers():
     """model(idx, targets=...) (the fused loss, through tied weights) gives transformers' gradients."""
     hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()

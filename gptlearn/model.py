@@ -110,20 +110,20 @@ class _UnembedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, targets, ignore_index: int):
-        N, V = x.size(0), weight.size(0)
+        N = x.size(0)
         block = max(1024, min(8192, (1 << 21) // max(N, 1)))  # ~8 MB of fp32 logits per block
         valid = targets != ignore_index  # (N,)
         n_valid = valid.sum()
         t = torch.where(valid, targets, 0)  # (N,) ignored rows point at token 0; their loss is masked
+        t_block, t_col = t // block, t % block  # (N,) which block holds each target, and where in it
         rows = torch.arange(N, device=x.device)
+        blocks = weight.split(block)  # views, (b, C) each
         want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         exps, maxes, sums = [], [], []
         t_logit = x.new_zeros(N)  # (N,) the logit of each target
-        for start in range(0, V, block):
-            w = weight[start:start + block]  # (b, C)
+        for i, w in enumerate(blocks):
             logits = F.linear(x, w)  # (N, b)
-            here = (t >= start) & (t < start + w.size(0))
-            t_logit = torch.where(here, logits[rows, (t - start).clamp(0, w.size(0) - 1)], t_logit)
+            t_logit = torch.where(t_block == i, logits[rows, t_col.clamp(max=w.size(0) - 1)], t_logit)
             m = logits.amax(1)  # (N,)
             logits.sub_(m[:, None]).exp_()  # now exp(logit - m), in place
             maxes.append(m)
@@ -138,16 +138,15 @@ class _UnembedCrossEntropy(torch.autograd.Function):
             grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None  # (N, C)
             grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None  # (V, C)
             row_weight = valid / n_valid  # (N,) d loss / d (per-row loss)
-            for i, start in enumerate(range(0, V, block)):
+            for i, w in enumerate(blocks):
                 p, exps[i] = exps[i], None  # (N, b); dropped from the list as soon as it is used
-                w = weight[start:start + block]
                 p.mul_((torch.exp(M[:, i] - lse) * row_weight)[:, None])  # softmax * row weight
-                here = valid & (t >= start) & (t < start + w.size(0))
-                p[rows[here], t[here] - start] -= 1.0 / n_valid  # minus the one-hot
+                here = valid & (t_block == i)  # (N,) rows whose target is in this block
+                p[rows[here], t_col[here]] -= 1.0 / n_valid  # minus the one-hot
                 if grad_x is not None:
                     grad_x.addmm_(p, w)  # (N, b) @ (b, C)
                 if grad_w is not None:
-                    torch.mm(p.T, x, out=grad_w[start:start + w.size(0)])  # (b, N) @ (N, C)
+                    torch.mm(p.T, x, out=grad_w[i * block:i * block + w.size(0)])  # (b, N) @ (N, C)
             ctx.save_for_backward(grad_x, grad_w)
         return loss
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from .config import GPTConfig
 from .hooks import HookPoint
+from .linear import Linear
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import KVCache
@@ -92,8 +93,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # W_Q, W_K, W_V side by side
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # W_O
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # W_Q, W_K, W_V side by side
+        self.c_proj = Linear(config.n_embd, config.n_embd)  # W_O
         self.attn_pdrop = config.attn_pdrop
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)

@@ -51,6 +51,14 @@ def autocast(dev: str | torch.device, dtype: torch.dtype | None = None) -> Conte
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (CPU autocast too, not only CUDA's)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() or (device_type == "cpu" and torch.is_autocast_cpu_enabled())
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 _kept = False
 

@@ -19,7 +19,9 @@ from torch import nn
 
 from .attention import CausalSelfAttention
 from .config import GPTConfig
+from .device import autocast_enabled
 from .hooks import ActivationCache, HookPoint, short_name
+from .linear import SPLIT_MAX_ROWS, Linear, linear
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import KVCache
@@ -32,8 +34,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.d_mlp)
-        self.c_proj = nn.Linear(config.d_mlp, config.n_embd)
+        self.c_fc = Linear(config.n_embd, config.d_mlp)
+        self.c_proj = Linear(config.d_mlp, config.n_embd)
         self.dropout = nn.Dropout(config.resid_pdrop)
         self.approximate = "none" if config.activation_function == "gelu" else "tanh"
         self.hook_pre = HookPoint()  # (B, T, 4C)
@@ -73,11 +75,13 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
     concatenated: MKL writes one (rows, 50257) output slowly, and blocks of 4,096 measured 1.16-1.27x
     faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without
     autograd the blocks are copied into one preallocated output, so memory peaks at the logits plus
-    one block.
-    Fewer than 8 rows, a small vocabulary or a GPU take the plain product.
+    one block. Up to 16 rows (decoding) take :func:`gptlearn.linear.linear`'s row-split product; a
+    small vocabulary or a GPU the plain one.
     """
     V, C = weight.shape
-    if x.device.type != "cpu" or V <= chunk or x.numel() < 8 * C:
+    if x.numel() <= SPLIT_MAX_ROWS * C:
+        return linear(x, weight)
+    if x.device.type != "cpu" or V <= chunk:
         return F.linear(x, weight)
     blocks = weight.split(chunk)  # views, V/chunk x (chunk, C)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
@@ -159,14 +163,6 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-def _autocast_on(device_type: str) -> bool:
-    """Whether autocast is on for this device type (CPU autocast too, not only CUDA's)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_enabled() or (device_type == "cpu" and torch.is_autocast_cpu_enabled())
-
-
 def unembed_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                  ignore_index: int = -100) -> torch.Tensor:
     """``lm_loss(unembed(x, weight), targets)`` without holding the logits, the log-softmax and their
@@ -177,7 +173,7 @@ def unembed_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     for C=128 (1-2 CPU threads; bench/README.md). Other dtypes and autocast take the plain path.
     Without autograd it keeps no logits at all, only one block at a time.
     """
-    if x.dtype != torch.float32 or weight.dtype != torch.float32 or _autocast_on(x.device.type):
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or autocast_enabled(x.device.type):
         logits = unembed(x, weight).reshape(1, -1, weight.size(0))  # (..., V) -> (1, N, V): any leading shape
         return lm_loss(logits, targets.reshape(1, -1), ignore_index)
     return _UnembedCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), ignore_index)

@@ -5,8 +5,8 @@ transformers ``generate``, and vs this machine's memory-bandwidth bound.
 
 Roofline: at batch 1 every new token reads every weight once (the tied unembedding included, one row
 of the position table), so tokens/s can be at most bandwidth / bytes of weights. Bandwidth is the faster
-of two large matrix-vector products over the same 256 MB (``W @ x`` and ``x @ W``) timed in the same
-rounds. ``use_cache=False`` is compared with the cache on a shorter run (24 new tokens), since without a
+of three large matrix-vector products over the same 256 MB (``W @ x``, ``x @ W``, and ``W @ x`` with W's
+rows cut into one block per thread in one batched call) timed in the same rounds. ``use_cache=False`` is compared with the cache on a shorter run (24 new tokens), since without a
 cache every token reruns the whole window.
 """
 from __future__ import annotations
@@ -69,7 +69,9 @@ def main(argv=None) -> list[dict]:
         probe_dtype = torch.bfloat16 if args.bf16 else torch.float32
         mv, mv_bytes = common.matvec_probe(device, rows, cols, probe_dtype)
         vm, _ = common.vecmat_probe(device, rows, cols, probe_dtype)
-        t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "matvec": mv, "vecmat": vm},
+        sm, sm_bytes = common.split_matvec_probe(device, rows, cols, probe_dtype)
+        t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "matvec": mv, "vecmat": vm,
+                                "split_matvec": sm},
                                reps=args.reps, warmup=args.warmup, device=device)
         t_nc = common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
                                   reps=max(2, args.reps // 2), warmup=1, device=device)
@@ -77,7 +79,8 @@ def main(argv=None) -> list[dict]:
             if args.memory else {}
     bytes_per_el = g_model.wte.weight.element_size()  # autocast keeps the weights in fp32 and reads them
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
-    probe_rates = {k: mv_bytes / common.med(t[k]) for k in ("matvec", "vecmat")}
+    probe_rates = {k: b / common.med(t[k]) for k, b in
+                   (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes))}
     bandwidth = max(probe_rates.values())  # the faster layout: what this machine can stream
     bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
     tok_s = {k: N / common.med(v) for k, v in t.items() if k not in probe_rates}
@@ -93,6 +96,7 @@ def main(argv=None) -> list[dict]:
         "cache_speedup": common.med(t_nc["gptlearn_nocache"]) / common.med(t_nc["gptlearn"]),
         "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
         "matvec_gb_s": probe_rates["matvec"] / 1e9, "vecmat_gb_s": probe_rates["vecmat"] / 1e9,
+        "split_matvec_gb_s": probe_rates["split_matvec"] / 1e9,
         "gptlearn_roofline": tok_s["gptlearn"] / bound,
         "transformers_roofline": tok_s["transformers"] / bound,
         "same_tokens": same,

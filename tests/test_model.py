@@ -241,3 +241,20 @@ def test_unembed_in_vocabulary_blocks_equals_one_product(rows):
     torch.testing.assert_close(gw, w.grad, atol=1e-4, rtol=1e-5)
     with torch.no_grad():  # the no-autograd path fills one preallocated output
         torch.testing.assert_close(unembed(x[None], w, chunk=4096), want[None], atol=1e-5, rtol=0)  # (B, T, V)
+
+
+def test_gelu_is_torchs_tanh_gelu_with_and_without_autograd():
+    """gptlearn.model.gelu computes the tanh form as x·σ(2z) on the CPU without autograd: the same curve."""
+    from gptlearn.model import gelu
+
+    F = torch.nn.functional
+    x = torch.cat([torch.linspace(-12, 12, 10001), torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])])
+    with torch.inference_mode():
+        fast = gelu(x)
+    torch.testing.assert_close(fast, F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6, equal_nan=True)
+    torch.testing.assert_close(gelu(x, "none"), F.gelu(x), equal_nan=True)
+    xg = x[:10001].clone().requires_grad_(True)
+    gelu(xg).sum().backward()  # with autograd: torch's own kernel and its backward
+    ref = xg.detach().clone().requires_grad_(True)
+    F.gelu(ref, approximate="tanh").sum().backward()
+    torch.testing.assert_close(xg.grad, ref.grad)

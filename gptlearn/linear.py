@@ -32,10 +32,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """
     k = torch.get_num_threads()
     out_f, in_f = weight.shape
-    if (k < 2 or x.device.type != "cpu" or weight.numel() < SPLIT_MIN_NUMEL or out_f < 2 * k
-            or x.numel() > SPLIT_MAX_ROWS * in_f or weight.stride(-1) != 1 or x.dtype != weight.dtype
+    if (x.numel() > SPLIT_MAX_ROWS * in_f or weight.numel() < SPLIT_MIN_NUMEL or k < 2 or out_f < 2 * k
+            or not x.is_cpu or weight.stride(-1) != 1 or x.dtype != weight.dtype
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            or autocast_enabled("cpu")):
+            or autocast_enabled("cpu")):  # training and small weights fail the first tests: F.linear at once
         return F.linear(x, weight, bias)
     step = out_f // k  # block j holds rows j*step ... j*step + size - 1
     size = out_f - (k - 1) * step  # the last block ends at out_f; blocks overlap by out_f % k rows

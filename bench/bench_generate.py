@@ -6,8 +6,9 @@ transformers ``generate``, and vs this machine's memory-bandwidth bound.
 Roofline: at batch 1 every new token reads every weight once (the tied unembedding included, one row
 of the position table), so tokens/s can be at most bandwidth / bytes of weights. Bandwidth is the faster
 of three large matrix-vector products over the same 256 MB (``W @ x``, ``x @ W``, and ``W @ x`` with W's
-rows cut into one block per thread in one batched call) timed in the same rounds. ``use_cache=False`` is compared with the cache on a shorter run (24 new tokens), since without a
-cache every token reruns the whole window.
+rows cut into one block per thread in one batched call) timed in the same rounds. ``use_cache=False``
+is compared with the cache on a shorter run (24 new tokens), since without a cache every token reruns
+the whole window.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def main(argv=None) -> list[dict]:
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
     probe_rates = {k: b / common.med(t[k]) for k, b in
                    (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes))}
-    bandwidth = max(probe_rates.values())  # the faster layout: what this machine can stream
+    bandwidth = max(probe_rates.values())  # the fastest mat-vec: what this machine can stream
     bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
     tok_s = {k: N / common.med(v) for k, v in t.items() if k not in probe_rates}
     row = {

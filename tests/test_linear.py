@@ -106,7 +106,8 @@ def test_linear_module_is_an_nn_linear_with_the_same_state(threads, bmm_calls):
 @pytest.mark.parametrize("k", [2, 3])
 def test_decoding_a_wide_model_matches_its_full_forward(threads, bmm_calls, k):
     """A model wide enough for the split path (C = 512: c_attn, c_fc, the MLP's c_proj and the
-    50257-row head are split, the 512 x 512 attention c_proj is too small): each cached one-token step gives the logits of a full forward over the whole sequence."""
+    50257-row head are split, the 512 x 512 attention c_proj is too small): each cached one-token
+    step gives the logits of a full forward over the whole sequence."""
     threads(k)
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=8, n_embd=512, n_positions=32)).eval()

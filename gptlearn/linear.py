@@ -8,9 +8,16 @@ core, however many threads torch has: about 14-20 GB/s on this project's machine
 together read 30 GB/s. :func:`linear` cuts the weight's rows into k blocks, one per thread, and
 multiplies them in one batched call (``torch.bmm``), which MKL spreads over the threads: 25-28 GB/s
 on GPT-2's matrices with 2 threads (``bench/README.md``). The numbers are the same dot products as
-``F.linear``'s, summed by another kernel (within float rounding).
+``F.linear``'s, summed by another kernel: equal within float rounding, not bit for bit (~2e-5 apart on
+GPT-2-sized activations, where ``F.linear`` and ``x @ W.T + b`` agree to ~4e-6). So the path is only
+taken inside :func:`split_matvecs`, which generation turns on around each step; everywhere else
+(``run_with_cache``, the chapters' by-hand comparisons, embeddings) ``Linear`` is exactly ``nn.Linear``.
 """
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,24 +25,41 @@ from torch import nn
 
 from .device import autocast_enabled
 
-__all__ = ["linear", "Linear"]
+__all__ = ["linear", "Linear", "split_matvecs"]
 
 SPLIT_MAX_ROWS = 16  # up to this many rows the row-split product was faster (1 to 16 measured)
 SPLIT_MIN_NUMEL = 1 << 19  # smaller weights (< 2 MB in fp32) fit in cache: splitting only adds overhead
 
 
+_SPLIT = contextvars.ContextVar("gptlearn_split_matvecs", default=False)
+
+
+@contextlib.contextmanager
+def split_matvecs(enabled: bool = True) -> Iterator[None]:
+    """Within this block (this thread only), :func:`linear` may take the row-split path.
+
+    >>> with split_matvecs():                       # what generate() does around each step
+    ...     logits = model(next_token, kv_cache=cache)   # doctest: +SKIP
+    """
+    token = _SPLIT.set(enabled)
+    try:
+        yield
+    finally:
+        _SPLIT.reset(token)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``: (..., in) with weight (out, in) -> (..., out).
 
-    A few rows of x, on a CPU with several threads, without autograd or autocast, take the
-    row-split path; everything else is ``F.linear``.
+    Inside :func:`split_matvecs`, a few rows of x on a CPU with several threads, without autograd or
+    autocast, take the row-split path; everything else is ``F.linear``.
     """
     k = torch.get_num_threads()
     out_f, in_f = weight.shape
-    if (x.numel() > SPLIT_MAX_ROWS * in_f or weight.numel() < SPLIT_MIN_NUMEL or k < 2 or out_f < 2 * k
+    if (not _SPLIT.get() or x.numel() > SPLIT_MAX_ROWS * in_f or weight.numel() < SPLIT_MIN_NUMEL or k < 2 or out_f < 2 * k
             or not x.is_cpu or weight.stride(-1) != 1 or x.dtype != weight.dtype
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            or autocast_enabled("cpu")):  # training and small weights fail the first tests: F.linear at once
+            or autocast_enabled("cpu")):  # outside decoding, training and small weights: F.linear at once
         return F.linear(x, weight, bias)
     step = out_f // k  # block j holds rows j*step ... j*step + size - 1
     size = out_f - (k - 1) * step  # the last block ends at out_f; blocks overlap by out_f % k rows

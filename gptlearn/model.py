@@ -21,7 +21,7 @@ from .attention import CausalSelfAttention
 from .config import GPTConfig
 from .device import autocast_enabled
 from .hooks import ActivationCache, HookPoint, short_name
-from .linear import SPLIT_MAX_ROWS, Linear, linear
+from .linear import Linear, linear
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import KVCache
@@ -87,11 +87,11 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
     concatenated: MKL writes one (rows, 50257) output slowly, and blocks of 4,096 measured 1.16-1.27x
     faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without
     autograd the blocks are copied into one preallocated output, so memory peaks at the logits plus
-    one block. Up to 16 rows (decoding) take :func:`gptlearn.linear.linear`'s row-split product; a
-    small vocabulary or a GPU the plain one.
+    one block. Fewer than 8 rows take :func:`gptlearn.linear.linear` (the plain product, or while
+    decoding the row-split one); a small vocabulary or a GPU the plain product.
     """
     V, C = weight.shape
-    if x.numel() <= SPLIT_MAX_ROWS * C:
+    if x.numel() < 8 * C:
         return linear(x, weight)
     if x.device.type != "cpu" or V <= chunk:
         return F.linear(x, weight)

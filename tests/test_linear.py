@@ -1,6 +1,9 @@
 """gptlearn.linear: the row-split mat-vec used when decoding must give F.linear's numbers, and be taken
-only where it is meant to be (a few rows, a CPU with several threads, no autograd, large weights)."""
+only where it is meant to be (inside split_matvecs(): a few rows, a CPU with several threads, no
+autograd, large weights); outside it, Linear is nn.Linear bit for bit."""
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch.nn.functional as F
 
 from gptlearn import GPT, GPTConfig
 from gptlearn.generate import KVCache, _last_logits
-from gptlearn.linear import Linear, linear
+from gptlearn.linear import Linear, linear, split_matvecs
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_split_equals_f_linear(threads, bmm_calls, k, out_f, lead):
     threads(k)
     w, b = weight(out_f, 768)
     x = torch.randn(*lead, 768, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
+    with torch.inference_mode(), split_matvecs():
         for bias in (b, None):
             got, ref = linear(x, w, bias), F.linear(x, w, bias)
             assert got.shape == ref.shape == (*lead, out_f)
@@ -58,35 +61,51 @@ def test_every_row_of_an_overlapping_split_is_its_own_dot_product(threads):
     threads(3)
     w, _ = weight(1000, 1024, seed=2)  # 1000 = 3 * 333 + 1
     x = torch.randn(1024, generator=torch.Generator().manual_seed(3))
-    with torch.inference_mode():
+    with torch.inference_mode(), split_matvecs():
         got = linear(x, w)
     ref = (w.double() @ x.double()).float()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["one thread", "small weight", "many rows", "autograd", "strided weight",
-                                  "autocast", "mixed dtypes"])
+@pytest.mark.parametrize("case", ["outside split_matvecs", "switched off", "one thread", "small weight",
+                                  "many rows", "autograd", "strided weight", "autocast", "mixed dtypes"])
 def test_other_cases_take_f_linear(threads, bmm_calls, case):
     threads(1 if case == "one thread" else 2)
     w, b = weight(256 if case == "small weight" else 1024, 768)
     x = torch.randn(17 if case == "many rows" else 1, 768)
     if case == "strided weight":
         w = w.t().contiguous().t()  # (out, in) values stored (in, out)
-    if case == "autograd":
-        w.requires_grad_(True)
-        y = linear(x, w, b)
-        y.sum().backward()  # the plain path keeps the graph
-        assert w.grad is not None
-    elif case == "autocast":
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            assert linear(x, w, b).dtype == torch.bfloat16
-    elif case == "mixed dtypes":  # F.linear's own error, not one from inside the split path
-        with torch.inference_mode(), pytest.raises(RuntimeError, match="dtype"):
-            linear(x.double(), w, b)
-    else:
-        with torch.inference_mode():
-            torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b))
+    split = contextlib.nullcontext() if case == "outside split_matvecs" else split_matvecs(case != "switched off")
+    with split:
+        if case == "autograd":
+            w.requires_grad_(True)
+            y = linear(x, w, b)
+            y.sum().backward()  # the plain path keeps the graph
+            assert w.grad is not None
+        elif case == "autocast":
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                assert linear(x, w, b).dtype == torch.bfloat16
+        elif case == "mixed dtypes":  # F.linear's own error, not one from inside the split path
+            with torch.inference_mode(), pytest.raises(RuntimeError, match="dtype"):
+                linear(x.double(), w, b)
+        else:
+            with torch.inference_mode():
+                assert torch.equal(linear(x, w, b), F.linear(x, w, b))  # the same kernel: bit for bit
     assert bmm_calls == []
+
+
+def test_split_matvecs_is_scoped_and_nests(threads, bmm_calls):
+    threads(2)
+    w, b = weight(1024, 768)
+    x = torch.randn(1, 768)
+    with torch.inference_mode():
+        with split_matvecs():
+            linear(x, w, b)
+            with split_matvecs(False):
+                linear(x, w, b)
+            linear(x, w, b)
+        linear(x, w, b)
+    assert len(bmm_calls) == 2  # the two calls directly inside the outer block
 
 
 def test_linear_module_is_an_nn_linear_with_the_same_state(threads, bmm_calls):
@@ -99,8 +118,10 @@ def test_linear_module_is_an_nn_linear_with_the_same_state(threads, bmm_calls):
     lin.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
     x = torch.randn(1, 1, 768)
     with torch.no_grad():
-        torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
-    assert seen == [(1, 1, 1024)] and len(bmm_calls) == 1  # module hooks still run on the fast path
+        assert torch.equal(lin(x), ref(x))  # outside split_matvecs: nn.Linear exactly
+        with split_matvecs():
+            torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert seen == [(1, 1, 1024)] * 2 and len(bmm_calls) == 1  # module hooks run on both paths
 
 
 @pytest.mark.parametrize("k", [2, 3])

@@ -220,7 +220,7 @@ def test_constructor_dtype_and_device():
     assert model(torch.zeros(1, 3, dtype=torch.long)).dtype == torch.float64
 
 
-@pytest.mark.parametrize("rows", [1, 16, 17, 40])  # up to 16 rows: the plain (or row-split) product
+@pytest.mark.parametrize("rows", [1, 7, 8, 40])  # fewer than 8 rows: the plain (or row-split) product
 def test_unembed_in_vocabulary_blocks_equals_one_product(rows):
     """gptlearn.model.unembed multiplies a wide vocabulary in blocks (CPU speed); values and gradients
     must be those of the single F.linear (fp32: the same dot products, so within 1e-5)."""

@@ -9,7 +9,7 @@ from typing import ContextManager
 
 import torch
 
-__all__ = ["device", "resolve_device", "autocast", "keep_freed_memory"]
+__all__ = ["device", "resolve_device", "autocast", "autocast_enabled", "keep_freed_memory"]
 
 
 def device() -> torch.device:

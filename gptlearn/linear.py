@@ -56,8 +56,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """
     k = torch.get_num_threads()
     out_f, in_f = weight.shape
-    if (not _SPLIT.get() or x.numel() > SPLIT_MAX_ROWS * in_f or weight.numel() < SPLIT_MIN_NUMEL or k < 2 or out_f < 2 * k
-            or not x.is_cpu or weight.stride(-1) != 1 or x.dtype != weight.dtype
+    if (not _SPLIT.get() or x.numel() > SPLIT_MAX_ROWS * in_f or weight.numel() < SPLIT_MIN_NUMEL
+            or k < 2 or out_f < 2 * k or not x.is_cpu or weight.stride(-1) != 1 or x.dtype != weight.dtype
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             or autocast_enabled("cpu")):  # outside decoding, training and small weights: F.linear at once
         return F.linear(x, weight, bias)

@@ -19,7 +19,7 @@ from torch import nn
 
 from .attention import CausalSelfAttention
 from .config import GPTConfig
-from .device import autocast_enabled
+from .device import autocast_enabled, empty_reused
 from .hooks import ActivationCache, HookPoint, short_name
 from .linear import Linear, linear
 
@@ -87,7 +87,8 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
     concatenated: MKL writes one (rows, 50257) output slowly, and blocks of 4,096 measured 1.16-1.27x
     faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without
     autograd the blocks are copied into one preallocated output, so memory peaks at the logits plus
-    one block. Fewer than 8 rows take :func:`gptlearn.linear.linear` (the plain product, or while
+    one block; that output reuses the memory of earlier logits nobody holds any more
+    (:func:`gptlearn.device.empty_reused`: fresh pages for 206 MB cost 55-90 ms). Fewer than 8 rows take :func:`gptlearn.linear.linear` (the plain product, or while
     decoding the row-split one); a small vocabulary or a GPU the plain product.
     """
     V, C = weight.shape
@@ -98,7 +99,7 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
     blocks = weight.split(chunk)  # views, V/chunk x (chunk, C)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return torch.cat([F.linear(x, w) for w in blocks], dim=-1)  # V/chunk x (..., chunk) -> (..., V)
-    out = x.new_empty(*x.shape[:-1], V)  # no autograd: fill one output, one block alive at a time
+    out = empty_reused((*x.shape[:-1], V), x.dtype)  # no autograd: fill one output, one block at a time
     start = 0
     for w in blocks:
         out[..., start:start + w.size(0)] = F.linear(x, w)  # (..., chunk)

@@ -129,3 +129,107 @@ def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_pa
     default, kept = faults("default"), faults("keep")
     assert default > 4 * 20_000  # the premise: fresh pages every time
     assert kept < 2_000, (default, kept)
+
+
+# ---- empty_reused: large outputs reuse memory nobody holds any more ------------------------------
+
+import threading  # noqa: E402
+
+_device = sys.modules["gptlearn.device"]  # the module (``gptlearn.device`` is also the function)
+
+
+@pytest.fixture
+def small_pool(monkeypatch):
+    """Pool tensors from 1 KB up, at most 1 MB in all, so the tests stay small and fast."""
+    monkeypatch.setattr(_device, "REUSE_MIN_BYTES", 1 << 10)
+    monkeypatch.setattr(_device, "REUSE_MAX_BYTES", 1 << 20)
+    _device.release_reused()
+    yield _device
+    _device.release_reused()
+
+
+def test_empty_reused_hands_memory_out_again_only_when_nothing_holds_it(small_pool):
+    d = small_pool
+    shape = (64, 256)  # 64 KB of fp32
+    a = d.empty_reused(shape)
+    assert a.shape == shape and a.dtype == torch.float32 and a.is_contiguous()
+    first = a.data_ptr()
+    a.fill_(1.0)
+    view = a[10:20]  # a view keeps the memory in use after the tensor itself is gone
+    del a
+    b = d.empty_reused(shape)
+    assert b.data_ptr() != first
+    b.fill_(2.0)
+    assert bool((view == 1.0).all())
+    arr = view.numpy()  # so does a NumPy array of it
+    del view
+    c = d.empty_reused(shape)
+    assert c.data_ptr() not in (first, b.data_ptr())
+    c.fill_(3.0)
+    assert (arr == 1.0).all()
+    del arr
+    again = d.empty_reused(shape)  # now the first block is free
+    assert again.data_ptr() == first
+    assert d.empty_reused((32, 256)).data_ptr() not in (first, b.data_ptr(), c.data_ptr())  # sizes must match
+
+
+def test_empty_reused_leaves_small_and_huge_tensors_to_torch(small_pool):
+    d = small_pool
+    t = d.empty_reused((16,))  # 64 bytes: below the threshold
+    assert not d._pool and t.untyped_storage().resizable()
+    big = d.empty_reused((1 << 19,))  # 2 MB: above the cap
+    assert not d._pool and big.shape == (1 << 19,)
+    pooled = d.empty_reused((1024,), torch.bfloat16)
+    assert len(d._pool) == 1 and pooled.dtype == torch.bfloat16 and not pooled.untyped_storage().resizable()
+
+
+def test_empty_reused_forgets_the_oldest_beyond_its_cap_without_freeing_tensors_in_use(small_pool):
+    d = small_pool
+    held = [d.empty_reused((64, 1024)).fill_(i) for i in range(5)]  # 5 x 256 KB held, cap 1 MB
+    assert sum(e[0].nbytes for e in d._pool) <= d.REUSE_MAX_BYTES
+    assert len({t.data_ptr() for t in held}) == 5
+    assert all(bool((t == i).all()) for i, t in enumerate(held))  # the forgotten ones are still intact
+    d.release_reused()
+    assert not d._pool and bool((held[0] == 0).all())
+
+
+def test_empty_reused_never_gives_two_threads_the_same_memory(small_pool):
+    d = small_pool
+    errors = []
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(200):
+                t = d.empty_reused((16, 64))
+                t.fill_(k)
+                t.add_(0)  # a little time between the write and the check
+                if not bool((t == k).all()):
+                    errors.append(k)
+        except Exception as e:  # noqa: BLE001  (a thread's exception would not fail the test by itself)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+
+
+def test_logits_reuse_the_memory_of_dropped_logits_and_leave_held_ones_alone(small_pool, monkeypatch):
+    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 64 << 20)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    other = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.no_grad():
+        first = model(idx)  # 2 x 16 x 50257 fp32, pooled under the test's threshold
+        kept = first.clone()
+        assert not first.untyped_storage().resizable() and len(small_pool._pool) == 1  # from the pool
+        second = model(other)  # first is still held: it must get other memory
+        assert second.data_ptr() != first.data_ptr() and torch.equal(first, kept)
+        ptr = first.data_ptr()
+        del first, second
+        third = model(idx)  # the loop `logits = model(x)` pattern: memory comes back
+        assert third.data_ptr() == ptr
+        assert torch.equal(third, torch.nn.functional.linear(model.hidden_states(idx), model.wte.weight))

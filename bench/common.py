@@ -230,6 +230,9 @@ def measure_memory_side(args: argparse.Namespace, prepare: Callable[[], Callable
     run = prepare()
     if warmup:
         run()  # lazy initialisation is not the workload
+    from gptlearn.device import release_reused
+
+    release_reused()  # memory gptlearn kept from the warm-up for reuse is counted in the measured run again
     with PeakMemory(torch.device(args.device)) as pm:
         run()
     print("MEMORY " + json.dumps({"side": args.side, "delta_mib": round(pm.delta_mib, 1),

@@ -153,9 +153,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         loss = ((lse - t_logit) * valid).sum() / n_valid
         if want:
             grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None  # (N, C)
-            grad_w = None  # (V, C); on the CPU in memory reused from an earlier step's, once freed
-            if ctx.needs_input_grad[1]:
-                grad_w = empty_reused(weight.shape, weight.dtype) if weight.is_cpu else torch.empty_like(weight)
+            grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None  # (V, C)
             row_weight = valid / n_valid  # (N,) d loss / d (per-row loss)
             for i, w in enumerate(blocks):
                 p, exps[i] = exps[i], None  # (N, b); dropped from the list as soon as it is used

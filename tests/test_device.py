@@ -233,28 +233,3 @@ def test_logits_reuse_the_memory_of_dropped_logits_and_leave_held_ones_alone(sma
         third = model(idx)  # the loop `logits = model(x)` pattern: memory comes back
         assert third.data_ptr() == ptr
         assert torch.equal(third, torch.nn.functional.linear(model.hidden_states(idx), model.wte.weight))
-
-
-@pytest.mark.parametrize("set_to_none", [True, False])
-def test_tied_embedding_gradient_reuses_the_freed_one_and_stays_right(small_pool, monkeypatch, set_to_none):
-    """The fused loss writes the unembedding's (V, C) gradient into pooled memory, which autograd adds to
-    the embedding lookup's gradient. Each step's gradients must equal the plain path's, with the
-    previous ``.grad`` freed (set_to_none) or zeroed in place, and the pooled block must come back."""
-    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 64 << 20)
-    from gptlearn.model import lm_loss
-
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset("tiny")).eval()  # no dropout; wte (50257, 64): 12.9 MB, pooled here
-    plain = GPT(GPTConfig.from_preset("tiny")).eval()
-    plain.load_state_dict(model.state_dict())
-    for step in range(3):
-        x, y = (torch.randint(0, 50257, (2, 16)) for _ in range(2))
-        model.zero_grad(set_to_none=set_to_none)
-        plain.zero_grad(set_to_none=True)
-        model(x, targets=y).backward()
-        lm_loss(plain(x), y).backward()
-        torch.testing.assert_close(model.wte.weight.grad, plain.wte.weight.grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(model.blocks[0].attn.c_attn.weight.grad, plain.blocks[0].attn.c_attn.weight.grad,
-                                   rtol=1e-4, atol=1e-6)
-        pooled = [mem.nbytes for mem, _ in small_pool._pool]
-        assert pooled == [model.wte.weight.numel() * 4], pooled  # one (V, C) block, used again every step

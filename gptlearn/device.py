@@ -105,10 +105,11 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
 
     Why: glibc hands every block above 32 MB fresh pages from the kernel and returns them on free, so
     each new (8, 128, 50257) logits tensor of GPT-2 (206 MB) first costs ~50,000 page faults: 55-90 ms
-    of a 1.6 s forward pass on this project's 2-core CPU (``bench/README.md``). Unlike
-    :func:`keep_freed_memory` this touches nothing else in the process. Sizes from 32 MB up to 1 GiB
-    are pooled, at most 1 GiB in all (:func:`release_reused` empties the pool); smaller or larger ones
-    are plain ``torch.empty``. A reused tensor is never handed out twice while alive: the pool hands out
+    of a 1.6 s forward pass on this project's 2-core CPU (``bench/README.md``). The no-grad logits of
+    :func:`gptlearn.model.unembed` use it. Unlike :func:`keep_freed_memory` this touches nothing else
+    in the process. Sizes from 32 MB up to 1 GiB are pooled, at most 1 GiB in all, and the pool keeps
+    that memory after its tensors are gone (:func:`release_reused` gives it back); smaller or larger
+    ones are plain ``torch.empty``. A reused tensor is never handed out twice while alive: the pool hands out
     a fresh NumPy view of its memory each time and keeps only a weak reference to it, which dies when
     the last tensor sharing that memory does. The tensors cannot be resized in place (``resize_``).
     """

@@ -109,9 +109,9 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     :func:`gptlearn.model.unembed` use it. Unlike :func:`keep_freed_memory` this touches nothing else
     in the process. Sizes from 32 MB up to 1 GiB are pooled, at most 1 GiB in all, and the pool keeps
     that memory after its tensors are gone (:func:`release_reused` gives it back); smaller or larger
-    ones are plain ``torch.empty``. A reused tensor is never handed out twice while alive: the pool hands out
-    a fresh NumPy view of its memory each time and keeps only a weak reference to it, which dies when
-    the last tensor sharing that memory does. The tensors cannot be resized in place (``resize_``).
+    ones are plain ``torch.empty``. Memory is never handed out twice while in use: the pool hands out a
+    fresh NumPy view of it each time and keeps only a weak reference to that view, which dies with the
+    last tensor sharing the memory. The tensors cannot be resized in place (``resize_``).
     """
     shape = tuple(int(n) for n in shape)
     nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()

@@ -88,8 +88,9 @@ def unembed(x: torch.Tensor, weight: torch.Tensor, chunk: int = 4096) -> torch.T
     faster at 512-1,024 rows (1.3x at 8 rows; backward unchanged; see bench/README.md). Without
     autograd the blocks are copied into one preallocated output, so memory peaks at the logits plus
     one block; that output reuses the memory of earlier logits nobody holds any more
-    (:func:`gptlearn.device.empty_reused`: fresh pages for 206 MB cost 55-90 ms). Fewer than 8 rows take :func:`gptlearn.linear.linear` (the plain product, or while
-    decoding the row-split one); a small vocabulary or a GPU the plain product.
+    (:func:`gptlearn.device.empty_reused`: fresh pages for 206 MB cost 55-90 ms). Fewer than 8 rows
+    take :func:`gptlearn.linear.linear` (the plain product, or while decoding the row-split one); a
+    small vocabulary or a GPU the plain product.
     """
     V, C = weight.shape
     if x.numel() < 8 * C:

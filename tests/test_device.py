@@ -5,6 +5,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,8 +133,6 @@ def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_pa
 
 
 # ---- empty_reused: large outputs reuse memory nobody holds any more ------------------------------
-
-import threading  # noqa: E402
 
 _device = sys.modules["gptlearn.device"]  # the module (``gptlearn.device`` is also the function)
 

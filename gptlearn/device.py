@@ -114,7 +114,7 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     last tensor sharing the memory. The tensors cannot be resized in place (``resize_``).
     """
     shape = tuple(int(n) for n in shape)
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
     if not REUSE_MIN_BYTES <= nbytes <= REUSE_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _pool_lock:

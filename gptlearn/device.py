@@ -9,7 +9,6 @@ import threading
 import weakref
 from typing import ContextManager, Sequence
 
-import numpy as np
 import torch
 
 __all__ = ["device", "resolve_device", "autocast", "autocast_enabled", "keep_freed_memory", "empty_reused",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import sys
 import threading
 import weakref
@@ -105,12 +106,14 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     Why: glibc hands every block above 32 MB fresh pages from the kernel and returns them on free, so
     each new (8, 128, 50257) logits tensor of GPT-2 (206 MB) first costs ~50,000 page faults: 55-90 ms
     of a 1.6 s forward pass on this project's 2-core CPU (``bench/README.md``). The no-grad logits of
-    :func:`gptlearn.model.unembed` use it. Unlike :func:`keep_freed_memory` this touches nothing else
+    :func:`gptlearn.model.unembed` use it, and the (V, C) gradients of the token embedding and of the
+    fused loss (:class:`gptlearn.model.Embedding`). Unlike :func:`keep_freed_memory` this touches nothing else
     in the process. Sizes from 32 MB up to 1 GiB are pooled, at most 1 GiB in all, and the pool keeps
     that memory after its tensors are gone (:func:`release_reused` gives it back); smaller or larger
     ones are plain ``torch.empty``. Memory is never handed out twice while in use: the pool hands out a
     fresh NumPy view of it each time and keeps only a weak reference to that view, which dies with the
-    last tensor sharing the memory. The tensors cannot be resized in place (``resize_``).
+    last tensor sharing the memory. Each is a tensor of its own, not a view (so autograd may accumulate
+    a gradient into it in place), and cannot be resized in place (``resize_``).
     """
     shape = tuple(int(n) for n in shape)
     nbytes = torch.Size(shape).numel() * dtype.itemsize
@@ -125,10 +128,20 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
             while _pool and held + nbytes > REUSE_MAX_BYTES:  # forget the oldest; one in use stays alive
                 held -= _pool.pop(0)[0].nbytes  # through its view until its tensors are gone
             entry = [torch.empty(nbytes, dtype=torch.uint8).numpy(), None]  # torch's 64-byte alignment
-        view = entry[0][:]  # a new ndarray object over the same memory: the tensor keeps it alive
-        entry[1] = weakref.ref(view)
+        try:  # a tensor of its own (not a view of a flat one), so autograd may add into it in place
+            view = entry[0].view(_numpy_dtype(dtype)).reshape(shape)  # a new ndarray over the same memory
+            out = torch.from_numpy(view)  # its storage keeps the ndarray alive
+        except TypeError:  # a dtype NumPy lacks (bfloat16)
+            view = entry[0][:]
+            out = torch.frombuffer(view, dtype=dtype).view(shape)
+        entry[1] = weakref.ref(view)  # dies with the last tensor, view or NumPy array sharing the memory
         _pool.append(entry)  # most recently used last
-        return torch.frombuffer(view, dtype=dtype).view(shape)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_dtype(dtype: torch.dtype):
+    return torch.empty(0, dtype=dtype).numpy().dtype  # TypeError for dtypes NumPy lacks (bfloat16)
 
 
 def release_reused() -> None:

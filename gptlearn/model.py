@@ -26,7 +26,7 @@ from .linear import Linear, linear
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import KVCache
 
-__all__ = ["MLP", "Block", "GPT", "gelu", "lm_loss", "unembed", "unembed_loss"]
+__all__ = ["MLP", "Block", "GPT", "Embedding", "gelu", "lm_loss", "unembed", "unembed_loss"]
 
 
 def gelu(x: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
@@ -113,6 +113,44 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
 
 
+class _EmbeddingLookup(torch.autograd.Function):
+    """``F.embedding(idx, weight)`` whose weight gradient (V, C) is made in reused CPU memory."""
+
+    @staticmethod
+    def forward(ctx, idx, weight):
+        ctx.save_for_backward(idx)
+        ctx.weight_shape = weight.shape
+        return F.embedding(idx, weight)  # (...) -> (..., C)
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, = ctx.saved_tensors
+        grad_w = empty_reused(ctx.weight_shape, grad.dtype).zero_()  # (V, C)
+        grad_w.index_add_(0, idx.reshape(-1), grad.reshape(-1, grad.size(-1)))  # each row: the sum over its uses
+        return None, grad_w
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` (same parameters, state dict, hooks) whose weight gradient on the CPU reuses memory.
+
+    The gradient of a lookup is a (V, C) matrix, zero except the rows of the ids used. ``nn.Embedding``
+    makes a new one each backward pass; GPT-2's is 154 MB, and glibc gives every block over 32 MB fresh
+    pages from the kernel, so each training step paid ~38,000 page faults to zero it (218 ms of a 2.7 s
+    GPT-2 step, profiled on this project's 2-core CPU) and as many again for a new tensor holding its
+    sum with the tied unembedding's gradient (106 ms). Here it comes from
+    :func:`gptlearn.device.empty_reused`, and as that is a tensor of its own (not a view), autograd
+    adds the two gradients in place. Same numbers (sums of the same rows), only the memory differs. Only the plain lookup (no ``padding_idx``, ``max_norm`` or sparse gradients)
+    on the CPU with autograd takes this path; everything else is ``nn.Embedding``'s.
+    """
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if (w.device.type != "cpu" or not (torch.is_grad_enabled() and w.requires_grad) or self.sparse
+                or self.padding_idx is not None or self.max_norm is not None or self.scale_grad_by_freq):
+            return super().forward(idx)
+        return _EmbeddingLookup.apply(idx, w)
+
+
 class _UnembedCrossEntropy(torch.autograd.Function):
     """``lm_loss(x @ weight.T, targets)`` for x (N, C), weight (V, C), targets (N,), in vocabulary blocks.
 
@@ -154,7 +192,8 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         loss = ((lse - t_logit) * valid).sum() / n_valid
         if want:
             grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None  # (N, C)
-            grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None  # (V, C)
+            grad_w = (empty_reused(weight.shape, weight.dtype) if weight.is_cpu else torch.empty_like(weight)) \
+                if ctx.needs_input_grad[1] else None  # (V, C), in reused memory on the CPU (see Embedding)
             row_weight = valid / n_valid  # (N,) d loss / d (per-row loss)
             for i, w in enumerate(blocks):
                 p, exps[i] = exps[i], None  # (N, b); dropped from the list as soon as it is used
@@ -173,7 +212,9 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         grad_x, grad_w = ctx.saved_tensors
         if not (grad_loss.device.type == "cpu" and float(grad_loss) == 1.0):  # e.g. loss / grad_accum
             grad_x = grad_x * grad_loss if grad_x is not None else None
-            grad_w = grad_w * grad_loss if grad_w is not None else None
+            if grad_w is not None:  # into reused memory again: a fresh (V, C) costs ~38,000 page faults
+                grad_w = torch.mul(grad_w, grad_loss, out=empty_reused(grad_w.shape, grad_w.dtype)) \
+                    if grad_w.is_cpu else grad_w * grad_loss
         return grad_x, grad_w, None, None
 
 
@@ -205,7 +246,7 @@ class GPT(nn.Module):
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
+        self.wte = Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned positions (n_positions, C)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))

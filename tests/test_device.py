@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gptlearn import GPT, GPTConfig, autocast, device, resolve_device
+from gptlearn.model import Embedding
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -137,16 +138,6 @@ def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_pa
 _device = sys.modules["gptlearn.device"]  # the module (``gptlearn.device`` is also the function)
 
 
-@pytest.fixture
-def small_pool(monkeypatch):
-    """Pool tensors from 1 KB up, at most 1 MB in all, so the tests stay small and fast."""
-    monkeypatch.setattr(_device, "REUSE_MIN_BYTES", 1 << 10)
-    monkeypatch.setattr(_device, "REUSE_MAX_BYTES", 1 << 20)
-    _device.release_reused()
-    yield _device
-    _device.release_reused()
-
-
 def test_empty_reused_hands_memory_out_again_only_when_nothing_holds_it(small_pool):
     d = small_pool
     shape = (64, 256)  # 64 KB of fp32
@@ -232,3 +223,24 @@ def test_logits_reuse_the_memory_of_dropped_logits_and_leave_held_ones_alone(sma
         third = model(idx)  # the loop `logits = model(x)` pattern: memory comes back
         assert third.data_ptr() == ptr
         assert torch.equal(third, torch.nn.functional.linear(model.hidden_states(idx), model.wte.weight))
+
+
+def test_embedding_gradient_comes_from_the_pool_and_matches_nn_embedding(small_pool):
+    torch.manual_seed(0)
+    emb = Embedding(500, 16)  # a (500, 16) gradient: 32 KB, pooled under the test's thresholds
+    ref = torch.nn.Embedding(500, 16)
+    ref.weight.data.copy_(emb.weight.data)
+    idx = torch.tensor([[3, 7, 3], [499, 0, 3]])  # repeated ids: their rows must add up
+    r = torch.randn(2, 3, 16)
+    (emb(idx) * r).sum().backward()
+    (ref(idx) * r).sum().backward()
+    torch.testing.assert_close(emb.weight.grad, ref.weight.grad, rtol=0, atol=1e-6)
+    assert not emb.weight.grad.untyped_storage().resizable()  # from the pool, not torch.empty
+    held, kept = emb.weight.grad, emb.weight.grad.clone()
+    emb.weight.grad = None  # as zero_grad(set_to_none=True), but the user still holds the old gradient
+    (emb(idx) * 2 * r).sum().backward()
+    assert emb.weight.grad.data_ptr() != held.data_ptr() and torch.equal(held, kept)
+    torch.testing.assert_close(emb.weight.grad, 2 * kept, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(emb(idx), ref(idx))
+

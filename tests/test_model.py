@@ -258,3 +258,19 @@ def test_gelu_is_torchs_tanh_gelu_with_and_without_autograd():
     ref = xg.detach().clone().requires_grad_(True)
     F.gelu(ref, approximate="tanh").sum().backward()
     torch.testing.assert_close(xg.grad, ref.grad)
+
+
+def test_tied_training_gradients_add_in_place_in_reused_memory_and_match_transformers(small_pool, monkeypatch):
+    """The fused loss's (V, C) gradient and the embedding's are pooled, and autograd adds them in place
+    (a pooled tensor is not a view, so it may): the sum never costs a fresh (V, C) allocation."""
+    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 128 << 20)
+    hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
+    model = to_gptlearn(hf).train()
+    idx = torch.randint(0, 50257, (2, 33))
+    hf(idx, labels=idx).loss.backward()
+    for _ in range(2):  # as train() with grad_accum=2: the loss halved, gradients accumulated
+        (model(idx[:, :-1], targets=idx[:, 1:]) / 2).backward()
+    grad = model.wte.weight.grad
+    assert not grad.untyped_storage().resizable()  # an out-of-place sum would be a torch.empty tensor
+    torch.testing.assert_close(grad, hf.transformer.wte.weight.grad, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(model.wpe.weight.grad, hf.transformer.wpe.weight.grad, rtol=1e-3, atol=1e-7)

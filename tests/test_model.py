@@ -274,3 +274,18 @@ def test_tied_training_gradients_add_in_place_in_reused_memory_and_match_transfo
     assert not grad.untyped_storage().resizable()  # an out-of-place sum would be a torch.empty tensor
     torch.testing.assert_close(grad, hf.transformer.wte.weight.grad, rtol=1e-3, atol=1e-7)
     torch.testing.assert_close(model.wpe.weight.grad, hf.transformer.wpe.weight.grad, rtol=1e-3, atol=1e-7)
+
+
+def test_compiled_training_step_gives_the_eager_gradients(small_pool, monkeypatch):
+    """train(compile=True) wraps the model in torch.compile: the fused loss and the pooled embedding
+    gradient (custom autograd Functions) must trace, or fall back, to the same numbers."""
+    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 128 << 20)  # the tiny model's (V, C) grads pooled
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).train()
+    x, y = torch.randint(0, 50257, (2, 16)), torch.randint(0, 50257, (2, 16))
+    model(x, targets=y).backward()
+    eager = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    torch.compile(model)(x, targets=y).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, eager[n], rtol=1e-4, atol=1e-6, msg=n)

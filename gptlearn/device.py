@@ -99,9 +99,11 @@ _pool: list[list] = []  # [memory (uint8 ndarray over a torch buffer), weakref t
 _pool_lock = threading.Lock()
 
 
-def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``torch.empty(shape, dtype=dtype)`` on the CPU; a large one reuses the memory of an earlier result
-    of this function that nothing refers to any more (no tensor, view or NumPy array of it is left).
+def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, device=device)``; on the CPU (the default) a large one reuses the
+    memory of an earlier result of this function that nothing refers to any more (no tensor, view or
+    NumPy array of it is left).
 
     Why: glibc hands every block above 32 MB fresh pages from the kernel and returns them on free, so
     each new (8, 128, 50257) logits tensor of GPT-2 (206 MB) first costs ~50,000 page faults: 55-90 ms
@@ -117,8 +119,8 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     """
     shape = tuple(int(n) for n in shape)
     nbytes = torch.Size(shape).numel() * dtype.itemsize
-    if not REUSE_MIN_BYTES <= nbytes <= REUSE_MAX_BYTES:
-        return torch.empty(shape, dtype=dtype)
+    if not REUSE_MIN_BYTES <= nbytes <= REUSE_MAX_BYTES or (device is not None and torch.device(device).type != "cpu"):
+        return torch.empty(shape, dtype=dtype, device=device)
     with _pool_lock:
         free = [i for i, (mem, ref) in enumerate(_pool) if mem.nbytes == nbytes and ref() is None]
         if free:

@@ -139,8 +139,9 @@ class Embedding(nn.Embedding):
     GPT-2 step, profiled on this project's 2-core CPU) and as many again for a new tensor holding its
     sum with the tied unembedding's gradient (106 ms). Here it comes from
     :func:`gptlearn.device.empty_reused`, and as that is a tensor of its own (not a view), autograd
-    adds the two gradients in place. Same numbers (sums of the same rows), only the memory differs. Only the plain lookup (no ``padding_idx``, ``max_norm`` or sparse gradients)
-    on the CPU with autograd takes this path; everything else is ``nn.Embedding``'s.
+    adds the two gradients in place. Same numbers (sums of the same rows), only the memory differs.
+    Only the plain lookup (no ``padding_idx``, ``max_norm`` or sparse gradients) on the CPU with
+    autograd takes this path; everything else is ``nn.Embedding``'s.
     """
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -192,7 +193,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         loss = ((lse - t_logit) * valid).sum() / n_valid
         if want:
             grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None  # (N, C)
-            grad_w = (empty_reused(weight.shape, weight.dtype) if weight.is_cpu else torch.empty_like(weight)) \
+            grad_w = empty_reused(weight.shape, weight.dtype, weight.device) \
                 if ctx.needs_input_grad[1] else None  # (V, C), in reused memory on the CPU (see Embedding)
             row_weight = valid / n_valid  # (N,) d loss / d (per-row loss)
             for i, w in enumerate(blocks):
@@ -213,8 +214,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         if not (grad_loss.device.type == "cpu" and float(grad_loss) == 1.0):  # e.g. loss / grad_accum
             grad_x = grad_x * grad_loss if grad_x is not None else None
             if grad_w is not None:  # into reused memory again: a fresh (V, C) costs ~38,000 page faults
-                grad_w = torch.mul(grad_w, grad_loss, out=empty_reused(grad_w.shape, grad_w.dtype)) \
-                    if grad_w.is_cpu else grad_w * grad_loss
+                grad_w = torch.mul(grad_w, grad_loss, out=empty_reused(grad_w.shape, grad_w.dtype, grad_w.device))
         return grad_x, grad_w, None, None
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-import gptlearn.device  # noqa: F401  (the pool small_pool shrinks)
 
 REPO = Path(__file__).resolve().parents[1]
 if "GPTLEARN_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
@@ -64,7 +61,7 @@ def browser():
 def small_pool(monkeypatch):
     """gptlearn.device's pool of reused memory, taking tensors from 1 KB up, at most 1 MB in all, so
     the tests stay small and fast; emptied before and after."""
-    pool = sys.modules["gptlearn.device"]  # the module (``gptlearn.device`` is also the function)
+    pool = importlib.import_module("gptlearn.device")  # the module (``gptlearn.device`` is also the function)
     monkeypatch.setattr(pool, "REUSE_MIN_BYTES", 1 << 10)
     monkeypatch.setattr(pool, "REUSE_MAX_BYTES", 1 << 20)
     pool.release_reused()

@@ -135,9 +135,6 @@ def test_keep_freed_memory_reuses_pages_instead_of_faulting_in_fresh_ones(tmp_pa
 
 # ---- empty_reused: large outputs reuse memory nobody holds any more ------------------------------
 
-_device = sys.modules["gptlearn.device"]  # the module (``gptlearn.device`` is also the function)
-
-
 def test_empty_reused_hands_memory_out_again_only_when_nothing_holds_it(small_pool):
     d = small_pool
     shape = (64, 256)  # 64 KB of fp32
@@ -169,6 +166,8 @@ def test_empty_reused_leaves_small_and_huge_tensors_to_torch(small_pool):
     assert not d._pool and t.untyped_storage().resizable()
     big = d.empty_reused((1 << 19,))  # 2 MB: above the cap
     assert not d._pool and big.shape == (1 << 19,)
+    other = d.empty_reused((64, 256), device="meta")  # another device (here torch's shape-only one)
+    assert not d._pool and other.device.type == "meta" and other.shape == (64, 256)
     pooled = d.empty_reused((1024,), torch.bfloat16)
     assert len(d._pool) == 1 and pooled.dtype == torch.bfloat16 and not pooled.untyped_storage().resizable()
 
@@ -243,4 +242,3 @@ def test_embedding_gradient_comes_from_the_pool_and_matches_nn_embedding(small_p
     torch.testing.assert_close(emb.weight.grad, 2 * kept, rtol=0, atol=1e-6)
     with torch.no_grad():
         assert torch.equal(emb(idx), ref(idx))
-

@@ -276,6 +276,7 @@ def test_tied_training_gradients_add_in_place_in_reused_memory_and_match_transfo
     torch.testing.assert_close(model.wpe.weight.grad, hf.transformer.wpe.weight.grad, rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
 def test_compiled_training_step_gives_the_eager_gradients(small_pool, monkeypatch):
     """train(compile=True) wraps the model in torch.compile: the fused loss and the pooled embedding
     gradient (custom autograd Functions) must trace, or fall back, to the same numbers."""

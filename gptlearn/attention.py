@@ -30,6 +30,7 @@ __all__ = [
     "attention_scores",
     "attention_pattern",
     "CausalSelfAttention",
+    "Packing",
 ]
 
 
@@ -81,6 +82,40 @@ def attention_pattern(q: torch.Tensor, k: torch.Tensor, *, causal: bool = True) 
     return attention_scores(q, k, causal=causal).softmax(dim=-1)
 
 
+class Packing:
+    """Where the real tokens of right-padded rows sit: row b holds ``lengths[b]`` tokens, then padding.
+
+    Legend: N real tokens (``lengths.sum()``). ``pack`` keeps the real tokens of a (B, T, ...) tensor
+    as one (N, ...) matrix, so position-wise layers (LayerNorm, the projections, the MLP) do no work on
+    padding; ``unpack`` puts them back in place, with zeros at the padding, for attention.
+
+    >>> p = Packing(torch.tensor([2, 1]), T=3)
+    >>> p.pack(torch.arange(6.).view(2, 3, 1)).flatten()        # rows [0 1 2], [3 4 5]
+    tensor([0., 1., 3.])
+    >>> p.unpack(torch.tensor([[0.], [1.], [3.]])).flatten()
+    tensor([0., 1., 0., 3., 0., 0.])
+    """
+
+    def __init__(self, lengths: torch.Tensor, T: int) -> None:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or bool((lengths < 1).any()) or bool((lengths > T).any()):
+            raise ValueError(f"lengths must be a (B,) tensor of values in 1..{T} (the padded row length)")
+        self.B, self.T = lengths.numel(), T
+        real = torch.arange(T, device=lengths.device) < lengths[:, None]  # (B, T) True on real tokens
+        self.index = real.flatten().nonzero().squeeze(1)  # (N,) positions of real tokens in B*T
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) -> (N, ...)"""
+        index = self.index.to(x.device)
+        return x.flatten(0, 1).index_select(0, index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, T, ...), zeros at the padding."""
+        index = self.index.to(x.device)
+        out = x.new_zeros(self.B * self.T, *x.shape[1:])
+        return out.index_copy_(0, index, x).view(self.B, self.T, *x.shape[1:])
+
+
 class CausalSelfAttention(nn.Module):
     """GPT-2's attention: one fused Q/K/V projection, H heads, concatenation, output projection.
 
@@ -105,10 +140,16 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, H, T, S), after softmax
         self.hook_z = HookPoint()  # (B, T, H, hs), per-head outputs before concatenation
 
-    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
-        B, T, C = x.shape
+    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0,
+                packing: Packing | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``packing``, real tokens only: (N, C) -> (N, C)."""
+        qkv = self.c_attn(x)  # (B, T, C) -> (B, T, 3C)
+        if packing is not None:
+            qkv = packing.unpack(qkv)  # (N, 3C) -> (B, T, 3C); padding is zeros, read by no real token
+        B, T, _ = qkv.shape
+        C = self.n_embd
         H, hs = self.n_head, C // self.n_head
-        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+        q, k, v = qkv.split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
         q = self.hook_q(q.view(B, T, H, hs)).transpose(1, 2)  # (B, T, C) -> (B, H, T, hs)
         k = self.hook_k(k.view(B, T, H, hs)).transpose(1, 2)  # (B, T, C) -> (B, H, T, hs)
         v = self.hook_v(v.view(B, T, H, hs)).transpose(1, 2)  # (B, T, C) -> (B, H, T, hs)
@@ -131,4 +172,7 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
         z = self.hook_z(y.transpose(1, 2))  # (B, H, T, hs) -> (B, T, H, hs)
-        return self.resid_dropout(self.c_proj(z.reshape(B, T, C)))  # concat heads (B, T, C), then W_O
+        z = z.reshape(B, T, C)  # concatenate the heads: (B, T, H, hs) -> (B, T, C)
+        if packing is not None:
+            z = packing.pack(z)  # (B, T, C) -> (N, C)
+        return self.resid_dropout(self.c_proj(z))  # W_O

@@ -163,7 +163,9 @@ class Embedder(nn.Module):
         mask = torch.arange(T) < lengths[:, None]  # (B, T) True on real tokens
         # Right padding needs no attention mask: a causal model's token t attends only to tokens
         # <= t, so real tokens never see the pads after them; pool() then skips the pads.
-        hidden = self.model.hidden_states(idx.to(self.device), layer=self.layer)  # (B, T, C)
+        # lengths: the position-wise layers skip the padding (see GPT.hidden_states)
+        hidden = self.model.hidden_states(idx.to(self.device), layer=self.layer,
+                                          lengths=lengths.to(self.device))  # (B, T, C)
         out = pool(hidden.float(), mask.to(self.device), self.pooling)  # (B, T, C) -> (B, C)
         return self.projection(out) if self.projection is not None else out  # (B, C) -> (B, D)
 

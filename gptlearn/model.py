@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import CausalSelfAttention
+from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .device import autocast_enabled, empty_reused
 from .hooks import ActivationCache, HookPoint, short_name
@@ -74,9 +74,11 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # (B, T, C)
         self.hook_resid_post = HookPoint()  # (B, T, C)
 
-    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0,
+                packing: "Packing | None" = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``packing`` the real tokens only, (N, C) -> (N, C)."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), kv_cache, layer)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), kv_cache, layer, packing)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
@@ -277,10 +279,19 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     # ---- the forward pass --------------------------------------------------------------------
-    def hidden_states(self, idx: torch.Tensor, *, layer: int = -1,
-                      kv_cache: "KVCache | None" = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, *, layer: int = -1, kv_cache: "KVCache | None" = None,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The residual stream after block ``layer`` (B, T, C); ``layer=-1`` is after ``ln_f``,
-        i.e. Hugging Face's ``last_hidden_state``. Stops early, never computes logits."""
+        i.e. Hugging Face's ``last_hidden_state``. Stops early, never computes logits.
+
+        ``lengths`` (B,) says that row b holds ``lengths[b]`` real tokens followed by padding (as
+        :class:`~gptlearn.Embedder` batches sentences). The position-wise layers then run on the real
+        tokens only, packed into one (N, C) matrix; attention unpacks them to (B, T, ...) around its
+        own step. Real tokens get the same values as without ``lengths`` (a causal model's tokens
+        never read the padding after them); the padding positions come back as zeros. Hooks on the
+        position-wise points (``resid_*``, ``attn_out``, ``mlp_*``, ``ln_final``) then see (N, ...)
+        tensors; the attention hooks keep their (B, ...) shapes.
+        """
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.n_positions:
@@ -290,15 +301,24 @@ class GPT(nn.Module):
             )
         if layer < -1 or layer >= self.config.n_layer:
             raise ValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
+        packing = None
+        if lengths is not None:
+            if kv_cache is not None:
+                raise ValueError("lengths (padded rows) and a KV cache cannot be combined")
+            packing = Packing(lengths, T)
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         pos_emb = self.wpe(pos).expand(B, T, -1)  # (T, C) -> (B, T, C), a view: no copy
         x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(pos_emb))  # (B, T, C)
+        if packing is not None:
+            x = packing.pack(x)  # (B, T, C) -> (N, C)
         last = self.config.n_layer - 1 if layer == -1 else layer
         for i, block in enumerate(self.blocks[: last + 1]):
-            x = block(x, kv_cache, i)
+            x = block(x, kv_cache, i, packing)
         if kv_cache is not None:
             kv_cache.advance(T)
-        return self.hook_ln_final(self.ln_f(x)) if layer == -1 else x
+        if layer == -1:
+            x = self.hook_ln_final(self.ln_f(x))
+        return packing.unpack(x) if packing is not None else x  # (N, C) -> (B, T, C)
 
     def forward(self, idx: torch.Tensor, kv_cache: "KVCache | None" = None, *,
                 targets: torch.Tensor | None = None) -> torch.Tensor:

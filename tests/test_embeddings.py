@@ -92,6 +92,21 @@ def test_batched_equals_one_by_one_and_order_is_kept(model, strategy):
     np.testing.assert_allclose(reversed_[::-1], batched, rtol=0, atol=1e-5)
 
 
+def test_encode_runs_the_position_wise_layers_on_real_tokens_only(model):
+    """The MLP of every block multiplies the batch's real tokens, never its padding."""
+    embedder = Embedder(model)
+    rows_seen = []
+    handle = model.blocks[0].mlp.hook_pre.add_hook(lambda x, hook: rows_seen.append(x.shape[:-1]))
+    try:
+        embedder.encode(SENTENCES, batch_size=len(SENTENCES))  # one batch, padded to the longest
+    finally:
+        handle.remove()
+    real = sum(len(r) for r in embedder.tokenize(SENTENCES))
+    longest = max(len(r) for r in embedder.tokenize(SENTENCES))
+    assert real < len(SENTENCES) * longest  # the batch has padding
+    assert rows_seen == [torch.Size([real])]
+
+
 def test_token_batches_pack_short_sentences_within_the_first_batchs_tokens():
     assert token_batches([6, 5, 3, 3, 2, 2, 2, 1], 2) == [(0, 2), (2, 6), (6, 8)]
     assert token_batches([], 4) == [] and token_batches([7], 4) == [(0, 1)]

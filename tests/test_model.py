@@ -149,6 +149,45 @@ def test_training_gradients_match_transformers():
     torch.testing.assert_close(model.ln_f.weight.grad, hf.transformer.ln_f.weight.grad, rtol=1e-3, atol=1e-7)
 
 
+def test_padded_rows_skip_padding_and_match_transformers():
+    """hidden_states(lengths=...) runs the position-wise layers on real tokens only: the real tokens get
+    transformers' values (right padding, attention mask), the padding comes back as zeros, and
+    gradients equal those of the plain padded pass."""
+    hf = random_hf(2, 4, 64, 64, 1000, seed=7, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = to_gptlearn(hf)
+    lengths = torch.tensor([5, 9, 1, 7])
+    T = 9
+    real = torch.arange(T) < lengths[:, None]  # (B, T)
+    idx = torch.randint(0, 1000, (4, T)).masked_fill(~real, 0)
+    with torch.no_grad():
+        ref = hf(idx, attention_mask=real.long(), output_hidden_states=True).hidden_states
+        for layer, expected in [(-1, ref[-1]), (0, ref[1])]:
+            packed = model.hidden_states(idx, layer=layer, lengths=lengths)
+            assert packed.shape == (4, T, 64)
+            torch.testing.assert_close(packed[real], expected[real], rtol=0, atol=HIDDEN_ATOL)
+            assert torch.equal(packed[~real], torch.zeros_like(packed[~real]))
+            torch.testing.assert_close(packed[real], model.hidden_states(idx, layer=layer)[real], rtol=0, atol=1e-6)
+    weights = torch.randn(4, T, 64)
+    grads = []
+    for kwargs in ({"lengths": lengths}, {}):
+        model.zero_grad()
+        (model.hidden_states(idx, **kwargs)[real] * weights[real]).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for packed, plain in zip(*grads):
+        torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_rows_bad_lengths(tiny_model):
+    from gptlearn.generate import KVCache
+
+    idx = torch.zeros(2, 4, dtype=torch.long)
+    for bad in ([0, 4], [2, 5], [[1, 2]]):
+        with pytest.raises(ValueError, match="lengths must be"):
+            tiny_model.hidden_states(idx, lengths=torch.tensor(bad))
+    with pytest.raises(ValueError, match="cannot be combined"):
+        tiny_model.hidden_states(idx, lengths=torch.tensor([4, 4]), kv_cache=KVCache.for_model(tiny_model, 2))
+
+
 def test_num_parameters_matches_transformers():
     for shape in SHAPES:
         hf = random_hf(*shape)

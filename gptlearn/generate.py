@@ -28,6 +28,7 @@ class KVCache:
         shape = (n_layer, batch, n_head, max_len, head_size)
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
+        self._layers = list(zip(self.k, self.v))  # per-layer views (B, H, max_len, hs), made once
         self.max_len = max_len
         self.pos = 0  # how many positions are filled
 
@@ -44,9 +45,10 @@ class KVCache:
         end = self.pos + T
         if end > self.max_len:
             raise ValueError(f"KV cache is full ({self.max_len} positions)")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        k_all, v_all = self._layers[layer]
+        k_all.narrow(2, self.pos, T).copy_(k)
+        v_all.narrow(2, self.pos, T).copy_(v)
+        return k_all.narrow(2, 0, end), v_all.narrow(2, 0, end)
 
     def advance(self, T: int) -> None:
         """Called by the model once every layer has stored its T new positions."""

@@ -86,6 +86,21 @@ class HookPoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # No hook here or on every module: return x at once, without nn.Module's call machinery
+        # (a forward pass goes through 13 hook points a block; this saves about 1 us each).
+        if self._forward_hooks or self._forward_pre_hooks or _global_hooks():
+            return super().__call__(x)
+        return x
+
+
+def _global_hooks() -> bool:
+    """True when a hook was registered for every module (``nn.modules.module.register_module_forward_hook``
+    and friends); then hook points take nn.Module's full call path so that those hooks run too."""
+    m = nn.modules.module
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks
+                or m._global_backward_hooks or m._global_backward_pre_hooks)
+
 
 class ActivationCache:
     """A dict of activations with TransformerLens-style shorthand keys.

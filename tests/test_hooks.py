@@ -232,6 +232,25 @@ def test_hook_point_is_identity_and_add_hook():
     assert not hp.active
 
 
+def test_hook_points_run_pre_hooks_and_hooks_registered_for_every_module(model, tokens):
+    """Hook points skip nn.Module's call machinery only when nothing could be listening."""
+    hp = HookPoint()
+    x = torch.randn(3)
+    handle = hp.register_forward_pre_hook(lambda module, args: (args[0] + 1,))
+    torch.testing.assert_close(hp(x), x + 1)
+    handle.remove()
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append(module.name) if isinstance(module, HookPoint) else None)
+    try:
+        with torch.no_grad():
+            model(tokens)
+    finally:
+        handle.remove()
+    assert seen[:2] == ["hook_embed", "hook_pos_embed"] and "blocks.1.attn.hook_z" in seen
+    assert hp(x) is x
+
+
 def test_run_with_cache_string_input(model):
     try:
         from gptlearn.tokenizer import Tokenizer  # noqa: F401

@@ -287,12 +287,12 @@ def test_gelu_is_torchs_tanh_gelu_with_and_without_autograd():
     from gptlearn.model import gelu
 
     F = torch.nn.functional
-    x = torch.cat([torch.linspace(-12, 12, 10001), torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])])
+    x = torch.cat([torch.linspace(-12, 12, 20001), torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])])
     with torch.inference_mode():
         fast = gelu(x)
     torch.testing.assert_close(fast, F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6, equal_nan=True)
     torch.testing.assert_close(gelu(x, "none"), F.gelu(x), equal_nan=True)
-    xg = x[:10001].clone().requires_grad_(True)
+    xg = x[:20001].clone().requires_grad_(True)
     gelu(xg).sum().backward()  # with autograd: torch's own kernel and its backward
     ref = xg.detach().clone().requires_grad_(True)
     F.gelu(ref, approximate="tanh").sum().backward()

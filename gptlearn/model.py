@@ -307,6 +307,8 @@ class GPT(nn.Module):
             if kv_cache is not None:
                 raise ValueError("lengths (padded rows) and a KV cache cannot be combined")
             packing = Packing(lengths, T)
+            if packing.B != B:
+                raise ValueError(f"lengths has {packing.B} entries for a batch of {B} rows")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         pos_emb = self.wpe(pos).expand(B, T, -1)  # (T, C) -> (B, T, C), a view: no copy
         x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(pos_emb))  # (B, T, C)

@@ -184,6 +184,8 @@ def test_padded_rows_bad_lengths(tiny_model):
     for bad in ([0, 4], [2, 5], [[1, 2]]):
         with pytest.raises(ValueError, match="lengths must be"):
             tiny_model.hidden_states(idx, lengths=torch.tensor(bad))
+    with pytest.raises(ValueError, match="3 entries for a batch of 2 rows"):
+        tiny_model.hidden_states(idx, lengths=torch.tensor([4, 4, 4]))
     with pytest.raises(ValueError, match="cannot be combined"):
         tiny_model.hidden_states(idx, lengths=torch.tensor([4, 4]), kv_cache=KVCache.for_model(tiny_model, 2))
 

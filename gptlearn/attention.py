@@ -96,8 +96,8 @@ class Packing:
     tensor([0., 1., 0., 3., 0., 0.])
     """
 
-    def __init__(self, lengths: torch.Tensor, T: int) -> None:
-        lengths = torch.as_tensor(lengths)
+    def __init__(self, lengths: torch.Tensor, T: int, device: torch.device | str | None = None) -> None:
+        lengths = torch.as_tensor(lengths, device=device)  # on the device of the tensors to pack
         if lengths.dim() != 1 or bool((lengths < 1).any()) or bool((lengths > T).any()):
             raise ValueError(f"lengths must be a (B,) tensor of values in 1..{T} (the padded row length)")
         self.B, self.T = lengths.numel(), T
@@ -106,14 +106,12 @@ class Packing:
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...)"""
-        index = self.index.to(x.device)
-        return x.flatten(0, 1).index_select(0, index)
+        return x.flatten(0, 1).index_select(0, self.index)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """(N, ...) -> (B, T, ...), zeros at the padding."""
-        index = self.index.to(x.device)
         out = x.new_zeros(self.B * self.T, *x.shape[1:])
-        return out.index_copy_(0, index, x).view(self.B, self.T, *x.shape[1:])
+        return out.index_copy_(0, self.index, x).view(self.B, self.T, *x.shape[1:])
 
 
 class CausalSelfAttention(nn.Module):

@@ -164,8 +164,7 @@ class Embedder(nn.Module):
         # Right padding needs no attention mask: a causal model's token t attends only to tokens
         # <= t, so real tokens never see the pads after them; pool() then skips the pads.
         # lengths: the position-wise layers skip the padding (see GPT.hidden_states)
-        hidden = self.model.hidden_states(idx.to(self.device), layer=self.layer,
-                                          lengths=lengths.to(self.device))  # (B, T, C)
+        hidden = self.model.hidden_states(idx.to(self.device), layer=self.layer, lengths=lengths)  # (B, T, C)
         out = pool(hidden.float(), mask.to(self.device), self.pooling)  # (B, T, C) -> (B, C)
         return self.projection(out) if self.projection is not None else out  # (B, C) -> (B, D)
 

@@ -28,7 +28,6 @@ class KVCache:
         shape = (n_layer, batch, n_head, max_len, head_size)
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
-        self._layers = list(zip(self.k, self.v))  # per-layer views (B, H, max_len, hs), made once
         self.max_len = max_len
         self.pos = 0  # how many positions are filled
 
@@ -45,7 +44,7 @@ class KVCache:
         end = self.pos + T
         if end > self.max_len:
             raise ValueError(f"KV cache is full ({self.max_len} positions)")
-        k_all, v_all = self._layers[layer]
+        k_all, v_all = self.k[layer], self.v[layer]  # (B, H, max_len, hs)
         k_all.narrow(2, self.pos, T).copy_(k)
         v_all.narrow(2, self.pos, T).copy_(v)
         return k_all.narrow(2, 0, end), v_all.narrow(2, 0, end)

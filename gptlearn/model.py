@@ -306,7 +306,7 @@ class GPT(nn.Module):
         if lengths is not None:
             if kv_cache is not None:
                 raise ValueError("lengths (padded rows) and a KV cache cannot be combined")
-            packing = Packing(lengths, T)
+            packing = Packing(lengths, T, device=idx.device)
             if packing.B != B:
                 raise ValueError(f"lengths has {packing.B} entries for a batch of {B} rows")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)

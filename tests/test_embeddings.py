@@ -93,7 +93,7 @@ def test_batched_equals_one_by_one_and_order_is_kept(model, strategy):
 
 
 def test_encode_runs_the_position_wise_layers_on_real_tokens_only(model):
-    """The MLP of every block multiplies the batch's real tokens, never its padding."""
+    """The blocks' MLPs (the first one watched) multiply the batch's real tokens, never its padding."""
     embedder = Embedder(model)
     rows_seen = []
     handle = model.blocks[0].mlp.hook_pre.add_hook(lambda x, hook: rows_seen.append(x.shape[:-1]))

@@ -44,10 +44,9 @@ class KVCache:
         end = self.pos + T
         if end > self.max_len:
             raise ValueError(f"KV cache is full ({self.max_len} positions)")
-        k_all, v_all = self.k[layer], self.v[layer]  # (B, H, max_len, hs)
-        k_all.narrow(2, self.pos, T).copy_(k)
-        v_all.narrow(2, self.pos, T).copy_(v)
-        return k_all.narrow(2, 0, end), v_all.narrow(2, 0, end)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def advance(self, T: int) -> None:
         """Called by the model once every layer has stored its T new positions."""

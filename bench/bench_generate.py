@@ -8,7 +8,8 @@ of the position table), so tokens/s can be at most bandwidth / bytes of weights.
 of three large matrix-vector products over the same 256 MB (``W @ x``, ``x @ W``, and ``W @ x`` with W's
 rows cut into one block per thread in one batched call) timed in the same rounds. ``use_cache=False``
 is compared with the cache on a shorter run (24 new tokens), since without a cache every token reruns
-the whole window.
+the whole window. On the CPU in fp32 the fused decoding step (``generate(fused=True)``, one C++ call a
+token: ``gptlearn.fused``) runs in the same rounds and gets its own row, ``generate-fused``.
 """
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ def prepare(side: str, model_dir: Path, args, device, new_tokens: int | None = N
     prompt = torch.randint(0, 50257, (1, P), device=device, generator=torch.Generator(device).manual_seed(1))
     if side.startswith("gptlearn"):
         model = common.load_gptlearn(model_dir, device)
-        use_cache = side != "gptlearn_nocache"
+        use_cache, fused = side != "gptlearn_nocache", side == "gptlearn_fused"
 
         def run():
             with common.autocast(device, args.bf16):
-                return model.generate(prompt, N, do_sample=False, use_cache=use_cache)
+                return model.generate(prompt, N, do_sample=False, use_cache=use_cache, fused=fused)
     else:
         model = common.load_hf(model_dir, device)
         model.generation_config.pad_token_id = model.config.eos_token_id
@@ -65,19 +66,20 @@ def main(argv=None) -> list[dict]:
         _, n_run = prepare("gptlearn_nocache", model_dir, args, device, n_new)
         _, c_run = prepare("gptlearn", model_dir, args, device, n_new)
         _, h_run = prepare("transformers", model_dir, args, device)
-        g_out, h_out = g_run(), h_run()
-        same = (g_out[0, P:] == h_out[0, P:]).float().mean().item()
+        runs = {"gptlearn": g_run, "transformers": h_run}
+        if fused_available(device, args):
+            runs["gptlearn_fused"] = prepare("gptlearn_fused", model_dir, args, device)[1]
+        outs = {k: run() for k, run in runs.items()}
+        same = {k: (outs[k][0, P:] == outs["transformers"][0, P:]).float().mean().item() for k in outs}
         probe_dtype = torch.bfloat16 if args.bf16 else torch.float32
         mv, mv_bytes = common.matvec_probe(device, rows, cols, probe_dtype)
         vm, _ = common.vecmat_probe(device, rows, cols, probe_dtype)
         sm, sm_bytes = common.split_matvec_probe(device, rows, cols, probe_dtype)
-        t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "matvec": mv, "vecmat": vm,
-                                "split_matvec": sm},
+        t = common.interleaved({**runs, "matvec": mv, "vecmat": vm, "split_matvec": sm},
                                reps=args.reps, warmup=args.warmup, device=device)
         t_nc = common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
                                   reps=max(2, args.reps // 2), warmup=1, device=device)
-        mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "transformers"], model_dir) \
-            if args.memory else {}
+        mem = common.memory_in_subprocesses(__file__, args, list(runs), model_dir) if args.memory else {}
     bytes_per_el = g_model.wte.weight.element_size()  # autocast keeps the weights in fp32 and reads them
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
     probe_rates = {k: b / common.med(t[k]) for k, b in
@@ -100,9 +102,39 @@ def main(argv=None) -> list[dict]:
         "split_matvec_gb_s": probe_rates["split_matvec"] / 1e9,
         "gptlearn_roofline": tok_s["gptlearn"] / bound,
         "transformers_roofline": tok_s["transformers"] / bound,
-        "same_tokens": same,
+        "same_tokens": same["gptlearn"],
     }
-    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
+    rows = [common.emit(row, times={k: t[k] for k in ("gptlearn", "transformers")}, reps=args.reps,
+                        memory={k: mem[k] for k in ("gptlearn", "transformers") if k in mem})]
+    if "gptlearn_fused" in runs:
+        fused = {
+            "row": "generate-fused", "shape": row["shape"], "device": row["device"], "dtype": row["dtype"],
+            "threads": row["threads"], "gptlearn_tok_s": tok_s["gptlearn_fused"],
+            "eager_tok_s": tok_s["gptlearn"], "transformers_tok_s": tok_s["transformers"],
+            "speedup": tok_s["gptlearn_fused"] / tok_s["transformers"],
+            "fused_vs_eager": tok_s["gptlearn_fused"] / tok_s["gptlearn"],
+            "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
+            "gptlearn_roofline": tok_s["gptlearn_fused"] / bound,
+            "transformers_roofline": tok_s["transformers"] / bound,
+            "same_tokens": same["gptlearn_fused"],
+        }
+        rows.append(common.emit(fused, times={k: t[k] for k in ("gptlearn_fused", "transformers")},
+                                reps=args.reps, memory={k: mem[k] for k in ("gptlearn_fused", "transformers") if k in mem}))
+    return rows
+
+
+def fused_available(device, args) -> bool:
+    """The fused step runs on the CPU in fp32 and needs its C++ build; say so when it cannot run."""
+    if device.type != "cpu" or args.bf16:
+        return False
+    from gptlearn.fused import FusedUnavailable, load_kernel
+
+    try:
+        load_kernel()
+        return True
+    except FusedUnavailable as e:
+        print(f"skipping generate-fused: {e}", flush=True)
+        return False
 
 
 if __name__ == "__main__":

@@ -64,6 +64,11 @@ def table(rows: list[dict]) -> str:
                 scale = 100 * r["bandwidth_gb_s"] / single
                 check += (f"; against one-call mat-vecs ({single:.1f} GB/s) {scale * r['gptlearn_roofline']:.0f}%"
                           f" / {scale * r['transformers_roofline']:.0f}%")
+        elif kind == "generate-fused":
+            g = f"{r['gptlearn_tok_s']:.1f} tok/s (eager {r['eager_tok_s']:.1f})"
+            ref = f"{r['transformers_tok_s']:.1f} tok/s (transformers)"
+            check = (f"same tokens {100 * r['same_tokens']:.0f}%; bound {r['bound_tok_s']:.0f} tok/s "
+                     f"({r['bandwidth_gb_s']:.1f} GB/s); {r['fused_vs_eager']:.2f}x the eager step")
         elif kind.startswith("train"):
             g, ref = f"{r['gptlearn_tok_s']:.0f} tok/s", f"{r['transformers_tok_s']:.0f} tok/s (transformers)"
             check = f"first loss {r['first_loss'][0]:.4f} vs {r['first_loss'][1]:.4f}; GEMM {r['gemm_gflops']:.0f} GFLOP/s"

@@ -92,7 +92,8 @@ def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -
     # decoder keeps those bytes until the character is complete.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     stream = model.generate_stream(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                   top_p=args.top_p, do_sample=not args.greedy, generator=generator)
+                                   top_p=args.top_p, do_sample=not args.greedy, generator=generator,
+                                   fused=getattr(args, "fused", False))
     for nxt in stream:
         token = int(nxt[0])
         if token == eot:
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="always pick the most likely token")
+    p.add_argument("--fused", action="store_true",
+                   help="decode with the fused C++ step (CPU, fp32; built on first use, ~30 s)")
     _common(p)
     p.set_defaults(func=_generate)
 

@@ -117,20 +117,34 @@ def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None) 
 def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_tokens: int = 32, *,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     do_sample: bool = True, use_cache: bool = True, eos_token_id: int | None = None,
-                    generator: torch.Generator | None = None, seed: int | None = None) -> Iterator[torch.Tensor]:
+                    generator: torch.Generator | None = None, seed: int | None = None,
+                    fused: bool = False) -> Iterator[torch.Tensor]:
     """Yield each new token as a (B,) tensor as soon as it is chosen (for interactive use).
 
     Prompts longer than the context keep only their last ``n_positions`` tokens, as GPT-2 would.
     Sequences that produced ``eos_token_id`` keep emitting it; the stream ends when all have.
+    ``fused=True`` decodes each token after the prompt with one C++ call on the CPU
+    (:mod:`gptlearn.fused`: one fp32 sequence, no hooks; built on first use).
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if fused and not use_cache:
+        raise ValueError("fused decoding works on the KV cache: use_cache must be True")
     _, idx, generator = _prepare(model, idx, seed, generator)
     was_training = model.training
     model.eval()
     n_ctx = model.config.n_positions
     B = idx.size(0)
     cache = KVCache.for_model(model, B) if use_cache else None
+    decoder = None
+    if fused:
+        from .fused import FusedDecoder
+
+        try:
+            decoder = FusedDecoder(model, cache)  # checks the model and builds the kernel (once)
+        except Exception:
+            model.train(was_training)
+            raise
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     window = idx[:, -n_ctx:]  # (B, T) the tokens the model sees
     try:
@@ -140,6 +154,8 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
             elif step == 0 or cache.pos + 1 > n_ctx:  # (re)fill the cache from the visible window
                 cache.reset()
                 logits = _last_logits(model, window, cache)
+            elif decoder is not None:
+                logits = decoder.step(window[0, -1])  # the newest token, in one C++ call
             else:
                 logits = _last_logits(model, window[:, -1:], cache)  # only the newest token
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -159,7 +175,7 @@ def generate(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_toke
     """Continue ``idx`` (B, T) by up to ``max_new_tokens`` tokens -> (B, T + new).
 
     Options (keyword-only): ``temperature=1.0, top_k=None, top_p=None, do_sample=True,
-    use_cache=True, eos_token_id=None, generator=None, seed=None``. A string prompt returns a string.
+    use_cache=True, eos_token_id=None, generator=None, seed=None, fused=False``. A string prompt returns a string.
 
     >>> model.generate("The cat", 5, do_sample=False)       # doctest: +SKIP
     """

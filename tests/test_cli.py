@@ -126,6 +126,22 @@ def test_generate_greedy_is_deterministic_and_handles_japanese(capsys, model_dir
     assert out == model.generate(prompt, 10, do_sample=False) + "\n"
 
 
+def test_generate_fused_prints_the_eager_text_or_one_clear_error(capsys, model_dir, model, monkeypatch):
+    from gptlearn import fused
+
+    argv = ["generate", "--model", str(model_dir), "--prompt", "Once upon a time", "--max-new-tokens", "10",
+            "--greedy", "--fused"]
+    code, out, _ = run_main(capsys, *argv)
+    assert code == 0 and out == model.generate("Once upon a time", 10, do_sample=False) + "\n"
+
+    def unavailable():
+        raise fused.FusedUnavailable("the fused CPU decoding step could not be built (...): no compiler")
+
+    monkeypatch.setattr(fused, "load_kernel", unavailable)
+    code, out, err = run_main(capsys, *argv)
+    assert code != 0 and err.count("\n") == 1 and "could not be built" in err and "Traceback" not in err
+
+
 def test_stream_never_prints_half_a_character():
     """Feed the tokens of '猫が' (each kanji is split across byte-level tokens) one at a time."""
     from gptlearn import Tokenizer

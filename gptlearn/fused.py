@@ -1,0 +1,117 @@
+"""A fused decoding step for the CPU: one new token's whole forward pass in one C++ call (book chapter 6).
+
+Legend: C n_embd, V vocab, L layers.
+
+Decoding one sequence multiplies every weight matrix by a single vector, so a token costs one read of
+all the weights from memory, and the fastest a CPU can decode is its memory bandwidth divided by the
+model's bytes. The eager model (:class:`gptlearn.GPT`) spends a good part of each token elsewhere: about
+40 small operator calls a block, each with Python, dispatch and thread wake-ups around a few
+microseconds of work. ``gptlearn/csrc/decode_cpu.cpp`` (~150 lines) does the same arithmetic in
+one call per token, with each product's bias, residual add or GELU applied to its rows as they come
+out, and writes keys and values into the same :class:`~gptlearn.generate.KVCache`. It is built
+on first use with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are
+needed; the build takes ~30 s once and is cached).
+
+It is opt-in: ``model.generate(..., fused=True)`` or ``gptlearn generate --fused``. It skips the
+hook points, so it refuses a model with hooks attached; it takes one fp32 sequence on the CPU. The
+numbers equal the eager model's within float rounding (the sums run in another order).
+
+>>> model.generate("The cat", 20, do_sample=False, fused=True)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .hooks import _global_hooks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generate import KVCache
+    from .model import GPT
+
+__all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel"]
+
+SOURCE = Path(__file__).parent / "csrc" / "decode_cpu.cpp"
+
+
+class FusedUnavailable(RuntimeError):
+    """The fused kernel could not be built here (no C++ compiler, OpenMP or ninja)."""
+
+
+def _cpu_flags() -> list[str]:
+    """Vector instructions to compile for: AVX2 + FMA where this CPU has them (torch says which)."""
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "DEFAULT", ...
+    return ["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else []
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernel():
+    """Build (first call, ~30 s) or load (cached) the C++ extension; raise :class:`FusedUnavailable`."""
+    from torch.utils import cpp_extension
+
+    flags = _cpu_flags()
+    name = "gptlearn_decode_cpu" + ("_avx2" if flags else "")  # a build per instruction set
+    try:
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
+                                  extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as e:  # compiler, ninja or OpenMP missing; the loader's messages are long
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        why = next((line for line in lines if "error:" in line), lines[0])  # the compiler's own complaint
+        raise FusedUnavailable(
+            "the fused CPU decoding step could not be built (it needs a C++ compiler with OpenMP and "
+            f"`pip install ninja`): {why[:300]}"
+        ) from e
+
+
+def _hooked(model: nn.Module) -> bool:
+    """Whether any forward hook could see this model's activations."""
+    return _global_hooks() or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+class FusedDecoder:
+    """Decodes one token at a time for a model and its KV cache (batch 1).
+
+    >>> dec = FusedDecoder(model, cache)      # after the prompt filled the cache  # doctest: +SKIP
+    >>> logits = dec.step(next_token)         # (1, V); the cache advanced by one  # doctest: +SKIP
+    """
+
+    def __init__(self, model: "GPT", cache: "KVCache") -> None:
+        c = model.config
+        if model.device.type != "cpu":
+            raise ValueError(f"the fused decoding step runs on the CPU; this model is on {model.device}")
+        if any(p.dtype != torch.float32 for p in model.parameters()) or cache.k.dtype != torch.float32:
+            raise ValueError("the fused decoding step needs an fp32 model (model.float())")
+        if cache.k.size(1) != 1:
+            raise ValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
+        if _hooked(model):
+            raise ValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
+        if model.training:
+            raise ValueError("the fused decoding step has no dropout: call model.eval() first")
+        params = [model.wte.weight, model.wpe.weight, model.ln_f.weight, model.ln_f.bias, model.lm_head.weight]
+        for b in model.blocks:
+            params += [b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias,
+                       b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias,
+                       b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias]
+        self.params = [p.detach().contiguous() for p in params]  # views of the model's own weights
+        self.model, self.cache = model, cache
+        self.n_head, self.eps = c.n_head, c.layer_norm_epsilon
+        self.exact_gelu = c.activation_function == "gelu"
+        self.kernel = load_kernel()
+
+    @torch.inference_mode()
+    def step(self, token: int | torch.Tensor) -> torch.Tensor:
+        """Feed one token at the cache's next position -> next-token logits (1, V)."""
+        cache, n_ctx = self.cache, self.model.config.n_positions
+        if cache.pos >= min(cache.max_len, n_ctx):
+            raise ValueError(f"KV cache is full ({cache.pos} positions)")
+        token = int(token)
+        if not 0 <= token < self.params[0].size(0):
+            raise ValueError(f"token id {token} is outside the vocabulary (0..{self.params[0].size(0) - 1})")
+        logits = self.kernel.decode_step(token, cache.pos, self.params, cache.k, cache.v, self.n_head,
+                                         self.eps, self.exact_gelu)  # (1, V)
+        cache.advance(1)
+        return logits

@@ -39,10 +39,10 @@ def random_model(seed=0, **cfg) -> GPT:
     return m
 
 
-# C=36 with 3 heads of 12: rows and widths that are not multiples of the kernel's 4 rows / 8 lanes;
+# C=36 with 3 heads of 12 and an MLP of 150: widths that are not multiples of the kernel's 8 or 32 lanes;
 # the last one has an MLP width of 70 and the exact (erf) GELU.
 CONFIGS = {
-    "odd-widths": dict(n_layer=2, n_head=3, n_embd=36, vocab_size=101, n_positions=40),
+    "odd-widths": dict(n_layer=2, n_head=3, n_embd=36, n_inner=150, vocab_size=101, n_positions=40),
     "gpt2-like": dict(n_layer=3, n_head=4, n_embd=64, vocab_size=1003, n_positions=40),
     "exact-gelu": dict(n_layer=2, n_head=2, n_embd=32, n_inner=70, vocab_size=97, n_positions=40,
                        activation_function="gelu"),

@@ -6,9 +6,9 @@ Decoding one sequence multiplies every weight matrix by a single vector, so a to
 all the weights from memory, and the fastest a CPU can decode is its memory bandwidth divided by the
 model's bytes. The eager model (:class:`gptlearn.GPT`) spends a good part of each token elsewhere: about
 40 small operator calls a block, each with Python, dispatch and thread wake-ups around a few
-microseconds of work. ``gptlearn/csrc/decode_cpu.cpp`` (~150 lines) does the same arithmetic in
-one call per token, with each product's bias, residual add or GELU applied to its rows as they come
-out, and writes keys and values into the same :class:`~gptlearn.generate.KVCache`. It is built
+microseconds of work. ``gptlearn/csrc/decode_cpu.cpp`` (~190 lines) does the same arithmetic in
+one call per token, with each product's bias, residual add or GELU applied by the thread that made
+those rows, and writes keys and values into the same :class:`~gptlearn.generate.KVCache`. It is built
 on first use with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are
 needed; the build takes ~30 s once and is cached).
 

@@ -7,8 +7,8 @@
 // ~40 small operator calls a block around those products (Python, dispatch, thread wake-ups); at
 // ~20 ms a token that is 15-25% of the time. Here the same arithmetic runs in one C++ call: every
 // matrix-vector product is split by rows over torch's threads (at::parallel_for), with its bias and
-// what follows it (the residual add, the GELU) done on each row as it is produced, and the small
-// steps (LayerNorm, attention over the cache of one sequence) in between. The keys and values go
+// what follows it (the residual add, the GELU) done by the thread that made those rows, and the
+// small steps (LayerNorm, attention over the cache of one sequence) in between. The keys and values go
 // into gptlearn's KVCache tensors, so eager steps and fused steps can follow each other.
 // Python side, checks and the book's explanation: gptlearn/fused.py.
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .device import autocast_enabled
 from .hooks import _global_hooks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +86,8 @@ class FusedDecoder:
             raise ValueError(f"the fused decoding step runs on the CPU; this model is on {model.device}")
         if any(p.dtype != torch.float32 for p in model.parameters()) or cache.k.dtype != torch.float32:
             raise ValueError("the fused decoding step needs an fp32 model (model.float())")
+        if autocast_enabled("cpu"):
+            raise ValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
         if cache.k.size(1) != 1:
             raise ValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
         if _hooked(model):

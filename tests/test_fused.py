@@ -131,6 +131,8 @@ def test_refusals_are_clear_and_leave_the_model_as_it_was():
         m.generate([1, 2], 3, fused=True, use_cache=False)
     with pytest.raises(ValueError, match="fp32"):
         m.double().generate([1, 2], 3, fused=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="autocast"):
+        m.float().generate([1, 2], 3, fused=True)
     m.float().eval()
     with pytest.raises(ValueError, match="model.eval"):
         FusedDecoder(m.train(), KVCache.for_model(m, 1))

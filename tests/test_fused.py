@@ -156,6 +156,12 @@ def test_kernel_checks_its_arguments(kernel):
         kernel.decode_step(1, 40, dec.params, cache.k, cache.v, 3, 1e-5, False)
     with pytest.raises(RuntimeError, match="parameters"):
         kernel.decode_step(1, 0, dec.params[:-1], cache.k, cache.v, 3, 1e-5, False)
+    swapped = list(dec.params)
+    swapped[5 + 12 + 2], swapped[5 + 12 + 4] = swapped[5 + 12 + 4], swapped[5 + 12 + 2]  # block 1's c_attn <-> c_proj
+    with pytest.raises(RuntimeError, match="block 1 have the wrong shapes"):
+        kernel.decode_step(1, 0, swapped, cache.k, cache.v, 3, 1e-5, False)
+    with pytest.raises(RuntimeError, match="lm_head"):
+        kernel.decode_step(1, 0, dec.params[:4] + [dec.params[4][:-1]] + dec.params[5:], cache.k, cache.v, 3, 1e-5, False)
 
 
 def test_unavailable_compiler_is_one_clear_error(monkeypatch):

@@ -142,6 +142,16 @@ torch::Tensor decode_step(int64_t token, int64_t pos, const std::vector<torch::T
   TORCH_CHECK(0 <= pos && pos < k_cache.size(3) && pos < params[1].size(0), "decode_step: position out of range");
   const int64_t V = params[0].size(0), C = params[0].size(1), F = params[5 + 8].size(0);
   const int64_t L = k_cache.size(0), max_len = k_cache.size(3), hs = C / n_head;
+  auto shape_is = [](const torch::Tensor& t, std::vector<int64_t> want) { return t.sizes() == at::IntArrayRef(want); };
+  TORCH_CHECK(params[1].dim() == 2 && params[1].size(1) == C && shape_is(params[2], {C}) && shape_is(params[3], {C}) &&
+                  shape_is(params[4], {V, C}), "decode_step: wpe, ln_f or lm_head has the wrong shape");
+  for (int64_t l = 0; l < L; ++l) {
+    const torch::Tensor* p = params.data() + 5 + 12 * l;
+    TORCH_CHECK(shape_is(p[0], {C}) && shape_is(p[1], {C}) && shape_is(p[2], {3 * C, C}) && shape_is(p[3], {3 * C}) &&
+                    shape_is(p[4], {C, C}) && shape_is(p[5], {C}) && shape_is(p[6], {C}) && shape_is(p[7], {C}) &&
+                    shape_is(p[8], {F, C}) && shape_is(p[9], {F}) && shape_is(p[10], {C, F}) && shape_is(p[11], {C}),
+                "decode_step: the parameters of block ", l, " have the wrong shapes");
+  }
   const float epsf = static_cast<float>(eps), scale = 1.f / std::sqrt(static_cast<float>(hs));
   std::vector<float> x(C), h(C), qkv(3 * C), z(C), f(F), att(n_head * (pos + 1));
 

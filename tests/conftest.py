@@ -39,6 +39,25 @@ def tiny_model(tiny_config):
     return GPT(tiny_config).eval()
 
 
+@pytest.fixture(scope="module")
+def hf_and_model():
+    """A random GPT2LMHeadModel (vocabulary 1,000) with large weights, so greedy text varies, and the same
+    weights in gptlearn."""
+    transformers = pytest.importorskip("transformers")
+    from gptlearn import GPT, GPTConfig
+    from gptlearn.pretrained import hf_to_gptlearn
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=1000,
+                                  bos_token_id=0, eos_token_id=0, initializer_range=0.2)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.generation_config.eos_token_id = None  # never stop early: compare every token
+    hf.generation_config.pad_token_id = 0
+    model = GPT(GPTConfig.from_hf_dict(cfg.to_dict())).eval()
+    model.load_state_dict(hf_to_gptlearn(hf.state_dict()))
+    return hf, model
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One headless Debian chromium for every browser test (Playwright's sync API allows one at a time)."""

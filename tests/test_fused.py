@@ -15,7 +15,6 @@ from gptlearn import GPT, GPTConfig
 from gptlearn import fused as fused_mod
 from gptlearn.fused import FusedDecoder, FusedUnavailable
 from gptlearn.generate import KVCache, _last_logits
-from gptlearn.pretrained import hf_to_gptlearn
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -96,16 +95,8 @@ def test_seeded_sampling_equals_eager():
     assert torch.equal(m.generate([1, 2, 3], 25, fused=True, **kw), m.generate([1, 2, 3], 25, **kw))
 
 
-def test_greedy_text_equals_transformers():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=1000,
-                                  bos_token_id=0, eos_token_id=0, initializer_range=0.2)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    m = GPT(GPTConfig.from_hf_dict(cfg.to_dict())).eval()
-    m.load_state_dict(hf_to_gptlearn(hf.state_dict()))
+def test_greedy_text_equals_transformers(hf_and_model):
+    hf, m = hf_and_model
     prompt = torch.randint(0, 1000, (1, 6), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = hf.generate(prompt, max_new_tokens=40, do_sample=False)

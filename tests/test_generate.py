@@ -10,24 +10,8 @@ import torch
 
 from gptlearn import GPT, GPTConfig
 from gptlearn.generate import KVCache, generate, generate_stream, sample_next
-from gptlearn.pretrained import hf_to_gptlearn
 
-V = 1000
-
-
-@pytest.fixture(scope="module")
-def hf_and_model():
-    """A random GPT2LMHeadModel with large weights (so greedy text varies) and the same weights in gptlearn."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=V,
-                                  bos_token_id=0, eos_token_id=0, initializer_range=0.2)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    hf.generation_config.eos_token_id = None  # never stop early: compare all 40 tokens
-    hf.generation_config.pad_token_id = 0
-    model = GPT(GPTConfig.from_hf_dict(cfg.to_dict())).eval()
-    model.load_state_dict(hf_to_gptlearn(hf.state_dict()))
-    return hf, model
+V = 1000  # also the vocabulary of conftest.py's hf_and_model
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
+from .fused import FusedDecoder
 from .linear import split_matvecs
 from .model import unembed
 
@@ -136,18 +137,10 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     n_ctx = model.config.n_positions
     B = idx.size(0)
     cache = KVCache.for_model(model, B) if use_cache else None
-    decoder = None
-    if fused:
-        from .fused import FusedDecoder
-
-        try:
-            decoder = FusedDecoder(model, cache)  # checks the model and builds the kernel (once)
-        except Exception:
-            model.train(was_training)
-            raise
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     window = idx[:, -n_ctx:]  # (B, T) the tokens the model sees
     try:
+        decoder = FusedDecoder(model, cache) if fused else None  # checks the model, builds the kernel once
         for step in range(max_new_tokens):
             if cache is None:
                 logits = _last_logits(model, window)  # (B, V)

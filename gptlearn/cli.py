@@ -32,7 +32,7 @@ _USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDe
 
 # ---- helpers ---------------------------------------------------------------------------------------
 def _load_model(args: argparse.Namespace):
-    from .pretrained import from_pretrained
+    from .model import from_pretrained
 
     return from_pretrained(args.model, device=args.device)
 

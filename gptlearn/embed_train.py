@@ -508,13 +508,14 @@ def train_embeddings(
     with the embedder and used from then on) or a sum such as ``"distill+cosent"``. ``callback(history)`` runs after each
     step. With ``out_dir`` the trained embedder is saved there (atomically), loadable by
     ``Embedder.from_pretrained(out_dir)``. The model is trained in place. On the CPU this calls
-    :func:`gptlearn.device.keep_freed_memory`.
+    :func:`gptlearn.fast.memory.keep_freed_memory`.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     parts = _parse_objective(objective)
     if epochs < 1 or batch_size < 2 or lr <= 0:
         raise GptlearnError(f"need epochs >= 1, batch_size >= 2 and lr > 0 (got {epochs}, {batch_size}, {lr})")
-    from .device import autocast, keep_freed_memory, resolve_device
+    from .devices import autocast, resolve_device
+    from .fast.memory import keep_freed_memory
 
     dev = resolve_device(device)
     if dev.type == "cpu":

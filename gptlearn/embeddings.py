@@ -248,7 +248,7 @@ class Embedder(nn.Module):
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
-        from .pretrained import from_pretrained
+        from .model import from_pretrained
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed

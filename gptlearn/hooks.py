@@ -1,18 +1,19 @@
-"""Hook points and the activation cache (book chapter 4, "Many heads").
+"""Hook points, the activation cache and the methods that use them (book chapter 4, "Many heads").
 
 A :class:`HookPoint` is an identity module placed at every interesting spot of the forward pass
-(``blocks.3.attn.hook_pattern``, ``blocks.3.hook_resid_post``, ...). With no hook attached it costs one
-function call. ``GPT.run_with_cache`` attaches hooks that copy what flows through into an
-:class:`ActivationCache`, and always removes them again.
+(``blocks.3.attn.hook_pattern``, ``blocks.3.hook_resid_post``, ...). :class:`HookedRootModule` gives a
+model TransformerLens' inspection methods: ``run_with_cache`` attaches hooks that copy what flows
+through into an :class:`ActivationCache`, and always removes them again.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import contextlib
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["HookPoint", "ActivationCache", "hook_name", "short_name"]
+__all__ = ["HookPoint", "HookedRootModule", "ActivationCache", "hook_name", "short_name"]
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 
@@ -73,9 +74,10 @@ class HookPoint(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.name: str | None = None  # filled in by GPT.__init__
+        self.name: str | None = None  # filled in by HookedRootModule.name_hook_points
 
     def add_hook(self, fn: HookFn) -> torch.utils.hooks.RemovableHandle:
+        """Attach ``fn(tensor, hook)``; ``.remove()`` the returned handle to detach it."""
         return self.register_forward_hook(lambda module, args, output: fn(output, module))
 
     @property
@@ -86,20 +88,75 @@ class HookPoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # No hook here or on every module: return x at once, without nn.Module's call machinery
-        # (a forward pass goes through 13 hook points a block; this saves about 1 us each).
-        if self._forward_hooks or self._forward_pre_hooks or _global_hooks():
-            return super().__call__(x)
-        return x
 
+class HookedRootModule(nn.Module):
+    """A model with hook points: TransformerLens' ``hooks``, ``run_with_hooks`` and ``run_with_cache``.
 
-def _global_hooks() -> bool:
-    """True when a hook was registered for every module (``nn.modules.module.register_module_forward_hook``
-    and friends); then hook points take nn.Module's full call path so that those hooks run too."""
-    m = nn.modules.module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks
-                or m._global_backward_hooks or m._global_backward_pre_hooks)
+    The subclass calls :meth:`name_hook_points` at the end of ``__init__``, and has ``config.n_layer``
+    and ``to_tokens`` (for text input).
+    """
+
+    def name_hook_points(self) -> None:
+        """Give every hook point its full name (``blocks.3.attn.hook_pattern``)."""
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every hook point by its full name."""
+        return {m.name: m for m in self.modules() if isinstance(m, HookPoint)}  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator["HookedRootModule"]:
+        """Attach ``(name_or_filter, fn)`` hooks for the duration of a ``with`` block; always removed."""
+        points = self.hook_points()
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                matched = [p for n, p in points.items() if (name(n) if callable(name) else n == name)]
+                if not matched:
+                    raise KeyError(f"no hook point named {name!r}; see model.hook_points()")
+                handles += [p.add_hook(fn) for p in matched]
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run_with_hooks(self, idx: torch.Tensor, fwd_hooks: Iterable) -> torch.Tensor:
+        """``self(idx)`` with ``fwd_hooks`` attached (as :meth:`hooks`)."""
+        with self.hooks(fwd_hooks):
+            return self(idx)
+
+    def run_with_cache(self, idx: torch.Tensor | str, *,
+                       names_filter: Callable[[str], bool] | Sequence[str] | None = None,
+                       device: str | torch.device | None = None) -> tuple[torch.Tensor, "ActivationCache"]:
+        """Run the model and keep every intermediate activation.
+
+        >>> logits, cache = model.run_with_cache(tokens)                  # doctest: +SKIP
+        >>> cache["pattern", 0]      # (B, H, T, T) attention probabilities of layer 0  # doctest: +SKIP
+        >>> cache["z", 0]            # (B, T, H, hs) per-head outputs before concatenation  # doctest: +SKIP
+
+        Asking for patterns switches attention to its explicit path for this call only.
+        ``names_filter`` keeps only some activations (a list of full or short names, or a predicate).
+        Activations are detached; they live on ``device`` (default: where they were computed).
+        """
+        if isinstance(idx, str):
+            idx = self.to_tokens(idx)
+        if names_filter is None:
+            keep: Callable[[str], bool] = lambda name: True
+        elif callable(names_filter):
+            keep = names_filter
+        else:
+            wanted = set(names_filter)
+            keep = lambda name: name in wanted or short_name(name) in wanted
+        store: dict[str, torch.Tensor] = {}
+
+        def save(t: torch.Tensor, hook: HookPoint) -> None:
+            store[hook.name] = t.detach() if device is None else t.detach().to(device)
+
+        with torch.no_grad(), self.hooks([(keep, save)]):
+            logits = self(idx)
+        return logits, ActivationCache(store, self.config.n_layer)
 
 
 class ActivationCache:

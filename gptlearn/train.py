@@ -32,7 +32,7 @@ import torch
 from .config import PRESETS, GPTConfig
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
-from .model import GPT
+from .model import GPT, sinusoidal_positions
 
 __all__ = ["TrainHistory", "lr_at", "param_groups", "make_optimizer", "load_tokenizer_spec", "train",
            "register_cli", "main", "STATE_FILE"]
@@ -131,20 +131,6 @@ def load_tokenizer_spec(spec: Any, train_text: str | None = None):
         except FileNotFoundError as e:
             raise GptlearnError(str(e)) from None
     raise GptlearnError(f"unknown tokenizer {s!r}; use gpt2, bpe:N, char or a folder with tokenizer files")
-
-
-def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
-    """The Transformer paper's sine/cosine position codes, (n_positions, C), each entry in [-1, 1].
-
-    Used (scaled) as a starting point for GPT-2's *learned* position embeddings: position p + k is a
-    fixed rotation of position p, so a head can learn "attend to the previous token" in few steps.
-    """
-    pos = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)  # (n_positions, 1)
-    freq = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))  # (C/2,)
-    pe = torch.zeros(n_positions, n_embd)
-    pe[:, 0::2] = torch.sin(pos * freq)  # (n_positions, C/2)
-    pe[:, 1::2] = torch.cos(pos * freq)[:, : n_embd // 2]  # (n_positions, C/2)
-    return pe
 
 
 # ---- distributed helpers ----------------------------------------------------------------------------
@@ -287,7 +273,7 @@ def train(
     :meth:`TokenDataset.get_batch`); ``induction_frac`` > 0 makes that share random tokens written over
     and over, with loss only where they can be copied; evaluation always uses plain text.
     ``callback(event, history)`` runs after every ``"step"`` and every ``"eval"`` (draw a live curve).
-    On the CPU this calls :func:`gptlearn.device.keep_freed_memory` (the process keeps freed memory for
+    On the CPU this calls :func:`gptlearn.fast.memory.keep_freed_memory` (the process keeps freed memory for
     reuse: 1.2-1.6x faster steps).
     With ``out_dir``, a checkpoint is written at every eval (or every ``save_every`` steps), at the end,
     and on Ctrl-C; ``resume=True`` continues from ``out_dir/trainer_state.pt`` exactly where it stopped.
@@ -301,7 +287,8 @@ def train(
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
-    from .device import autocast, keep_freed_memory, resolve_device
+    from .devices import autocast, resolve_device
+    from .fast.memory import keep_freed_memory
 
     dev = resolve_device(device)
     if dev.type == "cpu":

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models, and the data folder (GPTLEARN_DATA_DIR, default ../shared/data)."""
+"""Shared fixtures: builders of tiny random models (gptlearn and transformers), the data folder
+(GPTLEARN_DATA_DIR, default ../shared/data), the browser, the reused-memory pool."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,6 +25,65 @@ def data_dir() -> Path:
     return Path(d)
 
 
+# ---- model builders ---------------------------------------------------------------------------
+def _random_hf(n_layer: int, n_head: int, n_embd: int, n_positions: int, vocab_size: int, seed: int = 0,
+               noise: float = 0.05, **extra):
+    """A random transformers GPT2LMHeadModel whose every parameter (biases and LayerNorms too) is
+    moved off its initial value by ``noise``, so that every one of them matters."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
+                                  vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, **extra)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return hf
+
+
+def _to_gptlearn(hf, *, fast: bool = True):
+    """The same weights in gptlearn (eval mode); ``fast=False`` keeps model.py's plain layers."""
+    from gptlearn import GPT, GPTConfig
+    from gptlearn.pretrained import hf_to_gptlearn
+
+    model = GPT(GPTConfig.from_hf_dict(hf.config.to_dict()), fast=fast).eval()
+    model.load_state_dict(hf_to_gptlearn(hf.state_dict()), strict=True)
+    return model
+
+
+def _random_gpt(seed: int = 0, noise: float = 0.05, *, fast: bool = True, **config):
+    """A gptlearn GPT (eval mode) with random weights moved off their init by ``noise`` (biases and
+    LayerNorms included). ``config`` overrides a 2-layer, 4-head, 32-wide model with a 32-token context
+    and a vocabulary of 1,000."""
+    from gptlearn import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    cfg = GPTConfig(**{**dict(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=1000), **config})
+    model = GPT(cfg, fast=fast).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model
+
+
+@pytest.fixture
+def random_hf():
+    """Builder: ``random_hf(n_layer, n_head, n_embd, n_positions, vocab_size, seed=0, noise=0.05, **extra)``."""
+    return _random_hf
+
+
+@pytest.fixture
+def to_gptlearn():
+    """Builder: ``to_gptlearn(hf, fast=True)``, a transformers model's weights in a gptlearn GPT."""
+    return _to_gptlearn
+
+
+@pytest.fixture
+def random_gpt():
+    """Builder: ``random_gpt(seed=0, noise=0.05, fast=True, **config)``."""
+    return _random_gpt
+
+
 @pytest.fixture
 def tiny_config():
     from gptlearn import GPTConfig
@@ -44,8 +104,6 @@ def hf_and_model():
     """A random GPT2LMHeadModel (vocabulary 1,000) with large weights, so greedy text varies, and the same
     weights in gptlearn."""
     transformers = pytest.importorskip("transformers")
-    from gptlearn import GPT, GPTConfig
-    from gptlearn.pretrained import hf_to_gptlearn
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=1000,
@@ -53,9 +111,7 @@ def hf_and_model():
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     hf.generation_config.eos_token_id = None  # never stop early: compare every token
     hf.generation_config.pad_token_id = 0
-    model = GPT(GPTConfig.from_hf_dict(cfg.to_dict())).eval()
-    model.load_state_dict(hf_to_gptlearn(hf.state_dict()))
-    return hf, model
+    return hf, _to_gptlearn(hf)
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +134,12 @@ def browser():
 
 @pytest.fixture
 def small_pool(monkeypatch):
-    """gptlearn.device's pool of reused memory, taking tensors from 1 KB up, at most 1 MB in all, so
+    """gptlearn.fast.memory's pool of reused memory, taking tensors from 1 KB up, at most 1 MB in all, so
     the tests stay small and fast; emptied before and after."""
-    pool = importlib.import_module("gptlearn.device")  # the module (``gptlearn.device`` is also the function)
-    monkeypatch.setattr(pool, "REUSE_MIN_BYTES", 1 << 10)
-    monkeypatch.setattr(pool, "REUSE_MAX_BYTES", 1 << 20)
-    pool.release_reused()
-    yield pool
-    pool.release_reused()
+    from gptlearn.fast import memory
+
+    monkeypatch.setattr(memory, "REUSE_MIN_BYTES", 1 << 10)
+    monkeypatch.setattr(memory, "REUSE_MAX_BYTES", 1 << 20)
+    memory.release_reused()
+    yield memory
+    memory.release_reused()

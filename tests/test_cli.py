@@ -127,7 +127,7 @@ def test_generate_greedy_is_deterministic_and_handles_japanese(capsys, model_dir
 
 
 def test_generate_fused_prints_the_eager_text_or_one_clear_error(capsys, model_dir, model, monkeypatch):
-    from gptlearn import fused
+    from gptlearn.fast import fused
 
     argv = ["generate", "--model", str(model_dir), "--prompt", "Once upon a time", "--max-new-tokens", "10",
             "--greedy", "--fused"]

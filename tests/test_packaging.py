@@ -48,7 +48,7 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
     for required in ("gptlearn/__init__.py", "gptlearn/__main__.py", "gptlearn/cli.py", "gptlearn/errors.py",
                      "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/tokenizer.py",
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
-                     "gptlearn/fused.py", "gptlearn/csrc/decode_cpu.cpp"):
+                     "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp"):
         assert required in names, f"{required} is missing from the wheel"
     assert "gptlearn = gptlearn.cli:main" in entry_points
     assert not any(n.startswith(("tests/", "book/")) for n in names)

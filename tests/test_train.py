@@ -14,7 +14,7 @@ import torch
 
 from gptlearn import GPT, GPTConfig
 from gptlearn.errors import GptlearnError
-from gptlearn.pretrained import from_pretrained
+from gptlearn.model import from_pretrained
 from gptlearn.tokenizer import CharTokenizer
 from gptlearn.train import STATE_FILE, lr_at, param_groups, train
 

@@ -1,20 +1,21 @@
-"""A fused decoding step for the CPU: one new token's whole forward pass in one C++ call (book chapter 6).
+"""A fused decoding step for the CPU: one new token's whole forward pass in one C++ call.
 
 Legend: C n_embd, V vocab, L layers.
 
 Decoding one sequence multiplies every weight matrix by a single vector, so a token costs one read of
 all the weights from memory, and the fastest a CPU can decode is its memory bandwidth divided by the
-model's bytes. The eager model (:class:`gptlearn.GPT`) spends a good part of each token elsewhere: about
-40 small operator calls a block, each with Python, dispatch and thread wake-ups around a few
-microseconds of work. ``gptlearn/csrc/decode_cpu.cpp`` (~190 lines) does the same arithmetic in
-one call per token, with each product's bias, residual add or GELU applied by the thread that made
-those rows, and writes keys and values into the same :class:`~gptlearn.generate.KVCache`. It is built
-on first use with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are
-needed; the build takes ~30 s once and is cached).
+model's bytes (book chapter "Making it fast"). The eager model spends a good part of each token
+elsewhere: about 40 small operator calls a block, each with Python, dispatch and thread wake-ups around
+a few microseconds of work. ``gptlearn/fast/csrc/decode_cpu.cpp`` does the same arithmetic in one call
+per token, with each product's bias, residual add or GELU applied by the thread that made those rows,
+and writes keys and values into the same :class:`~gptlearn.kv_cache.KVCache`. It is built on first use
+with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are needed; the build is
+cached).
 
-It is opt-in: ``model.generate(..., fused=True)`` or ``gptlearn generate --fused``. It skips the
-hook points, so it refuses a model with hooks attached; it takes one fp32 sequence on the CPU. The
-numbers equal the eager model's within float rounding (the sums run in another order).
+It is opt-in: ``model.generate(..., fused=True)`` or ``gptlearn generate --fused``; generation imports
+this module only then. It skips the hook points, so it refuses a model with hooks attached; it takes
+one fp32 sequence on the CPU. The numbers equal the eager model's within float rounding (the sums run
+in another order). Its speed against the bandwidth bound is in ``bench/README.md``.
 
 >>> model.generate("The cat", 20, do_sample=False, fused=True)   # doctest: +SKIP
 """
@@ -25,14 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from .device import autocast_enabled
-from .hooks import _global_hooks
+from ..devices import autocast_enabled
+from .hooks import hooks_attached
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import KVCache
-    from .model import GPT
+    from ..kv_cache import KVCache
+    from ..model import GPT
 
 __all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel"]
 
@@ -51,7 +51,7 @@ def _cpu_flags() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def load_kernel():
-    """Build (first call, ~30 s) or load (cached) the C++ extension; raise :class:`FusedUnavailable`."""
+    """Build (first call) or load (cached) the C++ extension; raise :class:`FusedUnavailable`."""
     from torch.utils import cpp_extension
 
     flags = _cpu_flags()
@@ -66,11 +66,6 @@ def load_kernel():
             "the fused CPU decoding step could not be built (it needs a C++ compiler with OpenMP and "
             f"`pip install ninja`): {why[:300]}"
         ) from e
-
-
-def _hooked(model: nn.Module) -> bool:
-    """Whether any forward hook could see this model's activations."""
-    return _global_hooks() or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 class FusedDecoder:
@@ -90,7 +85,7 @@ class FusedDecoder:
             raise ValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
         if cache.k.size(1) != 1:
             raise ValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
-        if _hooked(model):
+        if hooks_attached(model):
             raise ValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
         if model.training:
             raise ValueError("the fused decoding step has no dropout: call model.eval() first")

@@ -24,7 +24,8 @@ import run_all  # noqa: E402
 NUMBERS = {
     "forward": ["gptlearn_s", "transformers_s", "speedup", "gemm_gflops", "gptlearn_roofline", "transformers_roofline"],
     "generate": ["gptlearn_tok_s", "transformers_tok_s", "gptlearn_nocache_tok_s", "speedup", "bound_tok_s",
-                 "gptlearn_roofline", "transformers_roofline"],
+                 "gptlearn_roofline", "transformers_roofline", "stream_sum_gb_s", "stream_max_gb_s",
+                 "split_matvec_gb_s"],
     "generate-fused": ["gptlearn_tok_s", "eager_tok_s", "transformers_tok_s", "speedup", "fused_vs_eager",
                        "bound_tok_s", "gptlearn_roofline", "transformers_roofline"],
     "train-tiny": ["gptlearn_tok_s", "transformers_tok_s", "speedup", "gptlearn_roofline", "transformers_roofline"],
@@ -78,6 +79,9 @@ def test_smoke_mode_prints_results(script, data_dir):
             assert set(row["memory"]) == {"gptlearn", "transformers"}
         if row["row"].startswith("generate"):
             assert row["same_tokens"] == 1.0  # greedy on the same weights picks the same tokens
+        if row["row"] == "generate":  # the bound is the stream probe's, and every rate is measured against it
+            assert row["bandwidth_gb_s"] == max(row["stream_sum_gb_s"], row["stream_max_gb_s"])
+            assert row["gptlearn_roofline"] == pytest.approx(row["gptlearn_tok_s"] / row["bound_tok_s"])
         if row["row"] == "embed":
             assert row["min_cosine"] > 0.999
         if row["row"] == "tokenizer":

@@ -100,6 +100,11 @@ class LMHead(nn.Linear):
 class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     """GPT-2.
 
+    ``fast=True`` (the default) hands the built model to :func:`gptlearn.fast.enable`; ``fast=False``
+    keeps the plain layers below. ``run_with_cache`` and the hooks come from
+    :class:`~gptlearn.hooks.HookedRootModule`, ``generate`` from :class:`~gptlearn.generate.GenerationMixin`,
+    ``from_pretrained``/``save_pretrained`` from :class:`~gptlearn.pretrained.PretrainedMixin`.
+
     >>> model = GPT(GPTConfig.from_preset("tiny"))
     >>> model(torch.zeros(2, 5, dtype=torch.long)).shape   # (B, T, V)
     torch.Size([2, 5, 50257])

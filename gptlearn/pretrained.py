@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -179,8 +177,10 @@ def from_pretrained(name_or_path: str | Path = "gpt2", *, device: str | torch.de
 
     The model comes back in eval mode, on ``device`` (default: the CPU) and with its tokenizer.
     """
+    from .atomic import recover_folder
+
     key = str(name_or_path)
-    path = Path(name_or_path).expanduser()
+    path = recover_folder(Path(name_or_path).expanduser())  # a save killed half-way: finish or undo it
     if path.is_dir():
         folder = path
     elif key in BUNDLED:
@@ -198,22 +198,14 @@ def from_pretrained(name_or_path: str | Path = "gpt2", *, device: str | torch.de
     return model
 
 
-def _atomic_write_dir(directory: Path, write) -> None:
-    """Write files into a temporary folder beside ``directory``, then move each into place."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, directory / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool = True) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's ``vocab.json``/``merges.txt``)
-    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it."""
+    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it.
+    The folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`): a crash leaves the old
+    folder or the new one, never a mixture."""
     from safetensors.torch import save_file
+
+    from .atomic import write_folder
 
     directory = Path(directory)
     state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -229,7 +221,8 @@ def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool =
             if tok is not None:
                 tok.save(tmp)
 
-    _atomic_write_dir(directory, write)
+    tokenizer_files = ("vocab.json", "merges.txt", "char_tokenizer.json") if save_tokenizer else ()
+    write_folder(directory, write, owns=("model.safetensors", "config.json", *tokenizer_files))
     return directory
 
 

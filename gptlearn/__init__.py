@@ -14,7 +14,7 @@ from .attention import CausalSelfAttention
 from .model import GPT, MLP, Block
 from .generate import KVCache, sample_next  # model.generate() / model.generate_stream() are the entry points
 from .pretrained import PretrainedNotAvailableError, from_pretrained, load_model, save_pretrained
-from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .errors import GptlearnError
 from .embeddings import Embedder
 from . import similarity

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from .model import GPT
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = ["previous_token_scores", "induction_scores", "repeated_random_tokens", "repeated_passage_loss",
            "bits_per_byte", "unigram_bits_per_byte", "top_heads"]
@@ -104,7 +107,7 @@ def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
 
 
 @torch.no_grad()
-def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: int | None = None,
+def bits_per_byte(model: GPT, text: str, *, tokenizer: TokenizerLike | None = None, block_size: int | None = None,
                   batch_size: int = 8) -> float:
     """Cross-entropy of ``text`` under the model, in bits per UTF-8 byte (tokenizer-independent).
 
@@ -139,7 +142,7 @@ def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: i
     return total_nats / math.log(2) / (len(text.encode("utf-8")) - first_bytes)
 
 
-def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: Any = None) -> float:
+def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: TokenizerLike | None = None) -> float:
     """Bits per byte of ``eval_text`` under a unigram model of ``train_text``: token frequencies (or
     byte frequencies when ``tokenizer`` is None), add-one smoothed, no context at all. The baseline a
     language model must beat."""

@@ -22,12 +22,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import GptlearnError
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = [
     "DATASETS",
@@ -237,7 +240,7 @@ def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def tokenizer_id(tokenizer: Any) -> str:
+def tokenizer_id(tokenizer: TokenizerLike) -> str:
     """A short hash that changes whenever the tokenizer's vocabulary or merges change."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
@@ -256,7 +259,7 @@ class TokenDataset:
     >>> x, y = ds.get_batch("train", 4, 8, torch.Generator().manual_seed(0))            # doctest: +SKIP
     """
 
-    def __init__(self, text: str, tokenizer: Any, *, val_fraction: float = 0.1,
+    def __init__(self, text: str, tokenizer: TokenizerLike, *, val_fraction: float = 0.1,
                  cache: str | os.PathLike | None = None) -> None:
         if not isinstance(text, str):
             raise TypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import GPT
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = ["POOLING", "pool", "token_batches", "Embedder"]
 
@@ -105,7 +108,7 @@ class Embedder(nn.Module):
     batched and without gradients, for use.
     """
 
-    def __init__(self, model: GPT, tokenizer: Any = None, pooling: str = "mean", layer: int = -1,
+    def __init__(self, model: GPT, tokenizer: TokenizerLike | None = None, pooling: str = "mean", layer: int = -1,
                  max_length: int | None = None, projection: nn.Linear | None = None) -> None:
         super().__init__()
         config = model.config
@@ -222,6 +225,7 @@ class Embedder(nn.Module):
 
         from .atomic import write_folder
         from .pretrained import save_pretrained
+        from .tokenizers import TOKENIZER_FILES
 
         directory = Path(directory)
         settings = {"pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
@@ -236,7 +240,7 @@ class Embedder(nn.Module):
                 state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
                 save_file(state, str(tmp / "projection.safetensors"))
 
-        tokenizer_files = ("vocab.json", "merges.txt", "char_tokenizer.json") if hasattr(self.tokenizer, "save") else ()
+        tokenizer_files = TOKENIZER_FILES if hasattr(self.tokenizer, "save") else ()
         write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files))
         return directory
 

@@ -6,7 +6,7 @@ exactly what is off (works in any notebook after ``pip install gptlearn``).
 ❌ check_softmax: softmax over the wrong axis: the columns sum to 1 instead of the rows; use dim=-1.
 
 Every checker calls your function on a few random inputs, compares it with the reference (the
-teaching functions in :mod:`gptlearn.attention`, chapters 3-5; :mod:`gptlearn.tokenizer`, chapter 1),
+teaching functions in :mod:`gptlearn.attention`, chapters 3-5; :mod:`gptlearn.tokenizers`, chapter 1),
 prints one friendly line and returns a :class:`CheckResult` (``passed``, ``message``; truthy when passed).
 Each known mistake (wrong shape, missing mask, missing 1/√d, wrong softmax axis, NaNs, ...) has its own hint.
 
@@ -380,8 +380,8 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 def check_merge(fn: Callable[[list, tuple, Any], list], *, quiet: bool = False) -> CheckResult:
     """``fn(ids, pair, new)``: replace every non-overlapping occurrence of ``pair``, left to right, by
-    ``new`` (as :func:`gptlearn.tokenizer.merge`) and return a new list."""
-    from .tokenizer import merge
+    ``new`` (as :func:`gptlearn.tokenizers.merge`) and return a new list."""
+    from .tokenizers import merge
 
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 9),

@@ -16,9 +16,12 @@ from __future__ import annotations
 import html as _html
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = [
     "setup_book",
@@ -122,7 +125,7 @@ class TokenSpans:
         return " | ".join(display_token(t) for t in self.tokens)
 
 
-def token_spans(tokenizer: Any, text: str, *, allowed_special: Any = ()) -> TokenSpans:
+def token_spans(tokenizer: TokenizerLike, text: str, *, allowed_special: Any = ()) -> TokenSpans:
     """Split ``text`` with ``tokenizer`` and colour each token (hover a token for its id).
 
     A token holding only part of a character's UTF-8 bytes (common in Japanese or emoji) is shown as
@@ -135,7 +138,7 @@ def token_spans(tokenizer: Any, text: str, *, allowed_special: Any = ()) -> Toke
     return TokenSpans([_readable_token(tokenizer, i, s) for i, s in zip(ids, tokenizer.str_tokens(ids))], ids)
 
 
-def _readable_token(tokenizer: Any, i: int, s: str) -> str:
+def _readable_token(tokenizer: TokenizerLike, i: int, s: str) -> str:
     """A token that is only part of a character's UTF-8 bytes is shown as its bytes, e.g. ``⟨e5 90⟩``."""
     if "\ufffd" not in s or not hasattr(tokenizer, "decode_bytes"):
         return s

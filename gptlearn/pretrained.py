@@ -127,7 +127,7 @@ def _folder_tokenizer(folder: Path):
     """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
     import hashlib
 
-    from .tokenizer import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
+    from .tokenizers import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
 
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if vocab.is_file() and merges.is_file():
@@ -206,6 +206,7 @@ def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool =
     from safetensors.torch import save_file
 
     from .atomic import write_folder
+    from .tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -221,8 +222,8 @@ def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool =
             if tok is not None:
                 tok.save(tmp)
 
-    tokenizer_files = ("vocab.json", "merges.txt", "char_tokenizer.json") if save_tokenizer else ()
-    write_folder(directory, write, owns=("model.safetensors", "config.json", *tokenizer_files))
+    owns = ("model.safetensors", "config.json", *(TOKENIZER_FILES if save_tokenizer else ()))
+    write_folder(directory, write, owns=owns)
     return directory
 
 

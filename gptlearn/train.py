@@ -107,7 +107,7 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0
 def load_tokenizer_spec(spec: Any, train_text: str | None = None):
     """``"gpt2"``, ``"bpe:N"`` (byte-level BPE with N tokens learned on ``train_text``), ``"char"``
     (the characters of ``train_text``), a folder with tokenizer files, or a tokenizer object."""
-    from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+    from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
     if not isinstance(spec, (str, os.PathLike)):
         return spec

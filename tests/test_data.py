@@ -14,7 +14,7 @@ import torch
 from gptlearn import data as gdata
 from gptlearn.data import DATASETS, TokenDataset, dataset_path, load_text, split_text
 from gptlearn.errors import GptlearnError
-from gptlearn.tokenizer import CharTokenizer
+from gptlearn.tokenizers import CharTokenizer
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 
 from gptlearn import attention as A
 from gptlearn import exercises as ex
-from gptlearn.tokenizer import merge
+from gptlearn.tokenizers import merge
 
 
 def _mask(T):

@@ -230,7 +230,7 @@ def test_generate_accepts_lists_and_restores_training_mode(model):
 
 
 def test_string_prompt_returns_string(tiny_model):
-    tokenizer = pytest.importorskip("gptlearn.tokenizer")
+    tokenizer = pytest.importorskip("gptlearn.tokenizers")
     if not hasattr(tokenizer, "Tokenizer"):
         pytest.skip("gptlearn.tokenizer has no Tokenizer yet")
     text = tiny_model.generate("Hello, my name is", 8, do_sample=False)

@@ -253,7 +253,7 @@ def test_hook_points_run_pre_hooks_and_hooks_registered_for_every_module(model, 
 
 def test_run_with_cache_string_input(model):
     try:
-        from gptlearn.tokenizer import Tokenizer  # noqa: F401
+        from gptlearn.tokenizers import Tokenizer  # noqa: F401
     except ImportError:  # pragma: no cover
         pytest.skip("gptlearn.tokenizer has no Tokenizer yet")
     torch.manual_seed(2)

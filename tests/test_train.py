@@ -15,7 +15,7 @@ import torch
 from gptlearn import GPT, GPTConfig
 from gptlearn.errors import GptlearnError
 from gptlearn.pretrained import from_pretrained
-from gptlearn.tokenizer import CharTokenizer
+from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import STATE_FILE, lr_at, param_groups, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(text_file, tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 from gptlearn import GPTConfig
-from gptlearn.tokenizer import CharTokenizer
+from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import train
 text_file, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tok = CharTokenizer.from_text(open(text_file).read())
@@ -238,7 +238,7 @@ def test_cli_train_and_bad_input(text_file, tmp_path):
 DDP_SCRIPT = """
 import os, sys, json, torch
 from gptlearn import GPT, GPTConfig
-from gptlearn.tokenizer import CharTokenizer
+from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import train
 text_file, out = sys.argv[1], sys.argv[2]
 tok = CharTokenizer.from_text(open(text_file).read())

@@ -24,15 +24,16 @@ from . import attention as ref
 
 __all__ = [
     "CheckResult",
-    "check_softmax",
-    "check_causal_mask",
-    "check_split_heads",
-    "check_merge_heads",
-    "check_attention_scores",
-    "check_attention_pattern",
-    "check_attention",
-    "check_merge",
-    "check_cosine",
+    # tokens and vectors (chapters 1-2)
+    "check_merge", "check_cosine",
+    # attention (chapter 3)
+    "check_softmax", "check_causal_mask", "check_attention_scores", "check_attention_pattern", "check_attention",
+    # heads (chapters 4-5)
+    "check_split_heads", "check_merge_heads",
+    # the block and the whole model (chapter 6)
+    "check_layer_norm", "check_param_count",
+    # sentence embeddings (chapter 8)
+    "check_mean_pooling",
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 tolerances for every comparison
@@ -441,10 +442,8 @@ def check_cosine(fn: Callable[[torch.Tensor, torch.Tensor], Any], *, quiet: bool
     return _finish("check_cosine", check, quiet)
 
 
-# ---- chapters 6-10 ----------------------------------------------------------------------------
-# LayerNorm and parameter counting (chapter 6), pooling (chapter 8).
-
-__all__ += ["check_layer_norm", "check_param_count"]
+# ----------------------------------------------------------------------------------------------
+# LayerNorm and counting parameters (chapter 6)
 
 
 def check_layer_norm(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
@@ -523,7 +522,8 @@ def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> Check
     return _finish("check_param_count", check, quiet)
 
 
-__all__ += ["check_mean_pooling"]
+# ----------------------------------------------------------------------------------------------
+# pooling token vectors into a sentence vector (chapter 8)
 
 
 def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, quiet: bool = False) -> CheckResult:

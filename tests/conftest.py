@@ -131,3 +131,14 @@ def gpt2_fast():
 def shakespeare_20k(data_dir) -> str:
     """The first 20,000 characters of TinyShakespeare."""
     return (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+
+
+@pytest.fixture
+def blobs():
+    """18 points in 16 dimensions, six around each of three centres, and each point's group ("a", "b", "c")."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16)) * 5
+    x = np.concatenate([c + rng.normal(size=(6, 16)) for c in centers])  # (18, 16)
+    return x, [g for g in "abc" for _ in range(6)]

@@ -238,8 +238,8 @@ class _Bytes(BaseTokenizer):
     def _encode_ordinary(self, text):
         return list(text.encode("utf-8"))
 
-    def _decode_bytes(self, ids):
-        return b"".join(b"<|endoftext|>" if i == 256 else bytes([i]) for i in ids)
+    def _token_bytes(self, i):
+        return b"<|endoftext|>" if i == 256 else bytes([i])
 
     def save(self, directory):
         return Path(directory)
@@ -249,7 +249,7 @@ class _Bytes(BaseTokenizer):
         return cls()
 
 
-def test_a_new_tokenizer_writes_four_things_and_gets_the_rest():
+def test_a_new_tokenizer_writes_four_things_and_gets_the_rest():  # text -> ids, id -> bytes, size, files
     tok = _Bytes()
     assert tok.eot_token == 256 and len(tok) == 257
     assert tok.encode("a<|endoftext|>b") == [97, *b"<|endoftext|>", 98]  # plain text unless allowed

@@ -3,7 +3,7 @@
 :class:`TokenizerLike` protocol the rest of the package asks for (book chapter 1).
 
 A tokenizer subclasses :class:`BaseTokenizer` and writes four things: how plain text (no special tokens)
-becomes ids, how ids become bytes, ``vocab_size``, and saving/loading. Special tokens, batches, input
+becomes ids, the bytes each id stands for, ``vocab_size``, and saving/loading. Special tokens, batches, input
 checks and decoding to text are written here, once.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def check_ids(ids: Any, vocab_size: int) -> list[int]:
 
 
 class BaseTokenizer(ABC):
-    """The shared surface. Subclasses write ``_encode_ordinary``, ``_decode_bytes``, ``vocab_size``,
+    """The shared surface. Subclasses write ``_encode_ordinary``, ``_token_bytes``, ``vocab_size``,
     ``save`` and ``from_directory``, and fill ``special_tokens`` (text -> id)."""
 
     special_tokens: dict[str, int] = {}
@@ -102,8 +102,8 @@ class BaseTokenizer(ABC):
         """Text with no special tokens in it -> ids."""
 
     @abstractmethod
-    def _decode_bytes(self, ids: list[int]) -> bytes:
-        """Checked ids -> the bytes they stand for."""
+    def _token_bytes(self, i: int) -> bytes:
+        """The bytes token ``i`` stands for (a special token: its UTF-8 text)."""
 
     @abstractmethod
     def save(self, directory: str | os.PathLike) -> Path:
@@ -158,6 +158,9 @@ class BaseTokenizer(ABC):
         return [(c, i % 2 == 1) for i, c in enumerate(regex.split(pattern, text)) if c]
 
     # ---- decoding --------------------------------------------------------------------------------
+    def _decode_bytes(self, ids: list[int]) -> bytes:
+        return b"".join(map(self._token_bytes, ids))
+
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """Token ids -> the exact bytes they stand for."""
         return self._decode_bytes(check_ids(ids, self.vocab_size))
@@ -168,7 +171,7 @@ class BaseTokenizer(ABC):
 
     def str_tokens(self, ids: Sequence[int]) -> list[str]:
         """Each token's own text, e.g. for coloured spans: ``[15496, 995] -> ['Hello', ' world']``."""
-        return [self._decode_bytes([i]).decode("utf-8", errors="replace") for i in check_ids(ids, self.vocab_size)]
+        return [self._token_bytes(i).decode("utf-8", errors="replace") for i in check_ids(ids, self.vocab_size)]
 
     @property
     def eot_token(self) -> int | None:

@@ -430,8 +430,8 @@ class BPETokenizer(BaseTokenizer):
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _decode_bytes(self, ids: list[int]) -> bytes:
-        return b"".join(self._id_bytes[i] for i in ids)
+    def _token_bytes(self, i: int) -> bytes:
+        return self._id_bytes[i]
 
     # -- properties & saving -----------------------------------------------------------------
 

@@ -51,8 +51,8 @@ class CharTokenizer(BaseTokenizer):
                 "build it from text that contains it"
             ) from None
 
-    def _decode_bytes(self, ids: list[int]) -> bytes:
-        return "".join(self.chars[i] for i in ids).encode("utf-8")
+    def _token_bytes(self, i: int) -> bytes:
+        return self.chars[i].encode("utf-8")
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids -> text, one character each."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Sequence
-
 from .base import BaseTokenizer
 from .bpe import BPETokenizer
 
@@ -84,12 +82,11 @@ class Tokenizer(BaseTokenizer):
         return self.encoding.encode_batch(texts, num_threads=num_threads, allowed_special=allowed,
                                           disallowed_special=())
 
+    def _token_bytes(self, i: int) -> bytes:
+        return self.encoding.decode_single_token_bytes(i)
+
     def _decode_bytes(self, ids: list[int]) -> bytes:
         return self.encoding.decode_bytes(ids)
-
-    def str_tokens(self, ids: Sequence[int]) -> list[str]:
-        """Each token's own text, e.g. for coloured spans: ``[15496, 995] -> ['Hello', ' world']``."""
-        return self.bpe.str_tokens(ids)
 
     @property
     def vocab_size(self) -> int:

@@ -4,15 +4,15 @@ A file is written under a temporary name beside it, then renamed over it: one re
 the old file or the new one, never a mixture. A folder (a model, an embedder, a training checkpoint) is
 written the same way as a whole:
 
-1. the new contents go into a temporary sibling, ``.NAME.tmp-PID-XXXXXXXX``;
-2. the old folder steps aside to ``.NAME.old-PID-XXXXXXXX``;
+1. the new contents go into a temporary sibling, ``.NAME.tmp-PID.START-XXXXXXXX``;
+2. the old folder steps aside to ``.NAME.old-PID.START-XXXXXXXX``;
 3. the new one is renamed to ``NAME``;
 4. the old one is removed.
 
 Killed at any instant, this leaves the old or the new folder complete: under ``NAME``, or (between
 steps 2 and 3) as the ``.tmp-`` sibling, which :func:`recover_folder` renames into place. Every save
 and every load of a folder calls it first, and it also removes what killed saves left behind
-(siblings whose process ``PID`` is gone).
+(siblings whose process ``PID``, started at ``START``, is gone).
 
 Files in the old folder that the new save does not write (a ``trainer_state.pt``, your notes) are
 carried into the new one as hard links, unless the save names them in ``owns``. Files that another
@@ -37,32 +37,44 @@ __all__ = ["write_file", "write_folder", "recover_folder"]
 
 # The temporary folders of the saves running in this thread -> the names each save owns (see write_folder).
 _ACTIVE: contextvars.ContextVar[dict[Path, set[str]]] = contextvars.ContextVar("gptlearn_atomic_saves", default={})
-# What a temporary name ends with: this package's "PID-8 hex digits", or the random suffix of
-# tempfile.mkdtemp/mkstemp (8 characters) that earlier versions used.
-_TOKEN = re.compile(r"(?:(?P<pid>\d+)-[0-9a-f]{8}|[a-z0-9_]{8})(?:\.[A-Za-z0-9]+)?")
+# What a temporary name ends with: this package's "PID.START-8 hex digits" (START: when that process
+# started, where /proc tells; a PID alone can be reused, e.g. by the next container's first process), or
+# the random suffix of tempfile.mkdtemp/mkstemp (8 characters) that earlier versions used.
+_TOKEN = re.compile(r"(?:(?P<pid>\d+)(?:\.(?P<start>\d+))?-[0-9a-f]{8}|[a-z0-9_]{8})(?:\.[A-Za-z0-9]+)?")
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None where that is unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name before it may hold spaces
 
 
 def _token() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+    start = _start_time(os.getpid())
+    return f"{os.getpid()}{'.' + start if start else ''}-{secrets.token_hex(4)}"
 
 
 def _is_stale(token: str) -> bool:
-    """Whether the save that made a temporary name with this ``token`` is over (its process is gone)."""
+    """Whether the save that made a temporary name with this ``token`` is over: its process is gone,
+    or its PID now belongs to a process that started later (this process included)."""
     m = _TOKEN.fullmatch(token)
     if m is None:
         return False  # not one of ours: leave it alone
     if m["pid"] is None:
         return True  # an earlier version's name: its save is long over
     pid = int(m["pid"])
-    if pid == os.getpid():
-        return False  # this process: a save in another thread, or one that cleans up after itself
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: alive, another user's
-        return False
-    return False
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # PermissionError: a live process of another user
+            pass
+    start = _start_time(pid)
+    return m["start"] is not None and start is not None and start != m["start"]  # the PID was reused
 
 
 def _fsync(path: Path) -> None:

@@ -5,7 +5,8 @@ and DDP under ``torchrun`` (book chapter "Training a GPT").
 >>> history.val_loss[-1]                                                                               # doctest: +SKIP
 
 One entry point works in a notebook, from ``gptlearn train`` and under
-``torchrun --nproc_per_node=N -m gptlearn.train ...`` (one process per device, DDP).
+``torchrun --nproc_per_node=N -m gptlearn.train ...`` (one process per device, DDP). Every setting of a
+run is a field of :class:`TrainConfig`, which also builds the command line's flags.
 A run writes to ``out_dir`` a model folder ``GPT.from_pretrained(out_dir)`` loads (Hugging Face
 layout) and ``trainer_state.pt`` (model, optimizer, step, every RNG state, history) for ``resume=True``.
 
@@ -32,10 +33,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .atomic import recover_folder, write_folder
 from .config import PRESETS, GPTConfig
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
-from .atomic import recover_folder, write_folder
 from .model import GPT
 from .tokenizers import TokenizerLike
 

@@ -192,6 +192,19 @@ def test_recovery_leaves_running_saves_and_other_names_alone(tmp_path):
     assert running.is_dir() and other.is_dir()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times come from /proc")
+def test_a_reused_pid_does_not_keep_a_dead_save_alive(tmp_path):
+    """A restarted container's first process gets the PID the killed one had: the start time tells them apart."""
+    folder = tmp_path / "model"
+    old = tmp_path / f".model.old-{os.getpid()}.1-0123abcd"  # this PID, but a process that started at tick 1
+    new = tmp_path / f".model.tmp-{os.getpid()}.1-0123abcd"
+    for d, text in ((old, "old"), (new, "new")):
+        d.mkdir()
+        (d / "w").write_text(text)
+    recover_folder(folder)
+    assert _tree(folder) == {"w": "new"} and _leftovers(folder) == []
+
+
 def test_recovery_of_an_earlier_versions_layout(tmp_path):
     """Earlier versions moved the old folder to .NAME.old-XXXXXXXX/model before renaming the new one in."""
     folder = tmp_path / "model"

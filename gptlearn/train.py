@@ -38,7 +38,7 @@ from .config import PRESETS, GPTConfig
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
 from .model import GPT
-from .tokenizers import TokenizerLike
+from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, TokenizerLike, load_tokenizer
 
 __all__ = [
     # the settings and the result of a run
@@ -229,11 +229,9 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
-def load_tokenizer_spec(spec: Any, train_text: str | None = None):
+def load_tokenizer_spec(spec: str | os.PathLike | TokenizerLike, train_text: str | None = None) -> TokenizerLike:
     """``"gpt2"``, ``"bpe:N"`` (byte-level BPE with N tokens learned on ``train_text``), ``"char"``
     (the characters of ``train_text``), a folder with tokenizer files, or a tokenizer object."""
-    from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-
     if not isinstance(spec, (str, os.PathLike)):
         return spec
     s = str(spec)

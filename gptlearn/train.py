@@ -477,16 +477,16 @@ def train(
             rngs = [None] * world
             dist.all_gather_object(rngs, rng)
         if master:
-            state = {"model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
-                     "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
-                     "history": history.to_dict(), "config": raw.config.to_hf_dict(),
-                     "args": {"lr": args.lr, "min_lr": min_lr, "warmup": args.warmup, "steps": args.steps,
-                              "batch_size": args.batch_size, "block_size": block_size, "seed": args.seed,
-                              "grad_accum": args.grad_accum}}
+            trainer_state = {"model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+                             "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
+                             "history": history.to_dict(), "config": raw.config.to_hf_dict(),
+                             "args": {"lr": args.lr, "min_lr": min_lr, "warmup": args.warmup, "steps": args.steps,
+                                      "batch_size": args.batch_size, "block_size": block_size, "seed": args.seed,
+                                      "grad_accum": args.grad_accum}}
 
             def write(tmp: Path) -> None:
                 raw.save_pretrained(tmp)
-                torch.save(state, tmp / STATE_FILE)
+                torch.save(trainer_state, tmp / STATE_FILE)
 
             write_folder(out, write, owns=(STATE_FILE,))
         if ddp:

@@ -38,7 +38,7 @@ def reference_tiktoken():
 
 
 def prepare(side: str, text: str, slow_text: str):
-    from gptlearn import BPETokenizer, Tokenizer
+    from gptlearn.tokenizers import BPETokenizer, Tokenizer
 
     if side == "gptlearn":
         tok = Tokenizer.gpt2()

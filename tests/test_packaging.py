@@ -46,7 +46,8 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for required in ("gptlearn/__init__.py", "gptlearn/__main__.py", "gptlearn/cli.py", "gptlearn/errors.py",
-                     "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/tokenizer.py",
+                     "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/atomic.py",
+                     "gptlearn/tokenizers/__init__.py", "gptlearn/tokenizers/bpe.py",
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
                      "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp"):
         assert required in names, f"{required} is missing from the wheel"

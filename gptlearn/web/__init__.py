@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .export import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, MAX_PARAMETERS, STATIC_FILES, export,
+from .exporter import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, MAX_PARAMETERS, STATIC_FILES, export,
                      page_model, payload, read_export, static_dir)
 
 __all__ = ["export", "payload", "read_export", "static_dir", "page_model", "register_cli", "FORMAT", "DATA_FILE",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .export import payload, static_dir
+from .exporter import payload, static_dir
 
 __all__ = ["LiveJS", "js_source", "side_by_side"]
 
@@ -57,7 +57,7 @@ globalThis.__gptlearnCall = (name, args) => {
   const num = (v) => (Number.isFinite(v) ? v : String(v));  // JSON has no -Infinity (masked scores)
   const plain = (r) => ArrayBuffer.isView(r) ? Array.from(r, num) : Array.isArray(r) ? r.map(plain)
     : r && typeof r === "object" ? Object.fromEntries(Object.entries(r).map(([k, v]) => [k, plain(v)])) : r;
-  const typed = args.map((a) => (Array.isArray(a) ? Float32Array.from(a) : a));
+  const typed = args.map((a) => (Array.isArray(a) ? Float32Array.from(a) : a === "@weights" ? gptlearn.live.model().weights : a));
   return JSON.stringify(plain(gptlearn.live.pieces[name](...typed)));
 };
 """
@@ -92,6 +92,8 @@ class LiveJS:
     >>> js.call("layerNorm", x, T, w, b, 1e-5)                        # doctest: +SKIP
     """
 
+    weights = "@weights"  # pass as an argument of call() for the model's weights object (w in live_model.js)
+
     def __init__(self, model, **export_options: Any) -> None:
         try:
             from py_mini_racer import MiniRacer
@@ -109,13 +111,16 @@ class LiveJS:
         return json.loads(self.ctx.eval(f"JSON.stringify({code})"))
 
     def call(self, name: str, *args: Any) -> Any:
-        """Call ``gptlearn.live.pieces[name]``: tensors and arrays go in as Float32Arrays (flattened),
-        numbers as numbers; typed arrays come back as flat numpy float32 arrays (in dicts and lists too)."""
+        """Call ``gptlearn.live.pieces[name]``: tensors, arrays and lists go in as Float32Arrays (flattened),
+        numbers as numbers, ``LiveJS.weights`` as the model's weights; typed arrays come back as flat
+        numpy float32 arrays (in dicts and lists too)."""
         def to_js(a: Any) -> Any:
             if hasattr(a, "detach"):
                 a = a.detach().cpu().numpy()
             if isinstance(a, np.ndarray):
                 return a.astype(np.float32).ravel().tolist()
+            if isinstance(a, tuple):
+                return list(a)
             return a
 
         out = json.loads(self.ctx.call("__gptlearnCall", name, [to_js(a) for a in args]))

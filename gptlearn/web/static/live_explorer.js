@@ -160,37 +160,10 @@
     return p.map((x) => x / sum);
   }
 
-  function pool(final, T, C, strategy) {
-    // gptlearn.embeddings.pool for one sentence: final hidden states (T, C) -> (C,).
-    const out = new Float64Array(C);
-    if (strategy === "last" || strategy === "first") {
-      const t = strategy === "last" ? T - 1 : 0;
-      for (let c = 0; c < C; c++) out[c] = final[t * C + c];
-    } else if (strategy === "max") {
-      out.fill(-Infinity);
-      for (let t = 0; t < T; t++) for (let c = 0; c < C; c++) out[c] = Math.max(out[c], final[t * C + c]);
-    } else {  // mean, or weighted_mean with weights 1, 2, ..., T
-      let total = 0;
-      for (let t = 0; t < T; t++) {
-        const wt = strategy === "weighted_mean" ? t + 1 : 1;
-        total += wt;
-        for (let c = 0; c < C; c++) out[c] += wt * final[t * C + c];
-      }
-      for (let c = 0; c < C; c++) out[c] /= total;
-    }
-    return Array.from(out);
-  }
-
-  function cosine(a, b) {
-    let ab = 0, aa = 0, bb = 0;
-    for (let i = 0; i < a.length; i++) { ab += a[i] * b[i]; aa += a[i] * a[i]; bb += b[i] * b[i]; }
-    return ab / Math.max(Math.sqrt(aa) * Math.sqrt(bb), 1e-12);
-  }
-
   // ---- one explorer ----------------------------------------------------------------------------------
 
   function explorer(root) {
-    const live = window.gptlearn.live.model();
+    const live = window.gptlearn.live.model(), { pool, cosine } = window.gptlearn.live.pieces;
     const c = live.config, L = c.n_layer, H = c.n_head, C = c.n_embd;
     const parts = new Set((root.dataset.parts || "tokens next attention").split(/[\s,]+/).filter(Boolean));
     const state = {
@@ -379,6 +352,7 @@
     const raw = atob(chk.logits), bytes = new Uint8Array(raw.length);
     for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
     const want = new Float32Array(bytes.buffer), got = window.gptlearn.live.forward(chk.text).logits;
+    if (!got) return;
     let worst = 0;
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i] - got[i]));
     node.textContent = worst < 1e-3 ? `✓ Same numbers as PyTorch (largest logit difference ${worst.toExponential(1)}).`

@@ -328,6 +328,37 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return { logits: unembed(x, T, w), cache };
   }
 
+  // ---- sentence embeddings (chapter 8; gptlearn/embeddings.py) ---------------------------------------
+
+  function pool(hidden, T, C, strategy) {
+    // gptlearn.embeddings.pool for one sentence: hidden states (T, C) -> (C,). "mean", "max",
+    // "last", "first" or "weighted_mean" (weights 1, 2, ..., T: later tokens have read more).
+    const out = new Float64Array(C);
+    if (strategy === "last" || strategy === "first") {
+      const t = strategy === "last" ? T - 1 : 0;
+      for (let c = 0; c < C; c++) out[c] = hidden[t * C + c];
+    } else if (strategy === "max") {
+      out.fill(-Infinity);
+      for (let t = 0; t < T; t++) for (let c = 0; c < C; c++) out[c] = Math.max(out[c], hidden[t * C + c]);
+    } else if (strategy === "mean" || strategy === "weighted_mean") {
+      let total = 0;
+      for (let t = 0; t < T; t++) {
+        const weight = strategy === "weighted_mean" ? t + 1 : 1;
+        total += weight;
+        for (let c = 0; c < C; c++) out[c] += weight * hidden[t * C + c];
+      }
+      for (let c = 0; c < C; c++) out[c] /= total;
+    } else throw new RangeError(`unknown pooling ${strategy}`);
+    return out;
+  }
+
+  function cosine(a, b) {
+    // a·b / (‖a‖ ‖b‖), as gptlearn.similarity.cosine.
+    let ab = 0, aa = 0, bb = 0;
+    for (let i = 0; i < a.length; i++) { ab += a[i] * b[i]; aa += a[i] * a[i]; bb += b[i] * b[i]; }
+    return ab / Math.max(Math.sqrt(aa) * Math.sqrt(bb), 1e-12);
+  }
+
   // ---- loading the exported data, and the public API ---------------------------------------------
 
   function loadWeights(data) {
@@ -389,17 +420,24 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
       };
     }
 
+    function sentenceEmbedding(text, pooling = "mean") {
+      // Embedder(model, pooling).encode([text])[0]: the pooled hidden states after ln_f, as a plain array
+      // (null, with the reason in .message of tokenize(text), when the model cannot read the text).
+      const r = run(text);
+      return r.message ? null : Array.from(pool(r.cache.hook_ln_final, r.T, c.n_embd, pooling));
+    }
+
     return {
       name: data.name, label: data.label, config: c, numParameters: data.num_parameters,
       check: data.check, bookModel: data.book_model || null, weights: w,
-      tokenize, run, forward, tokenText: (id) => tokenizer.strTokens([id])[0],
+      tokenize, run, forward, sentenceEmbedding, tokenText: (id) => tokenizer.strTokens([id])[0],
     };
   }
 
   // The pieces are exported too, for the appendix and for readers who want to call them.
   const pieces = { SPLIT_PATTERN, bytesToUnicode, merge, bpe, makeBPETokenizer, makeCharTokenizer, embed,
     layerNorm, linear, splitHeads, attentionScores, attentionPattern, headOutputs, concatAndProject, headContributions, attention,
-    gelu, erf, mlp, add, block, unembed, runWithCache, loadWeights };
+    gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights };
 
   let live = null;  // built on first use: decoding the weights costs a few milliseconds
   function model() {
@@ -415,6 +453,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     forward: (text) => model().forward(text),
     run: (text, options) => model().run(text, options),
     tokenize: (text) => model().tokenize(text),
+    sentenceEmbedding: (text, pooling) => model().sentenceEmbedding(text, pooling),
   };
   root.gptlearn = root.gptlearn || {};
   root.gptlearn.live = Object.assign(root.gptlearn.live || {}, api);

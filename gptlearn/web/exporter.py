@@ -89,7 +89,13 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
         tensors.append({"name": key, "shape": list(value.shape), "offset": offset})
         offset += value.numel()
     weights = torch.cat([v.flatten() for v in state.values()])  # (n,) every tensor, in state-dict order
-    ids = model.tokenizer.encode(check_text)[: config.n_positions]
+    try:
+        ids = model.tokenizer.encode(check_text)
+    except ValueError:  # e.g. a CharTokenizer without these letters: check on the first few tokens instead
+        check_text = model.tokenizer.decode(list(range(min(config.vocab_size, 8))))
+        ids = model.tokenizer.encode(check_text)
+    if not 0 < len(ids) <= config.n_positions:
+        raise ValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of 1..{config.n_positions}")
     with torch.no_grad():
         was_training = model.training
         model.eval()

@@ -65,7 +65,7 @@ def _add_live_scripts(app, pagename, templatename, context, doctree) -> None:
         return
     from gptlearn.web import DATA_FILE
 
-    for name in (DATA_FILE, "live_model.js", "live_explorer.js"):
+    for name in (DATA_FILE, "live_model.js", "live_fast.js", "live_explorer.js"):
         app.add_js_file(f"{LIVE_DIR}/{name}", priority=600, defer="defer")  # in order, after the page
     app.add_css_file(f"{LIVE_DIR}/live_explorer.css")
 

@@ -125,14 +125,36 @@ def test_the_pieces_match_the_models_activations(mini, mini_js):
     close("hook_ln_final", cache["ln_final"][0])
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("T", [1, 3, 4, 5, 9])
-@pytest.mark.parametrize("n_out", [6, 7])
-def test_linear_handles_every_remainder(mini_js, T, n_out):
-    """The 4-rows x 2-columns loop and the plain loop that does what is left."""
-    g = torch.Generator().manual_seed(T * 10 + n_out)
-    x, w, b = torch.randn(T, 5, generator=g), torch.randn(n_out, 5, generator=g), torch.randn(n_out, generator=g)
-    torch.testing.assert_close(torch.from_numpy(mini_js.call("linear", x, T, w, b)), torch.nn.functional.linear(x, w, b).reshape(-1),
-                               atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("n_in, n_out", [(8, 6), (8, 7), (5, 6), (128, 512)])
+def test_linear_is_nn_linear_with_and_without_simd(mini_js, fast, T, n_in, n_out):
+    """The WebAssembly SIMD kernel (4 rows x 2 outputs, rows padded to a multiple of 4) and the plain loop
+    (every shape the kernel does not take: an odd number of outputs, inputs not a multiple of 4)."""
+    assert mini_js.simd, "V8 here runs WebAssembly SIMD, as every current browser does"
+    mini_js.set_fast(fast)
+    try:
+        g = torch.Generator().manual_seed(T * 1000 + n_in * 10 + n_out)
+        x, w, b = torch.randn(T, n_in, generator=g), torch.randn(n_out, n_in, generator=g), torch.randn(n_out, generator=g)
+        torch.testing.assert_close(torch.from_numpy(mini_js.call("linear", x, T, w, b)),
+                                   torch.nn.functional.linear(x, w, b).reshape(-1), atol=2e-5, rtol=1e-5)
+        w2 = torch.randn(n_out, n_in, generator=g)  # a second weight of the same shape is placed separately
+        torch.testing.assert_close(torch.from_numpy(mini_js.call("linear", x, T, w2, b)),
+                                   torch.nn.functional.linear(x, w2, b).reshape(-1), atol=2e-5, rtol=1e-5)
+    finally:
+        mini_js.set_fast(True)
+
+
+def test_the_inlined_webassembly_is_linear_wat():
+    """live_fast.js carries the bytes of linear.wat, assembled: no binary the reader cannot read."""
+    pytest.importorskip("wasmtime", reason="wasmtime (requirements-dev.txt) assembles linear.wat")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_live_wasm.py"
+    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_a_readers_own_bpe_model_and_exact_gelu(tmp_path):

@@ -5,8 +5,9 @@ The model travels as one classic ``<script>``, ``gptlearn-live-data.js``, that s
 the state dict as float32 bytes in base64, and a check (a text, its ids and its last-position logits
 from PyTorch) that the page can compare its own numbers with. A script, not a file to fetch: browsers
 block ``fetch()`` of local files, so a page opened from ``file://`` can only load scripts.
-Beside it go the JavaScript model (``live_model.js``), the explorer (``live_explorer.js`` + ``.css``)
-and ``index.html``, a page with the whole explorer that works from a USB stick.
+Beside it go the JavaScript model (``live_model.js``), its speed wing (``live_fast.js``: the Linear
+layers in WebAssembly SIMD), the explorer (``live_explorer.js`` + ``.css``) and ``index.html``, a page
+with the whole explorer that works from a USB stick.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ __all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PA
 
 FORMAT = "gptlearn-live/1"
 DATA_FILE = "gptlearn-live-data.js"
-STATIC_FILES = ("live_model.js", "live_explorer.js", "live_explorer.css")
+STATIC_FILES = ("live_model.js", "live_fast.js", "live_explorer.js", "live_explorer.css")
 MAX_PARAMETERS = 20_000_000  # 80 MB of float32, 107 MB of base64: more than a page should carry
 BOOK_MAX_PARAMETERS = 2_000_000  # the book's pages: ~11 MB of base64 at most (GPT-2's 124M would be ~660 MB)
 CHECK_TEXT = "The big red car drove quickly"
@@ -115,7 +116,8 @@ def _index_html(label: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>gptlearn live: {html.escape(label)}</title>
 <link rel="stylesheet" href="live_explorer.css">
-<script src="{DATA_FILE}"></script><script src="live_model.js"></script><script src="live_explorer.js"></script>
+<script src="{DATA_FILE}"></script><script src="live_model.js"></script><script src="live_fast.js"></script>
+<script src="live_explorer.js"></script>
 </head><body style="max-width: 60rem; margin: 2rem auto; font-family: sans-serif">
 <h1>gptlearn live</h1>
 <div class="gptlearn-live" data-parts="tokens next attention grid heads embedding" data-sentences="The cat is sleeping|A feline is resting|The stock market fell sharply today"></div>

@@ -102,9 +102,18 @@ class LiveJS:
         self.ctx = MiniRacer()
         self.ctx.eval(_BROWSER_BITS)
         self.ctx.eval((static_dir() / "live_model.js").read_text(encoding="utf-8"))
+        self.ctx.eval((static_dir() / "live_fast.js").read_text(encoding="utf-8"))
         data = payload(model, **export_options)
         self.ctx.eval("globalThis.gptlearnLiveData = " + json.dumps(data) + ";")
         self.config = model.config
+
+    @property
+    def simd(self) -> bool:
+        """Whether this V8 runs the WebAssembly SIMD Linear (live_fast.js); ``set_fast(False)`` turns it off."""
+        return bool(self.ctx.eval("gptlearn.live.fast()"))
+
+    def set_fast(self, on: bool) -> None:
+        self.ctx.eval(f"gptlearn.live.setFast({str(bool(on)).lower()})")
 
     def eval(self, code: str) -> Any:
         """Evaluate JavaScript and return its value decoded from JSON."""

@@ -50,7 +50,8 @@
     const L = window.gptlearnLiveData.config.n_layer;
     let worker = null;
     try {
-      const source = `${gptlearnLiveModule}\ngptlearnLiveModule(self);\n${packResult}\n${transferables}\n(${workerMain})();`;
+      const fast = typeof gptlearnFastModule === "function" ? `${gptlearnFastModule}\ngptlearnFastModule(self);\n` : "";
+      const source = `${fast}${gptlearnLiveModule}\ngptlearnLiveModule(self);\n${packResult}\n${transferables}\n(${workerMain})();`;
       worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
       worker.postMessage({ data: window.gptlearnLiveData });
     } catch (e) {
@@ -305,7 +306,8 @@
       if (!r) return;
       for (const [s, get] of pickers) s.value = String(get());
       status.textContent = r.message ? r.message
-        : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner().where() === "worker" ? "in a worker" : "on the page"})`;
+        : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner().where() === "worker" ? "in a worker" : "on the page"}` +
+          `${window.gptlearn.live.fast() ? ", WebAssembly SIMD" : ""})`;
       status.classList.toggle("gl-error", Boolean(r.message));
       for (const [name, body] of Object.entries(bodies)) {
         body.replaceChildren(...(r.message && name !== "tokens" ? [] : draw[name](r)));

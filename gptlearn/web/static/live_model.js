@@ -109,6 +109,8 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
 
   // ---- the model's pieces (model.py, attention.py) ------------------------------------------------
 
+  let useFast = true;  // gptlearn.live.setFast(false) keeps every Linear in the plain loop
+
   function embed(ids, w) {
     // Token + position embeddings (chapter 2): ids (T,) -> x (T, C).
     const C = w.C, T = ids.length, wte = w["wte.weight"], wpe = w["wpe.weight"];
@@ -134,37 +136,20 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   }
 
   function linear(x, T, weight, bias) {
-    // nn.Linear: (T, in) @ weight.T + bias -> (T, out), with weight (out, in), so that
-    // y[t, o] = x[t] · weight[o] + bias[o]. For speed, 4 rows of x meet 2 rows of weight at a time:
-    // 8 sums in registers, every number loaded once for 2 or 4 products (the plain loop below does
-    // the rows and columns left over).
-    const nOut = bias.length, nIn = weight.length / nOut, y = new Float32Array(T * nOut);
-    const T4 = T - (T % 4), O2 = nOut - (nOut % 2);
-    for (let t = 0; t < T4; t += 4) {
-      const x0 = t * nIn, x1 = x0 + nIn, x2 = x1 + nIn, x3 = x2 + nIn;
-      for (let o = 0; o < O2; o += 2) {
-        const u0 = o * nIn, v0 = u0 + nIn;
-        let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-        for (let i = 0; i < nIn; i++) {
-          const u = weight[u0 + i], v = weight[v0 + i];
-          const p0 = x[x0 + i], p1 = x[x1 + i], p2 = x[x2 + i], p3 = x[x3 + i];
-          a0 += p0 * u; a1 += p1 * u; a2 += p2 * u; a3 += p3 * u;
-          b0 += p0 * v; b1 += p1 * v; b2 += p2 * v; b3 += p3 * v;
-        }
-        const y0 = t * nOut + o;
-        y[y0] = a0 + bias[o]; y[y0 + nOut] = a1 + bias[o]; y[y0 + 2 * nOut] = a2 + bias[o]; y[y0 + 3 * nOut] = a3 + bias[o];
-        y[y0 + 1] = b0 + bias[o + 1]; y[y0 + nOut + 1] = b1 + bias[o + 1];
-        y[y0 + 2 * nOut + 1] = b2 + bias[o + 1]; y[y0 + 3 * nOut + 1] = b3 + bias[o + 1];
-      }
-    }
-    for (let t = 0; t < T; t++) {  // the plain loop, for what is left: rows T4.., and column nOut-1 if nOut is odd
-      for (let o = t < T4 ? O2 : 0; o < nOut; o++) {
+    // nn.Linear: (T, in) @ weight.T + bias -> (T, out), with weight (out, in): y[t, o] = x[t] · weight[o] + bias[o].
+    // Where the browser has WebAssembly SIMD, live_fast.js does the same sums four at a time (the speed wing).
+    const fast = useFast && root.gptlearnFast && root.gptlearnFast.linear;
+    const y = fast ? fast(x, T, weight, bias) : null;
+    if (y) return y;
+    const nOut = bias.length, nIn = weight.length / nOut, out = new Float32Array(T * nOut);
+    for (let t = 0; t < T; t++) {
+      for (let o = 0; o < nOut; o++) {
         let s = 0;
         for (let i = 0; i < nIn; i++) s += x[t * nIn + i] * weight[o * nIn + i];
-        y[t * nOut + o] = s + bias[o];
+        out[t * nOut + o] = s + bias[o];
       }
     }
-    return y;
+    return out;
   }
 
   function splitHeads(qkv, T, H, hs) {
@@ -453,6 +438,8 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     forward: (text) => model().forward(text),
     run: (text, options) => model().run(text, options),
     tokenize: (text) => model().tokenize(text),
+    setFast: (on) => { useFast = Boolean(on); },
+    fast: () => Boolean(useFast && root.gptlearnFast && root.gptlearnFast.simd),
     sentenceEmbedding: (text, pooling) => model().sentenceEmbedding(text, pooling),
   };
   root.gptlearn = root.gptlearn || {};

@@ -60,7 +60,12 @@ def _copy_static(app, exception) -> None:
 
 
 def _add_live_scripts(app, pagename, templatename, context, doctree) -> None:
-    """Pages with an explorer load the model and the explorer (the others pay nothing)."""
+    """Pages with an explorer load the model and the explorer (the others pay nothing). Also drops
+    repeated scripts: sphinx-thebe adds its configuration twice, and a second ``const THEBE_JS_URL``
+    is an error in every page's console."""
+    scripts = context.get("script_files")
+    if isinstance(scripts, list):
+        scripts[:] = list(dict.fromkeys(scripts))
     if MARKER not in context.get("body", ""):
         return
     from gptlearn.web import DATA_FILE

@@ -84,6 +84,13 @@ def _open(browser, built_book: Path, doc: str):
     return page, errors, external
 
 
+def _shoot(page, box, name: str) -> None:
+    """A screenshot of one explorer, without the theme's sticky header drawn over it."""
+    page.add_style_tag(content=".bd-header, .bd-header-article, .skip-link { visibility: hidden !important; }")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    box.screenshot(path=str(SCREENSHOTS / name))
+
+
 def _settle(page) -> None:
     """Wait for MathJax's first typesetting and for every explorer's first drawing."""
     page.wait_for_function("() => !window.MathJax || !MathJax.startup || !MathJax.startup.promise "
@@ -139,8 +146,7 @@ def test_explorer_runs_the_exported_model(browser, built_book, exported, doc):
         ids = model.tokenizer.encode(box.locator(".gl-input").input_value())
         assert box.locator(".gl-chip").count() == len(ids)
         assert box.locator(".gl-chip small").all_inner_texts() == [str(i) for i in ids]
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        box.screenshot(path=str(SCREENSHOTS / f"live_{Path(doc).name}.png"))
+        _shoot(page, box, f"live_{Path(doc).name}.png")
         assert not errors and not external, errors + external
     finally:
         page.close()
@@ -207,8 +213,7 @@ def test_typing_redraws_the_heatmap_and_the_next_token_is_pythons(browser, built
         box.locator(".gl-top li").first.click()  # clicking a next token appends it
         page.wait_for_function("(n) => document.querySelectorAll('.gl-chip').length > n", arg=len(ids))
         assert box.locator(".gl-input").input_value() == text + model.tokenizer.decode([top])
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        box.screenshot(path=str(SCREENSHOTS / "live_00_start_here_typed.png"))
+        _shoot(page, box, "live_00_start_here_typed.png")
         assert not errors, errors
     finally:
         page.close()
@@ -231,7 +236,8 @@ def test_temperature_reshapes_the_distribution(browser, built_book):
 
 
 def _cell_center(page, selector: str, row: int, col: int, rows: int, cols: int, left: int, top: int, right: int):
-    bbox = page.locator(selector).first.bounding_box()
+    page.locator(selector).first.scroll_into_view_if_needed()
+    bbox = page.locator(selector).first.bounding_box()  # in the viewport, after scrolling
     cell = (bbox["width"] - left - right) / cols
     return bbox["x"] + left + (col + 0.5) * cell, bbox["y"] + top + (row + 0.5) * cell
 
@@ -254,8 +260,7 @@ def test_hover_shows_the_attention_weight_and_a_grid_click_picks_the_head(browse
         x, y = _cell_center(page, ".gl-attention canvas", 2, 5, T, T, 96, 70, 40)
         page.mouse.move(x, y)
         assert "cannot see" in box.locator(".gl-attention .gl-tip").inner_text()  # the causal mask
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        box.screenshot(path=str(SCREENSHOTS / "live_04_many_heads_hover.png"))
+        _shoot(page, box, "live_04_many_heads_hover.png")
         assert not errors, errors
     finally:
         page.close()

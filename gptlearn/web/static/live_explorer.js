@@ -17,6 +17,7 @@
   "use strict";
   const DEBOUNCE_MS = 120;
   const POOLING = ["mean", "max", "last", "first", "weighted_mean"];
+  const PARTS = ["tokens", "attention", "grid", "heads", "next", "embedding"];
 
   // ---- running the model: a worker when possible -------------------------------------------------
 
@@ -199,8 +200,8 @@
     const status = el("div", { class: "gl-status", role: "status" });
     const bodies = {};
     const sections = [];
-    for (const name of ["tokens", "attention", "grid", "heads", "next", "embedding"]) {
-      if (!parts.has(name)) continue;
+    for (const name of parts) {  // in the order data-parts gives them
+      if (!PARTS.includes(name)) continue;
       bodies[name] = el("div", { class: "gl-body" });
       sections.push(el("section", { class: `gl-part gl-${name}` },
         controls[name] ? el("div", { class: "gl-controls" }, ...controls[name]()) : null, bodies[name]));

@@ -117,14 +117,19 @@
     g.scale(dpr, dpr);
     g.font = "11px sans-serif";
     g.fillStyle = "#333";
+    const image = new ImageData(cols, rows);  // one pixel a cell, then scaled up: fast for 32 maps of 256 x 256
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) {
         const v = value(r, c);
-        const [R, G, B] = v === null ? [235, 235, 235] : color(v);
-        g.fillStyle = `rgb(${R},${G},${B})`;
-        g.fillRect(left + c * cell, top + r * cell, cell, cell);
+        image.data.set(v === null ? [235, 235, 235, 255] : [...color(v), 255], (r * cols + c) * 4);
       }
     }
+    const pixels = document.createElement("canvas");
+    pixels.width = cols;
+    pixels.height = rows;
+    pixels.getContext("2d").putImageData(image, 0, 0);
+    g.imageSmoothingEnabled = false;
+    g.drawImage(pixels, left, top, cell * cols, cell * rows);
     g.fillStyle = "#333";
     if (rowLabels && cell >= 9) {
       g.textAlign = "right"; g.textBaseline = "middle";

@@ -191,3 +191,17 @@ def test_js_source_finds_each_piece():
     assert js_source("layerNorm").endswith("}")
     with pytest.raises(KeyError, match="no function 'nope'"):
         js_source("nope")
+
+
+def test_a_model_with_gpt2s_tokenizer():
+    """A reader's small model that kept GPT-2's 50,257-token BPE: the page tokenizes as tiktoken does."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, n_positions=64, n_embd=8, n_layer=1, n_head=2)).eval()
+    js = LiveJS(model)  # model.tokenizer: GPT-2's
+    for text in TEXTS[:-1]:
+        out = js.forward(text)
+        ids = model.tokenizer.encode(text)
+        assert out["ids"] == ids, text
+        if 0 < len(ids) <= 64:
+            torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float32), reference(model, ids)[0],
+                                       atol=1e-4, rtol=0)

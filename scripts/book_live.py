@@ -9,7 +9,8 @@
 * **Offline math.** Sphinx's default ``mathjax_path`` is a CDN, so offline or from ``file://`` every
   formula shows as raw TeX. MathJax 3's ``tex-mml-chtml.js``, its CHTML fonts and its TeX extensions
   (loaded on demand by ``autoload``) are copied into ``_static/mathjax/`` from the installed PyPI
-  package ``sphinx-mathjax-offline`` (MathJax 3.2.2, pinned in requirements.txt), and ``_config.yml``
+  package ``sphinx-mathjax-offline`` (MathJax 3.2.2, pinned in requirements.txt; its file is checked
+  against the sha256 of npm's ``mathjax@3.2.2``), and ``_config.yml``
   sets ``mathjax_path: mathjax/tex-mml-chtml.js``. Only those parts: the package's own extension
   would copy all 24 MB of it.
 
@@ -17,6 +18,7 @@ Enabled in ``_config.yml`` under ``sphinx.local_extensions``.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +27,8 @@ LIVE_DIR = "gptlearn-live"  # under _static
 MARKER = 'class="gptlearn-live'
 MATHJAX_PACKAGE = "sphinx-mathjax-offline"
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2")
+# sha256 of es5/tex-mml-chtml.js in npm's mathjax@3.2.2, the same file the pinned PyPI package ships
+MATHJAX_SHA256 = "300480069078b5892d2363a2b65e2dfbbf30fe5c80f83edbfecf4610fd093862"
 
 
 def mathjax_source() -> Path:
@@ -38,6 +42,9 @@ def mathjax_source() -> Path:
     missing = [p for p in MATHJAX_PARTS if not (folder / p).exists()]
     if missing:
         raise RuntimeError(f"{folder} lacks {missing}; reinstall {MATHJAX_PACKAGE}")
+    if hashlib.sha256((folder / MATHJAX_PARTS[0]).read_bytes()).hexdigest() != MATHJAX_SHA256:
+        raise RuntimeError(f"{folder / MATHJAX_PARTS[0]} is not MathJax 3.2.2's; install {MATHJAX_PACKAGE}==0.0.2 "
+                           "(requirements.txt)")
     return folder
 
 

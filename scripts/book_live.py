@@ -71,8 +71,15 @@ def _add_live_scripts(app, pagename, templatename, context, doctree) -> None:
     repeated scripts: sphinx-thebe adds its configuration twice, and a second ``const THEBE_JS_URL``
     is an error in every page's console."""
     scripts = context.get("script_files")
-    if isinstance(scripts, list):
-        scripts[:] = list(dict.fromkeys(scripts))
+    if isinstance(scripts, list):  # the same script added twice, once with filename None and once ''
+        seen = set()
+        kept = []
+        for js in scripts:
+            key = (getattr(js, "filename", js) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
+            if key not in seen:
+                seen.add(key)
+                kept.append(js)
+        scripts[:] = kept
     if MARKER not in context.get("body", ""):
         return
     from gptlearn.web import DATA_FILE

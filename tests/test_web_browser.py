@@ -91,14 +91,21 @@ def _shoot(page, box, name: str) -> None:
     box.screenshot(path=str(SCREENSHOTS / name))
 
 
+def _redrawn(page, box, action) -> None:
+    """Do ``action()`` and wait until the explorer has drawn every part again."""
+    before = int(box.get_attribute("data-rendered") or 0)
+    action()
+    page.wait_for_function("([el, n]) => Number(el.dataset.rendered || 0) > n", arg=[box.element_handle(), before],
+                           timeout=30_000)
+
+
 def _settle(page) -> None:
     """Wait for MathJax's first typesetting and for every explorer's first drawing."""
     page.wait_for_function("() => !window.MathJax || !MathJax.startup || !MathJax.startup.promise "
                            "|| MathJax.startup.promise.then(() => true)", timeout=60_000)
     page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
     page.wait_for_function("() => [...document.querySelectorAll('.gptlearn-live')].every(e => "
-                           "e.classList.contains('gl-ready') && e.querySelector('.gl-status').textContent "
-                           "&& e.querySelector('.gl-check').textContent)", timeout=60_000)
+                           "e.dataset.rendered && e.querySelector('.gl-check').textContent)", timeout=60_000)
 
 
 RAW_MATH = """() => {
@@ -188,11 +195,8 @@ def _canvas(page, selector: str) -> str:
 
 
 def _retype(page, box, text: str) -> None:
-    before = box.locator(".gl-status").inner_text()
     box.locator(".gl-input").fill("")
-    box.locator(".gl-input").type(text, delay=2)
-    page.wait_for_function("([el, before]) => el.textContent !== before",
-                           arg=[box.locator(".gl-status").element_handle(), before], timeout=30_000)
+    _redrawn(page, box, lambda: box.locator(".gl-input").type(text, delay=2))
 
 
 def test_typing_redraws_the_heatmap_and_the_next_token_is_pythons(browser, built_book, exported):
@@ -210,8 +214,7 @@ def test_typing_redraws_the_heatmap_and_the_next_token_is_pythons(browser, built
             top = model(torch.tensor([ids]))[0, -1].argmax().item()
         assert box.locator(".gl-top li code").first.inner_text() == show(model.tokenizer.decode([top]))
         assert box.locator(".gl-chip").count() == len(ids)
-        box.locator(".gl-top li").first.click()  # clicking a next token appends it
-        page.wait_for_function("(n) => document.querySelectorAll('.gl-chip').length > n", arg=len(ids))
+        _redrawn(page, box, lambda: box.locator(".gl-top li").first.click())  # clicking a next token appends it
         assert box.locator(".gl-input").input_value() == text + model.tokenizer.decode([top])
         _shoot(page, box, "live_00_start_here_typed.png")
         assert not errors, errors
@@ -226,8 +229,8 @@ def test_temperature_reshapes_the_distribution(browser, built_book):
         box = page.locator(".gptlearn-live").first
         top = {}
         for t in ("0.1", "1", "2"):
-            box.locator("input[type=range]").fill(t)
-            page.wait_for_function("(t) => Number(document.querySelector('.gl-temp').textContent) === Number(t)", arg=t)
+            _redrawn(page, box, lambda: box.locator("input[type=range]").fill(t))
+            assert float(box.locator(".gl-temp").inner_text()) == float(t)
             top[t] = float(box.locator(".gl-top .gl-prob").first.inner_text().rstrip("%"))
         assert top["0.1"] > top["1"] > top["2"], top
         assert not errors, errors
@@ -248,7 +251,8 @@ def test_hover_shows_the_attention_weight_and_a_grid_click_picks_the_head(browse
         _settle(page)
         box = page.locator(".gptlearn-live").first
         text = box.locator(".gl-input").input_value()
-        box.locator(".gl-grid .gl-cell").nth(1 * int(page.evaluate("gptlearn.live.model().config.n_head")) + 2).click()
+        H = int(page.evaluate("gptlearn.live.model().config.n_head"))
+        _redrawn(page, box, lambda: box.locator(".gl-grid .gl-cell").nth(1 * H + 2).click())
         assert box.locator(".gl-attention select").nth(0).input_value() == "1"  # layer 1
         assert box.locator(".gl-attention select").nth(1).input_value() == "2"  # head 2
         out = page.evaluate("(t) => gptlearn.live.forward(t)", text)
@@ -272,13 +276,12 @@ def test_too_long_a_text_is_a_message_on_the_page(browser, built_book, exported)
     try:
         _settle(page)
         box = page.locator(".gptlearn-live").first
-        box.locator(".gl-input").fill("to be or not " * 100)
-        page.wait_for_function("() => document.querySelector('.gl-status').classList.contains('gl-error')", timeout=30_000)
+        _redrawn(page, box, lambda: box.locator(".gl-input").fill("to be or not " * 100))
         status = box.locator(".gl-status").inner_text()
         assert f"at most {model.config.n_positions}" in status
         assert not box.locator(".gl-attention").is_visible()
-        box.locator(".gl-input").fill("")
-        page.wait_for_function("() => /at least one token/.test(document.querySelector('.gl-status').textContent)")
+        _redrawn(page, box, lambda: box.locator(".gl-input").fill(""))
+        assert "at least one token" in box.locator(".gl-status").inner_text()
         assert not errors, errors
     finally:
         page.close()
@@ -317,7 +320,8 @@ def test_embedding_cosines_are_the_embedders(browser, built_book, exported):
         refs = box.locator(".gl-cos .gl-ref").all_inner_texts()
         assert len(refs) >= 3
         for pooling in ("mean", "last"):
-            box.locator(".gl-embedding select").select_option(label=pooling)
+            if pooling != "mean":
+                _redrawn(page, box, lambda: box.locator(".gl-embedding select").select_option(label=pooling))
             shown = [float(v) for v in box.locator(".gl-cos .gl-prob").all_inner_texts()]
             E = torch.tensor(Embedder(model, pooling=pooling).encode([text, *refs]))
             want = torch.nn.functional.cosine_similarity(E[:1], E[1:]).tolist()

@@ -93,40 +93,56 @@
   const show = (s) => s.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥");  // plotting.display_token
   const pct = (p) => (p >= 0.0995 ? (100 * p).toFixed(1) : (100 * p).toPrecision(2)) + "%";
 
-  function blues(v) {
-    // 0..1 -> white..dark blue (plotly's "Blues", as the chapters' heatmaps).
-    const stops = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+  function palette(color) {
+    // color(v) for v in 0..1 -> a table of 256 RGB triples, so drawing a cell allocates nothing.
+    const table = new Uint8ClampedArray(256 * 3);
+    for (let i = 0; i < 256; i++) table.set(color(i / 255), 3 * i);
+    return table;
+  }
+
+  function ramp(stops, v) {
     const x = Math.min(Math.max(v, 0), 1) * (stops.length - 1), i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
     return stops[i].map((a, k) => Math.round(a + f * (stops[i + 1][k] - a)));
   }
 
-  function oranges(v) {
-    const a = [255, 245, 235], b = [166, 54, 3], t = Math.min(Math.max(v, 0), 1);
-    return a.map((x, k) => Math.round(x + t * (b[k] - x)));
-  }
+  // 0..1 -> white..dark blue (plotly's "Blues", as the chapters' heatmaps), white..dark orange, and
+  // blue..white..orange for signed values (0.5 is zero)
+  const BLUE_STOPS = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+  const ORANGE_STOPS = [[255, 245, 235], [166, 54, 3]];
+  const BLUES = palette((v) => ramp(BLUE_STOPS, v));
+  const ORANGES = palette((v) => ramp(ORANGE_STOPS, v));
+  const SIGNED = palette((v) => (v >= 0.5 ? ramp(ORANGE_STOPS, 2 * v - 1) : ramp(BLUE_STOPS, 1 - 2 * v)));
 
-  function heatmap({ rows, cols, value, color, rowLabels, colLabels, maxSize = 520, minCell = 3, tip }) {
-    // A canvas of rows x cols cells; value(r, c) in 0..1 (or null: masked); hovering calls tip(r, c).
+  function heatmap({ rows, cols, value, colors, rowLabels, colLabels, maxSize = 520, minCell = 3, tip }) {
+    // A canvas of rows x cols cells coloured from a palette by value(r, c) in 0..1 (null: masked, grey);
+    // hovering calls tip(r, c).
     const left = rowLabels ? 96 : 0, top = colLabels ? 70 : 0, right = colLabels ? 40 : 0;
-    const cell = Math.max(minCell, Math.min(28, Math.floor(maxSize / Math.max(rows, cols))));
-    const W = left + cell * cols + right, H = top + cell * rows, dpr = window.devicePixelRatio || 1;
+    const fit = maxSize / Math.max(rows, cols);  // a cell's size in pixels; below 1 (a long text in a
+    const cell = fit < 1 && minCell <= 1 ? fit : Math.max(minCell, Math.min(28, Math.floor(fit)));  // thumbnail) a pixel shows several tokens
+    const W = Math.ceil(left + cell * cols + right), H = Math.ceil(top + cell * rows), dpr = window.devicePixelRatio || 1;
     const canvas = el("canvas", { class: "gl-heatmap", width: String(W * dpr), height: String(H * dpr) });
     canvas.style.width = W + "px";
     canvas.style.height = H + "px";
     const g = canvas.getContext("2d");
     g.scale(dpr, dpr);
     g.font = "11px sans-serif";
-    g.fillStyle = "#333";
-    const image = new ImageData(cols, rows);  // one pixel a cell, then scaled up: fast for 32 maps of 256 x 256
-    for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) {
-        const v = value(r, c);
-        image.data.set(v === null ? [235, 235, 235, 255] : [...color(v), 255], (r * cols + c) * 4);
+    const iw = Math.min(cols, Math.ceil(cell * cols)), ih = Math.min(rows, Math.ceil(cell * rows));
+    const image = new ImageData(iw, ih), px = image.data;  // a pixel a cell (or a sample of cells), scaled up
+    for (let y = 0; y < ih; y++) {
+      const r = Math.floor((y * rows) / ih);
+      for (let x = 0; x < iw; x++) {
+        const v = value(r, Math.floor((x * cols) / iw)), at = (y * iw + x) * 4;
+        if (v === null) { px[at] = px[at + 1] = px[at + 2] = 235; }
+        else {
+          const k = 3 * Math.round(Math.min(Math.max(v, 0), 1) * 255);
+          px[at] = colors[k]; px[at + 1] = colors[k + 1]; px[at + 2] = colors[k + 2];
+        }
+        px[at + 3] = 255;
       }
     }
     const pixels = document.createElement("canvas");
-    pixels.width = cols;
-    pixels.height = rows;
+    pixels.width = iw;
+    pixels.height = ih;
     pixels.getContext("2d").putImageData(image, 0, 0);
     g.imageSmoothingEnabled = false;
     g.drawImage(pixels, left, top, cell * cols, cell * rows);
@@ -183,20 +199,21 @@
 
     // Controls are made once (a slider re-made while it is dragged would stop); render() redraws the rest.
     const pickers = [];  // [select, () => value] pairs, set from state on every render
-    function picker(label, options, get, set) {
-      const s = el("select", { "aria-label": label, onchange: () => { set(Number(s.value)); render(); } },
+    function picker(label, options, get, set, redraw = ["attention", "grid", "heads"]) {
+      const s = el("select", { "aria-label": label, onchange: () => { set(Number(s.value)); render(redraw); } },
         ...options.map((o, i) => el("option", { value: String(i), text: o })));
       pickers.push([s, get]);
       return el("label", { class: "gl-pick" }, label + " ", s);
     }
     const layerPicker = () => picker("layer", layers, () => state.layer, (v) => { state.layer = v; });
     const slider = el("input", { type: "range", min: "0.1", max: "2", step: "0.05", value: "1",
-      "aria-label": "temperature", oninput: () => { state.temperature = Number(slider.value); render(); } });
+      "aria-label": "temperature", oninput: () => { state.temperature = Number(slider.value); render(["next"]); } });
     const controls = {
       attention: () => [layerPicker(), picker("head", heads, () => state.head, (v) => { state.head = v; })],
       heads: () => [layerPicker()],
       next: () => [el("label", { class: "gl-pick" }, "temperature ", slider, el("output", { class: "gl-temp", text: "1.00" }))],
-      embedding: () => [picker("pooling", POOLING, () => POOLING.indexOf(state.pooling), (v) => { state.pooling = POOLING[v]; })],
+      embedding: () => [picker("pooling", POOLING, () => POOLING.indexOf(state.pooling), (v) => { state.pooling = POOLING[v]; },
+        ["embedding"])],
     };
 
     const check = el("span", { class: "gl-check" });
@@ -232,7 +249,7 @@
         const labels = r.tokens.map((t, i) => `${i} ${show(t)}`);
         return [
           el("h4", { text: `Attention, layer ${state.layer} head ${state.head} (rows: the token attending; columns: the tokens it reads)` }),
-          heatmap({ rows: T, cols: T, rowLabels: labels, colLabels: labels, color: blues,
+          heatmap({ rows: T, cols: T, rowLabels: labels, colLabels: labels, colors: BLUES,
             value: (i, j) => (j > i ? null : p[base + i * T + j]),
             tip: (i, j) => (j > i ? `${show(r.tokens[i])} cannot see ${show(r.tokens[j])} (the future)`
               : `${show(r.tokens[i])} → ${show(r.tokens[j])}: ${p[base + i * T + j].toFixed(4)}`) }),
@@ -245,12 +262,12 @@
           grid.append(el("span", { class: "gl-axis", text: `layer ${l}` }));
           for (let h = 0; h < H; h++) {
             const p = r.patterns[l], base = h * T * T;
-            const map = heatmap({ rows: T, cols: T, maxSize: 84, minCell: 1, color: blues,
+            const map = heatmap({ rows: T, cols: T, maxSize: 84, minCell: 1, colors: BLUES,
               value: (i, j) => (j > i ? null : p[base + i * T + j]),
               tip: (i, j) => `${l}.${h}: ${show(r.tokens[i])} → ${show(r.tokens[j])}: ${j > i ? "masked" : p[base + i * T + j].toFixed(4)}` });
             map.classList.add("gl-cell");
             if (l === state.layer && h === state.head) map.classList.add("gl-picked");
-            map.addEventListener("click", () => { state.layer = l; state.head = h; render(); });
+            map.addEventListener("click", () => { state.layer = l; state.head = h; render(["attention", "grid", "heads"]); });
             map.title = `layer ${l}, head ${h}`;
             grid.append(map);
           }
@@ -269,7 +286,7 @@
         }
         return [
           el("h4", { text: `How much each head of layer ${state.layer} writes, per token: the norm of z_h W_O^h` }),
-          heatmap({ rows: T, cols: H, color: oranges, rowLabels: r.tokens.map((t, i) => `${i} ${show(t)}`),
+          heatmap({ rows: T, cols: H, colors: ORANGES, rowLabels: r.tokens.map((t, i) => `${i} ${show(t)}`),
             colLabels: heads.map((h) => `head ${h}`), maxSize: 360,
             value: (t, h) => norms[t * H + h] / (max || 1),
             tip: (t, h) => `${show(r.tokens[t])}, head ${h}: ‖z_h W_O^h‖ = ${norms[t * H + h].toFixed(3)}` }),
@@ -300,14 +317,18 @@
         }
         return [
           el("h4", { text: `The sentence's embedding: ${state.pooling} pooling of its ${r.T} token vectors after the final LayerNorm (${C} numbers)` }),
-          heatmap({ rows: 1, cols: C, maxSize: 640, minCell: 2, color: (v) => (v >= 0.5 ? oranges(2 * v - 1) : blues(1 - 2 * v)),
+          heatmap({ rows: 1, cols: C, maxSize: 640, minCell: 2, colors: SIGNED,
             value: (_, i) => 0.5 + vec[i] / (2 * max || 1), tip: (_, i) => `channel ${i}: ${vec[i].toFixed(4)}` }),
           el("h4", { text: "Its cosine similarity to the sentences above" }), list,
         ];
       },
     };
 
-    function render() {
+    // render() marks parts to redraw (all, or those named: a slider needs one) and draws them one task at
+    // a time, so a key press is handled between two parts; parts marked meanwhile are drawn in the same pass.
+    const dirty = new Set();
+    let drawing = false;
+    function render(only = null) {
       const r = state.result;
       if (!r) return;
       for (const [s, get] of pickers) s.value = String(get());
@@ -315,10 +336,21 @@
         : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner().where() === "worker" ? "in a worker" : "on the page"}` +
           `${window.gptlearn.live.fast() ? ", WebAssembly SIMD" : ""})`;
       status.classList.toggle("gl-error", Boolean(r.message));
-      for (const [name, body] of Object.entries(bodies)) {
-        body.replaceChildren(...(r.message && name !== "tokens" ? [] : draw[name](r)));
-        body.parentNode.hidden = Boolean(r.message) && name !== "tokens";
+      for (const name of only || Object.keys(bodies)) dirty.add(name);
+      if (!drawing) drawDirty();
+    }
+
+    async function drawDirty() {
+      drawing = true;
+      for (let name; (name = Object.keys(bodies).find((n) => dirty.has(n)));) {
+        dirty.delete(name);
+        const r = state.result, body = bodies[name], blank = Boolean(r.message) && name !== "tokens";
+        body.replaceChildren(...(blank ? [] : draw[name](r)));
+        body.parentNode.hidden = blank;
+        await new Promise((next) => setTimeout(next, 0));
       }
+      drawing = false;
+      root.dataset.rendered = String(Number(root.dataset.rendered || 0) + 1);  // for tests: every part is drawn
     }
 
     let timer = null, latest = 0;
@@ -339,7 +371,6 @@
       }
       state.result = await getRunner().run(input.value, parts.has("heads"));
       render();
-      root.dispatchEvent(new CustomEvent("gptlearn-live-rendered"));
       setTimeout(() => selfCheck(check), 0);
     })();
   }

@@ -1,6 +1,7 @@
 """The live book's forward pass in headless Chromium (gptlearn/web/static/live_model.js) vs PyTorch's
-``run_with_cache`` on the same 64 tokens of gptlearn-mini, one core each, and the longest main-thread
-task while a reader types a context-filling text into the explorer (worker vs on the page).
+``run_with_cache`` on the same 64 tokens of gptlearn-mini, one core each (and the page without its
+WebAssembly SIMD Linear: the plain loops), and the longest main-thread task while a reader types a
+230-token text into the explorer (the model in a worker vs on the page).
 
     python bench/bench_web.py [--smoke] [--reps N] [--tokens 64]
 
@@ -21,13 +22,15 @@ import common  # noqa: E402
 TYPED = ("ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun. "
          "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief. ") * 3
 
-TIME_JS = """([ids, reps, warmup]) => {
+TIME_JS = """([ids, reps, warmup, fast]) => {
   const live = gptlearn.live, w = live.model().weights, times = [];
+  live.setFast(fast);
   for (let r = 0; r < warmup + reps; r++) {
     const t0 = performance.now();
     live.pieces.runWithCache(ids, w);
     if (r >= warmup) times.push((performance.now() - t0) / 1000);
   }
+  live.setFast(true);
   return times;
 }"""
 
@@ -84,14 +87,16 @@ def main(argv=None) -> list[dict]:
 
         # interleaved: one JavaScript forward (timed inside the page), one PyTorch forward, one GEMM probe
         times: dict[str, list[float]] = {"page": [], "torch": [], "gemm": []}
-        page.evaluate(TIME_JS, [ids, 0, 3])
+        page.evaluate(TIME_JS, [ids, 0, 3, True])
         for r in range(args.warmup + args.reps):
-            js = page.evaluate(TIME_JS, [ids, 1, 0])[0]
+            js = page.evaluate(TIME_JS, [ids, 1, 0, True])[0]
             t = common.interleaved({"torch": lambda: model.run_with_cache(idx), "gemm": gemm}, reps=1, warmup=0)
             if r >= args.warmup:
                 times["page"].append(js)
                 times["torch"].append(t["torch"][0])
                 times["gemm"].append(t["gemm"][0])
+
+        plain = page.evaluate(TIME_JS, [ids, max(3, args.reps // 5), 1, False])  # no WebAssembly: the plain loops
 
         longest = {}
         for where in ("worker", "page"):  # type a text that fills much of the context, key by key
@@ -120,6 +125,7 @@ def main(argv=None) -> list[dict]:
         "row": "web", "shape": f"gptlearn-mini, {len(ids)} tokens, headless Chromium from file://, 1 core",
         "device": "cpu", "dtype": "fp32 (JavaScript adds in fp64)",
         "page_ms": 1e3 * page_s, "torch_ms": 1e3 * torch_s, "ratio_torch_faster": page_s / torch_s,
+        "page_plain_js_ms": 1e3 * common.med(plain), "simd_speedup": common.med(plain) / page_s,
         "page_gflops": page_gflops, "gemm_gflops_1core": gemm_gflops, "page_roofline": page_gflops / gemm_gflops,
         "torch_roofline": flops(len(ids), cfg) / torch_s / 1e9 / gemm_gflops,
         "max_abs_logit_diff": max_diff, "goal_ms": 30.0,

@@ -58,18 +58,23 @@
     } catch (e) {
       worker = null;  // no workers here: run on the page
     }
-    const waiting = new Map();
+    const onPage = (text, attnResult) => packResult(window.gptlearn.live.run(text, { attnResult }), L);
+    const waiting = new Map();  // id -> [resolve, text, attnResult]
     let next = 0;
     if (worker) {
-      worker.onmessage = (e) => { waiting.get(e.data.id)(e.data.result); waiting.delete(e.data.id); };
-      worker.onerror = () => { worker = null; };
+      worker.onmessage = (e) => { waiting.get(e.data.id)[0](e.data.result); waiting.delete(e.data.id); };
+      worker.onerror = () => {  // the worker failed: answer what it was asked on the page, and from now on
+        worker = null;
+        for (const [resolve, text, attnResult] of waiting.values()) resolve(onPage(text, attnResult));
+        waiting.clear();
+      };
     }
     return {
       where: () => (worker ? "worker" : "page"),
       run(text, attnResult) {
-        if (!worker) return Promise.resolve(packResult(window.gptlearn.live.run(text, { attnResult }), L));
+        if (!worker) return Promise.resolve(onPage(text, attnResult));
         const id = next++;
-        return new Promise((resolve) => { waiting.set(id, resolve); worker.postMessage({ id, text, attnResult }); });
+        return new Promise((resolve) => { waiting.set(id, [resolve, text, attnResult]); worker.postMessage({ id, text, attnResult }); });
       },
     };
   }
@@ -117,8 +122,10 @@
     // A canvas of rows x cols cells coloured from a palette by value(r, c) in 0..1 (null: masked, grey);
     // hovering calls tip(r, c).
     const left = rowLabels ? 96 : 0, top = colLabels ? 70 : 0, right = colLabels ? 40 : 0;
-    const fit = maxSize / Math.max(rows, cols);  // a cell's size in pixels; below 1 (a long text in a
-    const cell = fit < 1 && minCell <= 1 ? fit : Math.max(minCell, Math.min(28, Math.floor(fit)));  // thumbnail) a pixel shows several tokens
+    // A cell's size in pixels. A thumbnail (minCell <= 1) of a long text may have cells below a pixel:
+    // its image then samples the cells, a pixel standing for several tokens.
+    const fit = maxSize / Math.max(rows, cols);
+    const cell = fit < 1 && minCell <= 1 ? fit : Math.max(minCell, Math.min(28, Math.floor(fit)));
     const W = Math.ceil(left + cell * cols + right), H = Math.ceil(top + cell * rows), dpr = window.devicePixelRatio || 1;
     const canvas = el("canvas", { class: "gl-heatmap", width: String(W * dpr), height: String(H * dpr) });
     canvas.style.width = W + "px";

@@ -1,10 +1,12 @@
 """Shared fixtures: builders of tiny random models (gptlearn and transformers), the data folder
-(GPTLEARN_DATA_DIR, default ../shared/data), the browser, the reused-memory pool."""
+(GPTLEARN_DATA_DIR, default ../shared/data), the built book, a headless Chromium, the reused-memory pool."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,33 @@ def hf_and_model():
     hf.generation_config.eos_token_id = None  # never stop early: compare every token
     hf.generation_config.pad_token_id = 0
     return hf, _to_gptlearn(hf)
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """_build/html after a strict executed build (``-W -n --keep-going``); ``GPTLEARN_BOOK_PREBUILT=1``
+    reuses an existing build as it is. The log goes to _build/build.log."""
+    index = REPO / "_build" / "html" / "index.html"
+    if os.environ.get("GPTLEARN_BOOK_PREBUILT") == "1" and index.is_file():
+        return index.parent
+    if shutil.which("jupyter-book") is None:
+        pytest.fail("jupyter-book is not installed; pip install -r requirements.txt")
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the book builds offline (GPT-2 only if already cached)
+    proc = subprocess.run(
+        ["jupyter-book", "build", ".", "-W", "-n", "--keep-going"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    log = proc.stdout + proc.stderr
+    (REPO / "_build").mkdir(exist_ok=True)
+    (REPO / "_build" / "build.log").write_text(log)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from book_times import execution_times, table
+
+    (REPO / "_build" / "execution_times.txt").write_text(table(execution_times(log)) + "\n")
+    assert proc.returncode == 0, "the strict book build failed (full log in _build/build.log):\n" + log[-6000:]
+    assert index.is_file()
+    return index.parent
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import gpu_roofline  # noqa: E402
 
 
 def shapes(args):
     # preset, prompt length, new tokens, mat-vec probe (rows, cols)
+    if args.device.startswith("cuda") and not args.smoke:  # 4 GiB: ~1 ms a read on a GPU, far past its L2
+        return ("gpt2", 16, 128, (65536, 16384))
     return ("tiny", 8, 16, (2048, 1024)) if args.smoke else ("gpt2", 16, 128, (16384, 4096))
 
 
@@ -75,7 +78,10 @@ def main(argv=None) -> list[dict]:
         mv, mv_bytes = common.matvec_probe(device, rows, cols, probe_dtype)
         vm, _ = common.vecmat_probe(device, rows, cols, probe_dtype)
         sm, sm_bytes = common.split_matvec_probe(device, rows, cols, probe_dtype)
-        t = common.interleaved({**runs, "matvec": mv, "vecmat": vm, "split_matvec": sm},
+        probes = {"matvec": mv, "vecmat": vm, "split_matvec": sm}
+        if device.type == "cuda":  # and the GPU's HBM streaming read (bench/gpu_roofline.py)
+            probes["hbm_read"], read_bytes = gpu_roofline.read_probe(device)
+        t = common.interleaved({**runs, **probes},
                                reps=args.reps, warmup=args.warmup, device=device)
         t_nc = common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
                                   reps=max(2, args.reps // 2), warmup=1, device=device)
@@ -83,7 +89,8 @@ def main(argv=None) -> list[dict]:
     bytes_per_el = g_model.wte.weight.element_size()  # autocast keeps the weights in fp32 and reads them
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
     probe_rates = {k: b / common.med(t[k]) for k, b in
-                   (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes))}
+                   (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes),
+                    *((("hbm_read", read_bytes),) if "hbm_read" in probes else ()))}
     bandwidth = max(probe_rates.values())  # the fastest mat-vec: what this machine can stream
     bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
     tok_s = {k: N / common.med(v) for k, v in t.items() if k not in probe_rates}
@@ -100,6 +107,7 @@ def main(argv=None) -> list[dict]:
         "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
         "matvec_gb_s": probe_rates["matvec"] / 1e9, "vecmat_gb_s": probe_rates["vecmat"] / 1e9,
         "split_matvec_gb_s": probe_rates["split_matvec"] / 1e9,
+        "hbm_read_gb_s": probe_rates["hbm_read"] / 1e9 if "hbm_read" in probe_rates else None,
         "gptlearn_roofline": tok_s["gptlearn"] / bound,
         "transformers_roofline": tok_s["transformers"] / bound,
         "same_tokens": same["gptlearn"],

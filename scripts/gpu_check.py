@@ -47,6 +47,7 @@ LIMIT_S = {"install": 90, "env": 60, "tests": 180, "generate": 90, "train": 90, 
            "bench": 330, "bench_bf16": 200}  # the most each step may take
 MIN_START_S = 20  # a step starts only with at least this much of the budget left
 BUDGET_S = 450  # all steps together: with Python's start and the report, within 8 minutes
+DRY_SLACK = 3  # the dry run's limits and budget are 3x: a shared CPU under load is slow, and it proves no speed
 RUN_CALL = 'run(command="bash scripts/gpu_check.sh", carry=[".gpu_carry"], timeout_s=540)'
 
 
@@ -379,7 +380,7 @@ def step_bench(ctx, bf16: bool = False) -> dict:
     for script in scripts:
         out = ctx.work / f"{name}_{script}"
         cmd = [sys.executable, str(ROOT / "bench" / "run_all.py"), *flags, "--only", script, "--out", str(out), *extra]
-        limit = min(BENCH_LIMIT_S[script], deadline - time.time() - 5)
+        limit = min(BENCH_LIMIT_S[script] * (DRY_SLACK if ctx.dry else 1), deadline - time.time() - 5)
         print("$ " + " ".join(cmd[1:]) + f"   (limit {limit:.0f} s)", flush=True)
         t0, code = time.time(), None
         if limit < 10:
@@ -623,7 +624,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for the results (default: $OUT)")
     p.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes (what CI runs)")
     p.add_argument("--only", default=None, help="comma-separated steps: " + ",".join(STEPS))
-    p.add_argument("--budget", type=float, default=None, help=f"seconds for all steps (default {BUDGET_S})")
+    p.add_argument("--budget", type=float, default=None,
+                   help=f"seconds for all steps (default {BUDGET_S}; {DRY_SLACK}x that in a dry run)")
     p.add_argument("--prepare", action="store_true", help="copy the data into .gpu_carry/ for the device tool")
     p.add_argument("--wheels", default=None, help="with --prepare: 'NAME==VERSION ...' to download into .gpu_carry/whl")
     p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal: run one step
@@ -658,7 +660,8 @@ def main(argv=None) -> int:
         (out / ".write-test").unlink()
     except OSError as e:
         return fail(f"cannot write to {out}: {e.strerror or e}")
-    budget = args.budget or BUDGET_S
+    slack = DRY_SLACK if args.dry_run else 1
+    budget = args.budget or BUDGET_S * slack
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     log = out / "gpu_check.log"
     log.write_text(f"gpu_check {' '.join(sys.argv[1:] if argv is None else argv)}\n", encoding="utf-8")
@@ -674,7 +677,7 @@ def main(argv=None) -> int:
         elif left < MIN_START_S:
             step = {"status": "skipped", "summary": f"out of time: {left:.0f} s of the budget left"}
         else:
-            step = run_step(name, args, work, child_env(work), log, min(LIMIT_S[name], left))
+            step = run_step(name, args, work, child_env(work), log, min(LIMIT_S[name] * slack, left))
         report["steps"][name] = step
         for f in ("bench", "bench_bf16"):  # run_all's tables, as far as they got
             for suffix in (".json", ".md"):

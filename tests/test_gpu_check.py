@@ -22,7 +22,7 @@ gpu_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_check)
 
 
-def run(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+def run(*args: str, timeout: float = 1500, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHON": sys.executable, **env})  # this interpreter, not PATH's
 
@@ -132,3 +132,24 @@ def test_first_difference_finds_the_earliest_column_over_all_rows():
     b = a.clone()
     b[1, 2], b[0, 3] = 0, 0
     assert gpu_check.first_difference(a, b) == 2
+
+
+def test_the_report_names_failures_near_ties_and_the_end_of_a_failed_steps_output(tmp_path):
+    gen = {"model": "gptlearn-mini", "prompt": 16, "new": 316, "runs": [
+        {"run": "fp32, KV cache, batch 1", "same": 1.0, "first_difference": None, "tok_s": 900.0},
+        {"run": "fp32, no cache, batch 1", "same": 0.5, "first_difference": 158, "cpu_margin": 3e-5,
+         "near_tie": True, "tok_s": 400.0}]}
+    report = {"mode": "CUDA", "command": "bash scripts/gpu_check.sh", "started": "2026-12-02 10:00:00",
+              "budget_s": 450, "selected": ["env", "generate", "train"], "out": str(tmp_path), "t0": 0.0,
+              "steps": {"env": {"status": "pass", "seconds": 3.0, "summary": "NVIDIA H200",
+                                "data": {"gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "packages": {}}},
+                        "generate": {"status": "pass", "seconds": 20.0, "summary": "s", "data": gen},
+                        "train": {"status": "timeout", "seconds": 90.0, "summary": "stopped after its limit of 90 s",
+                                  "log_tail": "step 120: loss 2.1"}}}
+    gpu_check.write_report(report, tmp_path)
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "**2 of 3 steps passed; not passed: train**" in md
+    assert "| fp32, no cache, batch 1 | 50.0% | 158 (3.00e-05, near tie) | 400 |" in md
+    assert "## train: the end of its output" in md and "step 120: loss 2.1" in md
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["verdict"].startswith("2 of 3") and "t0" not in saved

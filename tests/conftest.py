@@ -116,29 +116,71 @@ def hf_and_model():
     return hf, _to_gptlearn(hf)
 
 
+# ---- the book: one strict build, started in the background as soon as collection shows it is needed ----
+# The build (a few minutes of mostly single-threaded notebook execution) overlaps the unit tests, and the
+# tests that read the built HTML run last.
+_BOOK: dict = {}
+
+
+def _book_wanted(item) -> bool:
+    return "built_book" in getattr(item, "fixturenames", ())
+
+
+def _start_book_build() -> None:
+    if _BOOK:
+        return
+    (REPO / "_build").mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the book builds offline (GPT-2 only if already cached)
+    log = open(REPO / "_build" / "build.log", "w")
+    _BOOK["log"] = log
+    _BOOK["proc"] = subprocess.Popen(["jupyter-book", "build", ".", "-W", "-n", "--keep-going"],
+                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _prebuilt() -> bool:
+    return os.environ.get("GPTLEARN_BOOK_PREBUILT") == "1" and (REPO / "_build" / "html" / "index.html").is_file()
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection
+def pytest_collection_modifyitems(config, items):
+    book = [it for it in items if _book_wanted(it)]
+    if not book or config.option.collectonly:
+        return
+    items[:] = [it for it in items if not _book_wanted(it)] + book
+    if not _prebuilt() and shutil.which("jupyter-book") is not None:
+        _start_book_build()
+
+
+def pytest_unconfigure(config):
+    proc = _BOOK.get("proc")
+    if proc is not None and proc.poll() is None:  # the session stopped early (-x, Ctrl-C)
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def built_book() -> Path:
     """_build/html after a strict executed build (``-W -n --keep-going``); ``GPTLEARN_BOOK_PREBUILT=1``
     reuses an existing build as it is. The log goes to _build/build.log."""
     index = REPO / "_build" / "html" / "index.html"
-    if os.environ.get("GPTLEARN_BOOK_PREBUILT") == "1" and index.is_file():
+    if _prebuilt():
         return index.parent
     if shutil.which("jupyter-book") is None:
         pytest.fail("jupyter-book is not installed; pip install -r requirements.txt")
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")  # the book builds offline (GPT-2 only if already cached)
-    proc = subprocess.run(
-        ["jupyter-book", "build", ".", "-W", "-n", "--keep-going"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
-    )
-    log = proc.stdout + proc.stderr
-    (REPO / "_build").mkdir(exist_ok=True)
-    (REPO / "_build" / "build.log").write_text(log)
+    _start_book_build()  # no-op when collection already started it
+    try:
+        returncode = _BOOK["proc"].wait(timeout=1800)
+    except subprocess.TimeoutExpired:
+        _BOOK["proc"].kill()
+        returncode = _BOOK["proc"].wait()
+    _BOOK["log"].close()
+    log = (REPO / "_build" / "build.log").read_text(errors="replace")
     sys.path.insert(0, str(REPO / "scripts"))
     from book_times import execution_times, table
 
     (REPO / "_build" / "execution_times.txt").write_text(table(execution_times(log)) + "\n")
-    assert proc.returncode == 0, "the strict book build failed (full log in _build/build.log):\n" + log[-6000:]
+    assert returncode == 0, "the strict book build failed (full log in _build/build.log):\n" + log[-6000:]
     assert index.is_file()
     return index.parent
 

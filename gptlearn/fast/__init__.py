@@ -25,8 +25,6 @@ when asked for).
 """
 from __future__ import annotations
 
-from typing import TypeVar
-
 from torch import nn
 
 from .embedding import Embedding
@@ -39,13 +37,11 @@ from .unembed import Unembedding
 __all__ = ["enable", "disable", "is_enabled", "Unembedding", "Embedding", "Linear", "GELU", "HookPoint",
            "split_matvecs", "empty_reused", "release_reused", "keep_freed_memory"]
 
-M = TypeVar("M", bound=nn.Module)
-
 # the plain class of each layer -> the wing's subclass of it (exact types: a user's own subclass is left alone)
 SWAPS: dict[type, type] = {wing.__base__: wing for wing in (Linear, Embedding, GELU, HookPoint)}
 
 
-def enable(model: M) -> M:
+def enable(model: nn.Module) -> nn.Module:
     """Swap the model's plain layers for the wing's, in place (the table above); returns the model."""
     for name, module in model.named_modules():
         wing = Unembedding if name == "lm_head" else SWAPS.get(type(module))
@@ -55,7 +51,7 @@ def enable(model: M) -> M:
     return model
 
 
-def disable(model: M) -> M:
+def disable(model: nn.Module) -> nn.Module:
     """Put the plain layers back, in place; returns the model."""
     for module in model.modules():
         if "plain_class" in vars(module):

@@ -99,6 +99,10 @@ def spread(xs: list[float]) -> float:
 # ---- roofline probes ------------------------------------------------------------------------------
 def gemm_probe(device: torch.device, n: int, dtype: torch.dtype = torch.float32):
     """A large square matmul; returns (fn, flops per call). Its rate is this machine's GEMM ceiling."""
+    if torch.device(device).type == "cuda":  # a GPU needs larger, repeated products: bench/gpu_roofline.py
+        import gpu_roofline
+
+        return gpu_roofline.gemm_probe(device, dtype)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)

@@ -15,7 +15,7 @@ from .kv_cache import KVCache
 from .model import GPT, MLP, Block, from_pretrained, load_model
 from .generate import sample_next  # model.generate() / model.generate_stream() are the entry points
 from .pretrained import PretrainedNotAvailableError, save_pretrained
-from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .errors import GptlearnError
 from .embeddings import Embedder
 from . import similarity

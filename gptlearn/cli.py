@@ -26,7 +26,7 @@ from .errors import GptlearnError
 __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
-_PLUGINS = ("gptlearn.train", "gptlearn.embed_train")  # modules that add subcommands when present
+_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web")  # modules that add subcommands when present
 _USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError, KeyError, RuntimeError)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import GPT
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = ["POOLING", "pool", "token_batches", "Embedder"]
 
@@ -105,7 +108,7 @@ class Embedder(nn.Module):
     batched and without gradients, for use.
     """
 
-    def __init__(self, model: GPT, tokenizer: Any = None, pooling: str = "mean", layer: int = -1,
+    def __init__(self, model: GPT, tokenizer: TokenizerLike | None = None, pooling: str = "mean", layer: int = -1,
                  max_length: int | None = None, projection: nn.Linear | None = None) -> None:
         super().__init__()
         config = model.config
@@ -216,17 +219,20 @@ class Embedder(nn.Module):
     # ---- saving and loading ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder (:meth:`GPT.save_pretrained`) plus ``embedder.json`` (pooling, layer,
-        max_length, has_projection) and, if there is a projection, ``projection.safetensors``."""
+        max_length, has_projection) and, if there is a projection, ``projection.safetensors``; the
+        folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`)."""
         from safetensors.torch import save_file
 
-        from .pretrained import _atomic_write_dir, save_pretrained
+        from .atomic import write_folder
+        from .pretrained import save_pretrained
+        from .tokenizers import TOKENIZER_FILES
 
         directory = Path(directory)
         settings = {"pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
                     "has_projection": self.projection is not None}
 
         def write(tmp: Path) -> None:
-            save_pretrained(self.model, tmp, save_tokenizer=False)
+            save_pretrained(self.model, tmp, save_tokenizer=False)  # into this save's folder: one swap for all
             if hasattr(self.tokenizer, "save"):
                 self.tokenizer.save(tmp)
             (tmp / "embedder.json").write_text(json.dumps(settings, indent=2) + "\n")
@@ -234,9 +240,8 @@ class Embedder(nn.Module):
                 state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
                 save_file(state, str(tmp / "projection.safetensors"))
 
-        _atomic_write_dir(directory, write)
-        if self.projection is None:
-            (directory / "projection.safetensors").unlink(missing_ok=True)  # left from an earlier save
+        tokenizer_files = TOKENIZER_FILES if hasattr(self.tokenizer, "save") else ()
+        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files))
         return directory
 
     @classmethod
@@ -248,13 +253,14 @@ class Embedder(nn.Module):
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
+        from .atomic import recover_folder
         from .model import from_pretrained
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = Path(name_or_path).expanduser()
+        folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
         settings: dict[str, Any] = {}
         if (folder / "embedder.json").is_file():
             settings = _read_settings(folder)

@@ -223,7 +223,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
                     f"this model has a vocabulary of {self.config.vocab_size} tokens and no tokenizer attached; "
                     "set model.tokenizer = ... (GPT-2's BPE only fits vocab_size 50257)"
                 )
-            from .tokenizer import Tokenizer
+            from .tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.gpt2()
         return self._tokenizer

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, TypeVar
 
@@ -122,7 +120,7 @@ def _folder_tokenizer(folder: Path):
     """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
     import hashlib
 
-    from .tokenizer import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
+    from .tokenizers import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
 
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if vocab.is_file() and merges.is_file():
@@ -166,8 +164,10 @@ def _download(name: str) -> Path:
 
 def _resolve(name_or_path: str | Path) -> Path:
     """A local folder, the bundled ``gptlearn-mini`` or a Hub name -> the folder holding the model."""
+    from .atomic import recover_folder
+
     key = str(name_or_path)
-    path = Path(name_or_path).expanduser()
+    path = recover_folder(Path(name_or_path).expanduser())  # a save killed half-way: finish or undo it
     if path.is_dir():
         return path
     if key in BUNDLED:
@@ -181,22 +181,15 @@ def _resolve(name_or_path: str | Path) -> Path:
     raise ValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
 
 
-def _atomic_write_dir(directory: Path, write) -> None:
-    """Write files into a temporary folder beside ``directory``, then move each into place."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, directory / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer: bool = True) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's ``vocab.json``/``merges.txt``)
-    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it."""
+    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it.
+    The folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`): a crash leaves the old
+    folder or the new one, never a mixture."""
     from safetensors.torch import save_file
+
+    from .atomic import write_folder
+    from .tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -212,7 +205,8 @@ def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer
             if tok is not None:
                 tok.save(tmp)
 
-    _atomic_write_dir(directory, write)
+    owns = ("model.safetensors", "config.json", *(TOKENIZER_FILES if save_tokenizer else ()))
+    write_folder(directory, write, owns=owns)
     return directory
 
 

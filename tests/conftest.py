@@ -1,10 +1,12 @@
 """Shared fixtures: builders of tiny random models (gptlearn and transformers), the data folder
-(GPTLEARN_DATA_DIR, default ../shared/data), the browser, the reused-memory pool."""
+(GPTLEARN_DATA_DIR, default ../shared/data), the built book, a headless Chromium, the reused-memory pool."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,33 @@ def hf_and_model():
 
 
 @pytest.fixture(scope="session")
+def built_book() -> Path:
+    """_build/html after a strict executed build (``-W -n --keep-going``); ``GPTLEARN_BOOK_PREBUILT=1``
+    reuses an existing build as it is. The log goes to _build/build.log."""
+    index = REPO / "_build" / "html" / "index.html"
+    if os.environ.get("GPTLEARN_BOOK_PREBUILT") == "1" and index.is_file():
+        return index.parent
+    if shutil.which("jupyter-book") is None:
+        pytest.fail("jupyter-book is not installed; pip install -r requirements.txt")
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the book builds offline (GPT-2 only if already cached)
+    proc = subprocess.run(
+        ["jupyter-book", "build", ".", "-W", "-n", "--keep-going"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    log = proc.stdout + proc.stderr
+    (REPO / "_build").mkdir(exist_ok=True)
+    (REPO / "_build" / "build.log").write_text(log)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from book_times import execution_times, table
+
+    (REPO / "_build" / "execution_times.txt").write_text(table(execution_times(log)) + "\n")
+    assert proc.returncode == 0, "the strict book build failed (full log in _build/build.log):\n" + log[-6000:]
+    assert index.is_file()
+    return index.parent
+
+
+@pytest.fixture(scope="session")
 def browser():
     """One headless Debian chromium for every browser test (Playwright's sync API allows one at a time)."""
     chromium = shutil.which("chromium")
@@ -143,3 +172,59 @@ def small_pool(monkeypatch):
     memory.release_reused()
     yield memory
     memory.release_reused()
+
+
+# ---- tokenizers: the reference and GPT-2's two tokenizers, shared by tests/test_tokenizers*.py ------------
+@pytest.fixture(scope="session")
+def tiktoken_gpt2():
+    """tiktoken's GPT-2 encoding, built here, independently, from the shipped files with tiktoken's own
+    loader and regex (offline: tiktoken.get_encoding would download)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext import openai_public
+
+    from gptlearn.tokenizers import GPT2_ASSETS_DIR
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", "")  # no cache files written anywhere
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(GPT2_ASSETS_DIR / "vocab.bpe"),
+            encoder_json_file=str(GPT2_ASSETS_DIR / "encoder.json"),
+            vocab_bpe_hash="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+            encoder_json_hash="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        )
+    return tiktoken.Encoding(name="gpt2-reference", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe():
+    """GPT-2's readable BPETokenizer (cached by the package)."""
+    from gptlearn.tokenizers import BPETokenizer
+
+    return BPETokenizer.gpt2()
+
+
+@pytest.fixture(scope="session")
+def gpt2_fast():
+    """GPT-2's tiktoken-backed Tokenizer (cached by the package)."""
+    from gptlearn.tokenizers import Tokenizer
+
+    return Tokenizer.gpt2()
+
+
+@pytest.fixture
+def shakespeare_20k(data_dir) -> str:
+    """The first 20,000 characters of TinyShakespeare."""
+    return (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+
+
+@pytest.fixture
+def blobs():
+    """18 points in 16 dimensions, six around each of three centres, and each point's group ("a", "b", "c")."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16)) * 5
+    x = np.concatenate([c + rng.normal(size=(6, 16)) for c in centers])  # (18, 16)
+    return x, [g for g in "abc" for _ in range(6)]

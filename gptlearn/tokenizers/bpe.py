@@ -1,22 +1,14 @@
-"""Tokenizers: text -> token ids -> text (book chapter "book/01_text_to_numbers" explains every step).
+"""GPT-2's byte-level BPE written out in plain Python, and its trainer (book chapter 1).
 
-Three tokenizers share one interface (``encode``, ``decode``, ``decode_bytes``, ``str_tokens``,
-``vocab_size``, ``eot_token``, ``save``, ``from_directory``):
+The pure helpers come first, each a step of the algorithm: :func:`get_stats` counts neighbouring
+pairs, :func:`merge` replaces one pair. :class:`BPETokenizer` applies GPT-2's learned merges in one
+loop, :meth:`~BPETokenizer.apply_merges`, which also powers :meth:`~BPETokenizer.encode_and_show_work`
+(the "show your work" twin of ``encode``), and learns new merges with :meth:`~BPETokenizer.train`.
+Its ids are GPT-2's; :class:`gptlearn.Tokenizer` runs the same merges in tiktoken for real workloads.
 
-* :class:`BPETokenizer` - GPT-2's byte-level BPE written out in plain Python, with
-  :meth:`BPETokenizer.encode_and_show_work` returning every intermediate and
-  :meth:`BPETokenizer.train` learning new merges (recording them in ``merge_history``).
-* :class:`Tokenizer` - the same BPE (identical ids) run by ``tiktoken``, for real workloads.
-  Built offline from merge ranks; it never downloads anything.
-* :class:`CharTokenizer` - one token per character, for tiny models.
-
->>> tok = Tokenizer.gpt2()
->>> tok.encode("Hello world")
-[15496, 995]
->>> tok.decode([15496, 995])
-'Hello world'
->>> BPETokenizer.gpt2().str_tokens([15496, 995])
-['Hello', ' world']
+>>> tok = BPETokenizer.gpt2()
+>>> tok.encode("Hello world"), tok.str_tokens([15496, 995])
+([15496, 995], ['Hello', ' world'])
 
 GPT-2's ``encoder.json`` and ``vocab.bpe`` ship in ``gptlearn/assets/gpt2/``; they are checked
 against the SHA-256 hashes that tiktoken pins the first time they are loaded.
@@ -27,51 +19,41 @@ import functools
 import hashlib
 import heapq
 import json
-import operator
+import math
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import regex
 
+from ..atomic import write_file
+from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, check_ids,
+                   check_text)
+
 __all__ = [
     "GPT2_SPLIT_PATTERN",
+    "GPT2_ASSETS_DIR",
+    "GPT2_ASSET_SHA256",
     "bytes_to_unicode",
     "get_stats",
     "merge",
     "BPETokenizer",
-    "Tokenizer",
-    "CharTokenizer",
-    "load_tokenizer",
 ]
 
 T = TypeVar("T")
-AllowedSpecial = Literal["all"] | Iterable[str]
-
-ENDOFTEXT = "<|endoftext|>"
 
 # GPT-2's pre-tokenization regex, exactly as in OpenAI's encoder.py: contractions, runs of letters,
 # runs of digits, runs of other symbols (each optionally led by one space), and whitespace.
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# The same splits, written with possessive quantifiers so tiktoken's Rust regex runs faster
-# (this is tiktoken's ``r50k_pat_str``).
-_GPT2_SPLIT_PATTERN_FAST = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
 _SPLIT_RE = regex.compile(GPT2_SPLIT_PATTERN)
 
 # The shipped GPT-2 files and the SHA-256 hashes tiktoken pins for them (tiktoken_ext/openai_public.py).
-GPT2_ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "gpt2"
+GPT2_ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "gpt2"
 GPT2_ASSET_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
 }
-
-# File names used by save()/from_directory(), as in Hugging Face GPT-2 folders.
-VOCAB_FILE = "vocab.json"
-MERGES_FILE = "merges.txt"
-CHAR_FILE = "char_tokenizer.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,51 +122,9 @@ def merge(ids: Sequence[T], pair: tuple[T, T], new: T) -> list[T]:
     return out
 
 
-def _check_text(text: object, what: str = "encode") -> str:
-    if not isinstance(text, str):
-        hint = " (decode bytes first with .decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
-        raise TypeError(f"{what} expects a str, got {type(text).__name__}{hint}")
-    return text
-
-
 def _fix_surrogates(text: str) -> str:
     """Replace lone surrogates (which UTF-8 cannot encode) by U+FFFD, as tiktoken does."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _check_ids(ids: Any, vocab_size: int) -> list[int]:
-    """Return ``ids`` as a list of ints in ``range(vocab_size)`` or raise a helpful error."""
-    if hasattr(ids, "tolist"):  # torch.Tensor / numpy array
-        ids = ids.tolist()
-    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, Iterable):
-        raise TypeError(f"decode expects a sequence of token ids, got {type(ids).__name__}")
-    ids = list(ids)
-    if not all(type(i) is int for i in ids):
-        try:
-            ids = [operator.index(i) for i in ids]
-        except TypeError:
-            bad = next(i for i in ids if not hasattr(i, "__index__"))
-            raise TypeError(f"token ids must be ints, got {bad!r} ({type(bad).__name__})") from None
-    if ids:
-        lo, hi = min(ids), max(ids)
-        if lo < 0 or hi >= vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} is out of range for this tokenizer (vocab_size={vocab_size})")
-    return ids
-
-
-def _resolve_allowed(allowed_special: AllowedSpecial, special_tokens: dict[str, int]) -> set[str]:
-    if allowed_special == "all":
-        return set(special_tokens)
-    if isinstance(allowed_special, str):
-        allowed_special = (allowed_special,)
-    allowed = set(allowed_special)
-    unknown = allowed - set(special_tokens)
-    if unknown:
-        raise ValueError(
-            f"unknown special token(s) {sorted(unknown)}; this tokenizer has {sorted(special_tokens)}"
-        )
-    return allowed
 
 
 def _sha256(path: Path) -> str:
@@ -228,7 +168,7 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
 # BPETokenizer: readable, show-your-work
 
 
-class BPETokenizer:
+class BPETokenizer(BaseTokenizer):
     """GPT-2's byte-level BPE in plain Python (minGPT's ``bpe.py`` style).
 
     Text is split into pre-tokens by :data:`GPT2_SPLIT_PATTERN`; each pre-token's UTF-8 bytes are
@@ -322,7 +262,7 @@ class BPETokenizer:
         >>> tok.merge_history[0]
         (('l', 'o'), 'lo', 60)
         """
-        _check_text(text, "train")
+        check_text(text, "train")
         special_tokens = list(dict.fromkeys(special_tokens))
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
@@ -419,69 +359,46 @@ class BPETokenizer:
 
     # -- encoding ----------------------------------------------------------------------------
 
-    def _bpe(self, word: str) -> list[str]:
-        """Merge the characters of one pre-token (already in the byte-unicode alphabet)."""
-        parts = list(word)
+    def apply_merges(self, parts: Sequence[str], steps: list[dict[str, Any]] | None = None) -> list[str]:
+        """Merge neighbouring pieces of one pre-token, lowest merge rank first, until no learned merge
+        applies; each merge is appended to ``steps`` (if given) as ``{"pair", "rank", "parts"}``.
+
+        >>> BPETokenizer.gpt2().apply_merges("Ġhi")        # a pre-token " hi", in bytes_to_unicode letters
+        ['Ġhi']
+        """
+        parts = list(parts)
         while len(parts) >= 2:
-            pair = min(get_stats(parts), key=lambda p: self.bpe_ranks.get(p, float("inf")))
+            pair = min(get_stats(parts), key=lambda p: self.bpe_ranks.get(p, math.inf))
             if pair not in self.bpe_ranks:
                 break  # no learned merge applies any more
             parts = merge(parts, pair, pair[0] + pair[1])
+            if steps is not None:
+                steps.append({"pair": pair, "rank": self.bpe_ranks[pair], "parts": parts})
         return parts
 
     def _encode_word(self, word: str) -> list[int]:
         ids = self._cache.get(word)
         if ids is None:
-            unicode_word = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
-            ids = [self.encoder[t] for t in self._bpe(unicode_word)]
+            ids = [self.encoder[t] for t in self.apply_merges([self.byte_encoder[b] for b in word.encode("utf-8")])]
             if len(self._cache) > 200_000:
                 self._cache.clear()
             self._cache[word] = ids
         return ids
 
-    def _split_special(self, text: str, allowed: set[str]) -> list[tuple[str, bool]]:
-        """Split ``text`` into (chunk, is_special) around the allowed special tokens."""
-        if not allowed:
-            return [(text, False)]
-        pattern = "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
-        chunks = regex.split(pattern, text)
-        return [(c, i % 2 == 1) for i, c in enumerate(chunks) if c]
-
-    def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
-        """Text -> token ids. Special tokens in ``text`` are plain text unless in ``allowed_special``.
-
-        >>> tok = BPETokenizer.gpt2()
-        >>> tok.encode("<|endoftext|>") == tok.encode("<|endoftext|>", allowed_special="all")
-        False
-        >>> tok.encode("<|endoftext|>", allowed_special="all")
-        [50256]
-        """
-        text = _check_text(text)
+    def _encode_ordinary(self, text: str) -> list[int]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = _fix_surrogates(text)
-        allowed = _resolve_allowed(allowed_special, self.special_tokens)
-        ids: list[int] = []
-        for chunk, special in self._split_special(text, allowed):
-            if special:
-                ids.append(self.special_tokens[chunk])
-            else:
-                for word in _SPLIT_RE.findall(chunk):
-                    ids.extend(self._encode_word(word))
-        return ids
-
-    def encode_batch(self, texts: Sequence[str], *, allowed_special: AllowedSpecial = ()) -> list[list[int]]:
-        """Encode each text in ``texts``; one list of ids per text."""
-        return [self.encode(t, allowed_special=allowed_special) for t in texts]
+        return [i for word in _SPLIT_RE.findall(text) for i in self._encode_word(word)]
 
     def encode_and_show_work(self, text: str, *, allowed_special: AllowedSpecial = ()) -> dict[str, Any]:
         """:meth:`encode`, returning every intermediate step (one list entry per pre-token).
 
         Keys: ``text``; ``pre_tokens`` (regex pieces); ``bytes`` (their UTF-8 bytes); ``unicode``
         (bytes written with :func:`bytes_to_unicode`); ``merges`` (per pre-token, the steps
-        ``{"pair", "rank", "parts"}``); ``tokens`` (final pieces); ``ids`` (flat, as from
-        :meth:`encode`); ``str_tokens``.
+        ``{"pair", "rank", "parts"}`` of :meth:`apply_merges`); ``tokens`` (final pieces); ``ids`` (flat, as
+        from :meth:`encode`); ``str_tokens``.
 
         >>> work = BPETokenizer.gpt2().encode_and_show_work(" hello")
         >>> work["unicode"], work["ids"]
@@ -494,50 +411,27 @@ class BPETokenizer:
         5712 ('Ġhe', 'll') ['Ġhell', 'o']
         23492 ('Ġhell', 'o') ['Ġhello']
         """
-        text = _check_text(text, "encode_and_show_work")
-        allowed = _resolve_allowed(allowed_special, self.special_tokens)
-        keys = ("pre_tokens", "bytes", "unicode", "merges", "tokens", "ids")
-        work: dict[str, Any] = {"text": text, **{k: [] for k in keys}}
+        text = check_text(text, "encode_and_show_work")
+        allowed = self._allowed(allowed_special)
+        work: dict[str, Any] = {"text": text, "pre_tokens": [], "bytes": [], "unicode": [], "merges": [],
+                                "tokens": [], "ids": []}
         for chunk, special in self._split_special(_fix_surrogates(text), allowed):
-            words = [chunk] if special else _SPLIT_RE.findall(chunk)
-            for word in words:
+            for word in [chunk] if special else _SPLIT_RE.findall(chunk):
                 raw = word.encode("utf-8")
-                work["pre_tokens"].append(word)
-                work["bytes"].append(raw)
-                if special:
-                    work["unicode"].append(word)
-                    work["merges"].append([])
-                    work["tokens"].append([word])
-                    work["ids"].append(self.special_tokens[word])
-                    continue
-                parts = [self.byte_encoder[b] for b in raw]
-                work["unicode"].append("".join(parts))
-                steps = []
-                while len(parts) >= 2:
-                    pair = min(get_stats(parts), key=lambda p: self.bpe_ranks.get(p, float("inf")))
-                    if pair not in self.bpe_ranks:
-                        break
-                    parts = merge(parts, pair, pair[0] + pair[1])
-                    steps.append({"pair": pair, "rank": self.bpe_ranks[pair], "parts": parts})
-                work["merges"].append(steps)
-                work["tokens"].append(parts)
-                work["ids"].extend(self.encoder[t] for t in parts)
+                unicode = word if special else "".join(self.byte_encoder[b] for b in raw)
+                steps: list[dict[str, Any]] = []
+                parts = [word] if special else self.apply_merges(unicode, steps)
+                for key, value in zip(("pre_tokens", "bytes", "unicode", "merges", "tokens"),
+                                      (word, raw, unicode, steps, parts)):
+                    work[key].append(value)
+                work["ids"].extend([self.special_tokens[word]] if special else [self.encoder[t] for t in parts])
         work["str_tokens"] = self.str_tokens(work["ids"])
         return work
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def decode_bytes(self, ids: Sequence[int]) -> bytes:
-        """Token ids -> the exact bytes they stand for."""
-        return b"".join(self._id_bytes[i] for i in _check_ids(ids, self.vocab_size))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> text (invalid UTF-8, e.g. half an emoji, becomes U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    def str_tokens(self, ids: Sequence[int]) -> list[str]:
-        """Each token's own text, e.g. for coloured spans: ``[15496, 995] -> ['Hello', ' world']``."""
-        return [self._id_bytes[i].decode("utf-8", errors="replace") for i in _check_ids(ids, self.vocab_size)]
+    def _token_bytes(self, i: int) -> bytes:
+        return self._id_bytes[i]
 
     # -- properties & saving -----------------------------------------------------------------
 
@@ -546,14 +440,13 @@ class BPETokenizer:
         """Number of token ids (V), special tokens included."""
         return len(self._id_bytes)
 
-    @property
-    def eot_token(self) -> int | None:
-        """Id of ``<|endoftext|>`` (50256 for GPT-2), or None if there is no such token."""
-        return self.special_tokens.get(ENDOFTEXT)
-
     def token_bytes(self, i: int) -> bytes:
         """The bytes of token ``i``."""
-        return self._id_bytes[_check_ids([i], self.vocab_size)[0]]
+        return self._id_bytes[check_ids([i], self.vocab_size)[0]]
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Each ordinary token's bytes -> its id (= its merge rank): what ``tiktoken.Encoding`` is built from."""
+        return {self._id_bytes[i]: i for i in self.encoder.values()}
 
     def vocab(self) -> dict[str, int]:
         """All tokens (byte-unicode strings and special tokens) -> ids, ordered by id."""
@@ -566,14 +459,10 @@ class BPETokenizer:
         ``transformers.GPT2Tokenizer.from_pretrained(directory)`` can load them.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / VOCAB_FILE).write_text(json.dumps(self.vocab()), encoding="utf-8")
+        write_file(directory / VOCAB_FILE, json.dumps(self.vocab()))
         lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in self.merges]
-        (directory / MERGES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_file(directory / MERGES_FILE, "\n".join(lines) + "\n")
         return directory
-
-    def __len__(self) -> int:
-        return self.vocab_size
 
     def __repr__(self) -> str:
         return (
@@ -588,226 +477,3 @@ def _gpt2_bpe(directory: str) -> BPETokenizer:
     return BPETokenizer.from_files(encoder_json, vocab_bpe)
 
 
-# ----------------------------------------------------------------------------------------------
-# Tokenizer: the same BPE, run by tiktoken
-
-
-class Tokenizer:
-    """Fast byte-level BPE backed by ``tiktoken``; ids identical to its :class:`BPETokenizer` twin.
-
-    The ``tiktoken.Encoding`` is built offline from the merge ranks (``tiktoken.get_encoding``
-    would download files). ``tok.bpe`` is the readable twin, e.g. for ``encode_and_show_work``.
-
-    >>> tok = Tokenizer.gpt2()
-    >>> tok.encode_batch(["Hello world", "<|endoftext|>"])
-    [[15496, 995], [27, 91, 437, 1659, 5239, 91, 29]]
-    """
-
-    def __init__(self, bpe: BPETokenizer, *, name: str | None = None) -> None:
-        import tiktoken
-
-        # tiktoken merges the lowest-ranked byte string first and returns ranks as ids, so the id
-        # of each merge's result must grow with the merge's rank (true for GPT-2 and train()).
-        ids = [bpe.encoder[a + b] for a, b in bpe.merges]
-        if any(x >= y for x, y in zip(ids, ids[1:])):
-            raise ValueError("tiktoken needs token ids that increase with merge rank; this vocab's do not")
-        ranks = {bpe._id_bytes[i]: i for i in bpe.encoder.values()}
-        if len(ranks) != len(bpe.encoder):
-            raise ValueError("two tokens stand for the same bytes; tiktoken needs unique tokens")
-        self.bpe = bpe
-        self.encoding = tiktoken.Encoding(
-            name=name or f"gptlearn-bpe-{bpe.vocab_size}",
-            pat_str=_GPT2_SPLIT_PATTERN_FAST,
-            mergeable_ranks=ranks,
-            special_tokens=dict(bpe.special_tokens),
-        )
-
-    @classmethod
-    def gpt2(cls) -> Tokenizer:
-        """GPT-2's tokenizer (cached), built from the shipped, hash-checked files."""
-        return _gpt2_fast(str(GPT2_ASSETS_DIR))
-
-    @classmethod
-    def from_bpe(cls, bpe: BPETokenizer) -> Tokenizer:
-        """A fast twin of ``bpe`` (e.g. one from :meth:`BPETokenizer.train`), giving identical ids."""
-        return cls(bpe)
-
-    @classmethod
-    def from_directory(cls, directory: str | os.PathLike) -> Tokenizer:
-        """Load ``vocab.json`` + ``merges.txt`` (see :meth:`BPETokenizer.save`)."""
-        return cls(BPETokenizer.from_directory(directory))
-
-    def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
-        """Text -> token ids. Special tokens in ``text`` are plain text unless in ``allowed_special``."""
-        text = _check_text(text)
-        allowed = _resolve_allowed(allowed_special, self.bpe.special_tokens)
-        if not allowed:
-            return self.encoding.encode_ordinary(text)
-        return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())
-
-    def encode_batch(
-        self, texts: Sequence[str], *, allowed_special: AllowedSpecial = (), num_threads: int = 8
-    ) -> list[list[int]]:
-        """Encode many texts on ``num_threads`` threads; one list of ids per text."""
-        if isinstance(texts, str):
-            raise TypeError("encode_batch expects a list of str, got a single str; use encode()")
-        texts = [_check_text(t, "encode_batch") for t in texts]
-        allowed = _resolve_allowed(allowed_special, self.bpe.special_tokens)
-        if not allowed:
-            return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
-        return self.encoding.encode_batch(
-            texts, num_threads=num_threads, allowed_special=allowed, disallowed_special=()
-        )
-
-    def decode_bytes(self, ids: Sequence[int]) -> bytes:
-        """Token ids -> the exact bytes they stand for."""
-        return self.encoding.decode_bytes(_check_ids(ids, self.vocab_size))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> text (invalid UTF-8, e.g. half an emoji, becomes U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    def str_tokens(self, ids: Sequence[int]) -> list[str]:
-        """Each token's own text, e.g. for coloured spans: ``[15496, 995] -> ['Hello', ' world']``."""
-        return self.bpe.str_tokens(ids)
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids (V), special tokens included."""
-        return self.bpe.vocab_size
-
-    @property
-    def eot_token(self) -> int | None:
-        """Id of ``<|endoftext|>`` (50256 for GPT-2), or None if there is no such token."""
-        return self.bpe.eot_token
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return self.bpe.special_tokens
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``vocab.json`` + ``merges.txt`` (see :meth:`BPETokenizer.save`)."""
-        return self.bpe.save(directory)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return (
-            f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.bpe.merges)}, "
-            f"special_tokens={list(self.special_tokens)})"
-        )
-
-
-@functools.lru_cache(maxsize=None)
-def _gpt2_fast(directory: str) -> Tokenizer:
-    return Tokenizer(_gpt2_bpe(directory), name="gpt2")
-
-
-# ----------------------------------------------------------------------------------------------
-# CharTokenizer
-
-
-class CharTokenizer:
-    """One token per character; ids follow the sorted characters of the training text.
-
-    >>> tok = CharTokenizer.from_text("hello")
-    >>> tok.encode("hole"), tok.vocab_size
-    ([1, 3, 2, 0], 4)
-    """
-
-    eot_token: int | None = None  # no special tokens
-
-    def __init__(self, chars: Sequence[str]) -> None:
-        if any(not isinstance(c, str) or len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
-            raise ValueError("chars must be distinct single characters")
-        self.chars: list[str] = list(chars)
-        self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """The vocabulary is every distinct character of ``text``, sorted."""
-        return cls(sorted(set(_check_text(text, "from_text"))))
-
-    @classmethod
-    def from_directory(cls, directory: str | os.PathLike) -> CharTokenizer:
-        """Load ``char_tokenizer.json`` written by :meth:`save`."""
-        path = Path(directory) / CHAR_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory} has no {CHAR_FILE}; save a CharTokenizer there first")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(data["chars"])
-
-    def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
-        """Text -> one id per character; a character not in the vocabulary raises ValueError."""
-        text = _check_text(text)
-        try:
-            return [self.stoi[c] for c in text]
-        except KeyError as e:
-            c = e.args[0]
-            raise ValueError(
-                f"character {c!r} (U+{ord(c):04X}) is not in this CharTokenizer's vocabulary; "
-                "build it from text that contains it"
-            ) from None
-
-    def encode_batch(self, texts: Sequence[str], *, allowed_special: AllowedSpecial = ()) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.chars[i] for i in _check_ids(ids, self.vocab_size))
-
-    def decode_bytes(self, ids: Sequence[int]) -> bytes:
-        return self.decode(ids).encode("utf-8")
-
-    def str_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.chars[i] for i in _check_ids(ids, self.vocab_size)]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``char_tokenizer.json`` into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        data = {"type": "char", "chars": self.chars}
-        (directory / CHAR_FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        return directory
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
-
-
-# ----------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(
-    path_or_name: str | os.PathLike = "gpt2", *, fast: bool = True
-) -> Tokenizer | BPETokenizer | CharTokenizer:
-    """``"gpt2"`` or a directory holding ``vocab.json`` + ``merges.txt`` or ``char_tokenizer.json``.
-
-    ``fast=True`` gives a :class:`Tokenizer`, ``fast=False`` the readable :class:`BPETokenizer`.
-
-    >>> load_tokenizer("gpt2").encode("Hello world")
-    [15496, 995]
-    """
-    if str(path_or_name) == "gpt2" and not Path(path_or_name).is_dir():
-        return Tokenizer.gpt2() if fast else BPETokenizer.gpt2()
-    path = Path(path_or_name)
-    if path.is_file() and path.name == CHAR_FILE:
-        path = path.parent
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{str(path_or_name)!r} is neither 'gpt2' nor a directory with tokenizer files"
-        )
-    if (path / VOCAB_FILE).is_file() and (path / MERGES_FILE).is_file():
-        return Tokenizer.from_directory(path) if fast else BPETokenizer.from_directory(path)
-    if (path / CHAR_FILE).is_file():
-        return CharTokenizer.from_directory(path)
-    raise FileNotFoundError(
-        f"{path} has no tokenizer files ({VOCAB_FILE} + {MERGES_FILE}, or {CHAR_FILE}); "
-        "a model saved without them uses GPT-2's tokenizer: load_tokenizer('gpt2')"
-    )

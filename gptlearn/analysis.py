@@ -75,12 +75,11 @@ def induction_scores(model: GPT, seq_len: int = 50, batch: int = 8, seed: int = 
     """
     if 2 * seq_len > model.config.n_positions:
         raise ValueError(f"2 * seq_len = {2 * seq_len} does not fit the context ({model.config.n_positions})")
-    exclude = []
-    tok = getattr(model, "_tokenizer", None)
-    if tok is not None and getattr(tok, "special_tokens", None):
-        exclude = list(tok.special_tokens.values())
-    elif model.config.vocab_size == 50257:
-        exclude = [50256]
+    try:
+        tok = model.tokenizer  # the one attached, else GPT-2's for its vocabulary
+    except AttributeError:  # another vocabulary with no tokenizer attached: no special tokens known
+        tok = None
+    exclude = list(getattr(tok, "special_tokens", {}).values())  # e.g. <|endoftext|>, never in the text
     tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, seed=seed, exclude=exclude)
     pattern = _patterns(model, tokens)  # (L, B, H, 2S, 2S)
     stripe = pattern.diagonal(offset=1 - seq_len, dim1=-2, dim2=-1)  # (L, B, H, S + 1): pattern[q, q - S + 1]

@@ -174,6 +174,7 @@ def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gptlearn`` command's parser: one subcommand per task (and per plugin), each with its options."""
     parser = argparse.ArgumentParser(prog="gptlearn", description="A small, readable GPT-2: embed, compare, generate.")
     from . import __version__
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="always pick the most likely token")
     p.add_argument("--fused", action="store_true",
-                   help="decode with the fused C++ step (CPU, fp32; built on first use, ~30 s)")
+                   help="decode with the fused C++ step (CPU, fp32; compiled on first use, then cached)")
     _common(p)
     p.set_defaults(func=_generate)
 

@@ -42,3 +42,15 @@ def test_pca_2d_takes_tensors(blobs):
     x, _ = blobs
     np.testing.assert_allclose(analysis.pca_2d(torch.tensor(x, dtype=torch.float32)),
                                analysis.pca_2d(x.astype(np.float32)), atol=1e-12)
+
+
+@pytest.mark.parametrize("vocab, want", [(50257, [50256]), (300, [])])
+def test_induction_scores_leave_out_the_tokenizers_special_tokens(monkeypatch, random_gpt, vocab, want):
+    """GPT-2's vocabulary: <|endoftext|> never appears among the random tokens; another vocabulary with no
+    tokenizer attached has no special token to leave out."""
+    seen = []
+    real = analysis.repeated_random_tokens
+    monkeypatch.setattr(analysis, "repeated_random_tokens", lambda *a, **kw: seen.append(kw["exclude"]) or real(*a, **kw))
+    model = random_gpt(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=vocab)
+    assert analysis.induction_scores(model, seq_len=8, batch=2).shape == (1, 2)
+    assert seen == [want]

@@ -88,3 +88,23 @@ def test_smoke_mode_prints_results(script, data_dir):
             assert row["same_ids"] is True
         if row["row"].startswith("train"):
             assert row["first_loss"][0] == pytest.approx(row["first_loss"][1], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_ab_smoke_compares_a_checkout_with_itself(data_dir):
+    """bench_ab.py imports another checkout beside this one; against itself its rows run (the eager and
+    fused decoding with the stream bound, a training step with the GEMM probe; forward and embed share
+    their code paths and are left out to keep CI short)."""
+    res = subprocess.run([sys.executable, str(BENCH / "bench_ab.py"), "--smoke", "--threads", "1",
+                          "--rows", "generate,train-mini", "--before", str(BENCH.parent)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {r["row"]: r for r in (json.loads(ln[len("RESULT "):]) for ln in res.stdout.splitlines()
+                                   if ln.startswith("RESULT "))}
+    assert set(rows) == {"ab-generate", "ab-train-mini"}
+    for row in rows.values():
+        for key in ("after_vs_before", "speedup_before", "speedup_after"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["row"], key)
+    gen = rows["ab-generate"]
+    assert gen["bound_tok_s"] > 0 and set(gen["roofline"]) >= {"before", "after", "before_fused", "after_fused"}
+    assert set(rows["ab-train-mini"]["roofline"]) == {"before", "after", "transformers"}

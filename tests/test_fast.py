@@ -161,7 +161,7 @@ def test_logits_reuse_the_memory_of_dropped_logits_and_leave_held_ones_alone(sma
     with torch.no_grad():
         first = model(idx)  # 2 x 16 x 50257 fp32, pooled under the test's threshold
         kept = first.clone()
-        assert not first.untyped_storage().resizable() and len(small_pool._pool) == 1  # from the pool
+        assert not first.untyped_storage().resizable() and len(small_pool.reused_blocks()) == 1  # from the pool
         second = model(other)  # first is still held: it must get other memory
         assert second.data_ptr() != first.data_ptr() and torch.equal(first, kept)
         ptr = first.data_ptr()

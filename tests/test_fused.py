@@ -176,3 +176,26 @@ def test_unavailable_compiler_is_one_clear_error(monkeypatch):
         assert "\n" not in str(e.value)
     finally:
         fused_mod.load_kernel.cache_clear()  # the next caller loads the real build again
+
+
+def test_a_killed_builds_lock_is_cleared_and_a_running_builds_kept(monkeypatch, tmp_path):
+    """The loader waits for its lock file to go; one left by a killed build would hang every later load."""
+    import time
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: seen.append(kw["build_directory"]) or "kernel")
+    name = "gptlearn_decode_cpu" + ("_avx2" if fused_mod._cpu_flags() else "")
+    lock = fused_mod.build_directory(name) / "lock"
+    lock.parent.mkdir(parents=True)
+    try:
+        for age, kept in ((fused_mod.STALE_LOCK_S + 60, False), (60, True)):
+            lock.touch()
+            os.utime(lock, (time.time() - age,) * 2)
+            fused_mod.load_kernel.cache_clear()
+            assert fused_mod.load_kernel() == "kernel" and lock.exists() is kept, age
+        assert seen == [str(lock.parent)] * 2 and lock.parent.parent == tmp_path
+    finally:
+        fused_mod.load_kernel.cache_clear()  # the next caller loads the real build again

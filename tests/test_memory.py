@@ -78,23 +78,23 @@ def test_empty_reused_hands_memory_out_again_only_when_nothing_holds_it(small_po
 def test_empty_reused_leaves_small_and_huge_tensors_to_torch(small_pool):
     d = small_pool
     t = d.empty_reused((16,))  # 64 bytes: below the threshold
-    assert not d._pool and t.untyped_storage().resizable()
+    assert not d.reused_blocks() and t.untyped_storage().resizable()
     big = d.empty_reused((1 << 19,))  # 2 MB: above the cap
-    assert not d._pool and big.shape == (1 << 19,)
+    assert not d.reused_blocks() and big.shape == (1 << 19,)
     other = d.empty_reused((64, 256), device="meta")  # another device (here torch's shape-only one)
-    assert not d._pool and other.device.type == "meta" and other.shape == (64, 256)
+    assert not d.reused_blocks() and other.device.type == "meta" and other.shape == (64, 256)
     pooled = d.empty_reused((1024,), torch.bfloat16)
-    assert len(d._pool) == 1 and pooled.dtype == torch.bfloat16 and not pooled.untyped_storage().resizable()
+    assert len(d.reused_blocks()) == 1 and pooled.dtype == torch.bfloat16 and not pooled.untyped_storage().resizable()
 
 
 def test_empty_reused_forgets_the_oldest_beyond_its_cap_without_freeing_tensors_in_use(small_pool):
     d = small_pool
     held = [d.empty_reused((64, 1024)).fill_(i) for i in range(5)]  # 5 x 256 KB held, cap 1 MB
-    assert sum(e[0].nbytes for e in d._pool) <= d.REUSE_MAX_BYTES
+    assert sum(d.reused_blocks()) <= d.REUSE_MAX_BYTES
     assert len({t.data_ptr() for t in held}) == 5
     assert all(bool((t == i).all()) for i, t in enumerate(held))  # the forgotten ones are still intact
     d.release_reused()
-    assert not d._pool and bool((held[0] == 0).all())
+    assert not d.reused_blocks() and bool((held[0] == 0).all())
 
 
 def test_empty_reused_never_gives_two_threads_the_same_memory(small_pool):

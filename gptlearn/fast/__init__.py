@@ -25,28 +25,25 @@ when asked for).
 """
 from __future__ import annotations
 
-from typing import TypeVar
-
 from torch import nn
 
 from .embedding import Embedding
 from .gelu import GELU
 from .hooks import HookPoint
 from .linear import Linear, split_matvecs
-from .memory import empty_reused, keep_freed_memory, release_reused
+from .memory import empty_reused, keep_freed_memory, release_reused, reused_blocks
 from .unembed import Unembedding
 
 __all__ = ["enable", "disable", "is_enabled", "Unembedding", "Embedding", "Linear", "GELU", "HookPoint",
-           "split_matvecs", "empty_reused", "release_reused", "keep_freed_memory"]
-
-M = TypeVar("M", bound=nn.Module)
+           "split_matvecs", "empty_reused", "reused_blocks", "release_reused", "keep_freed_memory"]
 
 # the plain class of each layer -> the wing's subclass of it (exact types: a user's own subclass is left alone)
 SWAPS: dict[type, type] = {wing.__base__: wing for wing in (Linear, Embedding, GELU, HookPoint)}
 
 
-def enable(model: M) -> M:
-    """Swap the model's plain layers for the wing's, in place (the table above); returns the model."""
+def enable(model: nn.Module) -> nn.Module:
+    """Swap the model's plain layers (its ``lm_head``, ``nn.Embedding``, ``nn.Linear``, ``nn.GELU`` and
+    ``HookPoint`` layers) for the wing's subclasses, in place; returns the model."""
     for name, module in model.named_modules():
         wing = Unembedding if name == "lm_head" else SWAPS.get(type(module))
         if wing is not None and type(module) is not wing:
@@ -55,7 +52,7 @@ def enable(model: M) -> M:
     return model
 
 
-def disable(model: M) -> M:
+def disable(model: nn.Module) -> nn.Module:
     """Put the plain layers back, in place; returns the model."""
     for module in model.modules():
         if "plain_class" in vars(module):

@@ -22,6 +22,9 @@ in another order). Its speed against the bandwidth bound is in ``bench/README.md
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,9 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..kv_cache import KVCache
     from ..model import GPT
 
-__all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel"]
+__all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel", "build_directory"]
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_cpu.cpp"
+STALE_LOCK_S = 15 * 60  # a build takes a minute at most; a lock this old was left by a build that was killed
 
 
 class FusedUnavailable(RuntimeError):
@@ -57,8 +61,13 @@ def load_kernel():
     flags = _cpu_flags()
     name = "gptlearn_decode_cpu" + ("_avx2" if flags else "")  # a build per instruction set
     try:
+        build = build_directory(name)
+        build.mkdir(parents=True, exist_ok=True)
+        lock = build / "lock"  # the loader's lock file: present while a build runs, and waited for
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)  # a killed build's; the loader would wait for it forever
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
-                                  extra_ldflags=["-fopenmp"], verbose=False)
+                                  extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
     except Exception as e:  # compiler, ninja or OpenMP missing; the loader's messages are long
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         why = next((line for line in lines if "error:" in line), lines[0])  # the compiler's own complaint
@@ -66,6 +75,15 @@ def load_kernel():
             "the fused CPU decoding step could not be built (it needs a C++ compiler with OpenMP and "
             f"`pip install ninja`): {why[:300]}"
         ) from e
+
+
+def build_directory(name: str) -> Path:
+    """Where the extension is built and cached: ``$TORCH_EXTENSIONS_DIR`` (else PyTorch's default,
+    ``~/.cache/torch_extensions``), one folder per build, Python and torch version."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / f"{name}_py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
 
 
 class FusedDecoder:

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["empty_reused", "release_reused", "keep_freed_memory"]
+__all__ = ["empty_reused", "reused_blocks", "release_reused", "keep_freed_memory"]
 
 REUSE_MIN_BYTES = 32 << 20  # smaller blocks glibc reuses by itself (32 MB is its largest mmap threshold)
 REUSE_MAX_BYTES = 1 << 30  # the pool never holds more than this
@@ -73,6 +73,12 @@ def empty_reused(shape: Sequence[int], dtype: torch.dtype = torch.float32,
 @functools.lru_cache(maxsize=None)
 def _numpy_dtype(dtype: torch.dtype):
     return torch.empty(0, dtype=dtype).numpy().dtype  # TypeError for dtypes NumPy lacks (bfloat16)
+
+
+def reused_blocks() -> list[int]:
+    """The sizes in bytes of the blocks :func:`empty_reused` keeps now, in use or free, oldest first."""
+    with _pool_lock:
+        return [mem.nbytes for mem, _ in _pool]
 
 
 def release_reused() -> None:

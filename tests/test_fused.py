@@ -178,24 +178,36 @@ def test_unavailable_compiler_is_one_clear_error(monkeypatch):
         fused_mod.load_kernel.cache_clear()  # the next caller loads the real build again
 
 
-def test_a_killed_builds_lock_is_cleared_and_a_running_builds_kept(monkeypatch, tmp_path):
-    """The loader waits for its lock file to go; one left by a killed build would hang every later load."""
-    import time
+def test_a_killed_builds_lock_is_cleared_and_a_running_builds_waited_for(monkeypatch, tmp_path):
+    """PyTorch's loader waits for its lock file to go; one left by a killed build would hang every later load.
+    A build running in another process (holding the OS lock) is waited for, then its lock file is left alone."""
+    import threading
 
+    pytest.importorskip("fcntl")
     from torch.utils import cpp_extension
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     seen = []
     monkeypatch.setattr(cpp_extension, "load", lambda **kw: seen.append(kw["build_directory"]) or "kernel")
     name = "gptlearn_decode_cpu" + ("_avx2" if fused_mod._cpu_flags() else "")
-    lock = fused_mod.build_directory(name) / "lock"
-    lock.parent.mkdir(parents=True)
+    build = fused_mod.build_directory(name)
+    build.mkdir(parents=True)
+    lock = build / "lock"
     try:
-        for age, kept in ((fused_mod.STALE_LOCK_S + 60, False), (60, True)):
+        lock.touch()  # a killed build's: nobody holds the OS lock
+        fused_mod.load_kernel.cache_clear()
+        assert fused_mod.load_kernel() == "kernel" and not lock.exists()
+        assert seen == [str(build)] and build.parent == tmp_path
+
+        fused_mod.load_kernel.cache_clear()
+        with fused_mod._one_build_at_a_time(build):  # "another build" holds the folder
             lock.touch()
-            os.utime(lock, (time.time() - age,) * 2)
-            fused_mod.load_kernel.cache_clear()
-            assert fused_mod.load_kernel() == "kernel" and lock.exists() is kept, age
-        assert seen == [str(lock.parent)] * 2 and lock.parent.parent == tmp_path
+            loader = threading.Thread(target=fused_mod.load_kernel)
+            loader.start()
+            loader.join(timeout=0.5)
+            assert loader.is_alive() and len(seen) == 1  # it waits, and does not load meanwhile
+            lock.unlink()  # that build finishes
+        loader.join(timeout=10)
+        assert not loader.is_alive() and len(seen) == 2
     finally:
         fused_mod.load_kernel.cache_clear()  # the next caller loads the real build again

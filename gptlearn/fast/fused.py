@@ -21,6 +21,7 @@ in another order). Its speed against the bandwidth bound is in ``bench/README.md
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel", "build_directory"]
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_cpu.cpp"
-STALE_LOCK_S = 15 * 60  # a build takes a minute at most; a lock this old was left by a build that was killed
+STALE_LOCK_S = 15 * 60  # without fcntl (Windows): a build takes a minute or two; a lock this old is a killed one's
 
 
 class FusedUnavailable(RuntimeError):
@@ -63,11 +64,9 @@ def load_kernel():
     try:
         build = build_directory(name)
         build.mkdir(parents=True, exist_ok=True)
-        lock = build / "lock"  # the loader's lock file: present while a build runs, and waited for
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-            lock.unlink(missing_ok=True)  # a killed build's; the loader would wait for it forever
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
-                                  extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
+        with _one_build_at_a_time(build):
+            return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
+                                      extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
     except Exception as e:  # compiler, ninja or OpenMP missing; the loader's messages are long
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         why = next((line for line in lines if "error:" in line), lines[0])  # the compiler's own complaint
@@ -75,6 +74,31 @@ def load_kernel():
             "the fused CPU decoding step could not be built (it needs a C++ compiler with OpenMP and "
             f"`pip install ninja`): {why[:300]}"
         ) from e
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(build: Path):
+    """Hold an OS lock on the build folder while PyTorch's loader runs.
+
+    The loader marks a build in progress with a plain file, ``lock``, and waits for it to go; a build that
+    was killed leaves it behind and every later load would wait forever. The OS lock (``fcntl.flock``)
+    dies with its process, so while we hold it a ``lock`` file can only be a killed build's: remove it.
+    Without fcntl (Windows), a ``lock`` older than STALE_LOCK_S is taken for a killed build's."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    with open(build / "gptlearn-build.lock", "w") as held:
+        if fcntl is not None:
+            fcntl.flock(held, fcntl.LOCK_EX)  # waits while another process builds here
+        lock = build / "lock"
+        if lock.exists() and (fcntl is not None or time.time() - lock.stat().st_mtime > STALE_LOCK_S):
+            lock.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def build_directory(name: str) -> Path:

@@ -80,10 +80,19 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_prompt(tok, prompt: str) -> None:
+    """A prompt may not hold a special token's text (tiktoken's rule: no control tokens from typed text)."""
+    special = [t for t in getattr(tok, "special_tokens", {}) if t in prompt]
+    if special:
+        raise GptlearnError(f"the prompt contains {special[0]!r}, the text of a special token, which a typed prompt "
+                            "may not hold (tiktoken refuses it too); remove it")
+
+
 def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -> None:
     """Print the continuation of ``prompt`` token by token, never splitting a UTF-8 character."""
     out = out or sys.stdout
     tok = _tokenizer(model)
+    _check_prompt(tok, prompt)
     ids = tok.encode(prompt)
     if not ids:
         raise GptlearnError("the prompt is empty; give some text to continue")
@@ -120,6 +129,7 @@ def _generate(args: argparse.Namespace) -> int:
     if not args.interactive:
         if not args.prompt:
             raise GptlearnError("the prompt is empty; give some text to continue")
+        _check_prompt(_tokenizer(model), args.prompt)
         sys.stdout.write(args.prompt)
         _stream(model, args.prompt, args, generator)
         print()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import GPT
+from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
@@ -150,8 +151,9 @@ class Embedder(nn.Module):
                 raise TypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
             if not s:
                 raise ValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
-        encode_batch = getattr(self.tokenizer, "encode_batch", None)
-        rows = encode_batch(sentences) if encode_batch else [self.tokenizer.encode(s) for s in sentences]
+        # sentences are data: special-token text in them is plain text (tiktoken's encode_ordinary_batch)
+        encode_batch = getattr(self.tokenizer, "encode_ordinary_batch", None)
+        rows = encode_batch(sentences) if encode_batch else [encode_document(self.tokenizer, s) for s in sentences]
         cut = sum(len(r) > self.max_length for r in rows)
         if cut:
             warnings.warn(f"{cut} of {len(rows)} sentences were longer than {self.max_length} tokens and were "

@@ -53,7 +53,7 @@ def _tokenizer(model):
 # ---- subcommands -----------------------------------------------------------------------------------
 def _embed(args: argparse.Namespace) -> int:
     embedder = _load_embedder(args)
-    vectors = embedder.encode(args.sentence, normalize=args.normalize)  # (N, D)
+    vectors = embedder.encode(args.sentence, normalize_embeddings=args.normalize)  # (N, D)
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
              for s, v in zip(args.sentence, vectors)]
     json.dump(items[0] if len(items) == 1 else items, sys.stdout, ensure_ascii=False)

@@ -295,10 +295,11 @@ class HookedRootModule(nn.Module):
 
     def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,
                   return_attention_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Text -> token ids (B, T) on the model's device; one text gives (1, T).
+        """Text -> token ids (B, T) on the model's device; one text gives (1, T). No BOS token unless
+        ``prepend_bos=True`` (Hugging Face's default; TransformerLens prepends one by default).
 
-        ``prepend_bos=True`` starts every row with ``<|endoftext|>``, as TransformerLens does by
-        default; the default (no BOS) matches Hugging Face's GPT-2 tokenizer and ``generate``.
+        ``prepend_bos=True`` starts every row with ``<|endoftext|>``, as TransformerLens does; the
+        default (no BOS) matches Hugging Face's GPT-2 tokenizer and ``generate``.
         ``<|endoftext|>`` written in the text becomes that token, as in TransformerLens and Hugging Face.
         Texts of different lengths are padded on the right with ``<|endoftext|>`` (id 0 for a tokenizer
         without it); ``return_attention_mask=True`` also returns the (B, T) mask, 1 on real tokens and

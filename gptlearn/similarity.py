@@ -11,6 +11,9 @@ Every measure takes ``(a, b)``:
 :func:`pairwise` compares row ``i`` of ``a`` with row ``i`` of ``b`` only -> (N,).
 numpy in gives numpy out; a torch tensor in gives a torch tensor out. The numbers equal
 sentence-transformers' ``cos_sim``/``pairwise_cos_sim``/``dot_score`` and scipy's ``cdist``.
+:func:`euclidean` and :func:`manhattan` are distances (smaller is more similar), as ``gptlearn similarity``
+prints them; sentence-transformers' ``euclidean_sim``/``manhattan_sim`` and ``Embedder.similarity`` give
+their negatives (larger is more similar), see :data:`SIMILARITY_FNS`.
 
 >>> import numpy as np
 >>> cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0]))     # doctest: +ELLIPSIS

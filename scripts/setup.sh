@@ -4,10 +4,14 @@
 # Installs into the active virtual environment (or conda environment), else into ./.venv if there is one.
 # With neither, a Python that refuses installs (PEP 668: "externally managed", e.g. Debian 12+, Ubuntu
 # 23.04+) gets a new ./.venv; any other Python (pyenv, python.org, Docker's python images) is used as it is.
-# PYTHON=... picks the Python (default python3).
+# PYTHON=... picks the Python (default python3; 3.11 or newer for the pinned packages, see check_pythons.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+if ! "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then  # numpy 2.4, pandas 3, scipy 1.17
+  echo "setup: the course's pinned packages (requirements.txt) need Python 3.11 or newer, and ${PYTHON:-python3} is older; run it with a newer one (PYTHON=python3.12 bash scripts/setup.sh), or install the package alone: pip install -e '.[book]'" >&2
+  exit 1
+fi
 if ! in_env && "${PYTHON:-python3}" -c 'import os, sys, sysconfig
 sys.exit(not os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
   echo "setup: ${PYTHON:-python3} is externally managed (PEP 668); installing into a new virtual environment, .venv" >&2

@@ -20,6 +20,7 @@ echo "$0 $*" >> "$FAKE_LOG"
 case "$*" in
   *EXTERNALLY-MANAGED*) [ "${FAKE_MANAGED:-0}" = 1 ] ;;
   *base_prefix*) [[ "$0" == */.venv/bin/python ]] ;;   # only the venv's python is in an environment
+  *version_info*) [ "${FAKE_OLD:-0}" != 1 ] ;;
   "-m venv .venv") [ "${FAKE_NO_VENV:-0}" != 1 ] && mkdir -p .venv/bin && cp "$0" .venv/bin/python ;;
   *) true ;;
 esac
@@ -78,3 +79,9 @@ def test_no_venv_module_is_one_clear_error(repo, tmp_path):
     assert proc.returncode == 1 and not (tmp_path / ".venv").exists()
     assert proc.stderr.strip().splitlines()[-1].startswith("setup: could not create .venv; install python3-venv")
     assert not any("pip" in c for c in calls)
+
+
+def test_a_python_too_old_for_the_pins_is_one_clear_error(repo, tmp_path):
+    proc, calls = repo(FAKE_MANAGED="1", FAKE_OLD="1")
+    assert proc.returncode == 1 and not (tmp_path / ".venv").exists() and calls == []
+    assert proc.stderr.strip().startswith("setup: the course's pinned packages (requirements.txt) need Python 3.11")

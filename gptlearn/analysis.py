@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .model import GPT
+from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
@@ -94,7 +95,7 @@ def repeated_passage_loss(model: GPT, text: str, n: int = 32, length: int = 100)
     A model that copies from context predicts the second reading better; the first token of each
     reading is left out (nothing predicts it).
     """
-    ids = model.tokenizer.encode(text)
+    ids = encode_document(model.tokenizer, text)
     if len(ids) < n * length:
         raise ValueError(f"the text has {len(ids)} tokens, fewer than {n} passages of {length}")
     if 2 * length > model.config.n_positions:
@@ -124,7 +125,7 @@ def bits_per_byte(model: GPT, text: str, *, tokenizer: TokenizerLike | None = No
     but the first is predicted exactly once (the first tokens of a window see little context).
     """
     tok = tokenizer if tokenizer is not None else model.tokenizer
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    ids = torch.tensor(encode_document(tok, text), dtype=torch.long)
     T = min(block_size or model.config.n_positions, model.config.n_positions)
     if len(ids) < 2:
         raise ValueError("the text is too short to measure: it needs at least two tokens")
@@ -158,7 +159,8 @@ def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: TokenizerL
     if tokenizer is None:
         train_ids, eval_ids, V = list(train_text.encode("utf-8")), list(eval_text.encode("utf-8")), 256
     else:
-        train_ids, eval_ids, V = tokenizer.encode(train_text), tokenizer.encode(eval_text), tokenizer.vocab_size
+        train_ids, eval_ids = encode_document(tokenizer, train_text), encode_document(tokenizer, eval_text)
+        V = tokenizer.vocab_size
     counts = Counter(train_ids)
     total = len(train_ids) + V
     bits = -sum(math.log2((counts[i] + 1) / total) for i in eval_ids)

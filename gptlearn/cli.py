@@ -53,7 +53,7 @@ def _tokenizer(model):
 # ---- subcommands -----------------------------------------------------------------------------------
 def _embed(args: argparse.Namespace) -> int:
     embedder = _load_embedder(args)
-    vectors = embedder.encode(args.sentence, normalize=args.normalize)  # (N, D)
+    vectors = embedder.encode(args.sentence, normalize_embeddings=args.normalize)  # (N, D)
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
              for s, v in zip(args.sentence, vectors)]
     json.dump(items[0] if len(items) == 1 else items, sys.stdout, ensure_ascii=False)
@@ -80,10 +80,19 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_prompt(tok, prompt: str) -> None:
+    """A prompt may not hold a special token's text (tiktoken's rule: no control tokens from typed text)."""
+    special = [t for t in getattr(tok, "special_tokens", {}) if t in prompt]
+    if special:
+        raise GptlearnError(f"the prompt contains {special[0]!r}, the text of a special token, which a typed prompt "
+                            "may not hold (tiktoken refuses it too); remove it")
+
+
 def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -> None:
     """Print the continuation of ``prompt`` token by token, never splitting a UTF-8 character."""
     out = out or sys.stdout
     tok = _tokenizer(model)
+    _check_prompt(tok, prompt)
     ids = tok.encode(prompt)
     if not ids:
         raise GptlearnError("the prompt is empty; give some text to continue")
@@ -120,6 +129,7 @@ def _generate(args: argparse.Namespace) -> int:
     if not args.interactive:
         if not args.prompt:
             raise GptlearnError("the prompt is empty; give some text to continue")
+        _check_prompt(_tokenizer(model), args.prompt)
         sys.stdout.write(args.prompt)
         _stream(model, args.prompt, args, generator)
         print()

@@ -30,6 +30,7 @@ import torch
 
 from .atomic import write_file
 from .errors import GptlearnError
+from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
@@ -267,8 +268,9 @@ class TokenDataset:
             meta = json.loads(meta_path.read_text())
         else:
             train_text, val_text = split_text(text, val_fraction)
-            train_ids = tokenizer.encode(train_text)
-            val_ids = tokenizer.encode(val_text) if val_text else []
+            # a corpus is text: "<|endoftext|>" written in it is read as plain text
+            train_ids = encode_document(tokenizer, train_text)
+            val_ids = encode_document(tokenizer, val_text) if val_text else []
             ids = np.asarray(train_ids + val_ids, dtype=self.dtype)
             root.mkdir(parents=True, exist_ok=True)
             write_file(self.path, ids.tobytes())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,7 @@ from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
 
-__all__ = ["MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model"]
+__all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model"]
 
 
 def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
@@ -44,6 +43,22 @@ def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(pos * freq)  # (n_positions, C/2)
     pe[:, 1::2] = torch.cos(pos * freq)[:, : n_embd // 2]  # (n_positions, C/2)
     return pe
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` with TransformerLens' ``hook_scale``: each token's spread, sqrt(var + eps), before
+    the division. Written out only while a hook listens to it; otherwise the fused ``F.layer_norm``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config.n_embd, eps=config.layer_norm_epsilon)
+        self.hook_scale = HookPoint()  # (B, T, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.hook_scale.active:
+            return super().forward(x)
+        x = x - x.mean(dim=-1, keepdim=True)  # (B, T, C), centred
+        scale = self.hook_scale((x.pow(2).mean(dim=-1, keepdim=True) + self.eps).sqrt())  # (B, T, 1)
+        return x / scale * self.weight + self.bias
 
 
 class MLP(nn.Module):
@@ -69,9 +84,9 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_1 = LayerNorm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_2 = LayerNorm(config)
         self.mlp = MLP(config)
         self.hook_resid_pre = HookPoint()  # (B, T, C)
         self.hook_attn_out = HookPoint()  # (B, T, C)
@@ -101,7 +116,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     """GPT-2.
 
     ``fast=True`` (the default) hands the built model to :func:`gptlearn.fast.enable`; ``fast=False``
-    keeps the plain layers below. ``run_with_cache`` and the hooks come from
+    keeps the plain layers below. ``run_with_cache``, the hooks and ``to_tokens`` come from
     :class:`~gptlearn.hooks.HookedRootModule`, ``generate`` from :class:`~gptlearn.generate.GenerationMixin`,
     ``from_pretrained``/``save_pretrained`` from :class:`~gptlearn.pretrained.PretrainedMixin`.
 
@@ -118,7 +133,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned positions (n_positions, C)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_f = LayerNorm(config)
         self.lm_head = LMHead(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: the unembedding is the embedding, transposed
         self.hook_embed = HookPoint()  # (B, T, C)
@@ -231,31 +246,6 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     @tokenizer.setter
     def tokenizer(self, tok) -> None:
         self._tokenizer = tok
-
-    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False) -> torch.Tensor:
-        """Text -> token ids (1, T) on the model's device (several texts must tokenize to equal lengths)."""
-        texts = [text] if isinstance(text, str) else list(text)
-        rows = [self.tokenizer.encode(t) for t in texts]
-        if prepend_bos:
-            rows = [[self.tokenizer.eot_token, *r] for r in rows]
-        if len({len(r) for r in rows}) > 1:
-            raise ValueError("texts tokenize to different lengths; pass them one at a time or pad them yourself")
-        return torch.tensor(rows, dtype=torch.long, device=self.device)
-
-    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], *, prepend_bos: bool = False) -> list[str]:
-        """Each token of ``text`` (or of a list/tensor of ids) as its own string."""
-        if isinstance(text, str):
-            ids = self.to_tokens(text, prepend_bos=prepend_bos)[0].tolist()
-        elif isinstance(text, torch.Tensor):
-            ids = text.flatten().tolist()
-        else:
-            ids = list(text)
-        return self.tokenizer.str_tokens(ids)
-
-    def to_string(self, ids: torch.Tensor | Sequence[int]) -> str:
-        """Token ids -> text."""
-        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return self.tokenizer.decode(ids)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+source scripts/env.sh   # the .venv setup.sh made, if it made one
 export GPTLEARN_DATA_DIR=${GPTLEARN_DATA_DIR:-$(pwd)/../shared/data}
-python3 -m pytest -m "book or not book" "$@"
+"${PYTHON:-python3}" -m pytest -m "book or not book" "$@"

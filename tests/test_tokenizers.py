@@ -66,8 +66,15 @@ def hf_gpt2(tmp_path_factory, gpt2_bpe):
 @pytest.mark.parametrize("name", IDS)
 def test_parity_with_tiktoken(gpt2_tok, tiktoken_gpt2, name):
     text = STRINGS[name]
-    ids = gpt2_tok.encode(text)
+    ids = gpt2_tok.encode_ordinary(text)
     assert ids == tiktoken_gpt2.encode_ordinary(text)
+    if EOT in text:  # refused by default, by both
+        with pytest.raises(ValueError):
+            tiktoken_gpt2.encode(text)
+        with pytest.raises(ValueError, match="refuses by default"):
+            gpt2_tok.encode(text)
+    else:
+        assert gpt2_tok.encode(text) == ids
     assert gpt2_tok.decode(ids) == text
     assert gpt2_tok.decode_bytes(ids) == text.encode("utf-8")
     pieces = gpt2_tok.str_tokens(ids)
@@ -92,12 +99,20 @@ def test_shakespeare_parity(gpt2_bpe, gpt2_fast, tiktoken_gpt2, shakespeare_20k)
         ("Hello world", [15496, 995]),
         (" The unhappy cat", [383, 19283, 3797]),
         ("I'm they'll", [40, 1101, 484, 1183]),
-        (EOT, [27, 91, 437, 1659, 5239, 91, 29]),  # ordinary text unless allowed
         ("   \n\n\t  x", [220, 220, 220, 628, 197, 220, 2124]),
     ],
 )
 def test_known_gpt2_ids(gpt2_tok, text, ids):
     assert gpt2_tok.encode(text) == ids
+
+
+def test_endoftext_text_is_refused_unless_read_as_text(gpt2_tok):
+    with pytest.raises(ValueError, match="allowed_special=.*disallowed_special=\\(\\)"):
+        gpt2_tok.encode(f"a{EOT}b")
+    as_text = [27, 91, 437, 1659, 5239, 91, 29]  # '<', '|', 'end', 'of', 'text', '|', '>'
+    assert gpt2_tok.encode(EOT, disallowed_special=()) == gpt2_tok.encode_ordinary(EOT) == as_text
+    with pytest.raises(TypeError, match="write allowed_special=\\{'<\\|endoftext\\|>'\\}"):
+        gpt2_tok.encode(EOT, allowed_special=EOT)  # a bare str other than "all"
 
 
 def test_endoftext(gpt2_tok):
@@ -116,9 +131,12 @@ def test_parity_with_transformers(hf_gpt2, gpt2_fast, name):
 
 def test_batch(gpt2_bpe, gpt2_fast):
     texts = [STRINGS[n] for n in IDS]
-    expected = [gpt2_fast.encode(t) for t in texts]
-    assert gpt2_fast.encode_batch(texts) == expected
-    assert gpt2_bpe.encode_batch(texts) == expected
+    expected = [gpt2_fast.encode_ordinary(t) for t in texts]
+    assert gpt2_fast.encode_ordinary_batch(texts) == gpt2_fast.encode_batch(texts, disallowed_special=()) == expected
+    assert gpt2_bpe.encode_ordinary_batch(texts) == gpt2_bpe.encode_batch(texts, disallowed_special=()) == expected
+    for tok in (gpt2_fast, gpt2_bpe):
+        with pytest.raises(ValueError, match="refuses by default"):  # one text with <|endoftext|> in it
+            tok.encode_batch(texts)
     assert gpt2_fast.encode_batch([EOT], allowed_special="all") == [[50256]]
 
 
@@ -252,7 +270,9 @@ class _Bytes(BaseTokenizer):
 def test_a_new_tokenizer_writes_four_things_and_gets_the_rest():  # text -> ids, id -> bytes, size, files
     tok = _Bytes()
     assert tok.eot_token == 256 and len(tok) == 257
-    assert tok.encode("a<|endoftext|>b") == [97, *b"<|endoftext|>", 98]  # plain text unless allowed
+    assert tok.encode_ordinary("a<|endoftext|>b") == [97, *b"<|endoftext|>", 98]  # plain text
+    with pytest.raises(ValueError, match="refuses by default"):
+        tok.encode("a<|endoftext|>b")  # refused unless allowed or read as text
     assert tok.encode("a<|endoftext|>b", allowed_special="all") == [97, 256, 98]
     assert tok.encode_batch(["é", "<|endoftext|>"], allowed_special={"<|endoftext|>"}) == [[195, 169], [256]]
     assert tok.decode([104, 105, 256]) == "hi<|endoftext|>" and tok.decode([195]) == "\ufffd"

@@ -34,6 +34,6 @@ class HookPoint(hooks.HookPoint):
     """:class:`gptlearn.hooks.HookPoint` that returns its input at once when nothing could listen."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._forward_hooks or self._forward_pre_hooks or global_hooks_active():
+        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or global_hooks_active():
             return super().__call__(x)
         return x

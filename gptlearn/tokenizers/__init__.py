@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from .base import (CHAR_FILE, ENDOFTEXT, MERGES_FILE, TOKENIZER_FILES, VOCAB_FILE, BaseTokenizer,
-                   TokenizerLike)
+                   TokenizerLike, encode_document)
 from .bpe import (GPT2_ASSET_SHA256, GPT2_ASSETS_DIR, GPT2_SPLIT_PATTERN, BPETokenizer, bytes_to_unicode,
                   get_stats, merge)
 from .char import CharTokenizer
@@ -29,7 +29,7 @@ from .fast import Tokenizer
 
 __all__ = [
     # the shared surface
-    "TokenizerLike", "BaseTokenizer", "ENDOFTEXT", "TOKENIZER_FILES", "load_tokenizer",
+    "TokenizerLike", "BaseTokenizer", "ENDOFTEXT", "TOKENIZER_FILES", "load_tokenizer", "encode_document",
     # the teaching BPE: its steps and its tokenizer
     "GPT2_SPLIT_PATTERN", "bytes_to_unicode", "get_stats", "merge", "BPETokenizer",
     "GPT2_ASSETS_DIR", "GPT2_ASSET_SHA256",

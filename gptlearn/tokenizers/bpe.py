@@ -28,8 +28,8 @@ from typing import Any, Sequence, TypeVar
 import regex
 
 from ..atomic import write_file
-from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, check_ids,
-                   check_text)
+from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
+                   check_ids, check_text)
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
@@ -392,7 +392,8 @@ class BPETokenizer(BaseTokenizer):
             text = _fix_surrogates(text)
         return [i for word in _SPLIT_RE.findall(text) for i in self._encode_word(word)]
 
-    def encode_and_show_work(self, text: str, *, allowed_special: AllowedSpecial = ()) -> dict[str, Any]:
+    def encode_and_show_work(self, text: str, *, allowed_special: AllowedSpecial = frozenset(),
+                             disallowed_special: DisallowedSpecial = "all") -> dict[str, Any]:
         """:meth:`encode`, returning every intermediate step (one list entry per pre-token).
 
         Keys: ``text``; ``pre_tokens`` (regex pieces); ``bytes`` (their UTF-8 bytes); ``unicode``
@@ -412,7 +413,8 @@ class BPETokenizer(BaseTokenizer):
         23492 ('Ġhell', 'o') ['Ġhello']
         """
         text = check_text(text, "encode_and_show_work")
-        allowed = self._allowed(allowed_special)
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        self._refuse(text, disallowed)
         work: dict[str, Any] = {"text": text, "pre_tokens": [], "bytes": [], "unicode": [], "merges": [],
                                 "tokens": [], "ids": []}
         for chunk, special in self._split_special(_fix_surrogates(text), allowed):

@@ -54,9 +54,9 @@ class CharTokenizer(BaseTokenizer):
     def _token_bytes(self, i: int) -> bytes:
         return self.chars[i].encode("utf-8")
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> text, one character each."""
-        return "".join(self.chars[i] for i in check_ids(ids, self.vocab_size))
+    def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
+        """Token ids -> text, one character each (every id is a whole character: ``errors`` never applies)."""
+        return "".join(self.chars[i] for i in check_ids(tokens, self.vocab_size))
 
     def str_tokens(self, ids: Sequence[int]) -> list[str]:
         """Each token's character."""

@@ -18,6 +18,15 @@ if "GPTLEARN_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").i
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+try:  # in CI, property-based tests draw the same cases every run (locally they keep exploring)
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:
+    pass
+
 
 @pytest.fixture
 def data_dir() -> Path:

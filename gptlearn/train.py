@@ -696,6 +696,19 @@ def _check_memory(config: GPTConfig, args: TrainConfig, block_size: int, dev: to
             "a step) or --block-size, or choose a smaller model")
 
 
+def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torch.device) -> None:
+    """:func:`_check_memory` for the model a folder's ``config.json`` describes, before the model is built (a
+    hostile ``"n_layer": 200000`` would take minutes to build, even without its weights). A name that is no
+    folder (``gpt2``) or a config.json that does not read is left to ``GPT.from_pretrained``, which says why."""
+    path = Path(os.fspath(folder)).expanduser() / "config.json"
+    try:
+        config = GPTConfig.from_hf_dict(json.loads(path.read_text(encoding="utf-8")))
+        config.estimate_bytes(training=True)  # its sizes are numbers
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+        return
+    _check_memory(config, args, _block_size(args, config), dev)
+
+
 # ---- Ctrl-C: never between a step's update and its bookkeeping -----------------------------------------
 class _Interrupts:
     """While a run trains, Ctrl-C (SIGINT) raises KeyboardInterrupt at once, as usual, except inside
@@ -778,6 +791,7 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, args
     """The model of a new run and its tokenizer: pretrained weights (``init``), the GPT given, or a fresh
     one of the given shape, whose size is checked against the memory before it is built."""
     if init is not None:
+        _check_folder_memory(init, args, dev)
         model = GPT.from_pretrained(init)
         tok = load_tokenizer_spec(tokenizer_spec, train_text) if tokenizer_spec is not None else model.tokenizer
         if tok.vocab_size != model.config.vocab_size:
@@ -815,8 +829,9 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, args
     return model, tok
 
 
-def _resumed_model(out: Path) -> tuple[GPT, Any]:
-    """The model saved in the run folder ``out`` and its tokenizer, checked to be finite."""
+def _resumed_model(out: Path, args: TrainConfig, dev: torch.device) -> tuple[GPT, Any]:
+    """The model saved in the run folder ``out`` and its tokenizer, checked to fit and to be finite."""
+    _check_folder_memory(out, args, dev)
     saved = GPT.from_pretrained(out)
     try:
         tok = saved.tokenizer
@@ -939,7 +954,7 @@ def _train(config_or_model, data, args: TrainConfig, *, callback, dev: torch.dev
 
     # 1. the model and its tokenizer: the run's own on resume (its shape and settings checked first)
     if saved is not None:
-        model, tok = _resumed_model(out)
+        model, tok = _resumed_model(out, args, dev)
         given = config_or_model if isinstance(config_or_model, GPT) else _as_config(config_or_model)
         min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
         differences = (_model_differences(given, model.config) + _resume_differences(

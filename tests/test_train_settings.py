@@ -276,6 +276,27 @@ def test_an_absurd_size_is_refused_before_allocating(text_file, tmp_path, capsys
     assert code == 2 and "GiB free; lower --batch-size" in line and message in line, line
 
 
+@pytest.mark.parametrize("how", ["--init", "--resume"])
+def test_an_absurd_config_json_is_refused_before_the_model_is_built(finished, text_file, tmp_path, capsys, monkeypatch,
+                                                                   how):
+    """The issue's case: a model folder (to fine-tune, or a run to resume) whose config.json says
+    n_layer 200000 (at GPT-2's width: 1.4e12 parameters) is refused from its numbers alone, without
+    building a single layer."""
+    import json
+
+    config = json.loads((finished / "config.json").read_text())
+    (finished / "config.json").write_text(json.dumps({**config, "n_layer": 200_000, "n_embd": 768, "n_head": 12}))
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(GPT, "__init__", no_model)
+    where = ["--init", finished, "--out", tmp_path / "tuned"] if how == "--init" else ["--out", finished, "--resume"]
+    code, err = _cli(capsys, "--data", text_file, *where, "--steps", "6", "--no-progress")
+    line = _one_line(err)
+    assert code == 2 and "needs at least" in line and "GiB free; lower --batch-size" in line, line
+
+
 def test_a_given_model_with_an_absurd_batch_is_refused_before_the_optimizer(text_file, monkeypatch):
     tok = CharTokenizer.from_text(text_file.read_text())
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, n_positions=16))

@@ -998,7 +998,7 @@ def _train(config_or_model, data, args: TrainConfig, *, callback, dev: torch.dev
     history = TrainHistory()
     data_gen = torch.Generator().manual_seed(args.seed + rank)  # each rank its own batches
     torch.manual_seed(args.seed + rank)  # dropout
-    np.random.seed(args.seed + rank)
+    np.random.seed((args.seed + rank) % 2**32)  # numpy takes seeds below 2**32
     random.seed(args.seed + rank)
     start = 0
     if saved is not None:

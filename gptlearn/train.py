@@ -1057,6 +1057,9 @@ def _train(config_or_model, data, args: TrainConfig, *, callback, dev: torch.dev
                     sample = tok.decode(ids[0].tolist())
                 except Exception as e:  # a sample is a nicety; never let it stop training
                     sample = f"<no sample: {e}>"
+        for name, value in (("train", tr), ("validation", va)):
+            if value is not None and not math.isfinite(value):  # the weights diverged since the last checkpoint
+                raise _diverged(f"the {name} loss of the evaluation became {value}", step, out, last_good)
         history.eval_train_loss[-1], history.val_loss[-1], history.samples[-1] = tr, va, sample
         if master:
             msg = f"step {step}: train loss {tr:.4f}" + (f", val loss {va:.4f}" if va is not None else "")

@@ -270,6 +270,23 @@ def test_a_non_finite_checkpoint_is_never_written(tiny, tmp_path, poison):
     assert all(torch.isfinite(p).all() for p in from_pretrained(out).parameters())
 
 
+def test_a_non_finite_evaluation_stops_the_run_at_the_last_good_checkpoint(tiny, tmp_path):
+    """An evaluation whose loss is not finite (here the model's loss is made NaN after the checkpoint of
+    step 4) stops the run at that evaluation, step 6, naming it, instead of recording a NaN in the history."""
+    config, data = tiny
+    model = GPT(config)
+    model.tokenizer = data.tokenizer
+
+    def after_step_4(event, history):
+        if event == "step" and history.step[-1] == 4:
+            model.loss = lambda x, y: torch.tensor(float("nan"))  # what evaluations call; training calls forward
+
+    with pytest.raises(GptlearnError, match=r"the train loss of the evaluation became nan at step 6; .*\(step 4\)"):
+        train(model, data, out_dir=tmp_path / "run", steps=8, eval_every=2, save_every=4, callback=after_step_4,
+              **FAST)
+    assert read_trainer_state(tmp_path / "run")["step"] == 4
+
+
 def test_non_finite_adamw_moments_are_never_saved(tiny, tmp_path, monkeypatch):
     import gptlearn.train as gtrain
 

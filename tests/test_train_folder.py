@@ -224,12 +224,9 @@ train(cfg, text_file, tokenizer=tok, out_dir=out, steps=4, eval_every=2, batch_s
       sample_tokens=0, progress=False, seed=3, lr=3e-3, warmup=2, callback=arm)
 """
 
-KILLS = [  # (the checkpoint, what to wrap, at which call in it, before or after the call)
+KILLS = [  # (the checkpoint, what to wrap, at which call in it, before or after the call): one per stage of a save
     (2, "safetensors.torch.save_file", 1, "after"),  # the first checkpoint, half-written: no run yet
-    (4, "safetensors.torch.save_file", 1, "after"),  # the model written, the trainer state not yet
-    (4, "safetensors.torch.save_file", 2, "before"),
-    (4, "safetensors.torch.save_file", 2, "after"),  # the tensors written, the JSON not yet
-    (4, "gptlearn.atomic._fsync", 3, "before"),  # flushing the new folder to the disk
+    (4, "safetensors.torch.save_file", 2, "after"),  # the model and the tensors written, the JSON not yet
     (4, "gptlearn.atomic._carry_over", 1, "after"),  # old entries carried into the new folder
     (4, "os.rename", 1, "after"),  # the old folder stepped aside, the new one not yet in its place
     (4, "os.rename", 2, "after"),  # the new one in place, the old one not yet removed

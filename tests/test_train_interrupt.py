@@ -153,6 +153,7 @@ def test_sigint_at_every_line_of_a_step_resumes_exactly(run_parts, tmp_path):
     assert held and all(saved[k] == AFTER + 1 for k in held)  # held until the update was whole, then saved
 
 
+@pytest.mark.slow
 def test_keyboard_interrupt_inside_the_update_resumes_exactly(run_parts, tmp_path):
     """A KeyboardInterrupt raised inside the update itself (after optimizer.step(), before the step count
     moves on), which no signal handler can defer: nothing of that half-made step is saved."""

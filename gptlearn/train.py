@@ -622,6 +622,9 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
     is_model = (out / "config.json").is_file()
     if args.overwrite and (is_run or is_model):
         return names
+    if is_run and not (out / STATE_FILE).is_file():  # only an older version's pickle: --resume would refuse it
+        raise GptlearnError(f"{out} holds the training run of an older gptlearn ({LEGACY_STATE_FILE}, a pickle, "
+                            "never loaded); replace it with --overwrite, or choose another --out")
     if is_run:
         raise GptlearnError(f"{out} already holds a training run{_run_progress(out)}; continue it with --resume, "
                             "or replace it with --overwrite")

@@ -425,6 +425,7 @@ def train(
         raise GptlearnError(f"block size {block_size} is longer than the model's context "
                             f"({model.config.n_positions}); use --block-size {model.config.n_positions} or less")
     dataset.check_block_size(block_size)
+    model.config.check_fits(batch_size=args.batch_size, block_size=block_size, training=True)
     has_val = len(dataset.splits["val"]) >= block_size + 1
     model.to(dev)
     optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay, betas=args.betas)

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .errors import UnknownNameError
+
 __all__ = ["HookPoint", "HookedRootModule", "ActivationCache", "hook_name", "short_name"]
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
@@ -57,10 +59,10 @@ def hook_name(name: str, layer: int | None = None, n_layer: int | None = None) -
     template = _SHORT_NAMES[name]
     if "{l}" in template:
         if layer is None:
-            raise KeyError(f"{name!r} lives in every block: ask for it with a layer, e.g. cache[{name!r}, 0]")
+            raise UnknownNameError(f"{name!r} lives in every block: ask for it with a layer, e.g. cache[{name!r}, 0]")
         if layer < 0:
             if n_layer is None:
-                raise KeyError("negative layer index needs the number of layers")
+                raise UnknownNameError("negative layer index needs the number of layers")
             layer += n_layer
         return template.format(l=layer)
     return template
@@ -115,7 +117,7 @@ class HookedRootModule(nn.Module):
             for name, fn in fwd_hooks:
                 matched = [p for n, p in points.items() if (name(n) if callable(name) else n == name)]
                 if not matched:
-                    raise KeyError(f"no hook point named {name!r}; see model.hook_points()")
+                    raise UnknownNameError(f"no hook point named {name!r}; see model.hook_points()")
                 handles += [p.add_hook(fn) for p in matched]
             yield self
         finally:
@@ -147,7 +149,13 @@ class HookedRootModule(nn.Module):
         elif callable(names_filter):
             keep = names_filter
         else:
-            wanted = set(names_filter)
+            wanted = {names_filter} if isinstance(names_filter, str) else set(names_filter)
+            known = {n for full in self.hook_points() for n in (full, short_name(full))}
+            unknown = sorted(map(str, wanted - known))
+            if unknown:
+                raise UnknownNameError(f"names_filter asks for {unknown}, which are not hook points; use full names "
+                                       "such as 'blocks.0.attn.hook_pattern' or short ones such as 'pattern' "
+                                       "(see model.hook_points())")
             keep = lambda name: name in wanted or short_name(name) in wanted
         store: dict[str, torch.Tensor] = {}
 
@@ -181,7 +189,7 @@ class ActivationCache:
         try:
             return self._store[full]
         except KeyError:
-            raise KeyError(f"{full!r} was not cached; cached names look like {next(iter(self._store), None)!r}") from None
+            raise UnknownNameError(f"{full!r} was not cached; cached names look like {next(iter(self._store), None)!r}") from None
 
     def __contains__(self, key: object) -> bool:
         try:

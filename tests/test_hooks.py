@@ -115,6 +115,24 @@ def test_names_filter_short_full_callable_and_negative_layer(model, tokens):
     assert sorted(only_z.keys()) == [f"blocks.{l}.attn.hook_z" for l in range(3)]
 
 
+@pytest.mark.parametrize("names_filter", [["nope"], ["pattern", "patern"], "blocks.9.attn.hook_z", ["hook_pattern"]])
+def test_names_filter_with_an_unknown_name_says_which(model, tokens, names_filter):
+    from gptlearn import GptlearnError
+
+    with pytest.raises(GptlearnError) as info:
+        model.run_with_cache(tokens, names_filter=names_filter)
+    wanted = [names_filter] if isinstance(names_filter, str) else names_filter
+    bad = [n for n in wanted if n not in ("pattern",)]
+    assert isinstance(info.value, KeyError) and all(repr(n) in str(info.value) for n in bad), str(info.value)
+    assert "lambda" not in str(info.value)
+    assert not any(p.active for p in model.hook_points().values())
+
+
+def test_a_single_name_is_one_name_not_its_letters(model, tokens):
+    _, cache = model.run_with_cache(tokens, names_filter="embed")
+    assert list(cache.keys()) == ["hook_embed"]
+
+
 def test_hook_name_and_short_name():
     assert hook_name("pattern", 3) == "blocks.3.attn.hook_pattern"
     assert hook_name("resid_post", -1, n_layer=12) == "blocks.11.hook_resid_post"

@@ -233,7 +233,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
 
     @tokenizer.setter
     def tokenizer(self, tok) -> None:
-        if tok is not None and tok.vocab_size > self.config.vocab_size:
+        if isinstance(getattr(tok, "vocab_size", None), int) and tok.vocab_size > self.config.vocab_size:
             raise InvalidValueError(f"the tokenizer has {tok.vocab_size} tokens but this model's vocabulary has "
                                     f"{self.config.vocab_size}: its ids would not fit; use the model's own tokenizer")
         self._tokenizer = tok

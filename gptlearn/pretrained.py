@@ -143,8 +143,8 @@ def _check_size(config: GPTConfig, cfg_path: Path, weights: Path) -> None:
         raise InvalidFileError(
             f"{cfg_path} describes a model of {count} parameters (n_layer={c.n_layer}, n_embd={c.n_embd}, "
             f"n_inner={c.n_inner}, vocab_size={c.vocab_size}, n_positions={c.n_positions}) but {weights.name} holds "
-            f"only {size:,} bytes: the config and the weights do not belong together; save them together with "
-            "model.save_pretrained")
+            f"only {size:,} bytes: the weights file is truncated or corrupt, or the two do not belong together; "
+            "save them together with model.save_pretrained")
     memory = physical_memory()
     if memory is not None and size > memory:
         raise InvalidFileError(f"{weights} needs {size / 2**30:.1f} GiB of memory and this machine has "

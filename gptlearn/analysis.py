@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from .errors import InvalidValueError, NoTokenizerError
 from .model import GPT
 from .tokenizers.base import encode_document
 
@@ -75,10 +76,10 @@ def induction_scores(model: GPT, seq_len: int = 50, batch: int = 8, seed: int = 
     the mean of that attention over the second copy; 1.0 is a perfect induction head.
     """
     if 2 * seq_len > model.config.n_positions:
-        raise ValueError(f"2 * seq_len = {2 * seq_len} does not fit the context ({model.config.n_positions})")
+        raise InvalidValueError(f"2 * seq_len = {2 * seq_len} does not fit the context ({model.config.n_positions})")
     try:
         tok = model.tokenizer  # the one attached, else GPT-2's for its vocabulary
-    except AttributeError:  # another vocabulary with no tokenizer attached: no special tokens known
+    except NoTokenizerError:  # another vocabulary with no tokenizer attached: no special tokens known
         tok = None
     exclude = list(getattr(tok, "special_tokens", {}).values())  # e.g. <|endoftext|>, never in the text
     tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, seed=seed, exclude=exclude)
@@ -97,9 +98,9 @@ def repeated_passage_loss(model: GPT, text: str, n: int = 32, length: int = 100)
     """
     ids = encode_document(model.tokenizer, text)
     if len(ids) < n * length:
-        raise ValueError(f"the text has {len(ids)} tokens, fewer than {n} passages of {length}")
+        raise InvalidValueError(f"the text has {len(ids)} tokens, fewer than {n} passages of {length}")
     if 2 * length > model.config.n_positions:
-        raise ValueError(f"two readings of {length} tokens do not fit the context ({model.config.n_positions})")
+        raise InvalidValueError(f"two readings of {length} tokens do not fit the context ({model.config.n_positions})")
     stride = len(ids) // n
     rows = torch.tensor([ids[i * stride: i * stride + length] for i in range(n)])  # (n, length)
     x = torch.cat([rows, rows], dim=1).to(model.device)  # (n, 2 * length)
@@ -128,7 +129,7 @@ def bits_per_byte(model: GPT, text: str, *, tokenizer: TokenizerLike | None = No
     ids = torch.tensor(encode_document(tok, text), dtype=torch.long)
     T = min(block_size or model.config.n_positions, model.config.n_positions)
     if len(ids) < 2:
-        raise ValueError("the text is too short to measure: it needs at least two tokens")
+        raise InvalidValueError("the text is too short to measure: it needs at least two tokens")
     was_training = model.training
     model.eval()
     total_nats = 0.0
@@ -183,7 +184,7 @@ def pca_2d(x: torch.Tensor | np.ndarray, *, center: bool = True) -> np.ndarray:
     """
     a = _to_numpy(x)
     if a.ndim != 2 or a.shape[0] < 2:
-        raise ValueError(f"pca_2d needs at least two rows of shape (N, C), got {tuple(a.shape)}")
+        raise InvalidValueError(f"pca_2d needs at least two rows of shape (N, C), got {tuple(a.shape)}")
     if center:
         a = a - a.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(a, full_matrices=False)  # vt (min(N, C), C)
@@ -206,7 +207,7 @@ def umap_2d(x: torch.Tensor | np.ndarray, *, metric: str = "cosine", n_neighbors
     """
     a = _to_numpy(x).astype(np.float32)
     if a.ndim != 2 or a.shape[0] < 3:
-        raise ValueError(f"umap_2d needs at least three rows of shape (N, C), got {tuple(a.shape)}")
+        raise InvalidValueError(f"umap_2d needs at least three rows of shape (N, C), got {tuple(a.shape)}")
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "gptlearn", "numba"))
     try:
         import umap

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GPTConfig
+from .errors import InvalidValueError
 from .hooks import HookPoint
 from .kv_cache import KVCache
 
@@ -95,7 +96,7 @@ class Packing:
     def __init__(self, lengths: torch.Tensor, T: int, device: torch.device | str | None = None) -> None:
         lengths = torch.as_tensor(lengths, device=device)  # on the device of the tensors to pack
         if lengths.dim() != 1 or bool((lengths < 1).any()) or bool((lengths > T).any()):
-            raise ValueError(f"lengths must be a (B,) tensor of values in 1..{T} (the padded row length)")
+            raise InvalidValueError(f"lengths must be a (B,) tensor of values in 1..{T} (the padded row length)")
         self.B, self.T = lengths.numel(), T
         real = torch.arange(T, device=lengths.device) < lengths[:, None]  # (B, T) True on real tokens
         self.index = real.flatten().nonzero().squeeze(1)  # (N,) positions of real tokens in B*T

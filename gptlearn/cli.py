@@ -7,8 +7,9 @@
     gptlearn info --model gpt2
 
 Every subcommand takes ``--model NAME|FOLDER`` (default ``gptlearn-mini``, bundled and offline) and
-``--device auto|cpu|cuda|mps``. A mistake the user can fix prints one line,
-``gptlearn: error: ...``, on stderr and exits with status 2. ``gptlearn.train`` and
+``--device auto|cpu|cuda|mps``. A mistake the user can fix (a :class:`~gptlearn.GptlearnError`, or an
+OSError from a path they gave) prints one line, ``gptlearn: error: ...``, on stderr and exits with
+status 2; anything else is a bug and keeps its traceback. ``gptlearn.train`` and
 ``gptlearn.embed_train`` add their own subcommands through ``register_cli(subparsers)``.
 """
 from __future__ import annotations
@@ -17,47 +18,78 @@ import argparse
 import codecs
 import importlib
 import json
+import math
 import sys
 import warnings
 from typing import Sequence
 
-from .errors import GptlearnError
+from .errors import GptlearnError, InvalidValueError, NoTokenizerError
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
 _PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web")  # modules that add subcommands when present
-_USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError, KeyError, RuntimeError)
+_TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we encode or echo (paths may be any bytes)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
 def _load_model(args: argparse.Namespace):
     from .model import from_pretrained
 
-    return from_pretrained(args.model, device=args.device)
+    return _finite(from_pretrained(args.model, device=args.device))
 
 
 def _load_embedder(args: argparse.Namespace):
     from .embeddings import Embedder
 
-    return Embedder.from_pretrained(args.model, device=args.device, pooling=args.pooling, layer=args.layer)
+    embedder = Embedder.from_pretrained(args.model, device=args.device, pooling=args.pooling, layer=args.layer)
+    _finite(embedder.model)
+    return embedder
+
+
+def _finite(model):
+    """The model, if its weights are finite numbers; a diverged run's NaN would print as invalid JSON."""
+    bad = next((name for name, p in model.named_parameters() if not p.isfinite().all()), None)
+    if bad is not None:
+        raise GptlearnError(f"the weights of {model.name_or_path} hold NaN or infinity (first in {bad}), so every "
+                            "output would be NaN; load a model that trained without diverging")
+    return model
 
 
 def _tokenizer(model):
-    try:
-        return model.tokenizer
-    except AttributeError as e:  # a model whose folder carried no tokenizer
-        raise GptlearnError(f"{e}") from None
+    return model.tokenizer  # NoTokenizerError (one line) for a folder that carried none
+
+
+def _check_text_args(args: argparse.Namespace) -> None:
+    """Refuse text arguments that are not UTF-8: Python hands such bytes over as lone surrogates
+    (U+DC80..U+DCFF), which would be echoed raw into the output."""
+    for name in _TEXT_ARGS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            bad = next((c for c in value or "" if "\ud800" <= c <= "\udfff"), None)
+            if bad is not None:
+                byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if ord(bad) >= 0xDC80 else f"U+{ord(bad):04X}"
+                raise InvalidValueError(f"--{name.replace('_', '-')} is not UTF-8 text ({byte} in "
+                                        f"{value.encode('utf-8', 'backslashreplace').decode()!r}); pass UTF-8")
+
+
+def _json(obj) -> None:
+    """Print ``obj`` as JSON on one line: ASCII escapes where the terminal cannot show UTF-8."""
+    ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"
+    print(json.dumps(obj, ensure_ascii=ascii_only, allow_nan=False))
 
 
 # ---- subcommands -----------------------------------------------------------------------------------
 def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
     embedder = _load_embedder(args)
     vectors = embedder.encode(args.sentence, normalize_embeddings=args.normalize)  # (N, D)
+    if not np.isfinite(vectors).all():
+        raise GptlearnError("the embeddings hold NaN or infinity (the model overflowed); try --device cpu or another model")
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
              for s, v in zip(args.sentence, vectors)]
-    json.dump(items[0] if len(items) == 1 else items, sys.stdout, ensure_ascii=False)
-    print()
+    _json(items[0] if len(items) == 1 else items)
     return 0
 
 
@@ -68,9 +100,10 @@ def _similarity(args: argparse.Namespace) -> int:
     a, b = embedder.encode([args.sentence1, args.sentence2])  # (2, D) -> two (D,)
     names = list(METRICS) if args.all_metrics else ["cosine"]
     values = {name: float(METRICS[name][0](a, b)) for name in names}
+    if not all(map(math.isfinite, values.values())):
+        raise GptlearnError(f"the similarity is not a number ({values}): the embeddings overflowed; try another model")
     if args.json:
-        out = {"sentence1": args.sentence1, "sentence2": args.sentence2, **values}
-        print(json.dumps(out, ensure_ascii=False))
+        _json({"sentence1": args.sentence1, "sentence2": args.sentence2, **values})
         return 0
     labels = {"cosine": "cosine similarity", "euclidean": "euclidean distance",
               "manhattan": "manhattan distance", "dot": "dot product"}
@@ -88,14 +121,17 @@ def _check_prompt(tok, prompt: str) -> None:
                             "may not hold (tiktoken refuses it too); remove it")
 
 
-def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -> None:
-    """Print the continuation of ``prompt`` token by token, never splitting a UTF-8 character."""
+def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None, *, echo: bool = False) -> None:
+    """Print the continuation of ``prompt`` (after the prompt itself with ``echo``) token by token, never
+    splitting a UTF-8 character. A prompt the tokenizer cannot encode is refused before anything is printed."""
     out = out or sys.stdout
     tok = _tokenizer(model)
     _check_prompt(tok, prompt)
     ids = tok.encode(prompt)
     if not ids:
         raise GptlearnError("the prompt is empty; give some text to continue")
+    if echo:
+        out.write(prompt)
     eot = getattr(tok, "eot_token", None)
     # A token can end in the middle of a multi-byte character (Japanese, emoji); the incremental
     # decoder keeps those bytes until the character is complete.
@@ -116,39 +152,62 @@ def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .generate import check_sampling
+
     if args.interactive == (args.prompt is not None):
         raise GptlearnError("give either --prompt TEXT or --interactive (one of them)")
     if args.max_new_tokens < 0:
         raise GptlearnError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    check_sampling(args.temperature, args.top_k, args.top_p, names=("--temperature", "--top-k", "--top-p"))
+    if args.seed is not None and not 0 <= args.seed < 2 ** 64:
+        raise GptlearnError(f"--seed must be an integer from 0 to 2**64 - 1 (18446744073709551615), got {args.seed}")
+    if not args.interactive and not args.prompt:
+        raise GptlearnError("the prompt is empty; give some text to continue")
     model = _load_model(args)
+    _tokenizer(model)
     generator = torch.Generator(device=model.device)
     if args.seed is not None:
         generator.manual_seed(args.seed)
     else:
         generator.seed()  # a fresh random seed
     if not args.interactive:
-        if not args.prompt:
-            raise GptlearnError("the prompt is empty; give some text to continue")
-        _check_prompt(_tokenizer(model), args.prompt)
-        sys.stdout.write(args.prompt)
-        _stream(model, args.prompt, args, generator)
+        _stream(model, args.prompt, args, generator, echo=True)
         print()
         return 0
     print(f"{model.name_or_path}: type a prompt and press Enter; 'quit' or Ctrl-D leaves.", file=sys.stderr)
     while True:
         sys.stderr.write("> ")
         sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line:  # EOF
-            sys.stderr.write("\n")
-            return 0
-        prompt = line.rstrip("\r\n")
-        if prompt.strip().lower() in ("quit", "exit"):
-            return 0
-        if not prompt.strip():
-            continue
-        _stream(model, prompt, args, generator)
-        print()
+        try:
+            line = _read_line(sys.stdin)
+            if line is None:  # EOF
+                sys.stderr.write("\n")
+                return 0
+            prompt = line.rstrip("\r\n")
+            if prompt.strip().lower() in ("quit", "exit"):
+                return 0
+            if prompt.strip():
+                _stream(model, prompt, args, generator)
+                print()
+        except GptlearnError as e:  # this line only: answer it and read the next
+            sys.stdout.flush()
+            print(f"gptlearn: error: {_one_line(e)}", file=sys.stderr)
+
+
+def _read_line(stdin) -> str | None:
+    """The next line of ``stdin`` (None at the end), read as bytes so that one line that is not UTF-8
+    is an error for that line and not the end of the session."""
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (io.StringIO)
+        return stdin.readline() or None
+    raw = buffer.readline()
+    if not raw:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidValueError(f"that line is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                                "type it again") from None
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -160,7 +219,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"dtype:      {str(model.wte.weight.dtype).removeprefix('torch.')}")
     try:
         print(f"tokenizer:  {model.tokenizer!r}")
-    except AttributeError:
+    except NoTokenizerError:
         print("tokenizer:  none (this folder carries no tokenizer and its vocabulary is not GPT-2's)")
     print("config:")
     for key, value in c.to_hf_dict().items():
@@ -236,8 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(e: BaseException) -> str:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(str(msg).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror and e.filename and not isinstance(e, GptlearnError):
+        msg = f"{e.filename}: {e.strerror}"
+    else:
+        msg = str(e)
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"  # torch's, a RuntimeError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error (argparse printed it, status 2)
         return e.code if isinstance(e.code, int) else 2
+    if hasattr(sys.stdout, "reconfigure") and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        sys.stdout.reconfigure(errors="replace")  # a terminal that cannot show some text shows "?", not a crash
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"gptlearn: warning: {_one_line(Warning(message))}", file=sys.stderr)
@@ -254,12 +322,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         try:
+            _check_text_args(args)
             return int(args.func(args) or 0)
         except BrokenPipeError:  # e.g. `gptlearn embed ... | head` closed the pipe early
             return 0
-        except _USER_ERRORS as e:
+        except (GptlearnError, OSError) as e:  # the user's mistake, or a path they gave: one line
             sys.stdout.flush()
             print(f"gptlearn: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except (MemoryError, RuntimeError) as e:
+            if not _out_of_memory(e):
+                raise  # a bug: its traceback
+            print(f"gptlearn: error: out of memory ({_one_line(e)[:200]}); use a smaller model, batch or --device",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(file=sys.stderr)

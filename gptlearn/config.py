@@ -6,10 +6,16 @@ dataclass one to one.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["GPTConfig", "PRESETS"]
+
+ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu")
 
 
 @dataclass(frozen=True)
@@ -37,17 +43,15 @@ class GPTConfig:
     eos_token_id: int = 50256
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        for name, (rule, ok) in _RULES.items():  # every field, so a config.json or --config cannot smuggle in a bad one
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            if not ok(value):
+                raise InvalidValueError(f"GPTConfig.{name} must be {rule}, got {_short(value)}")
         if self.n_embd % self.n_head:
-            raise ValueError(
+            raise InvalidValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so each head gets "
                 "an equal slice"
             )
-        if self.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
-            raise ValueError(f"unsupported activation_function {self.activation_function!r}")
 
     @property
     def d_head(self) -> int:
@@ -99,34 +103,56 @@ class GPTConfig:
         weights = self.num_parameters() * bytes_per_value * (4 if training else 1)
         return weights + activations * (bytes_per_value if activation_bytes is None else activation_bytes)
 
+    def check_fits(self, *, batch_size: int = 0, block_size: int | None = None, training: bool = False) -> None:
+        """Refuse (:class:`~gptlearn.errors.InvalidValueError`) a model or batch whose :meth:`estimate_bytes`
+        exceeds this machine's memory, instead of a MemoryError or minutes of allocation later."""
+        need = self.estimate_bytes(batch_size=batch_size, seq_len=block_size, training=training)
+        have = physical_memory()
+        if have is None or need <= have:
+            return
+        what = f"training it on batches of {batch_size} x {block_size or self.n_positions} tokens" if batch_size else (
+            "its weights")
+        raise InvalidValueError(
+            f"a GPT with n_layer={self.n_layer}, n_embd={self.n_embd}, vocab_size={self.vocab_size} "
+            f"({self.num_parameters():,} parameters) needs at least {gib(need)} for {what}, and this machine "
+            f"has {gib(have)}; use a smaller model or batch")
+
     # ---- presets and conversion -------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GPTConfig":
         """One of ``PRESETS`` (``"gpt2"``, ``"gpt2-medium"``, ..., ``"tiny"``), optionally changed."""
         try:
             base = PRESETS[name]
-        except KeyError:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-        return dataclasses.replace(base, **overrides)
+        except (KeyError, TypeError):
+            raise InvalidValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return base.replace(**overrides)
 
     def replace(self, **changes: Any) -> "GPTConfig":
+        """A copy with ``changes``, checked like a new config."""
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise InvalidTypeError(f"unknown GPTConfig field(s) {unknown}; the fields are "
+                                   f"{', '.join(self.__dataclass_fields__)}")
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> "GPTConfig":
-        """Build from a Hugging Face ``config.json`` dict; unknown keys are ignored."""
+        """Build from a Hugging Face ``config.json`` dict; unknown keys are ignored, every field is checked."""
+        if not isinstance(d, dict):
+            raise InvalidValueError(f"a GPT-2 config is a JSON object of fields, got {type(d).__name__}")
         if d.get("model_type", "gpt2") != "gpt2":
-            raise ValueError(f"not a GPT-2 config (model_type={d.get('model_type')!r})")
+            raise InvalidValueError(f"not a GPT-2 config (model_type={_short(d.get('model_type'))})")
         for key, supported in _HF_ASSUMED.items():
             if key in d and d[key] != supported:
-                raise ValueError(
-                    f"this GPT-2 config sets {key}={d[key]!r}, which gptlearn does not implement (it assumes "
+                raise InvalidValueError(
+                    f"this GPT-2 config sets {key}={_short(d[key])}, which gptlearn does not implement (it assumes "
                     f"{supported!r}); use transformers.GPT2LMHeadModel for this checkpoint"
                 )
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         # older configs name the context n_ctx
         if "n_positions" not in kwargs and "n_ctx" in d:
+            if not _is_int(d["n_ctx"]) or d["n_ctx"] <= 0:
+                raise InvalidValueError(f"n_ctx (the context) must be a positive integer, got {_short(d['n_ctx'])}")
             kwargs["n_positions"] = d["n_ctx"]
         return cls(**kwargs)
 
@@ -143,6 +169,50 @@ class GPTConfig:
         )
         return d
 
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gib(n: int) -> str:
+    """A byte count as GiB for a message; absurd counts (Python integers past a float's range) as a power of ten."""
+    return f"{n / 2**30:,.1f} GiB" if n < 2**30 * 1e6 else f"about 10^{len(str(n // 2**30))} GiB"
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters (a config.json can hold a megabyte where a number belongs)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# what each field may hold (JSON can put anything anywhere: a string, null, a list, NaN)
+_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{name: ("a positive integer", lambda v: _is_int(v) and v > 0)
+       for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")},
+    "n_inner": ("None or a positive integer", lambda v: v is None or (_is_int(v) and v > 0)),
+    "activation_function": (f"one of {', '.join(ACTIVATIONS)}", lambda v: isinstance(v, str) and v in ACTIVATIONS),
+    **{name: ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1)
+       for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop")},
+    "layer_norm_epsilon": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "initializer_range": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    **{name: ("None or an integer >= 0", lambda v: v is None or (_is_int(v) and v >= 0))
+       for name in ("bos_token_id", "eos_token_id")},
+}
 
 # GPT2Config switches that change the computation; every released GPT-2 uses these values
 _HF_ASSUMED: dict[str, Any] = {

@@ -12,6 +12,7 @@ checked against its SHA-256 before use.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import math
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from .atomic import write_file
-from .errors import GptlearnError
+from .errors import GptlearnError, InvalidTypeError, InvalidValueError
 from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ __all__ = [
 
 DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
 CACHE_ENV = "GPTLEARN_CACHE"
+DOWNLOAD_TIMEOUT_S = 60.0  # a server silent this long has failed
+DOWNLOAD_MAX_BYTES = 1 << 30  # every named data set is far smaller: a longer reply is not the file
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,29 @@ def _check_sha(path: Path, expected: str, name: str) -> None:
 
 
 def _fetch(url: str, name: str, dest_hint: str) -> bytes:
+    """The whole body at ``url``. Every way a transfer fails (refused, reset, silent, cut short, a reply
+    that is not HTTP, an error status, too long) is one :class:`GptlearnError` saying what to do instead;
+    nothing is written until the body is complete and its hash checked."""
+    def failed(why: str) -> GptlearnError:
+        why = " ".join(why.split())
+        return GptlearnError(
+            f"could not download data set {name!r} from {url} ({why[:160]}); with no network, put {dest_hint} in a "
+            f"folder and set {DATA_DIR_ENV} to that folder")
+
+    chunks, total = [], 0
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise GptlearnError(
-            f"could not download data set {name!r} from {url} ({e}); with no network, put {dest_hint} in a "
-            f"folder and set {DATA_DIR_ENV} to that folder"
-        ) from None
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 16):
+                total += len(chunk)
+                if total > DOWNLOAD_MAX_BYTES:
+                    raise failed(f"the reply is longer than {DOWNLOAD_MAX_BYTES:,} bytes")
+                chunks.append(chunk)
+            expected = response.headers.get("Content-Length", "") if hasattr(response, "headers") else ""
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise failed(f"{type(e).__name__}: {e}") from None
+    if expected.isdigit() and total != int(expected):  # a body cut short (some servers close early)
+        raise failed(f"the connection closed after {total:,} of {int(expected):,} bytes")
+    return b"".join(chunks)
 
 
 def _extract_from_tar(blob: bytes, wanted: dict[str, str], name: str) -> dict[str, bytes]:
@@ -133,7 +151,9 @@ def _extract_from_tar(blob: bytes, wanted: dict[str, str], name: str) -> dict[st
                     if f is not None:
                         found[by_name[base]] = f.read()
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise GptlearnError(f"the download of data set {name!r} is not a readable .tar.gz ({e}); try again later") from None
+        why = " ".join(str(e).split())[:160]
+        raise GptlearnError(f"the download of data set {name!r} is not a readable .tar.gz ({why}); try again later, or "
+                            f"put {' and '.join(wanted)} in a folder and set {DATA_DIR_ENV}") from None
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise GptlearnError(f"the archive of data set {name!r} lacks {missing}; the source may have changed")
@@ -224,7 +244,7 @@ def load_text(path_or_name: str | os.PathLike) -> str:
 def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     """(train, val): the last ``val_fraction`` of the characters is held out."""
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise InvalidValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     cut = len(text) - int(len(text) * val_fraction)
     return text[:cut], text[cut:]
 
@@ -251,7 +271,7 @@ class TokenDataset:
     def __init__(self, text: str, tokenizer: TokenizerLike, *, val_fraction: float = 0.1,
                  cache: str | os.PathLike | None = None) -> None:
         if not isinstance(text, str):
-            raise TypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
+            raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
         if not text:
             raise GptlearnError("the text is empty; training needs some text")
         self.tokenizer = tokenizer
@@ -308,7 +328,7 @@ class TokenDataset:
         try:
             ids = self.splits[split]
         except KeyError:
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}") from None
+            raise InvalidValueError(f"split must be 'train' or 'val', got {split!r}") from None
         if len(ids) < block_size + 1:
             raise GptlearnError(
                 f"the {split} split has {len(ids)} tokens, fewer than one block of {block_size} + 1; "
@@ -440,7 +460,10 @@ def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
         raise GptlearnError(f"{p} is a folder; pass a pair file (TSV) or one of {sorted(NAMED_PAIRS)}")
     if not p.is_file():
         raise GptlearnError(f"pair file {key!r} not found; pass a TSV file or one of {sorted(NAMED_PAIRS)}")
-    raw_lines = p.read_bytes().split(b"\n")
+    data = p.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise GptlearnError(f"{p} is UTF-16 text; save it as UTF-8 (tab-separated) and try again")
+    raw_lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not text
 
     skipped: list[tuple[int, str]] = []
     rows: list[tuple[int, list[str]]] = []  # (line number, fields) of decodable, non-blank lines

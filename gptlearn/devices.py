@@ -9,6 +9,8 @@ from typing import ContextManager
 
 import torch
 
+from .errors import UnavailableError
+
 __all__ = ["device", "resolve_device", "autocast", "autocast_enabled"]
 
 
@@ -29,12 +31,12 @@ def resolve_device(requested: str | torch.device | None) -> torch.device:
         return device()
     dev = torch.device(requested)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise UnavailableError(
             f"device {str(requested)!r} was requested but CUDA is not available; "
             "use device='cpu' or install a CUDA build of PyTorch"
         )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {str(requested)!r} was requested but MPS is not available; use device='cpu'")
+        raise UnavailableError(f"device {str(requested)!r} was requested but MPS is not available; use device='cpu'")
     return dev
 
 

@@ -273,17 +273,58 @@ def _lr_at(step: int, total: int, lr: float, warmup: int) -> float:
 def _save_atomically(embedder: Any, out_dir: Path, extra: dict) -> None:
     """Write the embedder and ``train_embeddings.json`` as one folder, swapped into place as a whole
     (:func:`gptlearn.atomic.write_folder`): a crash never leaves a half-written model where a good one was."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptlearnError(f"--out {out_dir} is a file; pass a folder to write the embedder into")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
-        raise GptlearnError(f"{out_dir} is a non-empty folder that is not a model folder; pick a new --out folder")
+    out_dir = _check_out_dir(out_dir)
+    bad = next((name for name, p in embedder.state_dict().items() if not torch.isfinite(p).all()), None)
+    if bad is not None:  # a diverged run: keep whatever good embedder is there
+        raise GptlearnError(f"training diverged: {bad} holds NaN or infinity, so nothing was saved in {out_dir}; "
+                            "lower --lr and train again")
 
     def write(tmp: Path) -> None:
         embedder.save_pretrained(tmp)  # into this save's temporary folder: one swap for everything
         (tmp / "train_embeddings.json").write_text(json.dumps(extra, indent=2) + "\n")
 
     write_folder(out_dir, write, owns=("train_embeddings.json",))
+
+
+def _check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` if the embedder can be saved there: a new folder, an empty one or a model folder, whose
+    nearest existing parent is writable. Called before training and again before saving."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GptlearnError(f"--out {out_dir} is a file; pass a folder to write the embedder into")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise GptlearnError(f"{out_dir} is a non-empty folder that is not a model folder; pick a new --out folder")
+    parent = out_dir.absolute().parent  # the swap writes a temporary folder beside out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise GptlearnError(f"cannot write --out {out_dir}: {parent} is not a writable folder; pick another --out")
+    return out_dir
+
+
+def _check_settings(*, epochs: Any, batch_size: Any, lr: Any, warmup: Any, weight_decay: Any, max_pairs: Any,
+                    seed: Any, scale: Any, positive_threshold: Any) -> None:
+    """Refuse settings that mean nothing, in one line naming the setting, before any work."""
+    def integer(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    rules = [("epochs", epochs, "an integer >= 1", integer(epochs) and epochs >= 1),
+             ("batch_size", batch_size, "an integer >= 2 (in-batch objectives compare pairs)",
+              integer(batch_size) and batch_size >= 2),
+             ("lr", lr, "a finite number > 0", number(lr) and lr > 0),
+             ("warmup", warmup, "a fraction of the steps, from 0 to 1", number(warmup) and 0 <= warmup <= 1),
+             ("weight_decay", weight_decay, "a finite number >= 0", number(weight_decay) and weight_decay >= 0),
+             ("max_pairs", max_pairs, "None or an integer >= 2", max_pairs is None or (integer(max_pairs)
+                                                                                    and max_pairs >= 2)),
+             ("seed", seed, "an integer from 0 to 2**64 - 1", integer(seed) and 0 <= seed < 2 ** 64),
+             ("scale", scale, "a finite number > 0", number(scale) and scale > 0),
+             ("positive_threshold", positive_threshold, "a finite number", number(positive_threshold))]
+    for name, value, rule, ok in rules:
+        if not ok:
+            raise GptlearnError(f"{name} must be {rule}, got {value!r}")
 
 
 def _ensure_projection(embedder: Any, width: int, dev: torch.device) -> nn.Module:
@@ -333,8 +374,10 @@ def train_embeddings(
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     parts = _parse_objective(objective)
-    if epochs < 1 or batch_size < 2 or lr <= 0:
-        raise GptlearnError(f"need epochs >= 1, batch_size >= 2 and lr > 0 (got {epochs}, {batch_size}, {lr})")
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                    max_pairs=max_pairs, seed=seed, scale=scale, positive_threshold=positive_threshold)
+    if out_dir is not None:
+        _check_out_dir(out_dir)  # before the work, not after it
     from .devices import autocast, resolve_device
     from .fast.memory import keep_freed_memory
 
@@ -442,6 +485,9 @@ def train_embeddings(
     hist.cpu_time_s = time.process_time() - cpu0
     if out_dir is not None:
         hist.out_dir = str(out_dir)
+        if hist.losses and not math.isfinite(hist.losses[-1]):  # diverged: keep whatever good embedder is there
+            raise GptlearnError(f"training diverged (loss {hist.losses[-1]} at step {hist.steps[-1]}), so nothing was "
+                                f"saved in {out_dir}; lower --lr and train again")
         _save_atomically(embedder, Path(out_dir), hist.to_dict())
     return hist
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError, read_json
 from .model import GPT
 from .tokenizers.base import encode_document
 
@@ -55,9 +57,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str = "mean") -> to
     [2.0, 3.0, 3.0, 1.0, 2.3333332538604736]
     """
     if strategy not in POOLING:
-        raise ValueError(f"unknown pooling {strategy!r}; choose one of {', '.join(POOLING)}")
+        raise InvalidValueError(f"unknown pooling {strategy!r}; choose one of {', '.join(POOLING)}")
     if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
-        raise ValueError(f"expected hidden (B, T, C) and mask (B, T), got {tuple(hidden.shape)} and {tuple(mask.shape)}")
+        raise InvalidValueError(f"expected hidden (B, T, C) and mask (B, T), got {tuple(hidden.shape)} and {tuple(mask.shape)}")
     mask = mask.bool()
     if strategy in ("mean", "weighted_mean"):
         w = mask.cumsum(dim=1) * mask if strategy == "weighted_mean" else mask  # weights 1..n on real tokens
@@ -87,7 +89,7 @@ def token_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, in
     [(0, 2), (2, 6), (6, 8)]
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidValueError(f"batch_size must be >= 1, got {batch_size}")
     budget = batch_size * max(lengths[0], 1) if lengths else 0
     batches, start = [], 0
     while start < len(lengths):
@@ -126,20 +128,26 @@ class Embedder(nn.Module):
         super().__init__()
         config = model.config
         if pooling not in POOLING:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
-        if not -1 <= int(layer) < config.n_layer:
-            raise ValueError(f"layer must be in -1..{config.n_layer - 1} for this {config.n_layer}-layer model, got {layer}")
-        max_length = config.n_positions if max_length is None else int(max_length)
-        if not 1 <= max_length <= config.n_positions:
-            raise ValueError(f"max_length must be in 1..{config.n_positions} (the model's context), got {max_length}")
+            raise InvalidValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
+        if _integer(layer) is None or not -1 <= layer < config.n_layer:
+            raise InvalidValueError(f"layer must be an integer in -1..{config.n_layer - 1} for this "
+                                    f"{config.n_layer}-layer model, got {layer!r}")
+        max_length = config.n_positions if max_length is None else max_length
+        if _integer(max_length) is None or not 1 <= max_length <= config.n_positions:
+            raise InvalidValueError(f"max_length must be an integer in 1..{config.n_positions} (the model's context), "
+                                    f"got {max_length!r}")
         if projection is not None and projection.in_features != config.n_embd:
-            raise ValueError(f"projection takes {projection.in_features} features but the model's hidden "
-                             f"states have {config.n_embd}; build it as nn.Linear({config.n_embd}, D)")
+            raise InvalidValueError(f"projection takes {projection.in_features} features but the model's hidden "
+                                    f"states have {config.n_embd}; build it as nn.Linear({config.n_embd}, D)")
+        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        if getattr(tokenizer, "vocab_size", 0) > config.vocab_size:
+            raise InvalidValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+                                    f"{config.vocab_size}: its ids would not fit; use the model's own tokenizer")
         self.model = model
-        self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        self.tokenizer = tokenizer
         self.pooling = pooling
         self.layer = int(layer)
-        self.max_length = max_length
+        self.max_length = int(max_length)
         self.projection = projection
         self.similarity_fn_name = similarity_fn_name or "cosine"
         self.train(model.training)  # start in the model's mode (a loaded model is in eval mode)
@@ -154,7 +162,7 @@ class Embedder(nn.Module):
         from .similarity import SIMILARITY_FNS
 
         if name not in SIMILARITY_FNS:
-            raise ValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
+            raise InvalidValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
         self._similarity_fn_name = name
 
     @property
@@ -170,13 +178,13 @@ class Embedder(nn.Module):
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of each sentence, cut to ``max_length`` (with a warning naming how many were cut)."""
         if isinstance(sentences, str):
-            raise TypeError("expected a list of sentences, got one str; wrap it in a list: [sentence]")
+            raise InvalidTypeError("expected a list of sentences, got one str; wrap it in a list: [sentence]")
         sentences = list(sentences)
         for i, s in enumerate(sentences):
             if not isinstance(s, str):
-                raise TypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
+                raise InvalidTypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
             if not s:
-                raise ValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
+                raise InvalidValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
         # sentences are data: special-token text in them is plain text (tiktoken's encode_ordinary_batch)
         encode_batch = getattr(self.tokenizer, "encode_ordinary_batch", None)
         rows = encode_batch(sentences) if encode_batch else [encode_document(self.tokenizer, s) for s in sentences]
@@ -383,12 +391,12 @@ class Embedder(nn.Module):
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
+            raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
         folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
+        model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
         if (folder / "embedder.json").is_file():
-            settings = _read_settings(folder)
-        model = from_pretrained(name_or_path, device=device, dtype=dtype)
+            settings = _read_settings(folder, model.config)
         settings.update({k: v for k, v in overrides.items() if v is not None})
         embedder = cls(model, **settings)
         if embedder.projection is not None:
@@ -407,28 +415,59 @@ def _rows(x: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor
     return t.unsqueeze(0) if t.dim() == 1 else t  # (D,) -> (1, D)
 
 
-def _read_settings(folder: Path) -> dict[str, Any]:
-    """``embedder.json`` (+ ``projection.safetensors``) -> keyword arguments for :class:`Embedder`."""
-    path = folder / "embedder.json"
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (numpy's and torch's too, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
     try:
-        raw = json.loads(path.read_text())
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a valid embedder.json ({e}); save the embedder again with "
-                         "Embedder.save_pretrained") from None
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _read_settings(folder: Path, config) -> dict[str, Any]:
+    """``embedder.json`` (+ ``projection.safetensors``) -> keyword arguments for :class:`Embedder`, each field
+    checked against the model's ``config``."""
+    path = folder / "embedder.json"
+    from .similarity import SIMILARITY_FNS
+
+    what = "a valid embedder.json"
+    raw = read_json(path, what)
+    if not isinstance(raw, dict):
+        raise InvalidFileError(f"{path} is not {what}: it must be a JSON object, got a JSON {type(raw).__name__}; "
+                               "save the embedder again with Embedder.save_pretrained")
+    rules = {
+        "pooling": (f"one of {', '.join(POOLING)}", lambda v: isinstance(v, str) and v in POOLING),
+        "layer": (f"an integer from -1 to {config.n_layer - 1}", lambda v: type(v) is int and -1 <= v < config.n_layer),
+        "max_length": (f"an integer from 1 to {config.n_positions}",
+                       lambda v: type(v) is int and 1 <= v <= config.n_positions),
+        "has_projection": ("true or false", lambda v: isinstance(v, bool)),
+        "similarity_fn_name": (f"one of {', '.join(SIMILARITY_FNS)}", lambda v: isinstance(v, str) and v in SIMILARITY_FNS),
+    }
+    for key, (rule, ok) in rules.items():
+        if raw.get(key) is not None and not ok(raw[key]):
+            raise InvalidFileError(f"{path} is not {what}: {key} must be {rule}, got "
+                                   f"{json.dumps(raw[key], ensure_ascii=False)[:60]}")
     settings = {k: raw[k] for k in _SETTINGS if raw.get(k) is not None}
     if raw.get("has_projection"):
-        from .pretrained import load_weights_file
-
-        weights = folder / "projection.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{path} says there is a projection but {weights.name} is missing from {folder}")
-        state = load_weights_file(weights)
-        if "weight" not in state or state["weight"].dim() != 2:
-            raise ValueError(f"{weights} holds no (D, C) 'weight' matrix; save the embedder again")
-        out_features, in_features = state["weight"].shape
-        projection = nn.Linear(in_features, out_features, bias="bias" in state)
-        projection.load_state_dict(state, strict=True)
-        settings["projection"] = projection
+        settings["projection"] = _read_projection(folder / "projection.safetensors", path, config.n_embd)
     return settings
+
+
+def _read_projection(weights: Path, settings_path: Path, width: int) -> nn.Linear:
+    """The (D, C) projection saved beside an embedder.json that sets has_projection."""
+    from .pretrained import load_weights_file
+
+    if not weights.is_file():
+        raise MissingFileError(f"{settings_path} sets has_projection but {weights.name} is missing from "
+                               f"{weights.parent}; save the embedder again")
+    state = load_weights_file(weights)
+    w, b = state.get("weight"), state.get("bias")
+    if (w is None or w.dim() != 2 or w.size(1) != width or set(state) - {"weight", "bias"}
+            or (b is not None and b.shape != (w.size(0),))):
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        raise InvalidFileError(f"{weights} must hold a (D, {width}) 'weight' and an optional (D,) 'bias', got "
+                               f"{str(shapes)[:100]}; save the embedder again")
+    projection = nn.Linear(width, w.size(0), bias=b is not None)
+    projection.load_state_dict(state, strict=True)
+    return projection

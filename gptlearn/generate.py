@@ -9,17 +9,58 @@ Face's pattern: this module never imports the model).
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
+from .errors import InvalidTypeError, InvalidValueError, TokenIdError
 from .fast.linear import split_matvecs
 from .kv_cache import KVCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import GPT
 
-__all__ = ["sample_next", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
+__all__ = ["sample_next", "check_sampling", "check_token_ids", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
+
+
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, *,
+                   names: Sequence[str] = ("temperature", "top_k", "top_p")) -> None:
+    """Refuse sampling options that mean nothing, naming them as ``names`` (the command passes its flags):
+    ``temperature`` a finite number >= 0 (0 is greedy), ``top_k`` an integer >= 1, ``top_p`` in (0, 1]."""
+    if not _is_number(temperature) or temperature < 0:
+        raise InvalidValueError(f"{names[0]} must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not _is_integer(top_k) or top_k < 1):
+        raise InvalidValueError(f"{names[1]} must be an integer >= 1 (or None: every token), got {top_k!r}")
+    if top_p is not None and (not _is_number(top_p) or not 0.0 < top_p <= 1.0):
+        raise InvalidValueError(f"{names[2]} must be in (0, 1] (or None: no cut), got {top_p!r}")
+
+
+def _is_integer(x) -> bool:
+    return hasattr(x, "__index__") and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    try:
+        return not isinstance(x, bool) and math.isfinite(x)
+    except (TypeError, ValueError, OverflowError):  # not a number, or an integer beyond any float
+        return False
+
+
+def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
+    """Refuse what is not a (B, T) tensor of ids in 0..V-1 with an error that names it, instead of an
+    IndexError from deep inside the embedding. On a GPU the range is not checked: that would wait for
+    the GPU at every step (the prompt is checked where it enters, in generate and to_tokens)."""
+    if not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dim() != 2:
+        what = f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}"
+        raise InvalidTypeError(f"the model takes token ids, a (B, T) or (T,) integer tensor, got {what}; "
+                               "turn text into ids with model.to_tokens(text)")
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = torch.aminmax(idx)
+        if lo < 0 or hi >= vocab_size:
+            bad = int(hi) if hi >= vocab_size else int(lo)
+            raise TokenIdError(f"token id {bad} is outside this model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}); "
+                               "were the ids made by another tokenizer?")
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -31,12 +72,7 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
     ``temperature``, cut to the ``top_k`` most likely tokens and/or the smallest set whose probability
     reaches ``top_p`` (nucleus), and one token is drawn.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
     if not do_sample or temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -70,12 +106,19 @@ def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | N
     if as_text:
         idx = model.to_tokens(idx)
     elif not isinstance(idx, torch.Tensor):
-        idx = torch.tensor([list(idx)] if idx and isinstance(idx[0], int) else idx, dtype=torch.long)
+        try:
+            idx = torch.tensor([list(idx)] if idx and isinstance(idx[0], int) else idx, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidTypeError(f"generate takes text, a list of token ids or a (B, T) tensor, got "
+                                   f"{type(idx).__name__}") from None
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     if idx.numel() == 0:
-        raise ValueError("generation needs a prompt of at least one token")
+        raise InvalidValueError("generation needs a prompt of at least one token")
+    check_token_ids(idx.cpu(), model.config.vocab_size)  # once, wherever the model runs
     idx = idx.to(model.device)
+    if seed is not None and (not _is_integer(seed) or not 0 <= seed < 2 ** 64):
+        raise InvalidValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
     if generator is None and seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
     return as_text, idx, generator
@@ -94,10 +137,11 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     ``fused=True`` decodes each token after the prompt with one C++ call on the CPU
     (:mod:`gptlearn.fast.fused`: one fp32 sequence, no hooks; built on first use).
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not _is_integer(max_new_tokens) or max_new_tokens < 0:
+        raise InvalidValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if fused and not use_cache:
-        raise ValueError("fused decoding works on the KV cache: use_cache must be True")
+        raise InvalidValueError("fused decoding works on the KV cache: use_cache must be True")
+    check_sampling(temperature, top_k, top_p)
     _, idx, generator = _prepare(model, idx, seed, generator)
     was_training = model.training
     model.eval()

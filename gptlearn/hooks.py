@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from .errors import InvalidTypeError, InvalidValueError, UnknownNameError
+
 __all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
 
 HookFn = Callable[..., Union[torch.Tensor, None]]  # fn(activation, *, hook) -> replacement or None
@@ -82,11 +84,8 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
     return full
 
 
-class HookNameError(KeyError):
-    """No hook point or cached activation has this name (a KeyError, as in TransformerLens)."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0])
+class HookNameError(UnknownNameError):
+    """No hook point or cached activation has this name (a KeyError, as in TransformerLens, and a GptlearnError)."""
 
 
 def _nearest(name: str, names: Iterable[str]) -> str:
@@ -270,7 +269,7 @@ class HookedRootModule(nn.Module):
         """
         idx = self._as_ids(idx, "run_with_cache")
         if remove_batch_dim and idx.size(0) != 1:
-            raise ValueError(f"remove_batch_dim needs a batch of one, got {idx.size(0)} rows")
+            raise InvalidValueError(f"remove_batch_dim needs a batch of one, got {idx.size(0)} rows")
         wanted = {p.name for p in self._matching(names_filter)}
         store: dict[str, torch.Tensor] = {}
 
@@ -290,7 +289,7 @@ class HookedRootModule(nn.Module):
         if isinstance(idx, str) or (isinstance(idx, (list, tuple)) and idx and all(isinstance(t, str) for t in idx)):
             return self.to_tokens(idx)
         if not isinstance(idx, torch.Tensor):
-            raise TypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
+            raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
         return idx
 
     def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,

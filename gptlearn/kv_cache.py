@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .errors import InvalidValueError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .model import GPT
 
@@ -41,7 +43,7 @@ class KVCache:
         T = k.size(2)
         end = self.pos + T
         if end > self.max_len:
-            raise ValueError(f"KV cache is full ({self.max_len} positions)")
+            raise InvalidValueError(f"KV cache is full ({self.max_len} positions)")
         self.k[layer, :, :, self.pos:end] = k
         self.v[layer, :, :, self.pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]

@@ -22,8 +22,9 @@ from torch import nn
 from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .devices import resolve_device
+from .errors import InvalidValueError, NoTokenizerError
 from .fast import enable as use_fast_layers
-from .generate import GenerationMixin
+from .generate import GenerationMixin, check_token_ids
 from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
@@ -128,6 +129,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     def __init__(self, config: GPTConfig, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, fast: bool = True) -> None:
         super().__init__()
+        config.check_fits()  # an absurd size is refused here, not after minutes of allocation
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned positions (n_positions, C)
@@ -171,22 +173,23 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
         position-wise points (``resid_*``, ``attn_out``, ``mlp_*``, ``ln_final``) then see (N, ...)
         tensors; the attention hooks keep their (B, ...) shapes.
         """
+        check_token_ids(idx, self.config.vocab_size)
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.n_positions:
-            raise ValueError(
+            raise InvalidValueError(
                 f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions}); "
                 "crop it (generate() does this for you)"
             )
         if layer < -1 or layer >= self.config.n_layer:
-            raise ValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
+            raise InvalidValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
         packing = None
         if lengths is not None:
             if kv_cache is not None:
-                raise ValueError("lengths (padded rows) and a KV cache cannot be combined")
+                raise InvalidValueError("lengths (padded rows) and a KV cache cannot be combined")
             packing = Packing(lengths, T, device=idx.device)
             if packing.B != B:
-                raise ValueError(f"lengths has {packing.B} entries for a batch of {B} rows")
+                raise InvalidValueError(f"lengths has {packing.B} entries for a batch of {B} rows")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         pos_emb = self.wpe(pos).expand(B, T, -1)  # (T, C) -> (B, T, C), a view: no copy
         x = self.drop(self.hook_embed(self.wte(idx)) + self.hook_pos_embed(pos_emb))  # (B, T, C)
@@ -205,7 +208,7 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
                 targets: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids (B, T) -> next-token logits (B, T, V) for every position; with ``targets`` (B, T)
         the mean cross-entropy instead (as :meth:`loss`; -100 marks targets to ignore)."""
-        if idx.dim() == 1:
+        if isinstance(idx, torch.Tensor) and idx.dim() == 1:
             idx = idx.unsqueeze(0)
         x = self.hidden_states(idx, kv_cache=kv_cache)  # (B, T, C)
         if targets is not None:
@@ -234,9 +237,9 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
         """The tokenizer this model was trained with (GPT-2's BPE unless its folder carried another)."""
         if self._tokenizer is None:
             if self.config.vocab_size != 50257:
-                raise AttributeError(
-                    f"this model has a vocabulary of {self.config.vocab_size} tokens and no tokenizer attached; "
-                    "set model.tokenizer = ... (GPT-2's BPE only fits vocab_size 50257)"
+                raise NoTokenizerError(
+                    f"this model has a vocabulary of {self.config.vocab_size} tokens and no tokenizer attached (its "
+                    "folder has no tokenizer files); set model.tokenizer = ... (GPT-2's BPE only fits vocab_size 50257)"
                 )
             from .tokenizers import Tokenizer
 
@@ -245,6 +248,9 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
 
     @tokenizer.setter
     def tokenizer(self, tok) -> None:
+        if isinstance(getattr(tok, "vocab_size", None), int) and tok.vocab_size > self.config.vocab_size:
+            raise InvalidValueError(f"the tokenizer has {tok.vocab_size} tokens but this model's vocabulary has "
+                                    f"{self.config.vocab_size}: its ids would not fit; use the model's own tokenizer")
         self._tokenizer = tok
 
     def extra_repr(self) -> str:

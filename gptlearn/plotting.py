@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import InvalidValueError
+
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
 
@@ -172,7 +174,7 @@ def heatmap(matrix: Any, x_labels: Sequence[str] | None = None, y_labels: Sequen
 
     z = _np(matrix)
     if z.ndim != 2:
-        raise ValueError(f"heatmap needs a 2-D matrix, got shape {tuple(z.shape)}")
+        raise InvalidValueError(f"heatmap needs a 2-D matrix, got shape {tuple(z.shape)}")
     fig = go.Figure(go.Heatmap(
         z=z.astype(np.float32), x=list(x_labels) if x_labels is not None else None,
         y=list(y_labels) if y_labels is not None else None, zmid=zmid,
@@ -193,7 +195,7 @@ def attention_heatmap(pattern: Any, tokens: Sequence[str], *, title: str | None 
 
     p = _np(pattern)
     if p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] != len(tokens):
-        raise ValueError(f"pattern must be (T, T) with T = len(tokens) = {len(tokens)}, got {tuple(p.shape)}")
+        raise InvalidValueError(f"pattern must be (T, T) with T = len(tokens) = {len(tokens)}, got {tuple(p.shape)}")
     labels = _token_labels(tokens)
     fig = go.Figure(go.Heatmap(
         z=p.astype(np.float32), x=labels, y=labels, zmin=0.0, zmax=1.0, colorscale=_ATTN_COLORSCALE,
@@ -229,13 +231,13 @@ def attention_heads_figure(patterns: Any, tokens: Sequence[str], *, mode: str = 
     if p.ndim == 3:
         p = p[None]  # (H, T, T) -> (1, H, T, T)
     if p.ndim != 4 or p.shape[-1] != p.shape[-2] or p.shape[-1] != len(tokens):
-        raise ValueError(
+        raise InvalidValueError(
             f"patterns must be (L, H, T, T) with T = len(tokens) = {len(tokens)}, got {tuple(p.shape)}")
     if mode not in ("grid", "slider"):
-        raise ValueError(f"mode must be 'grid' or 'slider', got {mode!r}")
+        raise InvalidValueError(f"mode must be 'grid' or 'slider', got {mode!r}")
     L, H, T, _ = p.shape
     if not (0 <= layer < L and 0 <= head < H):
-        raise ValueError(f"layer={layer}, head={head} is outside the model's {L} layers x {H} heads")
+        raise InvalidValueError(f"layer={layer}, head={head} is outside the model's {L} layers x {H} heads")
     z = _percent_u8(p)  # (L, H, T, T) uint8
     labels = _token_labels(tokens)
     hover = "%{y} → %{x}: %{z}%<extra>layer {l} head {h}</extra>"
@@ -317,7 +319,7 @@ def head_grid(patterns: Any, tokens: Sequence[str] | None = None, *, cmap: str =
     if p.ndim == 3:
         p = p[None]  # (H, T, T) -> (1, H, T, T)
     if p.ndim != 4:
-        raise ValueError(f"patterns must be (H, T, T) or (L, H, T, T), got shape {tuple(p.shape)}")
+        raise InvalidValueError(f"patterns must be (H, T, T) or (L, H, T, T), got shape {tuple(p.shape)}")
     rows, cols, T, _ = p.shape
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * rows + 0.4), squeeze=False,
                              sharex=True, sharey=True)
@@ -479,15 +481,15 @@ def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Seq
 
     names = list(maps)
     if not names:
-        raise ValueError("embedding_scatter needs at least one map")
+        raise InvalidValueError("embedding_scatter needs at least one map")
     groups, texts = [str(g) for g in groups], [str(t) for t in texts]
     if len(groups) != len(texts):
-        raise ValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
+        raise InvalidValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
     coords = {}
     for name in names:
         c = _np(maps[name])
         if c.shape != (len(texts), 2):
-            raise ValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
+            raise InvalidValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
         coords[name] = c
     order = list(dict.fromkeys(groups))  # groups in order of first appearance
     fig = go.Figure()

@@ -11,15 +11,20 @@ model).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, TypeVar
 
 import torch
 
-from .config import GPTConfig
+from .config import GPTConfig, physical_memory
 from .devices import resolve_device
+from .errors import (InvalidFileError, InvalidValueError, MissingFileError, NoTokenizerError, UnavailableError,
+                     read_json)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -48,7 +53,7 @@ _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "m
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old checkpoints
 
 
-class PretrainedNotAvailableError(RuntimeError):
+class PretrainedNotAvailableError(UnavailableError):
     """Weights could not be found locally nor downloaded."""
 
 
@@ -89,52 +94,92 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             # read into memory: load_file would memory-map the file, and a process whose weights are
             # mapped dies (SIGBUS) when someone overwrites that file, e.g. by retraining in place
             return load(path.read_bytes())
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a weights file
-        raise ValueError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({e}); "
-                         "download or save it again") from None
+        why = " ".join(str(e).split())[:200]
+        raise InvalidFileError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({why}); "
+                               "download or save it again") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidFileError(f"{path} holds no tensors by name (a state dict); download or save it again")
+    return state
 
 
 def _find_weights(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin; pass a folder written by "
-                            "save_pretrained, or put the weights file beside its config.json")
+    raise MissingFileError(f"{folder} has no model.safetensors or pytorch_model.bin; pass a folder written by "
+                           "save_pretrained, or put the weights file beside its config.json")
 
 
 def _read_folder(folder: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
-    """config.json and the weights of a model folder, converted to gptlearn's names."""
+    """config.json and the weights of a model folder, converted to gptlearn's names; every field of the
+    config is checked, and its size against the weights file's, before anything is read or built."""
     cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing; pass a folder written "
-                                "by save_pretrained (config.json + model.safetensors)")
+    if not cfg_path.exists():
+        raise MissingFileError(f"{folder} is not a model folder: config.json is missing; pass a folder written "
+                               "by save_pretrained (config.json + model.safetensors)")
     try:
-        config = GPTConfig.from_hf_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise ValueError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
-    return config, hf_to_gptlearn(load_weights_file(_find_weights(folder)))
+        config = GPTConfig.from_hf_dict(read_json(cfg_path, "a valid GPT-2 config"))
+    except InvalidValueError as e:  # a field of the wrong type or out of range
+        raise InvalidFileError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
+    weights = _find_weights(folder)
+    _check_size(config, cfg_path, weights)
+    state = hf_to_gptlearn(load_weights_file(weights))
+    bad = next((k for k, v in state.items() if not v.is_floating_point()), None)
+    if bad is not None:
+        raise InvalidFileError(f"{weights} holds {bad} as {state[bad].dtype}, not floating-point numbers; "
+                               "download or save the model again")
+    return config, state
 
 
-def _folder_tokenizer(folder: Path):
-    """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
+def _check_size(config: GPTConfig, cfg_path: Path, weights: Path) -> None:
+    """Refuse a config that describes more parameters than its weights file can hold (at least a byte each),
+    or a model larger than this machine's memory, before reading or building anything."""
+    n, size = config.num_parameters(), weights.stat().st_size
+    if n > size:
+        c = config
+        count = f"{n:.3g}" if n < 1e300 else f"about 10^{int(n.bit_length() * 0.30103)}"
+        raise InvalidFileError(
+            f"{cfg_path} describes a model of {count} parameters (n_layer={c.n_layer}, n_embd={c.n_embd}, "
+            f"n_inner={c.n_inner}, vocab_size={c.vocab_size}, n_positions={c.n_positions}) but {weights.name} holds "
+            f"only {size:,} bytes: the weights file is truncated or corrupt, or the two do not belong together; "
+            "save them together with model.save_pretrained")
+    memory = physical_memory()
+    if memory is not None and size > memory:
+        raise InvalidFileError(f"{weights} needs {size / 2**30:.1f} GiB of memory and this machine has "
+                               f"{memory / 2**30:.1f} GiB; load a smaller model")
+
+
+def _folder_tokenizer(folder: Path, config: GPTConfig):
+    """The tokenizer a model folder carries, or None (meaning GPT-2's BPE); refused if its ids do not fit
+    the model's vocabulary."""
     import hashlib
 
-    from .tokenizers import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
+    from .tokenizers import CHAR_FILE, GPT2_ASSET_SHA256, MERGES_FILE, VOCAB_FILE, Tokenizer, load_tokenizer
 
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    if vocab.is_file() and merges.is_file():
+    vocab, merges = folder / VOCAB_FILE, folder / MERGES_FILE
+    if vocab.is_file() != merges.is_file():
+        have, lack = (vocab, merges) if vocab.is_file() else (merges, vocab)
+        raise MissingFileError(f"{folder} has {have.name} but not {lack.name}; a BPE tokenizer needs both "
+                               "(save it again with tokenizer.save(folder))")
+    if vocab.is_file():
+        file = vocab
         # GPT-2's own files (byte-identical to the shipped ones): share the cached fast tokenizer
         if (hashlib.sha256(vocab.read_bytes()).hexdigest() == GPT2_ASSET_SHA256["encoder.json"]
                 and hashlib.sha256(merges.read_bytes()).hexdigest() == GPT2_ASSET_SHA256["vocab.bpe"]):
-            return Tokenizer.gpt2()
-        return load_tokenizer(folder)
-    if any(folder.glob("*tokenizer*.json")):
-        try:
-            return load_tokenizer(folder)
-        except (FileNotFoundError, ValueError):
-            return None
-    return None
+            tok = Tokenizer.gpt2()
+        else:
+            tok = load_tokenizer(folder)
+    elif (folder / CHAR_FILE).is_file():
+        file, tok = folder / CHAR_FILE, load_tokenizer(folder)
+    else:
+        return None
+    if tok.vocab_size > config.vocab_size:
+        raise InvalidFileError(f"{file} holds {tok.vocab_size} tokens but config.json's vocab_size is "
+                               f"{config.vocab_size}: the tokenizer does not belong to this model (its ids would not "
+                               "fit); save the model with the tokenizer it was trained with")
+    return tok
 
 
 def _download(name: str) -> Path:
@@ -146,8 +191,10 @@ def _download(name: str) -> Path:
             f"loading {name!r} from the Hugging Face Hub needs huggingface_hub (pip install huggingface_hub); "
             "or pass a local folder, or use the offline model 'gptlearn-mini'") from None
     patterns = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
-    try:  # the local cache first: works offline once downloaded
-        return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+    try:  # the local cache first: works offline once downloaded (a download cut short is not a model)
+        path = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+        if _is_model_folder(path):
+            return path
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
@@ -155,11 +202,40 @@ def _download(name: str) -> Path:
             f"{name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
             "pass a local model folder or use the offline model 'gptlearn-mini'")
     try:
-        return Path(snapshot_download(repo, allow_patterns=patterns))
-    except Exception as e:
+        with _quiet_hub():
+            path = Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as e:  # any transport failure: refused, reset, cut short, not HTTP, an error status
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         raise PretrainedNotAvailableError(
-            f"could not download {name!r} from the Hugging Face Hub ({type(e).__name__}); with no network, "
-            "pass a local model folder or use the offline model: GPT.from_pretrained('gptlearn-mini')") from None
+            f"could not download {name!r} from the Hugging Face Hub ({why}); with no network, pass a local model "
+            "folder or use the offline model: GPT.from_pretrained('gptlearn-mini')") from None
+    if not _is_model_folder(path):
+        raise PretrainedNotAvailableError(f"the Hugging Face Hub's {repo!r} has no config.json and model.safetensors "
+                                          "for gptlearn to load; pass a local model folder")
+    return path
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / w).is_file() for w in ("model.safetensors", "pytorch_model.bin"))
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """huggingface_hub's retry warnings off (the one error line says what happened), and its progress bars
+    too when nobody watches (stderr is not a terminal)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    log = logging.getLogger("huggingface_hub")
+    level, bars_were_off = log.level, are_progress_bars_disabled()
+    log.setLevel(logging.ERROR)
+    if not sys.stderr.isatty():
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if not bars_were_off:
+            enable_progress_bars()
 
 
 def _resolve(name_or_path: str | Path) -> Path:
@@ -177,8 +253,8 @@ def _resolve(name_or_path: str | Path) -> Path:
     if key in HUB_MODELS or (key.count("/") == 1 and not path.exists() and not key.startswith((".", "/", "~"))):
         return _download(key)
     if path.exists():
-        raise ValueError(f"{path} is a file; pass the model folder that contains it")
-    raise ValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
+        raise InvalidValueError(f"{path} is a file; pass the model folder that contains it")
+    raise InvalidValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
 
 
 def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer: bool = True) -> Path:
@@ -200,7 +276,7 @@ def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer
         if save_tokenizer:
             try:
                 tok = model.tokenizer
-            except AttributeError:
+            except NoTokenizerError:
                 tok = None
             if tok is not None:
                 tok.save(tmp)
@@ -230,11 +306,11 @@ class PretrainedMixin:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
             detail = " ".join(str(e).split()).replace(f"Error(s) in loading state_dict for {cls.__name__}: ", "")
-            raise ValueError(f"the weights in {folder} do not match its config.json ({detail[:300]}); save the "
-                             "config and the weights together, e.g. with model.save_pretrained(folder)") from None
+            raise InvalidFileError(f"the weights in {folder} do not match its config.json ({detail[:300]}); save the "
+                                   "config and the weights together, e.g. with model.save_pretrained(folder)") from None
         model.lm_head.weight = model.wte.weight  # re-tie after assign
         model.name_or_path = str(name_or_path)
-        model.tokenizer = _folder_tokenizer(folder)
+        model.tokenizer = _folder_tokenizer(folder, config)
         if device is not None or dtype is not None:
             model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
         return model.eval()

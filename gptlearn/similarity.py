@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidValueError
+
 __all__ = ["cosine", "euclidean", "manhattan", "dot", "pairwise", "METRICS", "SIMILARITY_FNS"]
 
 Array = Union[np.ndarray, torch.Tensor]
@@ -48,9 +50,9 @@ def _as_torch(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
     ta, tb = ta.to(dtype), tb.to(dtype)
     for x in (ta, tb):
         if x.dim() not in (1, 2):
-            raise ValueError(f"expected 1-D (C,) or 2-D (N, C) embeddings, got shape {tuple(x.shape)}")
+            raise InvalidValueError(f"expected 1-D (C,) or 2-D (N, C) embeddings, got shape {tuple(x.shape)}")
     if ta.size(-1) != tb.size(-1):
-        raise ValueError(f"embeddings have different widths ({ta.size(-1)} and {tb.size(-1)}); "
+        raise InvalidValueError(f"embeddings have different widths ({ta.size(-1)} and {tb.size(-1)}); "
                          "compare vectors from the same model")
     return ta, tb, to_numpy
 
@@ -74,17 +76,34 @@ def _all_pairs(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
     return measure
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to length 1 (zero rows stay zero). Rows are first divided by their largest |entry|,
+    so the squares inside the norm neither overflow (1e30² in float32) nor vanish (1e-30²)."""
+    top = x.abs().amax(dim=-1, keepdim=True)  # (N, 1)
+    return F.normalize(x / torch.where(top > 0, top, 1.0), dim=-1, eps=_EPS)
+
+
+def _length(x: torch.Tensor) -> torch.Tensor:
+    """Each row's length |x|, (N, C) -> (N,), computed on the row's own scale as in :func:`_unit`."""
+    top = x.abs().amax(dim=-1, keepdim=True)  # (N, 1)
+    top = torch.where(top > 0, top, 1.0)
+    return (x / top).norm(dim=-1) * top.squeeze(-1)
+
+
 @_all_pairs
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity a·b / (|a| |b|): 1 = same direction, 0 = unrelated, -1 = opposite."""
-    return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T  # (N, C) @ (C, M) -> (N, M)
+    return _unit(a) @ _unit(b).T  # (N, C) @ (C, M) -> (N, M)
 
 
 @_all_pairs
 def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Euclidean (L2) distance |a - b|: 0 = identical; smaller is more similar."""
-    # the exact (a - b) form, not |a|² + |b|² - 2a·b, which rounds identical vectors to ~1e-4
-    return torch.cdist(a, b, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")  # (N, M)
+    # the exact (a - b) form, not |a|² + |b|² - 2a·b, which rounds identical vectors to ~1e-4; computed
+    # on a common scale s (the largest |entry|) so the squares stay in range: |a - b| = s |a/s - b/s|
+    s = torch.maximum(a.abs().max(), b.abs().max()) if a.numel() and b.numel() else a.new_tensor(1.0)
+    s = torch.where(s > 0, s, 1.0)
+    return torch.cdist(a / s, b / s, p=2.0, compute_mode="donot_use_mm_for_euclid_dist") * s  # (N, M)
 
 
 @_all_pairs
@@ -100,8 +119,8 @@ def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _PAIRWISE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "cosine": lambda a, b: (F.normalize(a, dim=-1, eps=_EPS) * F.normalize(b, dim=-1, eps=_EPS)).sum(-1),
-    "euclidean": lambda a, b: (a - b).norm(dim=-1),
+    "cosine": lambda a, b: (_unit(a) * _unit(b)).sum(-1),
+    "euclidean": lambda a, b: _length(a - b),
     "manhattan": lambda a, b: (a - b).abs().sum(-1),
     "dot": lambda a, b: (a * b).sum(-1),
 }
@@ -131,9 +150,9 @@ def pairwise(a: Array, b: Array, metric: str = "cosine"):
     ``metric`` is one of ``METRICS``: "cosine", "euclidean", "manhattan" or "dot".
     """
     if metric not in _PAIRWISE:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+        raise InvalidValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
     ta, tb, to_numpy = _as_torch(a, b)
     if ta.shape != tb.shape:
-        raise ValueError(f"pairwise needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}; "
+        raise InvalidValueError(f"pairwise needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}; "
                          "use the all-pairs functions (cosine, ...) for every row against every row")
     return _out(_PAIRWISE[metric](ta, tb), to_numpy)  # (N, C) -> (N,)

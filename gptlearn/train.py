@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .atomic import recover_folder, write_folder
-from .config import PRESETS, GPTConfig
+from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
 from .model import GPT, sinusoidal_positions
@@ -685,7 +685,8 @@ def _free_bytes(dev: torch.device) -> int | None:
     return free
 
 
-def _check_memory(config: GPTConfig, args: TrainConfig, block_size: int, dev: torch.device) -> None:
+def _check_memory(config: GPTConfig, args: TrainConfig, block_size: int, dev: torch.device,
+                  source: str = "this run") -> None:
     """Refuse a model and batch that cannot fit in ``dev``'s memory (:meth:`GPTConfig.estimate_bytes`, a
     lower bound), before a single weight or batch is allocated."""
     need = config.estimate_bytes(batch_size=args.batch_size, seq_len=block_size, training=True,
@@ -693,8 +694,10 @@ def _check_memory(config: GPTConfig, args: TrainConfig, block_size: int, dev: to
     free = _free_bytes(dev)
     if free is not None and need > free:
         raise GptlearnError(
-            f"this run needs at least {need / 2**30:,.1f} GiB ({config.num_parameters():,} parameters with their "
-            f"gradients and AdamW's moments, and the activations of {args.batch_size:,} × {block_size:,} tokens) "
+            f"{source} needs at least {gib(need)} (a GPT with n_layer={config.n_layer}, "
+            f"n_embd={config.n_embd}, n_inner={config.d_mlp}, n_positions={config.n_positions}, "
+            f"vocab_size={config.vocab_size}: {config.num_parameters():,} parameters with their gradients and AdamW's "
+            f"moments, and the activations of {args.batch_size:,} × {block_size:,} tokens) "
             f"but {dev} has {max(free, 0) / 2**30:,.1f} GiB free; lower --batch-size (--grad-accum keeps the tokens "
             "a step) or --block-size, or choose a smaller model")
 
@@ -709,7 +712,7 @@ def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torc
         config.estimate_bytes(training=True)  # its sizes are numbers
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return
-    _check_memory(config, args, _block_size(args, config), dev)
+    _check_memory(config, args, _block_size(args, config), dev, source=f"training the model {path} describes")
 
 
 # ---- Ctrl-C: never between a step's update and its bookkeeping -----------------------------------------

@@ -123,3 +123,39 @@ def test_from_hf_dict_refuses_gpt2_variants_it_would_compute_wrongly(option):
     d = {"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2, **option}
     with pytest.raises(ValueError, match=next(iter(option))):
         GPTConfig.from_hf_dict(d)
+
+
+# ---- sizes: estimated from the numbers, refused before allocating ---------------------------------------------
+@pytest.mark.parametrize("shape", [dict(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=300),
+                                   dict(n_layer=3, n_head=4, n_embd=32, n_inner=40, vocab_size=97)])
+def test_num_parameters_counts_the_built_model(shape):
+    config = GPTConfig(**shape)
+    assert config.num_parameters() == GPT(config).num_parameters()
+    assert config.estimate_bytes() == 4 * config.num_parameters()  # fp32 weights, no batch
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(n_layer=200_000), ["n_layer=200000", "its weights"]),
+    (dict(vocab_size=10 ** 9), ["vocab_size=1000000000"]),
+    (dict(n_layer=10 ** 30), ["n_layer=10000000000"]),
+])
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(monkeypatch, changes, words):
+    import gptlearn.config as config_module
+    from gptlearn import GptlearnError
+
+    monkeypatch.setattr(config_module, "physical_memory", lambda: 8 * 2 ** 30)
+    config = GPTConfig.from_preset("tiny", **changes)
+    with pytest.raises(GptlearnError, match="this machine has 8.0 GiB") as info:
+        GPT(config)  # would take minutes or a MemoryError without the estimate
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_a_batch_too_large_for_the_machine_is_refused(monkeypatch):
+    import gptlearn.config as config_module
+    from gptlearn import GptlearnError
+
+    monkeypatch.setattr(config_module, "physical_memory", lambda: 8 * 2 ** 30)
+    config = GPTConfig.from_preset("tiny")
+    config.check_fits(batch_size=64, block_size=128, training=True)  # a sensible batch passes
+    with pytest.raises(GptlearnError, match="batches of 100000000 x 128 tokens"):
+        config.check_fits(batch_size=100_000_000, block_size=128, training=True)

@@ -211,3 +211,52 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
     assert loaded.dimensions == 384
     np.testing.assert_allclose(loaded.encode(pairs.sentences1[:4]), hist.embedder.encode(pairs.sentences1[:4]),
                                atol=1e-5, rtol=1e-5)
+
+
+# ---- bad settings and outputs: refused before any work, and a diverged run never replaces a good embedder ----
+@pytest.mark.parametrize("setting, value", [
+    ("lr", float("nan")), ("lr", -1e-3), ("lr", float("inf")), ("lr", 0.0), ("warmup", -0.1), ("warmup", 1.5),
+    ("weight_decay", -0.01), ("weight_decay", float("nan")), ("max_pairs", 0), ("max_pairs", 1), ("seed", 2 ** 64),
+    ("seed", -1), ("epochs", 0), ("batch_size", 1), ("scale", 0.0), ("positive_threshold", float("nan"))])
+def test_bad_settings_are_named_before_any_work(tiny_model, setting, value):
+    # the pairs do not exist: the setting must be refused first
+    with pytest.raises(GptlearnError, match=rf"^{setting} must be"):
+        train_embeddings(tiny_model, "no-such-pairs.tsv", **{setting: value})
+
+
+def _pairs_file(tmp_path):
+    rows = "".join(f"p{i}\t{a}\t{b}\t{int(i % 2 == 0)}\n" for i, (a, b) in enumerate(
+        [("A cat sits.", "A cat is sitting."), ("A dog runs.", "Stocks fell."), ("Two men talk.", "Two men chat."),
+         ("It rains.", "The car is red.")]))
+    return write(tmp_path, "pairs.tsv", SEED_HEADER + rows)
+
+
+@pytest.mark.parametrize("out", ["file", "full-folder", "under-a-file"])
+def test_an_unusable_out_is_refused_before_training(model_dir, tmp_path, capsys, out):
+    from gptlearn.cli import main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full-folder").mkdir()
+    (tmp_path / "full-folder" / "notes.txt").write_text("mine")
+    target = tmp_path / ("file/sub" if out == "under-a-file" else out)
+    code = main(["train-embeddings", "--pairs", str(_pairs_file(tmp_path)), "--model", str(model_dir),
+                 "--out", str(target), "--batch-size", "2", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and captured.err.startswith("gptlearn: error: "), captured.err
+    assert "epoch" not in captured.out  # refused before the first step
+    assert (tmp_path / "full-folder" / "notes.txt").read_text() == "mine"
+
+
+def test_a_diverged_run_keeps_the_good_embedder(model_dir, tmp_path, capsys):
+    from gptlearn import Embedder
+    from gptlearn.cli import main
+
+    pairs, out = _pairs_file(tmp_path), tmp_path / "out"
+    args = ["train-embeddings", "--pairs", str(pairs), "--model", str(model_dir), "--out", str(out),
+            "--batch-size", "2", "--device", "cpu"]
+    assert main(args) == 0
+    good = Embedder.from_pretrained(out).encode(["A cat sits."])
+    code = main([*args, "--lr", "1e30", "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "diverged" in err, err
+    np.testing.assert_array_equal(Embedder.from_pretrained(out).encode(["A cat sits."]), good)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from gptlearn import GPT, Embedder, GPTConfig
+from gptlearn import GPT, Embedder, GptlearnError, GPTConfig
 from gptlearn.embeddings import POOLING, pool, token_batches
 
 SENTENCES = [
@@ -181,14 +181,17 @@ def test_long_sentences_are_truncated_with_a_warning(model):
 
 
 def test_bad_settings(model):
-    with pytest.raises(ValueError, match="layer must be in -1..1"):
+    with pytest.raises(ValueError, match="layer must be an integer in -1..1"):
         Embedder(model, layer=2)
-    with pytest.raises(ValueError, match="max_length must be in 1..64"):
+    with pytest.raises(ValueError, match="max_length must be an integer in 1..64"):
         Embedder(model, max_length=65)
     with pytest.raises(ValueError, match="unknown pooling"):
         Embedder(model, pooling="avg")
     with pytest.raises(ValueError, match="projection takes 16"):
         Embedder(model, projection=nn.Linear(16, 4))
+    for bad in (1.5, "0", True):  # int(1.5) would have passed before
+        with pytest.raises(GptlearnError, match="layer must be an integer"):
+            Embedder(model, layer=bad)
 
 
 @pytest.mark.parametrize("layer", [0, 1])

@@ -126,6 +126,19 @@ def test_get_act_name():
     assert get_act_name("mlp_pre", 1) == get_act_name("pre", 1) == "blocks.1.mlp.hook_pre"
 
 
+@pytest.mark.parametrize("names_filter", [["nope"], ["pattern", "patern"], "blocks.9.attn.hook_z", ["hook_pattern"]])
+def test_names_filter_with_an_unknown_name_says_which(model, tokens, names_filter):
+    from gptlearn import GptlearnError
+
+    with pytest.raises(GptlearnError) as info:
+        model.run_with_cache(tokens, names_filter=names_filter)
+    wanted = [names_filter] if isinstance(names_filter, str) else names_filter
+    bad = [n for n in wanted if n not in ("pattern",)]
+    assert isinstance(info.value, KeyError) and all(repr(n) in str(info.value) for n in bad), str(info.value)
+    assert "lambda" not in str(info.value)
+    assert not any(p.active for p in model.hook_dict.values())
+
+
 def test_cache_device_and_to(model, tokens):
     _, cache = model.run_with_cache(tokens, device="cpu")
     moved = cache.to("cpu")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..devices import autocast_enabled
+from ..errors import InvalidValueError, UnavailableError
 from .hooks import hooks_attached
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,7 @@ SOURCE = Path(__file__).parent / "csrc" / "decode_cpu.cpp"
 STALE_LOCK_S = 15 * 60  # without fcntl (Windows): a build takes a minute or two; a lock this old is a killed one's
 
 
-class FusedUnavailable(RuntimeError):
+class FusedUnavailable(UnavailableError):
     """The fused kernel could not be built here (no C++ compiler, OpenMP or ninja)."""
 
 
@@ -120,17 +121,17 @@ class FusedDecoder:
     def __init__(self, model: "GPT", cache: "KVCache") -> None:
         c = model.config
         if model.device.type != "cpu":
-            raise ValueError(f"the fused decoding step runs on the CPU; this model is on {model.device}")
+            raise InvalidValueError(f"the fused decoding step runs on the CPU; this model is on {model.device}")
         if any(p.dtype != torch.float32 for p in model.parameters()) or cache.k.dtype != torch.float32:
-            raise ValueError("the fused decoding step needs an fp32 model (model.float())")
+            raise InvalidValueError("the fused decoding step needs an fp32 model (model.float())")
         if autocast_enabled("cpu"):
-            raise ValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
+            raise InvalidValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
         if cache.k.size(1) != 1:
-            raise ValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
+            raise InvalidValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
         if hooks_attached(model):
-            raise ValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
+            raise InvalidValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
         if model.training:
-            raise ValueError("the fused decoding step has no dropout: call model.eval() first")
+            raise InvalidValueError("the fused decoding step has no dropout: call model.eval() first")
         params = [model.wte.weight, model.wpe.weight, model.ln_f.weight, model.ln_f.bias, model.lm_head.weight]
         for b in model.blocks:
             params += [b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias,
@@ -147,10 +148,10 @@ class FusedDecoder:
         """Feed one token at the cache's next position -> next-token logits (1, V)."""
         cache, n_ctx = self.cache, self.model.config.n_positions
         if cache.pos >= min(cache.max_len, n_ctx):
-            raise ValueError(f"KV cache is full ({cache.pos} positions)")
+            raise InvalidValueError(f"KV cache is full ({cache.pos} positions)")
         token = int(token)
         if not 0 <= token < self.params[0].size(0):
-            raise ValueError(f"token id {token} is outside the vocabulary (0..{self.params[0].size(0) - 1})")
+            raise InvalidValueError(f"token id {token} is outside the vocabulary (0..{self.params[0].size(0) - 1})")
         logits = self.kernel.decode_step(token, cache.pos, self.params, cache.k, cache.v, self.n_head,
                                          self.eps, self.exact_gelu)  # (1, V)
         cache.advance(1)

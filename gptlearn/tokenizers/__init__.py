@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import MissingFileError
 from .base import (CHAR_FILE, ENDOFTEXT, MERGES_FILE, TOKENIZER_FILES, VOCAB_FILE, BaseTokenizer,
                    TokenizerLike, encode_document)
 from .bpe import (GPT2_ASSET_SHA256, GPT2_ASSETS_DIR, GPT2_SPLIT_PATTERN, BPETokenizer, bytes_to_unicode,
@@ -53,14 +54,14 @@ def load_tokenizer(path_or_name: str | os.PathLike = "gpt2", *, fast: bool = Tru
     if path.is_file() and path.name == CHAR_FILE:
         path = path.parent
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{str(path_or_name)!r} is neither 'gpt2' nor a directory with tokenizer files"
         )
     if (path / VOCAB_FILE).is_file() and (path / MERGES_FILE).is_file():
         return Tokenizer.from_directory(path) if fast else BPETokenizer.from_directory(path)
     if (path / CHAR_FILE).is_file():
         return CharTokenizer.from_directory(path)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{path} has no tokenizer files ({VOCAB_FILE} + {MERGES_FILE}, or {CHAR_FILE}); "
         "a model saved without them uses GPT-2's tokenizer: load_tokenizer('gpt2')"
     )

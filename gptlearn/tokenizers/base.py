@@ -30,6 +30,8 @@ from typing import AbstractSet, Any, Collection, Iterable, Literal, Protocol, Se
 
 import regex
 
+from ..errors import InvalidTypeError, InvalidValueError, TokenIdError
+
 __all__ = [
     "ENDOFTEXT",
     "AllowedSpecial",
@@ -77,7 +79,7 @@ def check_text(text: object, what: str = "encode") -> str:
     """``text`` if it is a str, else a TypeError that says what was passed."""
     if not isinstance(text, str):
         hint = " (decode bytes first with .decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
-        raise TypeError(f"{what} expects a str, got {type(text).__name__}{hint}")
+        raise InvalidTypeError(f"{what} expects a str, got {type(text).__name__}{hint}")
     return text
 
 
@@ -86,19 +88,19 @@ def check_ids(ids: Any, vocab_size: int) -> list[int]:
     if hasattr(ids, "tolist"):  # torch.Tensor / numpy array
         ids = ids.tolist()
     if isinstance(ids, (str, bytes, int)) or not isinstance(ids, Iterable):
-        raise TypeError(f"decode expects a sequence of token ids, got {type(ids).__name__}")
+        raise InvalidTypeError(f"decode expects a sequence of token ids, got {type(ids).__name__}")
     ids = list(ids)
     if not all(type(i) is int for i in ids):
         try:
             ids = [operator.index(i) for i in ids]
         except TypeError:
             bad = next(i for i in ids if not hasattr(i, "__index__"))
-            raise TypeError(f"token ids must be ints, got {bad!r} ({type(bad).__name__})") from None
+            raise InvalidTypeError(f"token ids must be ints, got {bad!r} ({type(bad).__name__})") from None
     if ids:
         lo, hi = min(ids), max(ids)
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} is out of range for this tokenizer (vocab_size={vocab_size})")
+            raise TokenIdError(f"token id {bad} is out of range for this tokenizer (vocab_size={vocab_size})")
     return ids
 
 

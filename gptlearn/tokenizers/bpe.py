@@ -28,6 +28,7 @@ from typing import Any, Sequence, TypeVar
 import regex
 
 from ..atomic import write_file
+from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError, read_json
 from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
                    check_ids, check_text)
 
@@ -138,12 +139,12 @@ def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
     for name, expected in GPT2_ASSET_SHA256.items():
         path = Path(directory) / name
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"GPT-2 tokenizer file {path} is missing; reinstall gptlearn to restore it"
             )
         got = _sha256(path)
         if got != expected:
-            raise RuntimeError(
+            raise UnavailableError(
                 f"GPT-2 tokenizer file {path} is corrupt (sha256 {got}, expected {expected}); "
                 "reinstall gptlearn or restore the file from git"
             )
@@ -153,13 +154,19 @@ def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
     """Parse a GPT-2 ``vocab.bpe`` / HF ``merges.txt``: a ``#version`` line, then one "a b" pair a line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidFileError(f"{path} is not a list of BPE merges: it is not UTF-8 text (byte 0x{data[e.start]:02x} "
+                               f"at offset {e.start})") from None
     merges = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line or (lineno == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise ValueError(f"{path}:{lineno}: expected two tokens separated by one space, got {line!r}")
+            raise InvalidFileError(f"{path}:{lineno}: expected two tokens separated by one space, got {line[:60]!r}")
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -190,18 +197,18 @@ class BPETokenizer(BaseTokenizer):
 
     def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]]) -> None:
         if sorted(vocab.values()) != list(range(len(vocab))):
-            raise ValueError("token ids must be exactly 0 .. len(vocab) - 1 (each used once)")
+            raise InvalidValueError("token ids must be exactly 0 .. len(vocab) - 1 (each used once)")
         u2b = _unicode_to_bytes()
         missing = [u for u in u2b if u not in vocab]
         if missing:
-            raise ValueError(f"vocab lacks single-byte tokens {missing[:5]}...; byte-level BPE needs all 256")
+            raise InvalidValueError(f"vocab lacks single-byte tokens {missing[:5]}...; byte-level BPE needs all 256")
         self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]  # type: ignore[misc]
         self.bpe_ranks: dict[tuple[str, str], int] = {pair: rank for rank, pair in enumerate(self.merges)}
         regular = set(u2b)
         for a, b in self.merges:
             for piece in (a, b, a + b):
                 if piece not in vocab:
-                    raise ValueError(f"merge ({a!r}, {b!r}) uses {piece!r}, which is not in the vocab")
+                    raise InvalidValueError(f"merge ({a!r}, {b!r}) uses {piece!r}, which is not in the vocab")
             regular.add(a + b)
         self.encoder: dict[str, int] = {s: i for s, i in vocab.items() if s in regular}
         self.special_tokens: dict[str, int] = {s: i for s, i in vocab.items() if s not in regular}
@@ -227,8 +234,15 @@ class BPETokenizer(BaseTokenizer):
     @classmethod
     def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike) -> BPETokenizer:
         """Load a GPT-2 style ``encoder.json``/``vocab.json`` and ``vocab.bpe``/``merges.txt`` pair."""
-        vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
-        return cls(vocab, _read_merges(Path(merges_file)))
+        vocab = read_json(vocab_file, "a BPE vocabulary")
+        if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+            raise InvalidFileError(f"{vocab_file} is not a BPE vocabulary: it must be a JSON object of token -> "
+                                   f"integer id, got {_kind(vocab)}")
+        merges = _read_merges(Path(merges_file))
+        try:
+            return cls(vocab, merges)
+        except InvalidValueError as e:
+            raise InvalidFileError(f"{vocab_file} and {Path(merges_file).name} do not make a BPE tokenizer: {e}") from None
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike) -> BPETokenizer:
@@ -236,7 +250,7 @@ class BPETokenizer(BaseTokenizer):
         directory = Path(directory)
         vocab_file, merges_file = directory / VOCAB_FILE, directory / MERGES_FILE
         if not (vocab_file.is_file() and merges_file.is_file()):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{directory} has no {VOCAB_FILE} + {MERGES_FILE}; save a BPE tokenizer there first"
             )
         return cls.from_files(vocab_file, merges_file)
@@ -266,7 +280,7 @@ class BPETokenizer(BaseTokenizer):
         special_tokens = list(dict.fromkeys(special_tokens))
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
-            raise ValueError(
+            raise InvalidValueError(
                 f"vocab_size={vocab_size} is too small for 256 byte tokens + "
                 f"{len(special_tokens)} special tokens"
             )
@@ -304,7 +318,7 @@ class BPETokenizer(BaseTokenizer):
                 if is_current and token_bytes[pair[0]] + token_bytes[pair[1]] not in known:
                     break  # (a pair spelling an existing token is skipped: tokens stay unique)
             else:
-                raise ValueError(
+                raise InvalidValueError(
                     f"text too small: only {len(merges)} merges possible, {n_merges} needed for "
                     f"vocab_size={vocab_size}; use more text or a smaller vocab_size"
                 )
@@ -349,7 +363,7 @@ class BPETokenizer(BaseTokenizer):
         vocab = {s: i for i, s in enumerate(as_str)}
         for j, s in enumerate(special_tokens):
             if s in vocab:
-                raise ValueError(
+                raise InvalidValueError(
                     f"special token {s!r} was also learned as an ordinary token; pick another name"
                 )
             vocab[s] = len(as_str) + j
@@ -471,6 +485,14 @@ class BPETokenizer(BaseTokenizer):
             f"{type(self).__name__}(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={list(self.special_tokens)})"
         )
+
+
+def _kind(vocab: Any) -> str:
+    """What a vocabulary file holds instead of token -> id, in a few words."""
+    if not isinstance(vocab, dict):
+        return f"a JSON {type(vocab).__name__}"
+    token, i = next((t, i) for t, i in vocab.items() if type(i) is not int)
+    return f"{token!r}: {i!r}"[:60]
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..atomic import write_file
+from ..errors import InvalidFileError, InvalidValueError, MissingFileError, read_json
 from .base import CHAR_FILE, BaseTokenizer, check_ids, check_text
 
 __all__ = ["CharTokenizer"]
@@ -21,8 +22,8 @@ class CharTokenizer(BaseTokenizer):
     """One token per character; ids follow the sorted characters of the training text. No special tokens."""
 
     def __init__(self, chars: Sequence[str]) -> None:
-        if any(not isinstance(c, str) or len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
-            raise ValueError("chars must be distinct single characters")
+        if not _distinct_characters(chars):
+            raise InvalidValueError("chars must be a non-empty sequence of distinct single characters")
         self.chars: list[str] = list(chars)
         self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
 
@@ -36,8 +37,15 @@ class CharTokenizer(BaseTokenizer):
         """Load ``char_tokenizer.json`` written by :meth:`save`."""
         path = Path(directory) / CHAR_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} has no {CHAR_FILE}; save a CharTokenizer there first")
-        data = json.loads(path.read_text(encoding="utf-8"))
+            raise MissingFileError(f"{directory} has no {CHAR_FILE}; save a CharTokenizer there first")
+        data = read_json(path, "a CharTokenizer file")
+        if not isinstance(data, dict) or "chars" not in data:
+            got = "an object without chars" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+            raise InvalidFileError(f"{path} is not a CharTokenizer file: it must be a JSON object with a list "
+                                   f"\"chars\", got {got}")
+        if not isinstance(data["chars"], list) or not _distinct_characters(data["chars"]):
+            raise InvalidFileError(f"{path} is not a CharTokenizer file: chars must be a non-empty list of distinct "
+                                   f"single characters, got {json.dumps(data['chars'], ensure_ascii=False)[:60]}")
         return cls(data["chars"])
 
     def _encode_ordinary(self, text: str) -> list[int]:
@@ -46,7 +54,7 @@ class CharTokenizer(BaseTokenizer):
             return [self.stoi[c] for c in text]
         except KeyError as e:
             c = e.args[0]
-            raise ValueError(
+            raise InvalidValueError(
                 f"character {c!r} (U+{ord(c):04X}) is not in this CharTokenizer's vocabulary; "
                 "build it from text that contains it"
             ) from None
@@ -75,3 +83,8 @@ class CharTokenizer(BaseTokenizer):
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+def _distinct_characters(chars: object) -> bool:
+    return (isinstance(chars, Sequence) and not isinstance(chars, str) and len(chars) > 0
+            and all(isinstance(c, str) and len(c) == 1 for c in chars) and len(set(chars)) == len(chars))

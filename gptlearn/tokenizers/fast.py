@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from .base import BaseTokenizer
+
+from ..errors import InvalidFileError, InvalidValueError
+from .base import MERGES_FILE, BaseTokenizer
 from .bpe import BPETokenizer
 
 __all__ = ["Tokenizer"]
@@ -40,10 +42,10 @@ class Tokenizer(BaseTokenizer):
         # of each merge's result must grow with the merge's rank (true for GPT-2 and train()).
         ids = [bpe.encoder[a + b] for a, b in bpe.merges]
         if any(x >= y for x, y in zip(ids, ids[1:])):
-            raise ValueError("tiktoken needs token ids that increase with merge rank; this vocab's do not")
+            raise InvalidValueError("tiktoken needs token ids that increase with merge rank; this vocab's do not")
         ranks = bpe.mergeable_ranks()
         if len(ranks) != len(bpe.encoder):
-            raise ValueError("two tokens stand for the same bytes; tiktoken needs unique tokens")
+            raise InvalidValueError("two tokens stand for the same bytes; tiktoken needs unique tokens")
         self.bpe = bpe
         self.encoding = tiktoken.Encoding(
             name=name or f"gptlearn-bpe-{bpe.vocab_size}",
@@ -65,7 +67,12 @@ class Tokenizer(BaseTokenizer):
     @classmethod
     def from_directory(cls, directory: str | os.PathLike) -> Tokenizer:
         """Load ``vocab.json`` + ``merges.txt`` (see :meth:`BPETokenizer.save`)."""
-        return cls(BPETokenizer.from_directory(directory))
+        try:
+            return cls(BPETokenizer.from_directory(directory))
+        except InvalidFileError:
+            raise
+        except InvalidValueError as e:  # readable as BPE, but not by tiktoken
+            raise InvalidFileError(f"{Path(directory) / MERGES_FILE} does not fit tiktoken: {e}") from None
 
     # tiktoken does the work; the shared surface (BaseTokenizer) checks the inputs
     def _encode_ordinary(self, text: str) -> list[int]:

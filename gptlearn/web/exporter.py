@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InvalidValueError
+
 __all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT", "payload",
            "export", "read_export", "static_dir", "page_model"]
 
@@ -60,7 +62,7 @@ def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
                 "special": list(bpe.special_tokens)}
     if isinstance(tokenizer, CharTokenizer):
         return {"kind": "char", "chars": list(tokenizer.chars)}
-    raise ValueError(f"cannot export a {type(tokenizer).__name__}: the page knows byte-level BPE and "
+    raise InvalidValueError(f"cannot export a {type(tokenizer).__name__}: the page knows byte-level BPE and "
                      "CharTokenizer; attach one with model.tokenizer = ...")
 
 
@@ -73,17 +75,17 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
     """The data the page needs (``window.gptlearnLiveData``), checked; see :func:`export`."""
     config = model.config
     if config.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
-        raise ValueError(f"the page cannot compute activation_function={config.activation_function!r}")
+        raise InvalidValueError(f"the page cannot compute activation_function={config.activation_function!r}")
     n = model.num_parameters()
     if n > MAX_PARAMETERS:
-        raise ValueError(f"{name or model.name_or_path or 'this model'} has {n:,} parameters; a page carries at "
+        raise InvalidValueError(f"{name or model.name_or_path or 'this model'} has {n:,} parameters; a page carries at "
                          f"most {MAX_PARAMETERS:,} (export gptlearn-mini or a smaller model of your own)")
     state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     if not torch.equal(state.pop("lm_head.weight"), state["wte.weight"]):
-        raise ValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")
+        raise InvalidValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"weights {bad[:3]} hold NaN or infinity; export a model that trained without diverging")
+        raise InvalidValueError(f"weights {bad[:3]} hold NaN or infinity; export a model that trained without diverging")
     spec = _tokenizer_spec(model.tokenizer)
     tensors, offset = [], 0
     for key, value in state.items():
@@ -96,7 +98,7 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
         check_text = model.tokenizer.decode(list(range(min(config.vocab_size, 8))))
         ids = model.tokenizer.encode(check_text)
     if not 0 < len(ids) <= config.n_positions:
-        raise ValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of 1..{config.n_positions}")
+        raise InvalidValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of 1..{config.n_positions}")
     with torch.no_grad():
         was_training = model.training
         model.eval()
@@ -163,10 +165,10 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
     path = path / DATA_FILE if path.is_dir() else path
     text = path.read_text(encoding="utf-8")
     if not (text.startswith(_PREFIX) and text.endswith(_SUFFIX)):
-        raise ValueError(f"{path} was not written by gptlearn.web.export")
+        raise InvalidValueError(f"{path} was not written by gptlearn.web.export")
     data = json.loads(text[len(_PREFIX):-len(_SUFFIX)])
     if data.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
+        raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
     flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype="<f4").copy())
     state = {}
     for t in data["tensors"]:

@@ -6,10 +6,12 @@
     gptlearn generate --interactive
     gptlearn info --model gpt2
 
-Every subcommand takes ``--model NAME|FOLDER`` (default ``gptlearn-mini``, bundled and offline) and
-``--device auto|cpu|cuda|mps``. A mistake the user can fix prints one line,
-``gptlearn: error: ...``, on stderr and exits with status 2. ``gptlearn.train`` and
-``gptlearn.embed_train`` add their own subcommands through ``register_cli(subparsers)``.
+Every subcommand takes ``--model NAME|FOLDER`` and ``--device auto|cpu|cuda|mps``. ``embed`` and
+``similarity`` default to ``gptlearn-embed``, the bundled sentence embedder (docs/gptlearn-embed.md);
+``generate`` and ``info`` to the bundled language model ``gptlearn-mini``; both work offline.
+A mistake the user can fix prints one line, ``gptlearn: error: ...``, on stderr and exits with
+status 2. ``gptlearn.train`` and ``gptlearn.embed_train`` add their own subcommands through
+``register_cli(subparsers)``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .errors import GptlearnError
 __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
+DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
 _PLUGINS = ("gptlearn.train", "gptlearn.embed_train")  # modules that add subcommands when present
 _USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError, KeyError, RuntimeError)
 
@@ -160,8 +163,9 @@ def _info(args: argparse.Namespace) -> int:
 
 # ---- the parser ------------------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FOLDER",
-                        help=f"model name (gptlearn-mini, gpt2, ...) or folder (default: {DEFAULT_MODEL})")
+    default = DEFAULT_EMBEDDER if embedding else DEFAULT_MODEL
+    parser.add_argument("--model", default=default, metavar="NAME|FOLDER",
+                        help=f"model name (gptlearn-embed, gptlearn-mini, gpt2, ...) or folder (default: {default})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run (default: auto = CUDA, then MPS, then CPU)")
     if embedding:

@@ -409,7 +409,8 @@ def teacher_token_init(embedder: Any, teacher: Any = None, *, batch_size: int = 
     """Set each token's embedding row (``wte``) to the teacher's embedding of that token's text, so
     training starts from word meanings instead of noise (as model2vec builds static embeddings).
 
-    With ``quiet_blocks`` every block's output projections (``attn.c_proj``, ``mlp.c_proj``) and the
+    The rows' common mean is subtracted: the teacher gives every lone token a shared direction that
+    would make any two sentences' cosine about 0.8. With ``quiet_blocks`` every block's output projections (``attn.c_proj``, ``mlp.c_proj``) and the
     position embeddings start at zero: each block then adds nothing, so the untrained embedder is the
     average of the teacher's word vectors, and training learns what context adds. Needs the model's
     width C to equal the teacher's D (384). Tokens that are not whole UTF-8 text (single bytes of a
@@ -435,6 +436,7 @@ def teacher_token_init(embedder: Any, teacher: Any = None, *, batch_size: int = 
     if vecs.shape[1] != model.config.n_embd:
         raise GptlearnError(f"the teacher's embeddings are {vecs.shape[1]} wide but the model's tokens are "
                             f"{model.config.n_embd}; build the base with n_embd={vecs.shape[1]}")
+    vecs = vecs - vecs.mean(0)  # drop the direction every token shares (it makes every cosine ~0.8)
     with torch.no_grad():
         model.wte.weight[torch.tensor(ids)] = vecs.to(model.wte.weight)
         if quiet_blocks:
@@ -824,7 +826,12 @@ def train_embeddings(
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < total:
             state = {**hist.to_dict(), "step": step + 1}
             _save_checkpoint(embedder, opt, ckpt, state)
-            log(f"step {step + 1}/{total}: loss {np.mean(hist.losses[-checkpoint_every:]):.4f}, "
+            quick = ""
+            if dev_data is not None and verbose:  # a glance at every 5th dev pair
+                embedder.eval()
+                quick = f", dev Spearman ~{evaluate_sts(embedder, dev_data.select(range(0, len(dev_data), 5))):.3f}"
+                embedder.train()
+            log(f"step {step + 1}/{total}: loss {np.mean(hist.losses[-checkpoint_every:]):.4f}{quick}, "
                 f"checkpoint saved ({time.perf_counter() - t0:.0f} s)")
     embedder.eval()
     if dev_data is not None and hist.epoch_dev_spearman:

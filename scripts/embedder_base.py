@@ -1,7 +1,7 @@
 """Make gptlearn-embed's untrained base: a byte-level BPE learned on the corpus and a fresh GPT-2.
 
 Usage: python scripts/embedder_base.py CORPUS.txt OUT_DIR [--vocab 8192] [--layers 4] [--heads 6]
-       [--width 384] [--positions 128]
+       [--width 384] [--positions 128] [--dropout 0]
 
 The tokenizer is gptlearn's own trainer (``BPETokenizer.train``) run on the unlabelled sentences, so
 modern words are single tokens instead of the many pieces gptlearn-mini's Shakespeare BPE cuts them
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--width", type=int, default=384)
     ap.add_argument("--positions", type=int, default=128)
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout everywhere (distillation underfits: none)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -39,7 +40,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     config = GPTConfig(vocab_size=bpe.vocab_size, n_positions=args.positions, n_embd=args.width,
                        n_layer=args.layers, n_head=args.heads, bos_token_id=bpe.eot_token,
-                       eos_token_id=bpe.eot_token)
+                       eos_token_id=bpe.eot_token, resid_pdrop=args.dropout, embd_pdrop=args.dropout,
+                       attn_pdrop=args.dropout)
     model = GPT(config)
     model.tokenizer = Tokenizer.from_bpe(bpe)
     model.save_pretrained(args.out)

@@ -587,11 +587,38 @@ def _checkpoint_dir(out_dir: Path) -> Path:
 
 
 def _save_checkpoint(embedder: Any, opt: torch.optim.Optimizer, folder: Path, state: dict) -> None:
-    """Weights (as a loadable embedder folder) + optimizer moments + where the run stands."""
+    """Weights (as a loadable embedder folder) + optimizer moments + where the run stands.
+
+    No pickle: the optimizer's tensors go to ``optimizer.safetensors`` (named ``<param index>.<key>``),
+    its settings and the step to ``optimizer.json``.
+    """
+    from safetensors.torch import save_file
+
     _save_atomically(embedder, folder, state)
-    tmp = folder / "optimizer.pt.tmp"
-    torch.save({"step": state["step"], "optimizer": opt.state_dict()}, tmp)
-    os.replace(tmp, folder / "optimizer.pt")
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.detach().contiguous().cpu() for i, s in sd["state"].items() for k, v in s.items()}
+    save_file(tensors, folder / "optimizer.safetensors.tmp")
+    meta = {"step": state["step"], "param_groups": sd["param_groups"]}
+    (folder / "optimizer.json.tmp").write_text(json.dumps(meta))
+    os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
+    os.replace(folder / "optimizer.json.tmp", folder / "optimizer.json")  # last: it vouches for the step
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, step: int, device: torch.device) -> bool:
+    """Restore what :func:`_save_checkpoint` wrote if it belongs to ``step``; False if it does not."""
+    from safetensors.torch import load_file
+
+    if not (folder / "optimizer.json").is_file() or not (folder / "optimizer.safetensors").is_file():
+        return False
+    meta = json.loads((folder / "optimizer.json").read_text())
+    if meta.get("step") != step:
+        return False
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in load_file(folder / "optimizer.safetensors", device=str(device)).items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return True
 
 
 def train_embeddings(
@@ -757,10 +784,8 @@ def train_embeddings(
     from .train import make_optimizer
 
     opt = make_optimizer(embedder, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
-    if start_step and (ckpt / "optimizer.pt").is_file():
-        saved = torch.load(ckpt / "optimizer.pt", map_location=dev, weights_only=True)
-        if saved.get("step") == start_step:
-            opt.load_state_dict(saved["optimizer"])
+    if start_step:
+        _load_optimizer(opt, ckpt, start_step, dev)
     params = [p for g in opt.param_groups for p in g["params"]]
     warmup_steps = int(warmup * total)
 

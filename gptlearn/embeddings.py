@@ -240,21 +240,24 @@ class Embedder(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device | None = None,
+    def from_pretrained(cls, name_or_path: str | Path = "gptlearn-embed", *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **overrides: Any) -> "Embedder":
         """Load a folder written by :meth:`save_pretrained`, a plain model folder, or a model name
-        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`).
+        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`). With no argument: the
+        bundled sentence embedder ``gptlearn-embed`` (docs/gptlearn-embed.md).
 
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
-        from .pretrained import from_pretrained
+        from .pretrained import BUNDLED, from_pretrained
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
         folder = Path(name_or_path).expanduser()
+        if not folder.is_dir() and str(name_or_path) in BUNDLED:
+            folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         settings: dict[str, Any] = {}
         if (folder / "embedder.json").is_file():
             settings = _read_settings(folder)

@@ -24,11 +24,14 @@ head -n 120000 "$OUT/corpus/sentences.txt" > "$OUT/corpus/train120k.txt"
 #    every sentence's teacher vector is labelled once and cached
 [ -f "$OUT/distilled/config.json" ] || gptlearn train-embeddings --model "$OUT/base" --init-tokens teacher \
     --pooling mean --sentences "$OUT/corpus/train120k.txt" --objective distill --similarity-weight 10 \
-    --dev stsb-dev --epochs 1 --batch-size 64 --lr 5e-4 --checkpoint-every 100 --resume --out "$OUT/distilled"
+    --dev stsb-dev --epochs 1 --batch-size 64 --lr 2e-4 --checkpoint-every 100 --resume --out "$OUT/distilled"
 
-# 4. CoSENT on STS-B train's graded pairs
-[ -f "$OUT/final/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled" --pairs stsb --dev stsb-dev \
-    --objective cosent --epochs 1 --batch-size 64 --lr 1e-4 --out "$OUT/final"
+# 4. CoSENT on STS-B train's graded pairs (1 epoch, 90 steps)
+[ -f "$OUT/cosent/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled" --pairs stsb --dev stsb-dev \
+    --objective cosent --epochs 1 --batch-size 64 --lr 1e-4 --out "$OUT/cosent"
 
-# 5. into the package, in float16 (checks the dev score did not move)
+# 5. halfway between the two (weight average): CoSENT's ranking, most of distillation's geometry
+python scripts/embedder_soup.py "$OUT/distilled" "$OUT/cosent" 0.5 "$OUT/final"
+
+# 6. into the package, in float16 (checks the dev score did not move)
 python scripts/embedder_export.py "$OUT/final" gptlearn/assets/gptlearn-embed

@@ -24,7 +24,7 @@ import common  # noqa: E402
 
 def dev_pairs(n_sentences: int) -> tuple[list[str], list[tuple[int, int, float]]]:
     """The first unique STS-B dev sentences and the dev pairs among them: (sentences, [(i, j, score)])."""
-    from gptlearn.embed_train import read_pairs
+    from gptlearn.data import read_pairs
 
     pairs = read_pairs("stsb-dev")
     sents = pairs.unique_sentences()[:n_sentences]

@@ -4,12 +4,15 @@ transformers ``generate``, and vs this machine's memory-bandwidth bound.
     python bench/bench_generate.py [--device cuda] [--bf16] [--memory] [--smoke]
 
 Roofline: at batch 1 every new token reads every weight once (the tied unembedding included, one row
-of the position table), so tokens/s can be at most bandwidth / bytes of weights. Bandwidth is the faster
-of three large matrix-vector products over the same 256 MB (``W @ x``, ``x @ W``, and ``W @ x`` with W's
-rows cut into one block per thread in one batched call) timed in the same rounds. ``use_cache=False``
+of the position table), so tokens/s can be at most bandwidth / bytes of weights. The bandwidth is a
+STREAM-like read of a 1 GiB buffer (4 GiB on a GPU) on all threads (the faster of ``torch.sum`` and ``torch.amax``,
+``common.stream_probes``), timed in the same rounds: a bound no decoder can beat, since it does nothing
+but read. Every decode row (the eager step, the fused step, transformers) is reported against it. Three
+mat-vec probes over 256 MB (``W @ x``, ``x @ W``, and ``W @ x`` with W's rows cut into one block per
+thread) are timed beside it, to show how much of the bound one library call reaches. ``use_cache=False``
 is compared with the cache on a shorter run (24 new tokens), since without a cache every token reruns
 the whole window. On the CPU in fp32 the fused decoding step (``generate(fused=True)``, one C++ call a
-token: ``gptlearn.fused``) runs in the same rounds and gets its own row, ``generate-fused``.
+token: ``gptlearn.fast.fused``) runs in the same rounds and gets its own row, ``generate-fused``.
 """
 from __future__ import annotations
 
@@ -24,15 +27,17 @@ import common  # noqa: E402
 
 
 def shapes(args):
-    # preset, prompt length, new tokens, mat-vec probe (rows, cols)
-    return ("tiny", 8, 16, (2048, 1024)) if args.smoke else ("gpt2", 16, 128, (16384, 4096))
+    # preset, prompt length, new tokens, mat-vec probe (rows, cols), stream probe bytes
+    if args.device.startswith("cuda") and not args.smoke:  # 4 GiB: ~1 ms a read on a GPU, far past its L2
+        return ("gpt2", 16, 128, (65536, 16384), 4 << 30)
+    return ("tiny", 8, 16, (2048, 1024), 16 << 20) if args.smoke else ("gpt2", 16, 128, (16384, 4096), 1 << 30)
 
 
 NOCACHE_NEW = 24  # without a cache each token reruns the whole window: compare on a shorter run
 
 
 def prepare(side: str, model_dir: Path, args, device, new_tokens: int | None = None):
-    preset, P, N, _ = shapes(args)
+    preset, P, N, _, _ = shapes(args)
     N = new_tokens or N
     prompt = torch.randint(0, 50257, (1, P), device=device, generator=torch.Generator(device).manual_seed(1))
     if side.startswith("gptlearn"):
@@ -55,7 +60,7 @@ def prepare(side: str, model_dir: Path, args, device, new_tokens: int | None = N
 def main(argv=None) -> list[dict]:
     args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
     device = common.setup(args)
-    preset, P, N, (rows, cols) = shapes(args)
+    preset, P, N, (rows, cols), stream_bytes = shapes(args)
     if args.side:
         common.measure_memory_side(args, lambda: prepare(args.side, Path(args.model_dir), args, device)[1])
         return []
@@ -75,7 +80,8 @@ def main(argv=None) -> list[dict]:
         mv, mv_bytes = common.matvec_probe(device, rows, cols, probe_dtype)
         vm, _ = common.vecmat_probe(device, rows, cols, probe_dtype)
         sm, sm_bytes = common.split_matvec_probe(device, rows, cols, probe_dtype)
-        t = common.interleaved({**runs, "matvec": mv, "vecmat": vm, "split_matvec": sm},
+        streams, st_bytes = common.stream_probes(device, stream_bytes)
+        t = common.interleaved({**runs, "matvec": mv, "vecmat": vm, "split_matvec": sm, **streams},
                                reps=args.reps, warmup=args.warmup, device=device)
         t_nc = common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
                                   reps=max(2, args.reps // 2), warmup=1, device=device)
@@ -84,7 +90,7 @@ def main(argv=None) -> list[dict]:
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
     probe_rates = {k: b / common.med(t[k]) for k, b in
                    (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes))}
-    bandwidth = max(probe_rates.values())  # the fastest mat-vec: what this machine can stream
+    bandwidth = max(st_bytes / common.med(t[k]) for k in streams)  # what this machine can read at all
     bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
     tok_s = {k: N / common.med(v) for k, v in t.items() if k not in probe_rates}
     row = {
@@ -100,6 +106,9 @@ def main(argv=None) -> list[dict]:
         "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
         "matvec_gb_s": probe_rates["matvec"] / 1e9, "vecmat_gb_s": probe_rates["vecmat"] / 1e9,
         "split_matvec_gb_s": probe_rates["split_matvec"] / 1e9,
+        "stream_sum_gb_s": st_bytes / common.med(t["stream_sum"]) / 1e9,
+        "stream_max_gb_s": st_bytes / common.med(t["stream_max"]) / 1e9,
+        "stream_bytes": st_bytes,
         "gptlearn_roofline": tok_s["gptlearn"] / bound,
         "transformers_roofline": tok_s["transformers"] / bound,
         "same_tokens": same["gptlearn"],
@@ -128,7 +137,7 @@ def fused_available(device, args) -> bool:
     """The fused step runs on the CPU in fp32 and needs its C++ build; say so when it cannot run."""
     if device.type != "cpu" or args.bf16:
         return False
-    from gptlearn.fused import FusedUnavailable, load_kernel
+    from gptlearn.fast.fused import FusedUnavailable, load_kernel
 
     try:
         load_kernel()

@@ -38,7 +38,7 @@ def reference_tiktoken():
 
 
 def prepare(side: str, text: str, slow_text: str):
-    from gptlearn.tokenizer import BPETokenizer, Tokenizer
+    from gptlearn.tokenizers import BPETokenizer, Tokenizer
 
     if side == "gptlearn":
         tok = Tokenizer.gpt2()
@@ -61,6 +61,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--slow-bytes", type=int, default=100_000, help="text given to the teaching BPETokenizer")
     args = p.parse_args(argv)
     common.setup(args)
+    args.device = "cpu"  # tokenizers run on the CPU: --memory measures RSS there, even with --device cuda
     text = load_text(args)
     slow_text = text[: min(len(text), 5_000 if args.smoke else args.slow_bytes)]
     if args.side:

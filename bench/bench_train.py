@@ -71,11 +71,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--configs", default="mini,gpt2", help="comma-separated gptlearn presets")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout on both sides (default 0)")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="gptlearn.device.keep_freed_memory() for this whole process (both sides), as train() does")
+                   help="gptlearn.fast.memory.keep_freed_memory() for this whole process (both sides), as train() does")
     args = p.parse_args(argv)
     device = common.setup(args)
     if args.keep_freed_memory:
-        from gptlearn.device import keep_freed_memory
+        from gptlearn.fast.memory import keep_freed_memory
 
         keep_freed_memory()
     B, T, n = shapes(args)

@@ -99,15 +99,29 @@ def spread(xs: list[float]) -> float:
 # ---- roofline probes ------------------------------------------------------------------------------
 def gemm_probe(device: torch.device, n: int, dtype: torch.dtype = torch.float32):
     """A large square matmul; returns (fn, flops per call). Its rate is this machine's GEMM ceiling."""
+    if torch.device(device).type == "cuda":  # a GPU needs larger, repeated products: bench/gpu_roofline.py
+        import gpu_roofline
+
+        return gpu_roofline.gemm_probe(device, dtype)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
     return (lambda: torch.mm(a, b, out=out)), 2.0 * n**3
 
 
+def stream_probes(device: torch.device, nbytes: int) -> tuple[dict[str, Callable[[], object]], float]:
+    """STREAM-like reads of one fp32 buffer of ``nbytes`` (>= 1 GB in a real run, far beyond any cache):
+    ``torch.sum`` and ``torch.amax`` over all of it, each on all of torch's threads. Each call reads every
+    byte once and does almost no arithmetic, so the faster one's rate is the memory bandwidth nothing
+    can beat: the bound of batch-1 decoding, which must read every weight once a token.
+    Returns ({name: fn}, bytes read per call)."""
+    x = torch.ones(nbytes // 4, device=device)
+    return {"stream_sum": lambda: torch.sum(x), "stream_max": lambda: torch.amax(x)}, float(x.numel() * 4)
+
+
 def matvec_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype = torch.float32):
     """A matrix-vector product over a matrix much larger than cache: returns (fn, bytes read per call).
-    Its rate is the memory bandwidth that batch-1 decoding can hope for."""
+    Reported beside the stream bound: how much of the bandwidth one library call reaches."""
     w = torch.randn(rows, cols, device=device, dtype=dtype)
     x = torch.randn(cols, device=device, dtype=dtype)
     out = torch.empty(rows, device=device, dtype=dtype)
@@ -127,7 +141,7 @@ def vecmat_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype 
 def split_matvec_probe(device: torch.device, rows: int, cols: int, dtype: torch.dtype = torch.float32):
     """``matvec_probe``'s product with the rows cut into one block per thread and multiplied in one
     ``torch.bmm``: on this CPU MKL runs a lone mat-vec on one core but spreads a batch over all of
-    them, so this reads faster than either probe above (it is what ``gptlearn.linear`` does when
+    them, so this reads faster than either probe above (it is what ``gptlearn.fast.linear`` does when
     decoding). Returns (fn, bytes read per call)."""
     k = torch.get_num_threads() if device.type == "cpu" else 1
     w = torch.randn(k, rows // k, cols, device=device, dtype=dtype)  # (k, rows/k, cols)
@@ -230,7 +244,7 @@ def measure_memory_side(args: argparse.Namespace, prepare: Callable[[], Callable
     run = prepare()
     if warmup:
         run()  # lazy initialisation is not the workload
-    from gptlearn.device import release_reused
+    from gptlearn.fast.memory import release_reused
 
     release_reused()  # memory gptlearn kept from the warm-up for reuse is counted in the measured run again
     with PeakMemory(torch.device(args.device)) as pm:

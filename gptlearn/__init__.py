@@ -8,13 +8,14 @@
 Importing gptlearn never imports matplotlib, plotly or transformers.
 """
 from .config import GPTConfig, PRESETS
-from .device import autocast, device, resolve_device
+from .devices import autocast, device, resolve_device
 from .hooks import ActivationCache, HookPoint
 from .attention import CausalSelfAttention
-from .model import GPT, MLP, Block
-from .generate import KVCache, sample_next  # model.generate() / model.generate_stream() are the entry points
-from .pretrained import PretrainedNotAvailableError, from_pretrained, load_model, save_pretrained
-from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from .kv_cache import KVCache
+from .model import GPT, MLP, Block, from_pretrained, load_model
+from .generate import sample_next  # model.generate() / model.generate_stream() are the entry points
+from .pretrained import PretrainedNotAvailableError, save_pretrained
+from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .errors import GptlearnError
 from .embeddings import Embedder
 from . import similarity

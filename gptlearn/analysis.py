@@ -1,5 +1,6 @@
-"""Measurements that find what a trained model does "by measurement, not by story"
-(book chapters on attention heads and on training).
+"""Measurements that find what a trained model does "by measurement, not by story" (book chapters on
+attention heads and on training), 2-D maps of embeddings, PCA and UMAP (chapters 9 and 10;
+:func:`gptlearn.plotting.embedding_scatter` draws them), and whether sentence embeddings group by topic.
 
 >>> scores = previous_token_scores(model, model.to_tokens(text))   # (L, H)     # doctest: +SKIP
 >>> induction_scores(model).max()                                   # (L, H)     # doctest: +SKIP
@@ -11,16 +12,30 @@ Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
 from .model import GPT
+from .tokenizers.base import encode_document
 
-__all__ = ["previous_token_scores", "induction_scores", "repeated_random_tokens", "repeated_passage_loss",
-           "bits_per_byte", "unigram_bits_per_byte", "top_heads", "TOPIC_SENTENCES", "neighbour_accuracy",
-           "topic_gap"]
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
+
+__all__ = [
+    # what attention heads do
+    "previous_token_scores", "induction_scores", "repeated_random_tokens", "repeated_passage_loss", "top_heads",
+    # how well a model compresses text
+    "bits_per_byte", "unigram_bits_per_byte",
+    # 2-D maps of embeddings
+    "pca_2d", "umap_2d",
+    # whether sentence embeddings group by topic
+    "TOPIC_SENTENCES", "neighbour_accuracy", "topic_gap",
+]
 
 
 def _patterns(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
@@ -64,12 +79,11 @@ def induction_scores(model: GPT, seq_len: int = 50, batch: int = 8, seed: int = 
     """
     if 2 * seq_len > model.config.n_positions:
         raise ValueError(f"2 * seq_len = {2 * seq_len} does not fit the context ({model.config.n_positions})")
-    exclude = []
-    tok = getattr(model, "_tokenizer", None)
-    if tok is not None and getattr(tok, "special_tokens", None):
-        exclude = list(tok.special_tokens.values())
-    elif model.config.vocab_size == 50257:
-        exclude = [50256]
+    try:
+        tok = model.tokenizer  # the one attached, else GPT-2's for its vocabulary
+    except AttributeError:  # another vocabulary with no tokenizer attached: no special tokens known
+        tok = None
+    exclude = list(getattr(tok, "special_tokens", {}).values())  # e.g. <|endoftext|>, never in the text
     tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, seed=seed, exclude=exclude)
     pattern = _patterns(model, tokens)  # (L, B, H, 2S, 2S)
     stripe = pattern.diagonal(offset=1 - seq_len, dim1=-2, dim2=-1)  # (L, B, H, S + 1): pattern[q, q - S + 1]
@@ -84,7 +98,7 @@ def repeated_passage_loss(model: GPT, text: str, n: int = 32, length: int = 100)
     A model that copies from context predicts the second reading better; the first token of each
     reading is left out (nothing predicts it).
     """
-    ids = model.tokenizer.encode(text)
+    ids = encode_document(model.tokenizer, text)
     if len(ids) < n * length:
         raise ValueError(f"the text has {len(ids)} tokens, fewer than {n} passages of {length}")
     if 2 * length > model.config.n_positions:
@@ -106,7 +120,7 @@ def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
 
 
 @torch.no_grad()
-def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: int | None = None,
+def bits_per_byte(model: GPT, text: str, *, tokenizer: TokenizerLike | None = None, block_size: int | None = None,
                   batch_size: int = 8) -> float:
     """Cross-entropy of ``text`` under the model, in bits per UTF-8 byte (tokenizer-independent).
 
@@ -114,7 +128,7 @@ def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: i
     but the first is predicted exactly once (the first tokens of a window see little context).
     """
     tok = tokenizer if tokenizer is not None else model.tokenizer
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    ids = torch.tensor(encode_document(tok, text), dtype=torch.long)
     T = min(block_size or model.config.n_positions, model.config.n_positions)
     if len(ids) < 2:
         raise ValueError("the text is too short to measure: it needs at least two tokens")
@@ -141,18 +155,71 @@ def bits_per_byte(model: GPT, text: str, *, tokenizer: Any = None, block_size: i
     return total_nats / math.log(2) / (len(text.encode("utf-8")) - first_bytes)
 
 
-def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: Any = None) -> float:
+def unigram_bits_per_byte(train_text: str, eval_text: str, tokenizer: TokenizerLike | None = None) -> float:
     """Bits per byte of ``eval_text`` under a unigram model of ``train_text``: token frequencies (or
     byte frequencies when ``tokenizer`` is None), add-one smoothed, no context at all. The baseline a
     language model must beat."""
     if tokenizer is None:
         train_ids, eval_ids, V = list(train_text.encode("utf-8")), list(eval_text.encode("utf-8")), 256
     else:
-        train_ids, eval_ids, V = tokenizer.encode(train_text), tokenizer.encode(eval_text), tokenizer.vocab_size
+        train_ids, eval_ids = encode_document(tokenizer, train_text), encode_document(tokenizer, eval_text)
+        V = tokenizer.vocab_size
     counts = Counter(train_ids)
     total = len(train_ids) + V
     bits = -sum(math.log2((counts[i] + 1) / total) for i in eval_ids)
     return bits / len(eval_text.encode("utf-8"))
+
+
+# ---- 2-D maps of embeddings ------------------------------------------------------------------------------
+def _to_numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
+    """A tensor or array as a float64 numpy array on the CPU."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def pca_2d(x: torch.Tensor | np.ndarray, *, center: bool = True) -> np.ndarray:
+    """Project rows (N, C) onto their two main directions of variation -> (N, 2) (chapter 9).
+
+    Plain SVD, no scikit-learn. The sign of each axis is fixed (largest coordinate positive), so the
+    same data always gives the same picture.
+    """
+    a = _to_numpy(x)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"pca_2d needs at least two rows of shape (N, C), got {tuple(a.shape)}")
+    if center:
+        a = a - a.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(a, full_matrices=False)  # vt (min(N, C), C)
+    out = a @ vt[:2].T  # (N, C) -> (N, 2)
+    if out.shape[1] < 2:  # one-dimensional data: pad the second axis with zeros
+        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    for j in range(2):
+        if out[np.abs(out[:, j]).argmax(), j] < 0:
+            out[:, j] = -out[:, j]
+    return out
+
+
+def umap_2d(x: torch.Tensor | np.ndarray, *, metric: str = "cosine", n_neighbors: int = 15, min_dist: float = 0.3,
+            seed: int = 0) -> np.ndarray:
+    """UMAP of rows (N, C) -> (N, 2), repeatable with ``seed`` (chapter 9). Needs ``umap-learn``.
+
+    Works for tiny inputs (``init="random"``, ``n_neighbors`` capped at N - 1). numba compiles UMAP's
+    code on first use, which takes a while; ``NUMBA_CACHE_DIR`` (set here to ``~/.cache/gptlearn/numba``
+    unless already set) keeps the compiled code for the next kernel.
+    """
+    a = _to_numpy(x).astype(np.float32)
+    if a.ndim != 2 or a.shape[0] < 3:
+        raise ValueError(f"umap_2d needs at least three rows of shape (N, C), got {tuple(a.shape)}")
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "gptlearn", "numba"))
+    try:
+        import umap
+    except ImportError:
+        raise ImportError("umap_2d needs umap-learn: pip install umap-learn (or use pca_2d)") from None
+    reducer = umap.UMAP(n_components=2, metric=metric, n_neighbors=min(n_neighbors, a.shape[0] - 1),
+                        min_dist=min_dist, init="random", random_state=seed, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
+        return np.asarray(reducer.fit_transform(a), dtype=np.float64)
 
 
 # ---- do sentence embeddings group by topic? (book chapters 9 and 10) --------------------------------

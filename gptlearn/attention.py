@@ -10,7 +10,6 @@ explicit path and PyTorch's fused ``scaled_dot_product_attention`` on its fast p
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +17,7 @@ from torch import nn
 
 from .config import GPTConfig
 from .hooks import HookPoint
-from .linear import Linear
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .generate import KVCache
+from .kv_cache import KVCache
 
 __all__ = [
     "split_heads",
@@ -126,8 +122,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # W_Q, W_K, W_V side by side
-        self.c_proj = Linear(config.n_embd, config.n_embd)  # W_O
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # W_Q, W_K, W_V side by side
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # W_O
         self.attn_pdrop = config.attn_pdrop
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
@@ -138,7 +134,7 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, H, T, S), after softmax
         self.hook_z = HookPoint()  # (B, T, H, hs), per-head outputs before concatenation
 
-    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0,
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0,
                 packing: Packing | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); with ``packing``, real tokens only: (N, C) -> (N, C)."""
         qkv = self.c_attn(x)  # (B, T, C) -> (B, T, 3C)

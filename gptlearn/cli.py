@@ -29,13 +29,13 @@ __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
 DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
-_PLUGINS = ("gptlearn.train", "gptlearn.embed_train")  # modules that add subcommands when present
+_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web")  # modules that add subcommands when present
 _USER_ERRORS = (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError, KeyError, RuntimeError)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
 def _load_model(args: argparse.Namespace):
-    from .pretrained import from_pretrained
+    from .model import from_pretrained
 
     return from_pretrained(args.model, device=args.device)
 
@@ -56,7 +56,7 @@ def _tokenizer(model):
 # ---- subcommands -----------------------------------------------------------------------------------
 def _embed(args: argparse.Namespace) -> int:
     embedder = _load_embedder(args)
-    vectors = embedder.encode(args.sentence, normalize=args.normalize)  # (N, D)
+    vectors = embedder.encode(args.sentence, normalize_embeddings=args.normalize)  # (N, D)
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
              for s, v in zip(args.sentence, vectors)]
     json.dump(items[0] if len(items) == 1 else items, sys.stdout, ensure_ascii=False)
@@ -83,10 +83,19 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_prompt(tok, prompt: str) -> None:
+    """A prompt may not hold a special token's text (tiktoken's rule: no control tokens from typed text)."""
+    special = [t for t in getattr(tok, "special_tokens", {}) if t in prompt]
+    if special:
+        raise GptlearnError(f"the prompt contains {special[0]!r}, the text of a special token, which a typed prompt "
+                            "may not hold (tiktoken refuses it too); remove it")
+
+
 def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None) -> None:
     """Print the continuation of ``prompt`` token by token, never splitting a UTF-8 character."""
     out = out or sys.stdout
     tok = _tokenizer(model)
+    _check_prompt(tok, prompt)
     ids = tok.encode(prompt)
     if not ids:
         raise GptlearnError("the prompt is empty; give some text to continue")
@@ -123,6 +132,7 @@ def _generate(args: argparse.Namespace) -> int:
     if not args.interactive:
         if not args.prompt:
             raise GptlearnError("the prompt is empty; give some text to continue")
+        _check_prompt(_tokenizer(model), args.prompt)
         sys.stdout.write(args.prompt)
         _stream(model, args.prompt, args, generator)
         print()
@@ -178,6 +188,7 @@ def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gptlearn`` command's parser: one subcommand per task (and per plugin), each with its options."""
     parser = argparse.ArgumentParser(prog="gptlearn", description="A small, readable GPT-2: embed, compare, generate.")
     from . import __version__
 
@@ -208,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="always pick the most likely token")
     p.add_argument("--fused", action="store_true",
-                   help="decode with the fused C++ step (CPU, fp32; built on first use, ~30 s)")
+                   help="decode with the fused C++ step (CPU, fp32; compiled on first use, then cached)")
     _common(p)
     p.set_defaults(func=_generate)
 

@@ -59,6 +59,46 @@ class GPTConfig:
         """Width of the MLP's hidden layer (4 * n_embd for every GPT-2)."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
+    # ---- sizes, from the numbers alone (nothing is allocated) ---------------------------------
+    def num_parameters(self) -> int:
+        """The parameters a GPT of this shape has, counted once (lm_head is tied to wte), as
+        ``GPT(config).num_parameters()`` would count them without building the model.
+
+        >>> GPTConfig.from_preset("gpt2").num_parameters()
+        124439808
+        """
+        C, F = self.n_embd, self.d_mlp
+        block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C)  # 2 LayerNorms, attn, MLP
+        return self.vocab_size * C + self.n_positions * C + self.n_layer * block + 2 * C  # + wte, wpe, ln_f
+
+    def estimate_bytes(self, *, batch_size: int = 0, seq_len: int | None = None, training: bool = False,
+                       bytes_per_value: int = 4, activation_bytes: int | None = None) -> int:
+        """About how many bytes a GPT of this shape needs, a lower bound to check before allocating.
+
+        The weights (``bytes_per_value`` each; training adds their gradients and AdamW's two moments: 4
+        values a parameter), plus, for a batch of ``batch_size`` rows of ``seq_len`` tokens (default the
+        context), the activations: in training the tensors each layer keeps for the backward pass
+        (8 C + 2 d_mlp values a token: the inputs and outputs of its LayerNorms, q, k, v, the attention's
+        output, the MLP's hidden layer before and after the GELU); in inference the KV cache (2 C a token
+        and layer) and one layer's working tensors. ``activation_bytes`` defaults to ``bytes_per_value``
+        (2 under bf16 autocast). Python integers: absurd shapes give huge numbers, never an overflow.
+
+        >>> GPTConfig.from_preset("gpt2").estimate_bytes() / 1e6            # fp32 weights
+        497.759232
+        >>> GPTConfig.from_preset("gpt2").estimate_bytes(training=True, batch_size=8) / 1e9
+        6.873206784
+        """
+        T = self.n_positions if seq_len is None else seq_len
+        tokens = batch_size * T
+        C, F, L = self.n_embd, self.d_mlp, self.n_layer
+        if training:
+            values = 8 * C + 2 * F  # a token, a layer: kept for the backward pass
+            activations = tokens * (L * values + 2 * C)  # + the embeddings' sum and the final LayerNorm
+        else:
+            activations = tokens * (2 * C * L + 4 * C + F)  # KV cache + one layer's working set
+        weights = self.num_parameters() * bytes_per_value * (4 if training else 1)
+        return weights + activations * (bytes_per_value if activation_bytes is None else activation_bytes)
+
     # ---- presets and conversion -------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "GPTConfig":

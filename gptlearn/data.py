@@ -1,5 +1,5 @@
-"""Data for training: named data sets with pinned hashes, text loading, and token batches
-(book chapter "Training a GPT").
+"""Data for training: named data sets with pinned hashes, text loading, token batches (book chapter
+"Training a GPT") and sentence-pair and sentence files (chapter "Training embeddings").
 
 >>> text = load_text("tinyshakespeare")                       # doctest: +SKIP
 >>> ds = TokenDataset(text, Tokenizer.gpt2())                  # doctest: +SKIP
@@ -14,30 +14,34 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
+from .atomic import write_file
 from .errors import GptlearnError
+from .tokenizers.base import encode_document
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = [
-    "DATASETS",
-    "Dataset",
-    "cache_dir",
-    "dataset_path",
-    "load_text",
-    "split_text",
-    "tokenizer_id",
-    "TokenDataset",
+    # named data sets, found or downloaded, hash-checked
+    "DATASETS", "Dataset", "cache_dir", "dataset_path",
+    # text, and text as token batches
+    "load_text", "split_text", "tokenizer_id", "TokenDataset",
+    # sentence pairs with similarity scores, and unlabelled sentences
+    "NAMED_PAIRS", "PairData", "read_pairs", "read_sentences",
 ]
 
 DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
@@ -114,18 +118,6 @@ def _fetch(url: str, name: str, dest_hint: str) -> bytes:
         ) from None
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _extract_from_tar(blob: bytes, wanted: dict[str, str], name: str) -> dict[str, bytes]:
     """Pull the files named in ``wanted`` (relative path -> sha256) out of a .tar.gz, matching by file
     name wherever they sit in the archive. Nothing else is extracted, so no path in the archive is
@@ -170,7 +162,7 @@ def _download(ds: Dataset, root: Path) -> None:
     else:
         contents = _extract_from_tar(blob, ds.files, ds.name)
     for rel, data in contents.items():
-        _atomic_write_bytes(root / rel, data)
+        write_file(root / rel, data)
 
 
 def dataset_path(name: str, *, download: bool = True) -> Path:
@@ -237,7 +229,7 @@ def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def tokenizer_id(tokenizer: Any) -> str:
+def tokenizer_id(tokenizer: TokenizerLike) -> str:
     """A short hash that changes whenever the tokenizer's vocabulary or merges change."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
@@ -256,7 +248,7 @@ class TokenDataset:
     >>> x, y = ds.get_batch("train", 4, 8, torch.Generator().manual_seed(0))            # doctest: +SKIP
     """
 
-    def __init__(self, text: str, tokenizer: Any, *, val_fraction: float = 0.1,
+    def __init__(self, text: str, tokenizer: TokenizerLike, *, val_fraction: float = 0.1,
                  cache: str | os.PathLike | None = None) -> None:
         if not isinstance(text, str):
             raise TypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
@@ -276,14 +268,15 @@ class TokenDataset:
             meta = json.loads(meta_path.read_text())
         else:
             train_text, val_text = split_text(text, val_fraction)
-            train_ids = tokenizer.encode(train_text)
-            val_ids = tokenizer.encode(val_text) if val_text else []
+            # a corpus is text: "<|endoftext|>" written in it is read as plain text
+            train_ids = encode_document(tokenizer, train_text)
+            val_ids = encode_document(tokenizer, val_text) if val_text else []
             ids = np.asarray(train_ids + val_ids, dtype=self.dtype)
             root.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(self.path, ids.tobytes())
+            write_file(self.path, ids.tobytes())
             meta = {"n_train": len(train_ids), "n_val": len(val_ids), "dtype": np.dtype(self.dtype).name,
                     "vocab_size": tokenizer.vocab_size}
-            _atomic_write_bytes(meta_path, json.dumps(meta).encode())
+            write_file(meta_path, json.dumps(meta).encode())
         self.tokens = np.memmap(self.path, dtype=np.dtype(meta["dtype"]), mode="r")
         n_train = meta["n_train"]
         self.splits = {"train": self.tokens[:n_train], "val": self.tokens[n_train:]}
@@ -349,3 +342,189 @@ class TokenDataset:
             row = seq.repeat(T // n + 2)[: T + 1]  # (T + 1,)
             x[b], y[b] = row[:-1], row[1:]
             y[b, : n - 1] = -100  # the first copy is unpredictable: no loss there
+
+
+# ---- sentence-pair files (training embedders, chapter 10) ----------------------------------------------
+PAIRS_HEADER = ["id", "sentence1", "sentence2", "label"]
+STSB_COLUMNS = ["genre", "file", "year", "id", "score", "sentence1", "sentence2"]
+NAMED_PAIRS = {"stsb": "sts-train.csv", "stsb-train": "sts-train.csv", "stsb-dev": "sts-dev.csv"}
+
+
+@dataclass
+class PairData:
+    """Sentence pairs with gold similarities in [0, 1] (STS-B's 0-5 scores divided by 5; 0/1 labels as is).
+
+    ``line_numbers[i]`` is the file line of pair ``i``; ``skipped`` lists ``(line number, reason)``
+    for every malformed row that was left out.
+    """
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+    format: str = "pairs"  # "pairs" (id, sentence1, sentence2, label) or "stsb"
+    source: str = ""
+    line_numbers: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __repr__(self) -> str:
+        return (f"PairData({len(self)} pairs, format={self.format!r}, source={self.source!r}, "
+                f"skipped={len(self.skipped)})")
+
+    def select(self, indices: Sequence[int]) -> "PairData":
+        """The pairs at ``indices`` (in that order), keeping their line numbers."""
+        lines = self.line_numbers or list(range(len(self)))
+        return PairData([self.sentences1[i] for i in indices], [self.sentences2[i] for i in indices],
+                        [self.scores[i] for i in indices], self.format, self.source,
+                        [lines[i] for i in indices], list(self.skipped))
+
+    def head(self, n: int) -> "PairData":
+        """The first ``n`` pairs."""
+        return self.select(range(min(n, len(self))))
+
+    def positives(self, threshold: float = 0.8) -> "PairData":
+        """The pairs whose score is at least ``threshold`` (STS-B 4/5 and up; label 1)."""
+        return self.select([i for i, s in enumerate(self.scores) if s >= threshold])
+
+    def unique_sentences(self) -> list[str]:
+        """Every distinct sentence, in order of first appearance."""
+        return list(dict.fromkeys(self.sentences1 + self.sentences2))
+
+
+def _named_pairs_path(name: str) -> Path:
+    """``stsb`` / ``stsb-dev`` -> the STS-B file, through :func:`dataset_path`."""
+    return Path(dataset_path("stsb")) / NAMED_PAIRS[name]
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _detect_format(fields_by_line: list[list[str]]) -> str | None:
+    """"pairs" if the first row is our header, "stsb" if an early row looks like STS-B, else None."""
+    if not fields_by_line:
+        return None
+    if [f.strip().lower() for f in fields_by_line[0]] == PAIRS_HEADER:
+        return "pairs"
+    for fields in fields_by_line[:50]:
+        if len(fields) >= 7 and _parse_float(fields[4]) is not None:
+            return "stsb"
+    return None
+
+
+def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
+    """Read sentence pairs, detecting the format from the file itself.
+
+    * pairs format: a header ``id<TAB>sentence1<TAB>sentence2<TAB>label``, then rows with label 1
+      (similar) or 0 (different);
+    * STS-B: ``genre, file, year, id, score (0-5), sentence1, sentence2`` with tabs, no header; extra
+      trailing columns (a few rows carry sources) are ignored; scores become ``score / 5``.
+
+    Fields are split on tabs only: quote characters are ordinary text (STS-B has unbalanced ones).
+    A malformed row (wrong column count, a label or score that is not a number in range, an empty
+    sentence, bytes that are not UTF-8) is skipped, and listed with its line number in a warning
+    and in ``PairData.skipped``; blank lines are ignored. ``path`` may also be a named set:
+    ``"stsb"`` (train) or ``"stsb-dev"``.
+    """
+    key = str(path)
+    p = Path(path).expanduser()
+    if not p.exists() and key in NAMED_PAIRS:
+        p = _named_pairs_path(key)
+    if p.is_dir():
+        raise GptlearnError(f"{p} is a folder; pass a pair file (TSV) or one of {sorted(NAMED_PAIRS)}")
+    if not p.is_file():
+        raise GptlearnError(f"pair file {key!r} not found; pass a TSV file or one of {sorted(NAMED_PAIRS)}")
+    raw_lines = p.read_bytes().split(b"\n")
+
+    skipped: list[tuple[int, str]] = []
+    rows: list[tuple[int, list[str]]] = []  # (line number, fields) of decodable, non-blank lines
+    for number, raw in enumerate(raw_lines, start=1):
+        raw = raw.removesuffix(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append((number, "not valid UTF-8"))
+            continue
+        rows.append((number, line.split("\t")))
+
+    fmt = _detect_format([fields for _, fields in rows])
+    if fmt is None:
+        raise GptlearnError(
+            f"{p} is not a pair file: expected a header 'id<TAB>sentence1<TAB>sentence2<TAB>label' or STS-B rows "
+            "(genre, file, year, id, score, sentence1, sentence2, tab-separated)")
+    if fmt == "pairs":
+        rows = rows[1:]  # the header
+
+    s1: list[str] = []
+    s2: list[str] = []
+    scores: list[float] = []
+    lines: list[int] = []
+    for number, fields in rows:
+        if fmt == "pairs":
+            if len(fields) != 4:
+                skipped.append((number, f"{len(fields)} columns, expected 4"))
+                continue
+            _, a, b, label = fields
+            y = _parse_float(label.strip())
+            if y not in (0.0, 1.0):
+                skipped.append((number, f"label {label.strip()!r} is not 0 or 1"))
+                continue
+        else:
+            if len(fields) < 7:
+                skipped.append((number, f"{len(fields)} columns, expected 7 (or more)"))
+                continue
+            a, b, score = fields[5], fields[6], fields[4]
+            y = _parse_float(score.strip())
+            if y is None or not 0.0 <= y <= 5.0:
+                skipped.append((number, f"score {score.strip()!r} is not a number from 0 to 5"))
+                continue
+            y = y / 5.0
+        a, b = a.strip(), b.strip()
+        if not a or not b:
+            skipped.append((number, "empty sentence"))
+            continue
+        s1.append(a)
+        s2.append(b)
+        scores.append(float(y))
+        lines.append(number)
+
+    skipped.sort()
+    if not scores:
+        raise GptlearnError(f"{p} has no valid pairs ({len(skipped)} malformed rows, first: "
+                            f"{_describe_skipped(skipped[:3]) or 'none'}); check its format")
+    if skipped and warn:
+        warnings.warn(f"{p}: skipped {len(skipped)} malformed row(s): {_describe_skipped(skipped)}",
+                      stacklevel=2)
+    return PairData(s1, s2, scores, fmt, str(p), lines, skipped)
+
+
+def _describe_skipped(skipped: list[tuple[int, str]], limit: int = 10) -> str:
+    text = "; ".join(f"line {n} ({why})" for n, why in skipped[:limit])
+    return text + (f"; and {len(skipped) - limit} more" if len(skipped) > limit else "")
+
+
+def read_sentences(path: str | os.PathLike) -> list[str]:
+    """Unlabelled sentences for distillation: one a line, UTF-8, blank lines skipped, spaces trimmed.
+
+    A file that is missing, not UTF-8, or holds no sentence raises :class:`GptlearnError`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise GptlearnError(f"sentence file {str(path)!r} not found; pass a text file with one sentence a line")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise GptlearnError(f"{p} is not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8") from None
+    sentences = [s.strip() for s in text.splitlines() if s.strip()]
+    if not sentences:
+        raise GptlearnError(f"{p} holds no sentences; write one sentence a line")
+    return sentences

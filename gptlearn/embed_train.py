@@ -1,5 +1,5 @@
-"""Teaching a GPT to embed sentences: pair files, contrastive objectives, distillation
-(book chapter 8, "Sentence embeddings", section "Training an embedder").
+"""Teaching a GPT to embed sentences: contrastive objectives and distillation on sentence pairs
+(read by :func:`gptlearn.data.read_pairs`; book chapter 8, "Sentence embeddings", section "Training an embedder").
 
 Legend: N pairs (or sentences) in a batch, C embedding width, D teacher embedding width.
 
@@ -15,8 +15,8 @@ training asks "similar meaning -> similar direction". Here we fine-tune the mode
 
 Objectives combine with ``+``, e.g. ``"distill+cosent"``.
 
->>> pairs = read_pairs("stsb")                                                # doctest: +SKIP
->>> hist = train_embeddings("gptlearn-mini", pairs, dev_pairs=read_pairs("stsb-dev"),
+>>> pairs = gptlearn.data.read_pairs("stsb")                                  # doctest: +SKIP
+>>> hist = train_embeddings("gptlearn-mini", pairs, dev_pairs=gptlearn.data.read_pairs("stsb-dev"),
 ...                         objective="distill+cosent", out_dir="mini-embedder")   # doctest: +SKIP
 >>> hist.dev_spearman_before, hist.dev_spearman_after                         # doctest: +SKIP
 """
@@ -27,9 +27,7 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,17 +37,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .atomic import write_file, write_folder
+from .data import PairData, read_pairs, read_sentences
 from .errors import GptlearnError
 
 __all__ = [
-    "PairData",
-    "read_pairs",
     "cosent_loss",
     "mnrl_loss",
     "similarity_distill_loss",
     "embedding_distill_loss",
     "OBJECTIVES",
-    "read_sentences",
     "load_teacher",
     "teacher_embeddings",
     "teacher_token_init",
@@ -59,195 +56,9 @@ __all__ = [
     "register_cli",
 ]
 
-PAIRS_HEADER = ["id", "sentence1", "sentence2", "label"]
-STSB_COLUMNS = ["genre", "file", "year", "id", "score", "sentence1", "sentence2"]
-NAMED_PAIRS = {"stsb": "sts-train.csv", "stsb-train": "sts-train.csv", "stsb-dev": "sts-dev.csv"}
 OBJECTIVES = ("cosent", "mnrl", "distill")
 TEACHER_NAME = "all-MiniLM-L6-v2"
 DEFAULT_POOLING = "weighted_mean"  # for a plain model: the best untrained and trained (docs/embeddings-training.md)
-
-
-# ---- reading pair files ----------------------------------------------------------------------------
-@dataclass
-class PairData:
-    """Sentence pairs with gold similarities in [0, 1] (STS-B's 0-5 scores divided by 5; 0/1 labels as is).
-
-    ``line_numbers[i]`` is the file line of pair ``i``; ``skipped`` lists ``(line number, reason)``
-    for every malformed row that was left out.
-    """
-
-    sentences1: list[str]
-    sentences2: list[str]
-    scores: list[float]
-    format: str = "pairs"  # "pairs" (id, sentence1, sentence2, label) or "stsb"
-    source: str = ""
-    line_numbers: list[int] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def __repr__(self) -> str:
-        return (f"PairData({len(self)} pairs, format={self.format!r}, source={self.source!r}, "
-                f"skipped={len(self.skipped)})")
-
-    def select(self, indices: Sequence[int]) -> "PairData":
-        """The pairs at ``indices`` (in that order), keeping their line numbers."""
-        lines = self.line_numbers or list(range(len(self)))
-        return PairData([self.sentences1[i] for i in indices], [self.sentences2[i] for i in indices],
-                        [self.scores[i] for i in indices], self.format, self.source,
-                        [lines[i] for i in indices], list(self.skipped))
-
-    def head(self, n: int) -> "PairData":
-        """The first ``n`` pairs."""
-        return self.select(range(min(n, len(self))))
-
-    def positives(self, threshold: float = 0.8) -> "PairData":
-        """The pairs whose score is at least ``threshold`` (STS-B 4/5 and up; label 1)."""
-        return self.select([i for i, s in enumerate(self.scores) if s >= threshold])
-
-    def unique_sentences(self) -> list[str]:
-        """Every distinct sentence, in order of first appearance."""
-        return list(dict.fromkeys(self.sentences1 + self.sentences2))
-
-
-def _named_pairs_path(name: str) -> Path:
-    """``stsb`` / ``stsb-dev`` -> the STS-B file, through :func:`gptlearn.data.dataset_path`."""
-    from .data import dataset_path
-
-    return Path(dataset_path("stsb")) / NAMED_PAIRS[name]
-
-
-def _parse_float(text: str) -> float | None:
-    try:
-        x = float(text)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _detect_format(fields_by_line: list[list[str]]) -> str | None:
-    """"pairs" if the first row is our header, "stsb" if an early row looks like STS-B, else None."""
-    if not fields_by_line:
-        return None
-    if [f.strip().lower() for f in fields_by_line[0]] == PAIRS_HEADER:
-        return "pairs"
-    for fields in fields_by_line[:50]:
-        if len(fields) >= 7 and _parse_float(fields[4]) is not None:
-            return "stsb"
-    return None
-
-
-def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
-    """Read sentence pairs, detecting the format from the file itself.
-
-    * pairs format: a header ``id<TAB>sentence1<TAB>sentence2<TAB>label``, then rows with label 1
-      (similar) or 0 (different);
-    * STS-B: ``genre, file, year, id, score (0-5), sentence1, sentence2`` with tabs, no header; extra
-      trailing columns (a few rows carry sources) are ignored; scores become ``score / 5``.
-
-    Fields are split on tabs only: quote characters are ordinary text (STS-B has unbalanced ones).
-    A malformed row (wrong column count, a label or score that is not a number in range, an empty
-    sentence, bytes that are not UTF-8) is skipped, and listed with its line number in a warning
-    and in ``PairData.skipped``; blank lines are ignored. ``path`` may also be a named set:
-    ``"stsb"`` (train) or ``"stsb-dev"``.
-    """
-    key = str(path)
-    p = Path(path).expanduser()
-    if not p.exists() and key in NAMED_PAIRS:
-        p = _named_pairs_path(key)
-    if p.is_dir():
-        raise GptlearnError(f"{p} is a folder; pass a pair file (TSV) or one of {sorted(NAMED_PAIRS)}")
-    if not p.is_file():
-        raise GptlearnError(f"pair file {key!r} not found; pass a TSV file or one of {sorted(NAMED_PAIRS)}")
-    raw_lines = p.read_bytes().split(b"\n")
-
-    skipped: list[tuple[int, str]] = []
-    rows: list[tuple[int, list[str]]] = []  # (line number, fields) of decodable, non-blank lines
-    for number, raw in enumerate(raw_lines, start=1):
-        raw = raw.removesuffix(b"\r")
-        if not raw.strip():
-            continue
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            skipped.append((number, "not valid UTF-8"))
-            continue
-        rows.append((number, line.split("\t")))
-
-    fmt = _detect_format([fields for _, fields in rows])
-    if fmt is None:
-        raise GptlearnError(
-            f"{p} is not a pair file: expected a header 'id<TAB>sentence1<TAB>sentence2<TAB>label' or STS-B rows "
-            "(genre, file, year, id, score, sentence1, sentence2, tab-separated)")
-    if fmt == "pairs":
-        rows = rows[1:]  # the header
-
-    s1: list[str] = []
-    s2: list[str] = []
-    scores: list[float] = []
-    lines: list[int] = []
-    for number, fields in rows:
-        if fmt == "pairs":
-            if len(fields) != 4:
-                skipped.append((number, f"{len(fields)} columns, expected 4"))
-                continue
-            _, a, b, label = fields
-            y = _parse_float(label.strip())
-            if y not in (0.0, 1.0):
-                skipped.append((number, f"label {label.strip()!r} is not 0 or 1"))
-                continue
-        else:
-            if len(fields) < 7:
-                skipped.append((number, f"{len(fields)} columns, expected 7 (or more)"))
-                continue
-            a, b, score = fields[5], fields[6], fields[4]
-            y = _parse_float(score.strip())
-            if y is None or not 0.0 <= y <= 5.0:
-                skipped.append((number, f"score {score.strip()!r} is not a number from 0 to 5"))
-                continue
-            y = y / 5.0
-        a, b = a.strip(), b.strip()
-        if not a or not b:
-            skipped.append((number, "empty sentence"))
-            continue
-        s1.append(a)
-        s2.append(b)
-        scores.append(float(y))
-        lines.append(number)
-
-    skipped.sort()
-    if not scores:
-        raise GptlearnError(f"{p} has no valid pairs ({len(skipped)} malformed rows, first: "
-                            f"{_describe_skipped(skipped[:3]) or 'none'}); check its format")
-    if skipped and warn:
-        warnings.warn(f"{p}: skipped {len(skipped)} malformed row(s): {_describe_skipped(skipped)}",
-                      stacklevel=2)
-    return PairData(s1, s2, scores, fmt, str(p), lines, skipped)
-
-
-def _describe_skipped(skipped: list[tuple[int, str]], limit: int = 10) -> str:
-    text = "; ".join(f"line {n} ({why})" for n, why in skipped[:limit])
-    return text + (f"; and {len(skipped) - limit} more" if len(skipped) > limit else "")
-
-
-def read_sentences(path: str | os.PathLike) -> list[str]:
-    """Unlabelled sentences for distillation: one a line, UTF-8, blank lines skipped, spaces trimmed.
-
-    A file that is missing, not UTF-8, or holds no sentence raises :class:`GptlearnError`."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise GptlearnError(f"sentence file {str(path)!r} not found; pass a text file with one sentence a line")
-    raw = p.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise GptlearnError(f"{p} is not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8") from None
-    sentences = [s.strip() for s in text.splitlines() if s.strip()]
-    if not sentences:
-        raise GptlearnError(f"{p} holds no sentences; write one sentence a line")
-    return sentences
 
 
 def _as_pairs(pairs: PairData | str | os.PathLike) -> PairData:
@@ -362,15 +173,18 @@ def _read_teacher_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def _write_teacher_cache(path: Path, store: dict[str, np.ndarray]) -> None:
-    """Write the cache atomically: float16 vectors (the cosines move by < 1e-3) and the sentences as UTF-8."""
+    """Write the cache in one step (:func:`gptlearn.atomic.write_file`): float16 vectors (the cosines
+    move by < 1e-3) and the sentences as one UTF-8 buffer."""
     blobs = [s.encode("utf-8") for s in store]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, text=np.frombuffer(b"".join(blobs), dtype=np.uint8),
                      ends=np.cumsum([len(b) for b in blobs], dtype=np.int64),
                      vectors=np.stack(list(store.values())).astype(np.float16))
-        os.replace(f.name, path)
+
+    try:
+        write_file(path, write)
     except OSError:
         pass  # a cache we cannot write only makes the next run slower
 
@@ -539,30 +353,24 @@ def _check_out_dir(out_dir: Path) -> None:
         raise GptlearnError(f"--out {out_dir}: cannot write in {parent}; pick a folder you can write to")
 
 
-def _save_atomically(embedder: Any, out_dir: Path, extra: dict) -> None:
-    """Write the embedder into a fresh folder beside ``out_dir``, then swap it into place, so a
+def _save_atomically(embedder: Any, out_dir: Path, extra: dict, *, also: Callable[[Path], Any] | None = None,
+                     owns: Sequence[str] = ()) -> None:
+    """Write the embedder, ``train_embeddings.json`` and whatever ``also(folder)`` adds (files named in
+    ``owns``) as one folder, swapped into place as a whole (:func:`gptlearn.atomic.write_folder`): a
     crash never leaves a half-written model where a good one was."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GptlearnError(f"--out {out_dir} is a file; pass a folder to write the embedder into")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
         raise GptlearnError(f"{out_dir} is a non-empty folder that is not a model folder; pick a new --out folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        embedder.save_pretrained(tmp)
+
+    def write(tmp: Path) -> None:
+        embedder.save_pretrained(tmp)  # into this save's temporary folder: one swap for everything
         (tmp / "train_embeddings.json").write_text(json.dumps(extra, indent=2) + "\n")
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)  # one rename: the folder appears complete or not at all
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "model")
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if also is not None:
+            also(tmp)
+
+    write_folder(out_dir, write, owns=("train_embeddings.json", *owns))
 
 
 def _ensure_projection(embedder: Any, width: int, dev: torch.device) -> nn.Module | None:
@@ -587,21 +395,23 @@ def _checkpoint_dir(out_dir: Path) -> Path:
 
 
 def _save_checkpoint(embedder: Any, opt: torch.optim.Optimizer, folder: Path, state: dict) -> None:
-    """Weights (as a loadable embedder folder) + optimizer moments + where the run stands.
+    """Weights (as a loadable embedder folder) + optimizer moments + where the run stands, swapped
+    into place as one folder.
 
     No pickle: the optimizer's tensors go to ``optimizer.safetensors`` (named ``<param index>.<key>``),
     its settings and the step to ``optimizer.json``.
     """
     from safetensors.torch import save_file
 
-    _save_atomically(embedder, folder, state)
     sd = opt.state_dict()
     tensors = {f"{i}.{k}": v.detach().contiguous().cpu() for i, s in sd["state"].items() for k, v in s.items()}
-    save_file(tensors, folder / "optimizer.safetensors.tmp")
     meta = {"step": state["step"], "param_groups": sd["param_groups"]}
-    (folder / "optimizer.json.tmp").write_text(json.dumps(meta))
-    os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
-    os.replace(folder / "optimizer.json.tmp", folder / "optimizer.json")  # last: it vouches for the step
+
+    def write_optimizer(tmp: Path) -> None:
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(meta))
+
+    _save_atomically(embedder, folder, state, also=write_optimizer, owns=("optimizer.safetensors", "optimizer.json"))
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, step: int, device: torch.device) -> bool:
@@ -667,7 +477,7 @@ def train_embeddings(
     a loss that turns NaN or infinite stops the run with a :class:`GptlearnError` and writes nothing.
     ``checkpoint_every`` steps the run is saved beside ``out_dir`` (``<out_dir>.checkpoint``);
     ``resume`` continues from there. ``callback(history)`` runs after each step. The model is trained
-    in place. On the CPU this calls :func:`gptlearn.device.keep_freed_memory`.
+    in place. On the CPU this calls :func:`gptlearn.fast.memory.keep_freed_memory`.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     parts = _parse_objective(objective)
@@ -684,7 +494,8 @@ def train_embeddings(
                             "nothing to train on: pass training pairs or unlabelled sentences")
     if sentences is not None and "distill" not in parts:
         raise GptlearnError("unlabelled sentences are for distillation: add 'distill' to the objective")
-    from .device import autocast, keep_freed_memory, resolve_device
+    from .devices import autocast, resolve_device
+    from .fast.memory import keep_freed_memory
 
     dev = resolve_device(device)
     if dev.type == "cpu":

@@ -15,9 +15,10 @@ the whole sentence, "last"), the first token's ("first"), or a mean that weights
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -25,11 +26,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import GPT
+from .tokenizers.base import encode_document
+
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
 
 __all__ = ["POOLING", "pool", "token_batches", "Embedder"]
 
 POOLING = ("mean", "max", "last", "first", "weighted_mean")
-_SETTINGS = ("pooling", "layer", "max_length")
+_SETTINGS = ("pooling", "layer", "max_length", "similarity_fn_name")
+# gptlearn's pooling -> sentence-transformers' Pooling mode (its config key in 1_Pooling/config.json)
+_ST_POOLING = {"mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens", "last": "pooling_mode_lasttoken",
+               "first": "pooling_mode_cls_token", "weighted_mean": "pooling_mode_weightedmean_tokens"}
+_ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "tokenizer_config.json",
+             "1_Pooling", "2_Dense")
+_log = logging.getLogger(__name__)
 _PAD_ID = 0  # any valid id: padding sits after the real tokens, so no real token ever reads it
 
 
@@ -100,13 +111,18 @@ class Embedder(nn.Module):
             says how many were cut; defaults to the model's context, ``n_positions``.
         projection: an optional learned ``nn.Linear`` applied after pooling (e.g. trained with
             :mod:`gptlearn.embed_train`); it sets the embedding width ``D``.
+        similarity_fn_name: what :meth:`similarity` computes, as in sentence-transformers v3+:
+            "cosine" (the default), "dot", "euclidean" or "manhattan".
 
     ``embedder(sentences)`` -> (N, D) tensor with gradients, for training; :meth:`encode` -> numpy,
-    batched and without gradients, for use.
+    batched and without gradients, for use. :meth:`encode`, :meth:`similarity` and
+    :meth:`save_pretrained` follow sentence-transformers, and a saved embedder loads there as
+    ``SentenceTransformer(folder)``.
     """
 
-    def __init__(self, model: GPT, tokenizer: Any = None, pooling: str = "mean", layer: int = -1,
-                 max_length: int | None = None, projection: nn.Linear | None = None) -> None:
+    def __init__(self, model: GPT, tokenizer: TokenizerLike | None = None, pooling: str = "mean", layer: int = -1,
+                 max_length: int | None = None, projection: nn.Linear | None = None,
+                 similarity_fn_name: str | None = None) -> None:
         super().__init__()
         config = model.config
         if pooling not in POOLING:
@@ -125,7 +141,21 @@ class Embedder(nn.Module):
         self.layer = int(layer)
         self.max_length = max_length
         self.projection = projection
+        self.similarity_fn_name = similarity_fn_name or "cosine"
         self.train(model.training)  # start in the model's mode (a loaded model is in eval mode)
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """What :meth:`similarity` computes: "cosine", "dot", "euclidean" or "manhattan"."""
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, name: str) -> None:
+        from .similarity import SIMILARITY_FNS
+
+        if name not in SIMILARITY_FNS:
+            raise ValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
+        self._similarity_fn_name = name
 
     @property
     def dimensions(self) -> int:
@@ -147,8 +177,9 @@ class Embedder(nn.Module):
                 raise TypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
             if not s:
                 raise ValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
-        encode_batch = getattr(self.tokenizer, "encode_batch", None)
-        rows = encode_batch(sentences) if encode_batch else [self.tokenizer.encode(s) for s in sentences]
+        # sentences are data: special-token text in them is plain text (tiktoken's encode_ordinary_batch)
+        encode_batch = getattr(self.tokenizer, "encode_ordinary_batch", None)
+        rows = encode_batch(sentences) if encode_batch else [encode_document(self.tokenizer, s) for s in sentences]
         cut = sum(len(r) > self.max_length for r in rows)
         if cut:
             warnings.warn(f"{cut} of {len(rows)} sentences were longer than {self.max_length} tokens and were "
@@ -175,25 +206,38 @@ class Embedder(nn.Module):
             return torch.empty(0, self.dimensions, device=self.device)
         return self.embed_tokens(rows)
 
-    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, normalize: bool = False,
-               show_progress: bool = False, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
-        """Embed many sentences -> (N, D) numpy array (a single str gives (D,)), without gradients.
+    def encode(self, sentences: str | Sequence[str], *, batch_size: int = 32, show_progress_bar: bool | None = None,
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False, normalize_embeddings: bool = False,
+               device: str | torch.device | None = None) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Embed many sentences -> (N, D), without gradients; sentence-transformers' ``encode``, with its
+        names and defaults. A single str gives one (D,) vector.
+
+        Returns a numpy array (``convert_to_numpy``, the default); one tensor on the model's device
+        (``convert_to_tensor=True``, which wins); or, with both False, a list of (D,) tensors.
+        ``normalize_embeddings=True`` scales each row to length 1 (then the dot product is the cosine).
+        ``show_progress_bar`` shows a tqdm bar; ``None`` shows it when the ``gptlearn.embeddings``
+        logger is at INFO or DEBUG. ``device`` moves the embedder there first (as sentence-transformers
+        moves its model); ``None`` keeps it where it is.
 
         Sentences are sorted by length so each batch pads little, and the rows come back in the
         order given. ``batch_size`` sentences of the longest length set the batch's size in tokens;
         shorter sentences share batches of that many tokens (see :func:`token_batches`), so memory
         peaks as in the first batch and short sentences run in bigger, faster matrix products.
-        ``normalize=True`` scales each row to length 1 (then dot product = cosine).
         Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
-        how many were cut. An empty sentence raises ``ValueError``. ``show_progress`` shows a tqdm bar;
-        ``convert_to_tensor`` returns a tensor on the model's device instead of numpy.
+        how many were cut. An empty sentence raises ``ValueError``; an empty list gives (0, D).
         """
+        if device is not None:
+            from .devices import resolve_device
+
+            self.to(resolve_device(device))
+        if show_progress_bar is None:
+            show_progress_bar = _log.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
         single = isinstance(sentences, str)
         rows = self.tokenize([sentences] if single else sentences)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
         out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
         batches = token_batches([len(rows[i]) for i in order], batch_size)
-        if show_progress:
+        if show_progress_bar:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Embedding", unit="batch")
@@ -207,37 +251,122 @@ class Embedder(nn.Module):
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        if normalize:
+        if normalize_embeddings:
             out = F.normalize(out, dim=-1)
         if single:
             out = out[0]
-        return out if convert_to_tensor else out.cpu().numpy()
+        if convert_to_tensor:
+            return out
+        if convert_to_numpy:
+            return out.cpu().numpy()
+        return out if single else list(out)
+
+    def similarity(self, embeddings1: np.ndarray | torch.Tensor | Sequence[torch.Tensor],
+                   embeddings2: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Every row of ``embeddings1`` (N, D) against every row of ``embeddings2`` (M, D) -> an (N, M)
+        tensor, by :attr:`similarity_fn_name`, as sentence-transformers' ``similarity``: larger is more
+        similar. So "euclidean" and "manhattan" give *negative* distances (its ``euclidean_sim`` and
+        ``manhattan_sim``), where :mod:`gptlearn.similarity` and ``gptlearn similarity`` give distances.
+        A 1-D vector counts as one row."""
+        from .similarity import SIMILARITY_FNS
+
+        return SIMILARITY_FNS[self.similarity_fn_name](_rows(embeddings1), _rows(embeddings2))  # (N, M)
+
+    def similarity_pairwise(self, embeddings1: np.ndarray | torch.Tensor | Sequence[torch.Tensor],
+                            embeddings2: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Row ``i`` against row ``i`` only -> (N,), by :attr:`similarity_fn_name` (larger is more similar)."""
+        from .similarity import pairwise
+
+        sign = -1.0 if self.similarity_fn_name in ("euclidean", "manhattan") else 1.0
+        return sign * pairwise(_rows(embeddings1), _rows(embeddings2), self.similarity_fn_name)  # (N,)
 
     # ---- saving and loading ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *, sentence_transformers: bool | None = None) -> Path:
         """Write the model folder (:meth:`GPT.save_pretrained`) plus ``embedder.json`` (pooling, layer,
-        max_length, has_projection) and, if there is a projection, ``projection.safetensors``."""
+        max_length, similarity_fn_name, has_projection) and, if there is a projection,
+        ``projection.safetensors``; the folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`).
+
+        The folder also loads in sentence-transformers, ``SentenceTransformer(directory)``, with the same
+        embeddings: ``modules.json`` lists its Transformer (Hugging Face's ``GPT2Model`` reads
+        ``config.json`` + ``model.safetensors``; ``tokenizer_config.json`` gives the tokenizer a padding
+        token, on the right), a Pooling module with this pooling, and a Dense module for the
+        projection. That needs a byte-level BPE tokenizer with ``<|endoftext|>`` and ``layer=-1``
+        (sentence-transformers pools the last hidden state). ``sentence_transformers=None`` writes those
+        files when this embedder can be exported and skips them otherwise; ``True`` insists (a
+        ValueError says why it cannot); ``False`` never writes them.
+        """
         from safetensors.torch import save_file
 
-        from .pretrained import _atomic_write_dir, save_pretrained
+        from .atomic import write_folder
+        from .pretrained import save_pretrained
+        from .tokenizers import TOKENIZER_FILES
 
         directory = Path(directory)
+        why_not = self._why_not_sentence_transformers()
+        if sentence_transformers and why_not:
+            raise ValueError(f"this embedder cannot be saved for sentence-transformers: {why_not}")
+        export = sentence_transformers is not False and why_not is None
         settings = {"pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
-                    "has_projection": self.projection is not None}
+                    "similarity_fn_name": self.similarity_fn_name, "has_projection": self.projection is not None}
 
         def write(tmp: Path) -> None:
-            save_pretrained(self.model, tmp, save_tokenizer=False)
+            save_pretrained(self.model, tmp, save_tokenizer=False)  # into this save's folder: one swap for all
             if hasattr(self.tokenizer, "save"):
                 self.tokenizer.save(tmp)
             (tmp / "embedder.json").write_text(json.dumps(settings, indent=2) + "\n")
             if self.projection is not None:
                 state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
                 save_file(state, str(tmp / "projection.safetensors"))
+            if export:
+                self._write_sentence_transformers_files(tmp)
 
-        _atomic_write_dir(directory, write)
-        if self.projection is None:
-            (directory / "projection.safetensors").unlink(missing_ok=True)  # left from an earlier save
+        tokenizer_files = TOKENIZER_FILES if hasattr(self.tokenizer, "save") else ()
+        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files, *_ST_FILES))
         return directory
+
+    def _why_not_sentence_transformers(self) -> str | None:
+        """Why sentence-transformers could not load this embedder as it is, or None if it can."""
+        from .tokenizers import BPETokenizer, Tokenizer
+
+        if not isinstance(self.tokenizer, (BPETokenizer, Tokenizer)):
+            return (f"its tokenizer is a {type(self.tokenizer).__name__}, and Hugging Face's loaders read only "
+                    "byte-level BPE (vocab.json + merges.txt)")
+        if self.tokenizer.eot_token is None:
+            return "its BPE tokenizer has no <|endoftext|> token to pad batches with; train it with that special token"
+        if self.layer != -1:
+            return (f"it pools layer {self.layer}, and sentence-transformers pools the last hidden state "
+                    "(layer=-1, after the final LayerNorm)")
+        return None
+
+    def _write_sentence_transformers_files(self, folder: Path) -> None:
+        """modules.json and each module's config, in the layout sentence-transformers v3+ reads."""
+        from safetensors.torch import save_file
+
+        def dump(path: Path, data: Any) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2) + "\n")
+
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        dump(folder / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
+        dump(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": self.model.config.n_embd,
+                                                    **{key: key == _ST_POOLING[self.pooling] for key in _ST_POOLING.values()},
+                                                    "include_prompt": True})
+        if self.projection is not None:
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+            dump(folder / "2_Dense" / "config.json", {
+                "in_features": self.projection.in_features, "out_features": self.projection.out_features,
+                "bias": self.projection.bias is not None, "activation_function": "torch.nn.modules.linear.Identity"})
+            state = {f"linear.{k}": v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
+            save_file(state, str(folder / "2_Dense" / "model.safetensors"))
+        dump(folder / "modules.json", modules)
+        dump(folder / "config_sentence_transformers.json", {"model_type": "SentenceTransformer", "prompts": {},
+                                                            "default_prompt_name": None,
+                                                            "similarity_fn_name": self.similarity_fn_name})
+        eot = "<|endoftext|>"  # GPT-2's: beginning, end, unknown and (here) padding token; padding on the right
+        dump(folder / "tokenizer_config.json", {
+            "tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot, "pad_token": eot,
+            "padding_side": "right", "add_prefix_space": False, "model_max_length": self.max_length, "errors": "replace"})
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "gptlearn-embed", *, device: str | torch.device | None = None,
@@ -249,13 +378,15 @@ class Embedder(nn.Module):
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
-        from .pretrained import BUNDLED, from_pretrained
+        from .atomic import recover_folder
+        from .model import from_pretrained
+        from .pretrained import BUNDLED
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = Path(name_or_path).expanduser()
+        folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
         if not folder.is_dir() and str(name_or_path) in BUNDLED:
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         settings: dict[str, Any] = {}
@@ -270,6 +401,14 @@ class Embedder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, layer={self.layer}, max_length={self.max_length}, dimensions={self.dimensions}"
+
+
+def _rows(x: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Embeddings as a 2-D tensor: a 1-D vector is one row; a list of (D,) tensors is stacked."""
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
+        x = torch.stack(list(x))  # N x (D,) -> (N, D)
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.unsqueeze(0) if t.dim() == 1 else t  # (D,) -> (1, D)
 
 
 def _read_settings(folder: Path) -> dict[str, Any]:

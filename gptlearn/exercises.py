@@ -6,7 +6,7 @@ exactly what is off (works in any notebook after ``pip install gptlearn``).
 ❌ check_softmax: softmax over the wrong axis: the columns sum to 1 instead of the rows; use dim=-1.
 
 Every checker calls your function on a few random inputs, compares it with the reference (the
-teaching functions in :mod:`gptlearn.attention`, chapters 3-5; :mod:`gptlearn.tokenizer`, chapter 1),
+teaching functions in :mod:`gptlearn.attention`, chapters 3-5; :mod:`gptlearn.tokenizers`, chapter 1),
 prints one friendly line and returns a :class:`CheckResult` (``passed``, ``message``; truthy when passed).
 Each known mistake (wrong shape, missing mask, missing 1/√d, wrong softmax axis, NaNs, ...) has its own hint.
 
@@ -24,15 +24,16 @@ from . import attention as ref
 
 __all__ = [
     "CheckResult",
-    "check_softmax",
-    "check_causal_mask",
-    "check_split_heads",
-    "check_merge_heads",
-    "check_attention_scores",
-    "check_attention_pattern",
-    "check_attention",
-    "check_merge",
-    "check_cosine",
+    # tokens and vectors (chapters 1-2)
+    "check_merge", "check_cosine",
+    # attention (chapter 3)
+    "check_softmax", "check_causal_mask", "check_attention_scores", "check_attention_pattern", "check_attention",
+    # heads (chapters 4-5)
+    "check_split_heads", "check_merge_heads",
+    # the block and the whole model (chapter 6)
+    "check_layer_norm", "check_param_count",
+    # sentence embeddings (chapter 8)
+    "check_mean_pooling",
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 tolerances for every comparison
@@ -380,8 +381,8 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 def check_merge(fn: Callable[[list, tuple, Any], list], *, quiet: bool = False) -> CheckResult:
     """``fn(ids, pair, new)``: replace every non-overlapping occurrence of ``pair``, left to right, by
-    ``new`` (as :func:`gptlearn.tokenizer.merge`) and return a new list."""
-    from .tokenizer import merge
+    ``new`` (as :func:`gptlearn.tokenizers.merge`) and return a new list."""
+    from .tokenizers import merge
 
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 9),
@@ -441,10 +442,8 @@ def check_cosine(fn: Callable[[torch.Tensor, torch.Tensor], Any], *, quiet: bool
     return _finish("check_cosine", check, quiet)
 
 
-# ---- chapters 6-10 ----------------------------------------------------------------------------
-# LayerNorm and parameter counting (chapter 6), pooling (chapter 8).
-
-__all__ += ["check_layer_norm", "check_param_count"]
+# ----------------------------------------------------------------------------------------------
+# LayerNorm and counting parameters (chapter 6)
 
 
 def check_layer_norm(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
@@ -523,7 +522,8 @@ def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> Check
     return _finish("check_param_count", check, quiet)
 
 
-__all__ += ["check_mean_pooling"]
+# ----------------------------------------------------------------------------------------------
+# pooling token vectors into a sentence vector (chapter 8)
 
 
 def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, quiet: bool = False) -> CheckResult:

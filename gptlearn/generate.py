@@ -1,9 +1,11 @@
-"""Text generation: sampling rules and a key/value cache (book chapter 6).
+"""Text generation: sampling rules and decoding with the KV cache (book chapter 6).
 
-Legend: B batch, T tokens, S cached tokens, H n_head, hs head size, V vocab, L layers.
+Legend: B batch, T tokens, C n_embd, V vocab.
 
-Without a cache every new token reruns the whole sequence, O(T^2) work per token; with one, each
-step feeds only the newest token and attends to the keys and values stored from earlier steps.
+Generation turns the last position's logits into one token, appends it and repeats. With a
+:class:`~gptlearn.kv_cache.KVCache` each step after the prompt feeds only the newest token.
+:class:`GenerationMixin` gives the model its ``generate`` and ``generate_stream`` methods (Hugging
+Face's pattern: this module never imports the model).
 """
 from __future__ import annotations
 
@@ -11,50 +13,13 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
-from .fused import FusedDecoder
-from .linear import split_matvecs
-from .model import unembed
+from .fast.linear import split_matvecs
+from .kv_cache import KVCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import GPT
 
-__all__ = ["KVCache", "sample_next", "generate", "generate_stream"]
-
-
-class KVCache:
-    """Preallocated keys and values for every layer: (L, B, H, max_len, hs) each."""
-
-    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_size: int, *,
-                 device: torch.device | str, dtype: torch.dtype) -> None:
-        shape = (n_layer, batch, n_head, max_len, head_size)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0  # how many positions are filled
-
-    @classmethod
-    def for_model(cls, model: "GPT", batch: int, max_len: int | None = None) -> "KVCache":
-        c = model.config
-        dtype = model.wte.weight.dtype
-        return cls(c.n_layer, batch, c.n_head, max_len or c.n_positions, c.d_head,
-                   device=model.device, dtype=dtype)
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's k, v (B, H, T, hs); return all keys/values so far (B, H, S, hs)."""
-        T = k.size(2)
-        end = self.pos + T
-        if end > self.max_len:
-            raise ValueError(f"KV cache is full ({self.max_len} positions)")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, T: int) -> None:
-        """Called by the model once every layer has stored its T new positions."""
-        self.pos += T
-
-    def reset(self) -> None:
-        self.pos = 0
+__all__ = ["sample_next", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -88,6 +53,18 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def next_token_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    """Next-token logits of the last position only, (B, T) -> (B, V): ``model(idx, cache)[:, -1]``
+    without unembedding the T - 1 positions nobody samples from.
+
+    Inside, :func:`gptlearn.fast.linear.split_matvecs` lets the speed wing's layers use their
+    decoding path (plain layers ignore it).
+    """
+    with split_matvecs():
+        h = model.hidden_states(idx, kv_cache=cache)[:, -1]  # (B, T, C) -> (B, C)
+        return model.lm_head(h)  # (B, C) -> (B, V)
+
+
 def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | None):
     as_text = isinstance(idx, str)
     if as_text:
@@ -104,16 +81,6 @@ def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | N
     return as_text, idx, generator
 
 
-def _last_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-    """Next-token logits of the last position only, (B, T) -> (B, V): the same as
-    ``model(idx, kv_cache=cache)[:, -1]`` without unembedding the T - 1 positions nobody samples from.
-    A step of a few tokens multiplies each weight by a few vectors: the CPU's row-split mat-vecs
-    (:func:`gptlearn.linear.split_matvecs`) made those 1.3-1.9x faster on 2 cores."""
-    with split_matvecs():
-        h = model.hidden_states(idx, kv_cache=cache)[:, -1]  # (B, T, C) -> (B, C)
-        return unembed(h, model.lm_head.weight)  # (B, C) -> (B, V)
-
-
 @torch.inference_mode()
 def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_tokens: int = 32, *,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -125,7 +92,7 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     Prompts longer than the context keep only their last ``n_positions`` tokens, as GPT-2 would.
     Sequences that produced ``eos_token_id`` keep emitting it; the stream ends when all have.
     ``fused=True`` decodes each token after the prompt with one C++ call on the CPU
-    (:mod:`gptlearn.fused`: one fp32 sequence, no hooks; built on first use).
+    (:mod:`gptlearn.fast.fused`: one fp32 sequence, no hooks; built on first use).
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -140,17 +107,21 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     window = idx[:, -n_ctx:]  # (B, T) the tokens the model sees
     try:
-        decoder = FusedDecoder(model, cache) if fused else None  # checks the model, builds the kernel once
+        decoder = None
+        if fused:
+            from .fast.fused import FusedDecoder  # only when asked for: it builds a C++ extension
+
+            decoder = FusedDecoder(model, cache)  # checks the model, builds the kernel once
         for step in range(max_new_tokens):
             if cache is None:
-                logits = _last_logits(model, window)  # (B, V)
+                logits = next_token_logits(model, window)  # (B, V)
             elif step == 0 or cache.pos + 1 > n_ctx:  # (re)fill the cache from the visible window
                 cache.reset()
-                logits = _last_logits(model, window, cache)
+                logits = next_token_logits(model, window, cache)
             elif decoder is not None:
                 logits = decoder.step(window[0, -1])  # the newest token, in one C++ call
             else:
-                logits = _last_logits(model, window[:, -1:], cache)  # only the newest token
+                logits = next_token_logits(model, window[:, -1:], cache)  # only the newest token
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                               do_sample=do_sample, generator=generator)  # (B,)
             if eos_token_id is not None:
@@ -176,3 +147,15 @@ def generate(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_toke
     new = list(generate_stream(model, prompt, max_new_tokens, generator=generator, **kwargs))
     out = torch.cat([prompt, torch.stack(new, dim=1)], dim=1) if new else prompt  # (B, T + new)
     return model.to_string(out[0]) if as_text else out
+
+
+class GenerationMixin:
+    """``model.generate`` and ``model.generate_stream`` (the functions above, as methods)."""
+
+    def generate(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Sample a continuation; see :func:`gptlearn.generate.generate` for the options."""
+        return generate(self, idx, max_new_tokens, **kwargs)
+
+    def generate_stream(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Yield new tokens one at a time; see :func:`gptlearn.generate.generate_stream`."""
+        return generate_stream(self, idx, max_new_tokens, **kwargs)

@@ -1,155 +1,421 @@
-"""Hook points and the activation cache (book chapter 4, "Many heads").
+"""Hook points, the activation cache and the inspection methods, in TransformerLens' names (book chapter 4).
 
 A :class:`HookPoint` is an identity module placed at every interesting spot of the forward pass
-(``blocks.3.attn.hook_pattern``, ``blocks.3.hook_resid_post``, ...). With no hook attached it costs one
-function call. ``GPT.run_with_cache`` attaches hooks that copy what flows through into an
-:class:`ActivationCache`, and always removes them again.
+(``blocks.3.attn.hook_pattern``, ``blocks.3.hook_resid_post``, ...). :class:`HookedRootModule` gives a
+model TransformerLens' inspection methods: ``run_with_cache`` attaches hooks that copy what flows
+through into an :class:`ActivationCache`, and always removes them again; ``run_with_hooks`` and
+``hooks`` attach your own for one run; ``add_hook``/``reset_hooks`` keep them until removed;
+``to_tokens`` turns text into ids.
+
+What follows TransformerLens exactly:
+
+* a hook is called as ``fn(activation, hook=hook_point)`` (``hook.name`` is the full name) and may
+  return a tensor that replaces the activation;
+* a ``names_filter`` (and the name in ``add_hook``/``hooks``) is one name, a list of names, or a
+  predicate ``fn(name) -> bool``;
+* cache keys take :func:`get_act_name`'s shorthand: ``cache["pattern", 3]``, ``cache["attn", 3]`` (the
+  same), ``cache["pre", 0]``, ``cache["scale", 2, "ln1"]``, ``cache["k6"]``.
+
+Where gptlearn differs: a name that matches no hook point is an error that names the nearest valid
+names (TransformerLens caches nothing for it); a per-layer name without a layer (``"pattern"``) in a
+``names_filter`` means that activation in every layer; the LayerNorms are ``ln_1``, ``ln_2`` and
+``ln_f`` (Hugging Face's names), and TransformerLens' spellings ``ln1``, ``ln2``, ``ln_final`` are read
+as those; ``to_tokens`` adds no BOS token unless asked (``prepend_bos=True``), as Hugging Face's
+tokenizer does.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import contextlib
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 
 import torch
 from torch import nn
 
-__all__ = ["HookPoint", "ActivationCache", "hook_name", "short_name"]
+__all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
 
-HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
+HookFn = Callable[..., Union[torch.Tensor, None]]  # fn(activation, *, hook) -> replacement or None
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+Direction = Literal["fwd", "bwd"]
 
-# short names -> full hook names (TransformerLens conventions); {l} is the layer
-_SHORT_NAMES = {
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out",
-    "q": "blocks.{l}.attn.hook_q",
-    "k": "blocks.{l}.attn.hook_k",
-    "v": "blocks.{l}.attn.hook_v",
-    "attn_scores": "blocks.{l}.attn.hook_attn_scores",
-    "pattern": "blocks.{l}.attn.hook_pattern",
-    "z": "blocks.{l}.attn.hook_z",
-    "mlp_pre": "blocks.{l}.mlp.hook_pre",
-    "mlp_post": "blocks.{l}.mlp.hook_post",
-    "embed": "hook_embed",
-    "pos_embed": "hook_pos_embed",
-    "ln_final": "hook_ln_final",
-}
+# ---- names ------------------------------------------------------------------------------------------
+_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query": "q", "value": "v",
+            "mlp_pre": "pre", "mlp_mid": "mid", "mlp_post": "post"}
+_IN_ATTN = {"q", "k", "v", "z", "pattern", "attn_scores", "result", "rot_q", "rot_k"}
+_IN_MLP = {"pre", "post", "mid", "pre_linear"}
+_SUBLAYERS = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+_TL_SPELLINGS = [(re.compile(r"(^|\.)ln1\."), r"\1ln_1."), (re.compile(r"(^|\.)ln2\."), r"\1ln_2."),
+                 (re.compile(r"^ln_final\."), "ln_f.")]
 
 
-_TEMPLATE_TO_SHORT = {t.replace("blocks.{l}.", ""): short for short, t in _SHORT_NAMES.items()}
+def get_act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
+    """TransformerLens' shorthand -> the full hook name, in gptlearn's module names.
 
+    >>> get_act_name("pattern", 3), get_act_name("attn", 3), get_act_name("k6")
+    ('blocks.3.attn.hook_pattern', 'blocks.3.attn.hook_pattern', 'blocks.6.attn.hook_k')
+    >>> get_act_name("pre", 0), get_act_name("scale", 2, "ln1"), get_act_name("scale4ln2"), get_act_name("embed")
+    ('blocks.0.mlp.hook_pre', 'blocks.2.ln_1.hook_scale', 'blocks.4.ln_2.hook_scale', 'hook_embed')
 
-def short_name(full: str) -> str:
-    """Inverse of :func:`hook_name` without the layer: ``"blocks.3.attn.hook_z" -> "z"``."""
-    rest = full.split(".", 2)[2] if full.startswith("blocks.") else full
-    return _TEMPLATE_TO_SHORT.get(rest, full)
-
-
-def hook_name(name: str, layer: int | None = None, n_layer: int | None = None) -> str:
-    """Expand a short name: ``hook_name("pattern", 3) == "blocks.3.attn.hook_pattern"``.
-
-    Negative layers count from the end when ``n_layer`` is given. Full names pass through.
+    A full name passes through (TransformerLens' ``ln1``/``ln2``/``ln_final`` become ``ln_1``/``ln_2``/``ln_f``).
     """
-    if name not in _SHORT_NAMES:
-        return name if layer is None else f"blocks.{layer}.{name}"
-    template = _SHORT_NAMES[name]
-    if "{l}" in template:
-        if layer is None:
-            raise KeyError(f"{name!r} lives in every block: ask for it with a layer, e.g. cache[{name!r}, 0]")
-        if layer < 0:
-            if n_layer is None:
-                raise KeyError("negative layer index needs the number of layers")
-            layer += n_layer
-        return template.format(l=layer)
-    return template
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
+        full = name
+    else:
+        packed = re.match(r"([a-z]+)(\d+)([a-z]?.*)", name)  # "k6" -> ("k", 6, ""), "scale4ln1" -> (.., "ln1")
+        if packed is not None:
+            name, layer, layer_type = packed.group(1), packed.group(2), packed.group(3)
+        name = _ALIASES.get(name, name)
+        if name in _IN_ATTN:
+            layer_type = "attn"
+        elif name in _IN_MLP:
+            layer_type = "mlp"
+        elif layer_type in _SUBLAYERS:
+            layer_type = _SUBLAYERS[layer_type]
+        full = (f"blocks.{layer}." if layer is not None else "") + (f"{layer_type}." if layer_type else "")
+        full += f"hook_{name}"
+        if name in ("scale", "normalized") and layer is None:
+            full = "ln_final." + full  # the final LayerNorm's
+    for pattern, replacement in _TL_SPELLINGS:
+        full = pattern.sub(replacement, full)
+    return full
+
+
+class HookNameError(KeyError):
+    """No hook point or cached activation has this name (a KeyError, as in TransformerLens)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def _nearest(name: str, names: Iterable[str]) -> str:
+    """``name``'s nearest valid names, for an error message."""
+    names = list(names)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if close:
+        return "the nearest valid names are " + ", ".join(map(repr, close))
+    examples = [n for n in names if n == "hook_embed" or n.endswith(("0.attn.hook_pattern", "0.hook_resid_post"))]
+    return "valid names look like " + ", ".join(map(repr, examples or names[:3])) + " (see model.hook_dict)"
+
+
+# ---- hook points --------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class LensHandle:
+    """A hook attached to a :class:`HookPoint` (TransformerLens' name); ``.remove()`` detaches it."""
+
+    hook: torch.utils.hooks.RemovableHandle
+    is_permanent: bool = False
+
+    def remove(self) -> None:
+        self.hook.remove()
 
 
 class HookPoint(nn.Module):
     """An identity function with a name, where hooks can read or replace activations.
 
-    A hook is ``fn(tensor, hook) -> tensor | None``; returning a tensor replaces the activation.
+    A hook is ``fn(activation, hook=hook_point) -> tensor | None``; returning a tensor replaces the
+    activation. A backward hook (``dir="bwd"``) gets the activation's gradient the same way.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.name: str | None = None  # filled in by GPT.__init__
+        self.name: str | None = None  # filled in by HookedRootModule.name_hook_points
+        self.fwd_hooks: list[LensHandle] = []
+        self.bwd_hooks: list[LensHandle] = []
 
-    def add_hook(self, fn: HookFn) -> torch.utils.hooks.RemovableHandle:
-        return self.register_forward_hook(lambda module, args, output: fn(output, module))
+    def add_hook(self, hook: HookFn, dir: Direction = "fwd", *, is_permanent: bool = False,
+                 prepend: bool = False) -> LensHandle:
+        """Attach ``hook(activation, hook=self)``; ``.remove()`` the returned handle to detach it."""
+        if dir == "fwd":
+            handle = self.register_forward_hook(lambda module, args, out: hook(out, hook=module), prepend=prepend)
+        elif dir == "bwd":
+            def backward(module: nn.Module, grad_input: Any, grad_output: tuple) -> tuple | None:
+                new = hook(grad_output[0], hook=module)
+                return None if new is None else (new,)
+
+            handle = self.register_full_backward_hook(backward, prepend=prepend)
+        else:
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        lens = LensHandle(handle, is_permanent)
+        (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(lens)
+        return lens
+
+    def remove_hooks(self, dir: Literal["fwd", "bwd", "both"] = "fwd", including_permanent: bool = False) -> None:
+        """Detach this point's hooks (TransformerLens' defaults: forward ones, not the permanent ones)."""
+        for kind in ("fwd", "bwd"):
+            if dir in (kind, "both"):
+                kept = []
+                for lens in getattr(self, f"{kind}_hooks"):
+                    if lens.is_permanent and not including_permanent:
+                        kept.append(lens)
+                    else:
+                        lens.remove()
+                setattr(self, f"{kind}_hooks", kept)
 
     @property
     def active(self) -> bool:
         """True when some hook is attached (used to switch attention to its explicit path)."""
-        return bool(self._forward_hooks)
+        return bool(self._forward_hooks or self._backward_hooks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # No hook here or on every module: return x at once, without nn.Module's call machinery
-        # (a forward pass goes through 13 hook points a block; this saves about 1 us each).
-        if self._forward_hooks or self._forward_pre_hooks or _global_hooks():
-            return super().__call__(x)
-        return x
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}" if self.name else ""
 
 
-def _global_hooks() -> bool:
-    """True when a hook was registered for every module (``nn.modules.module.register_module_forward_hook``
-    and friends); then hook points take nn.Module's full call path so that those hooks run too."""
-    m = nn.modules.module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks
-                or m._global_backward_hooks or m._global_backward_pre_hooks)
+# ---- the model's side ---------------------------------------------------------------------------------
+class HookedRootModule(nn.Module):
+    """TransformerLens' inspection methods for a model with hook points.
 
-
-class ActivationCache:
-    """A dict of activations with TransformerLens-style shorthand keys.
-
-    >>> logits, cache = model.run_with_cache(tokens)              # doctest: +SKIP
-    >>> cache["pattern", 0].shape   # (B, H, T, T)                 # doctest: +SKIP
+    The subclass calls :meth:`name_hook_points` at the end of ``__init__``, and has ``config.n_layer``,
+    ``tokenizer`` and ``device``.
     """
 
-    def __init__(self, store: dict[str, torch.Tensor], n_layer: int) -> None:
-        self._store = store
-        self.n_layer = n_layer
+    # ---- the hook points ---------------------------------------------------------------------------
+    def name_hook_points(self) -> None:
+        """Give every hook point its full name (``blocks.3.attn.hook_pattern``)."""
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
 
-    def _key(self, key: str | tuple[str, int]) -> str:
-        if isinstance(key, tuple):
-            name, layer = key
-            return hook_name(name, layer, self.n_layer)
-        return hook_name(key) if key in _SHORT_NAMES else key
+    @property
+    def hook_dict(self) -> dict[str, HookPoint]:
+        """Every hook point by its full name (in module order, as TransformerLens' ``hook_dict``)."""
+        return {m.name: m for m in self.modules() if isinstance(m, HookPoint)}  # type: ignore[misc]
 
-    def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
-        full = self._key(key)
+    def hook_points(self):
+        """Every hook point (TransformerLens: ``hook_dict.values()``)."""
+        return self.hook_dict.values()
+
+    def _matching(self, names: NamesFilter) -> list[HookPoint]:
+        """The hook points a name, a list of names or a predicate picks; an unknown name is an error.
+
+        A name is a full name or :func:`get_act_name` shorthand; a per-layer one without a layer
+        (``"pattern"``) picks that activation in every layer.
+        """
+        points = self.hook_dict
+        if names is None:
+            return list(points.values())
+        if callable(names):
+            return [p for n, p in points.items() if names(n)]
+        if isinstance(names, str):
+            names = [names]
+        elif not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"names_filter takes a hook name, a list of names or a function name -> bool, "
+                            f"got {type(names).__name__}")
+        picked: dict[str, HookPoint] = {}
+        for name in names:
+            full = get_act_name(name)
+            hits = {n: p for n, p in points.items() if n == full or re.fullmatch(rf"blocks\.\d+\.{re.escape(full)}", n)}
+            if not hits:
+                raise HookNameError(f"no hook point named {name!r}; {_nearest(name, points)}")
+            picked.update(hits)
+        return [p for n, p in points.items() if n in picked]
+
+    def add_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: Direction = "fwd", *,
+                 is_permanent: bool = False, prepend: bool = False) -> None:
+        """Attach ``hook`` to the named hook point(s) (a name, shorthand, or ``fn(name) -> bool``) until
+        :meth:`reset_hooks` (permanent ones stay until ``reset_hooks(including_permanent=True)``)."""
+        for point in self._matching(name):
+            point.add_hook(hook, dir, is_permanent=is_permanent, prepend=prepend)
+
+    def reset_hooks(self, including_permanent: bool = False) -> None:
+        """Detach every hook added with :meth:`add_hook` (forward and backward; permanent ones only
+        with ``including_permanent=True``)."""
+        for point in self.hook_points():
+            point.remove_hooks("both", including_permanent=including_permanent)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
+              bwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (), *,
+              reset_hooks_end: bool = True) -> Iterator["HookedRootModule"]:
+        """Attach ``(name_or_filter, fn)`` hooks for a ``with`` block; removed at its end, even on an error
+        (``reset_hooks_end=False`` leaves them, e.g. for a backward pass after the block)."""
+        added: list[LensHandle] = []
         try:
-            return self._store[full]
-        except KeyError:
-            raise KeyError(f"{full!r} was not cached; cached names look like {next(iter(self._store), None)!r}") from None
+            for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+                for name, fn in pairs:
+                    added += [p.add_hook(fn, direction) for p in self._matching(name)]  # type: ignore[arg-type]
+            yield self
+        finally:
+            if reset_hooks_end:
+                for lens in added:
+                    lens.remove()
+                gone = set(map(id, added))
+                for point in self.hook_points():
+                    point.fwd_hooks = [h for h in point.fwd_hooks if id(h) not in gone]
+                    point.bwd_hooks = [h for h in point.bwd_hooks if id(h) not in gone]
+
+    def run_with_hooks(self, idx: torch.Tensor | str | Sequence[str], fwd_hooks: Iterable = (), *,
+                       bwd_hooks: Iterable = (), reset_hooks_end: bool = True) -> torch.Tensor:
+        """``self(idx)`` with the hooks attached (as :meth:`hooks`); text is tokenized first."""
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
+            return self(self._as_ids(idx, "run_with_hooks"))
+
+    def run_with_cache(self, idx: torch.Tensor | str | Sequence[str], *, names_filter: NamesFilter = None,
+                       device: str | torch.device | None = None,
+                       remove_batch_dim: bool = False) -> tuple[torch.Tensor, "ActivationCache"]:
+        """Run the model and keep the intermediate activations.
+
+        >>> logits, cache = model.run_with_cache(tokens)                  # doctest: +SKIP
+        >>> cache["pattern", 0]      # (B, H, T, T) attention probabilities of layer 0  # doctest: +SKIP
+        >>> cache["z", 0]            # (B, T, H, hs) per-head outputs before concatenation  # doctest: +SKIP
+
+        ``names_filter`` keeps only some: one name, a list of names (full or shorthand), or a predicate.
+        Asking for patterns switches attention to its explicit path for this call only. Activations
+        are detached and live on ``device`` (default: where they were computed);
+        ``remove_batch_dim=True`` drops the batch dimension of a batch of one.
+        """
+        idx = self._as_ids(idx, "run_with_cache")
+        if remove_batch_dim and idx.size(0) != 1:
+            raise ValueError(f"remove_batch_dim needs a batch of one, got {idx.size(0)} rows")
+        wanted = {p.name for p in self._matching(names_filter)}
+        store: dict[str, torch.Tensor] = {}
+
+        def save(t: torch.Tensor, hook: HookPoint) -> None:
+            t = t.detach() if device is None else t.detach().to(device)
+            store[hook.name] = t[0] if remove_batch_dim else t  # type: ignore[index]
+
+        with torch.no_grad(), self.hooks([(lambda name: name in wanted, save)]):
+            logits = self(idx)
+        if remove_batch_dim:
+            logits = logits[0]
+        return logits, ActivationCache(store, self.config.n_layer, names=list(self.hook_dict),
+                                       has_batch_dim=not remove_batch_dim)
+
+    # ---- text in ----------------------------------------------------------------------------------
+    def _as_ids(self, idx: Any, what: str) -> torch.Tensor:
+        if isinstance(idx, str) or (isinstance(idx, (list, tuple)) and idx and all(isinstance(t, str) for t in idx)):
+            return self.to_tokens(idx)
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
+        return idx
+
+    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,
+                  return_attention_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Text -> token ids (B, T) on the model's device; one text gives (1, T). No BOS token unless
+        ``prepend_bos=True`` (Hugging Face's default; TransformerLens prepends one by default).
+
+        ``prepend_bos=True`` starts every row with ``<|endoftext|>``, as TransformerLens does; the
+        default (no BOS) matches Hugging Face's GPT-2 tokenizer and ``generate``.
+        ``<|endoftext|>`` written in the text becomes that token, as in TransformerLens and Hugging Face.
+        Texts of different lengths are padded on the right with ``<|endoftext|>`` (id 0 for a tokenizer
+        without it); ``return_attention_mask=True`` also returns the (B, T) mask, 1 on real tokens and
+        0 on padding. Real tokens never see the padding after them (attention is causal), so their
+        logits and activations are those of the text alone.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("to_tokens needs at least one text")
+        tok = self.tokenizer
+        encode = tok.encode
+        rows = [encode(t, allowed_special="all") if hasattr(tok, "special_tokens") else encode(t) for t in texts]
+        bos = getattr(tok, "eot_token", None)
+        if prepend_bos:
+            if bos is None:
+                raise ValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
+            rows = [[bos, *r] for r in rows]
+        T = max(len(r) for r in rows)
+        pad = bos if bos is not None else 0
+        ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows], dtype=torch.long, device=self.device)
+        if not return_attention_mask:
+            return ids
+        mask = (torch.arange(T) < torch.tensor([len(r) for r in rows])[:, None]).long()  # (B, T)
+        return ids, mask.to(self.device)
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int] | Sequence[str], *,
+                      prepend_bos: bool = False) -> list[str] | list[list[str]]:
+        """Each token of ``text`` (or of a list/tensor of ids) as its own string; a list of texts gives
+        one list per text."""
+        if isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
+            return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in text]  # type: ignore[misc]
+        if isinstance(text, str):
+            ids = self.to_tokens(text, prepend_bos=prepend_bos)[0].tolist()
+        elif isinstance(text, torch.Tensor):
+            ids = text.flatten().tolist()
+        else:
+            ids = list(text)
+        return self.tokenizer.str_tokens(ids)
+
+    def to_string(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """Token ids -> text."""
+        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.tokenizer.decode(ids)
+
+
+# ---- the cache ----------------------------------------------------------------------------------------
+class ActivationCache:
+    """The activations of one run, by full hook name, with TransformerLens' shorthand keys.
+
+    >>> logits, cache = model.run_with_cache(tokens)              # doctest: +SKIP
+    >>> cache["pattern", 0].shape, cache["attn", 0].shape   # (B, H, T, T), the same tensor  # doctest: +SKIP
+    >>> cache.stack_activation("resid_post").shape          # (L, B, T, C)  # doctest: +SKIP
+    """
+
+    def __init__(self, cache_dict: dict[str, torch.Tensor], n_layer: int, *, names: Sequence[str] | None = None,
+                 has_batch_dim: bool = True) -> None:
+        self.cache_dict = cache_dict
+        self.n_layer = n_layer
+        self.has_batch_dim = has_batch_dim
+        self._names = list(names) if names is not None else list(cache_dict)  # every hook point of the model
+
+    def _key(self, key: str | tuple) -> str:
+        if isinstance(key, str):
+            return key if key in self.cache_dict else get_act_name(key)
+        if not isinstance(key, tuple) or not 1 <= len(key) <= 3:
+            raise TypeError(f"cache keys are a name or (name, layer[, layer_type]), got {key!r}")
+        name, *rest = key
+        if rest and rest[0] is not None and int(rest[0]) < 0:
+            rest[0] = int(rest[0]) + self.n_layer  # negative layers count from the end
+        return get_act_name(name, *rest)
+
+    def __getitem__(self, key: str | tuple) -> torch.Tensor:
+        full = self._key(key)
+        if full in self.cache_dict:
+            return self.cache_dict[full]
+        if full in self._names:
+            raise HookNameError(f"{full!r} was not cached; run_with_cache kept {len(self)} activations "
+                                "(names_filter left this one out)")
+        if any(n.endswith("." + full) for n in self._names):
+            raise HookNameError(f"{key!r} lives in every block: ask for it with a layer, e.g. cache[{key!r}, 0]")
+        raise HookNameError(f"no activation named {full!r}; {_nearest(full, self._names)}")
 
     def __contains__(self, key: object) -> bool:
         try:
-            return self._key(key) in self._store  # type: ignore[arg-type]
-        except KeyError:
+            return self._key(key) in self.cache_dict  # type: ignore[arg-type]
+        except (TypeError, ValueError):
             return False
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._store)
+        return iter(self.cache_dict)
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self.cache_dict)
 
     def keys(self):
-        return self._store.keys()
+        return self.cache_dict.keys()
+
+    def values(self):
+        return self.cache_dict.values()
 
     def items(self):
-        return self._store.items()
+        return self.cache_dict.items()
+
+    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> torch.Tensor:
+        """One activation from the layers before ``layer`` (``-1``: every layer), stacked on a new first
+        dimension: ``cache.stack_activation("pattern")`` is (L, B, H, T, T)."""
+        stop = self.n_layer if layer in (-1, None) else layer
+        return torch.stack([self[activation_name, l, sublayer_type] for l in range(stop)])
 
     def stack(self, name: str) -> torch.Tensor:
-        """One activation from every layer, stacked: ``cache.stack("pattern")`` is (L, B, H, T, T)."""
-        return torch.stack([self[name, layer] for layer in range(self.n_layer)])
+        """``stack_activation(name)``: the activation from every layer, (L, ...)."""
+        return self.stack_activation(name)
 
     def to(self, device: str | torch.device) -> "ActivationCache":
-        return ActivationCache({k: v.to(device) for k, v in self._store.items()}, self.n_layer)
+        return ActivationCache({k: v.to(device) for k, v in self.cache_dict.items()}, self.n_layer,
+                               names=self._names, has_batch_dim=self.has_batch_dim)
 
     def __repr__(self) -> str:
-        return f"ActivationCache({len(self)} activations, e.g. {list(self._store)[:3]})"
+        return f"ActivationCache({len(self)} activations, e.g. {list(self.cache_dict)[:3]})"

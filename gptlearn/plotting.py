@@ -1,4 +1,4 @@
-"""Figures for the book: token spans, attention heatmaps, head grids, loss curves.
+"""Figures for the book: token spans, attention heatmaps, head grids, loss curves, maps of embeddings.
 
 Every helper RETURNS a figure (a plotly ``go.Figure``, a matplotlib ``Figure`` or a small HTML object)
 and never shows or saves it. ``import gptlearn`` never imports this module; plotly and matplotlib are
@@ -16,22 +16,24 @@ from __future__ import annotations
 import html as _html
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .tokenizers import TokenizerLike
+
 __all__ = [
-    "setup_book",
-    "BOOK_RENDERER",
-    "TokenSpans",
-    "token_spans",
-    "display_token",
-    "attention_heatmap",
-    "attention_heads_figure",
-    "head_grid",
-    "heatmap",
-    "loss_curve",
-    "LiveLossCurve",
+    # a chapter's set-up
+    "setup_book", "BOOK_RENDERER",
+    # tokens
+    "TokenSpans", "token_spans", "display_token",
+    # matrices and attention patterns
+    "heatmap", "attention_heatmap", "attention_heads_figure", "head_grid",
+    # training curves
+    "loss_curve", "LiveLossCurve",
+    # maps of sentence embeddings
+    "embedding_scatter", "embedding_side_by_side",
 ]
 
 BOOK_RENDERER = "gptlearn_book"
@@ -122,7 +124,7 @@ class TokenSpans:
         return " | ".join(display_token(t) for t in self.tokens)
 
 
-def token_spans(tokenizer: Any, text: str, *, allowed_special: Any = ()) -> TokenSpans:
+def token_spans(tokenizer: TokenizerLike, text: str, *, allowed_special: Any = ()) -> TokenSpans:
     """Split ``text`` with ``tokenizer`` and colour each token (hover a token for its id).
 
     A token holding only part of a character's UTF-8 bytes (common in Japanese or emoji) is shown as
@@ -135,7 +137,7 @@ def token_spans(tokenizer: Any, text: str, *, allowed_special: Any = ()) -> Toke
     return TokenSpans([_readable_token(tokenizer, i, s) for i, s in zip(ids, tokenizer.str_tokens(ids))], ids)
 
 
-def _readable_token(tokenizer: Any, i: int, s: str) -> str:
+def _readable_token(tokenizer: TokenizerLike, i: int, s: str) -> str:
     """A token that is only part of a character's UTF-8 bytes is shown as its bytes, e.g. ``⟨e5 90⟩``."""
     if "\ufffd" not in s or not hasattr(tokenizer, "decode_bytes"):
         return s
@@ -459,65 +461,16 @@ class LiveLossCurve:
         return bundle or {"application/vnd.plotly.v1+json": fig_dict}
 
 
-# ---- chapters 6-10 ----------------------------------------------------------------------------
-# 2-D maps of sentence embeddings (chapters 9 and 10).
-
-__all__ += ["pca_2d", "umap_2d", "embedding_scatter", "embedding_side_by_side"]
-
+# ---- 2-D maps of sentence embeddings (chapters 9 and 10; the maps come from gptlearn.analysis) --------
 _TOPIC_COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d"]
-
-
-def pca_2d(x: Any, *, center: bool = True) -> np.ndarray:
-    """Project rows (N, C) onto their two main directions of variation -> (N, 2) (chapter 9).
-
-    Plain SVD, no scikit-learn. The sign of each axis is fixed (largest coordinate positive), so the
-    same data always gives the same picture.
-    """
-    a = _np(x)
-    if a.ndim != 2 or a.shape[0] < 2:
-        raise ValueError(f"pca_2d needs at least two rows of shape (N, C), got {tuple(a.shape)}")
-    if center:
-        a = a - a.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(a, full_matrices=False)  # vt (min(N, C), C)
-    out = a @ vt[:2].T  # (N, C) -> (N, 2)
-    if out.shape[1] < 2:  # one-dimensional data: pad the second axis with zeros
-        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
-    for j in range(2):
-        if out[np.abs(out[:, j]).argmax(), j] < 0:
-            out[:, j] = -out[:, j]
-    return out
-
-
-def umap_2d(x: Any, *, metric: str = "cosine", n_neighbors: int = 15, min_dist: float = 0.3,
-            seed: int = 0) -> np.ndarray:
-    """UMAP of rows (N, C) -> (N, 2), repeatable with ``seed`` (chapter 9). Needs ``umap-learn``.
-
-    Works for tiny inputs (``init="random"``, ``n_neighbors`` capped at N - 1). numba compiles UMAP's
-    code on first use (~15 s); ``NUMBA_CACHE_DIR`` (set here to ``~/.cache/gptlearn/numba`` unless
-    already set) keeps the compiled code for the next kernel.
-    """
-    a = _np(x).astype(np.float32)
-    if a.ndim != 2 or a.shape[0] < 3:
-        raise ValueError(f"umap_2d needs at least three rows of shape (N, C), got {tuple(a.shape)}")
-    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "gptlearn", "numba"))
-    import warnings
-
-    try:
-        import umap
-    except ImportError:
-        raise ImportError("umap_2d needs umap-learn: pip install umap-learn (or use pca_2d)") from None
-    reducer = umap.UMAP(n_components=2, metric=metric, n_neighbors=min(n_neighbors, a.shape[0] - 1),
-                        min_dist=min_dist, init="random", random_state=seed, n_jobs=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
-        return np.asarray(reducer.fit_transform(a), dtype=np.float64)
 
 
 def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Sequence[str], *,
                       title: str = "Sentence embeddings", height: int = 520):
     """Several 2-D maps of the same N points in ONE plotly figure; buttons switch maps (chapters 9-10).
 
-    ``maps``: name -> (N, 2) coordinates (e.g. ``{"PCA": pca_2d(E), "UMAP": umap_2d(E)}``);
+    ``maps``: name -> (N, 2) coordinates (e.g. ``{"PCA": pca_2d(E), "UMAP": umap_2d(E)}``, from
+    :mod:`gptlearn.analysis`);
     ``groups``: each point's topic (its colour and legend entry); ``texts``: each point's hover text.
     Trace ``m * G + g`` is map ``m``, group ``g`` (G groups, in order of first appearance); only the
     first map's traces start visible. The buttons need no kernel, so they work in the static book.

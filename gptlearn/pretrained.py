@@ -4,31 +4,37 @@ The conversions are pure functions on state dicts. Hugging Face's GPT-2 stores i
 ``Conv1D`` with weights shaped (in, out); ours are ``nn.Linear`` with (out, in), so four kinds of
 matrix are transposed, and ``transformer.h.{i}`` becomes ``blocks.{i}``. Files are read with
 safetensors or ``torch.load(weights_only=True)``: nothing is ever unpickled.
+
+:class:`PretrainedMixin` gives the model ``GPT.from_pretrained`` and ``model.save_pretrained``
+(Hugging Face's pattern: the class method builds ``cls(config)``, so this module never imports the
+model).
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping, TypeVar
 
 import torch
 
 from .config import GPTConfig
-from .model import GPT
+from .devices import resolve_device
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
 
 __all__ = [
     "HUB_MODELS",
     "hf_to_gptlearn",
     "gptlearn_to_hf",
     "load_weights_file",
-    "from_pretrained",
     "save_pretrained",
-    "load_model",
+    "PretrainedMixin",
     "PretrainedNotAvailableError",
 ]
+
+Model = TypeVar("Model", bound="PretrainedMixin")
 
 HUB_MODELS = {
     "gpt2": "openai-community/gpt2",
@@ -98,7 +104,8 @@ def _find_weights(folder: Path) -> Path:
                             "save_pretrained, or put the weights file beside its config.json")
 
 
-def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
+def _read_folder(folder: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """config.json and the weights of a model folder, converted to gptlearn's names."""
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing; pass a folder written "
@@ -107,32 +114,14 @@ def _load_folder(folder: Path, *, device=None, dtype=None) -> GPT:
         config = GPTConfig.from_hf_dict(json.loads(cfg_path.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
-    state = hf_to_gptlearn(load_weights_file(_find_weights(folder)))
-    if dtype is None:  # half-precision files (e.g. the bundled gptlearn-embed) compute in float32
-        state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
-    with torch.device("meta"):
-        model = GPT(config)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split()).replace(f"Error(s) in loading state_dict for {type(model).__name__}: ", "")
-        raise ValueError(f"the weights in {folder} do not match its config.json ({detail[:300]}); save the "
-                         "config and the weights together, e.g. with model.save_pretrained(folder)") from None
-    model.lm_head.weight = model.wte.weight  # re-tie after assign
-    model.name_or_path = str(folder)
-    model._tokenizer = _folder_tokenizer(folder)
-    from .device import resolve_device
-
-    if device is not None or dtype is not None:
-        model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
-    return model.eval()
+    return config, hf_to_gptlearn(load_weights_file(_find_weights(folder)))
 
 
 def _folder_tokenizer(folder: Path):
     """The tokenizer a model folder carries, or None (meaning GPT-2's BPE)."""
     import hashlib
 
-    from .tokenizer import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
+    from .tokenizers import GPT2_ASSET_SHA256, Tokenizer, load_tokenizer
 
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if vocab.is_file() and merges.is_file():
@@ -174,49 +163,34 @@ def _download(name: str) -> Path:
             "pass a local model folder or use the offline model: GPT.from_pretrained('gptlearn-mini')") from None
 
 
-def from_pretrained(name_or_path: str | Path = "gpt2", *, device: str | torch.device | None = None,
-                    dtype: torch.dtype | None = None) -> GPT:
-    """Load a GPT-2: a local folder (config.json + model.safetensors or pytorch_model.bin),
-    ``"gptlearn-mini"`` (bundled, offline), or a Hub name (``gpt2``, ``gpt2-medium``, ``gpt2-large``,
-    ``gpt2-xl``, ``distilgpt2`` or ``owner/repo``) through huggingface_hub's cache.
+def _resolve(name_or_path: str | Path) -> Path:
+    """A local folder, the bundled ``gptlearn-mini`` or a Hub name -> the folder holding the model."""
+    from .atomic import recover_folder
 
-    The model comes back in eval mode, on ``device`` (default: the CPU) and with its tokenizer.
-    """
     key = str(name_or_path)
-    path = Path(name_or_path).expanduser()
+    path = recover_folder(Path(name_or_path).expanduser())  # a save killed half-way: finish or undo it
     if path.is_dir():
-        folder = path
-    elif key in BUNDLED:
-        folder = BUNDLED[key]
-        if not (folder / "config.json").is_file():
-            raise PretrainedNotAvailableError(f"the bundled model {key!r} is missing from this installation ({folder})")
-    elif key in HUB_MODELS or (key.count("/") == 1 and not path.exists() and not key.startswith((".", "/", "~"))):
-        folder = _download(key)
-    elif path.exists():
+        return path
+    if key in BUNDLED:
+        if not (BUNDLED[key] / "config.json").is_file():
+            raise PretrainedNotAvailableError(f"the bundled model {key!r} is missing from this installation ({BUNDLED[key]})")
+        return BUNDLED[key]
+    if key in HUB_MODELS or (key.count("/") == 1 and not path.exists() and not key.startswith((".", "/", "~"))):
+        return _download(key)
+    if path.exists():
         raise ValueError(f"{path} is a file; pass the model folder that contains it")
-    else:
-        raise ValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
-    model = _load_folder(folder, device=device, dtype=dtype)
-    model.name_or_path = key
-    return model
+    raise ValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
 
 
-def _atomic_write_dir(directory: Path, write) -> None:
-    """Write files into a temporary folder beside ``directory``, then move each into place."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, directory / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool = True) -> Path:
+def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer: bool = True) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's ``vocab.json``/``merges.txt``)
-    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it."""
+    in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it.
+    The folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`): a crash leaves the old
+    folder or the new one, never a mixture."""
     from safetensors.torch import save_file
+
+    from .atomic import write_folder
+    from .tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -232,27 +206,42 @@ def save_pretrained(model: GPT, directory: str | Path, *, save_tokenizer: bool =
             if tok is not None:
                 tok.save(tmp)
 
-    _atomic_write_dir(directory, write)
+    owns = ("model.safetensors", "config.json", *(TOKENIZER_FILES if save_tokenizer else ()))
+    write_folder(directory, write, owns=owns)
     return directory
 
 
-def load_model(name: str | None = None, *, device: str | torch.device | None = None, verbose: bool = True) -> GPT:
-    """The book's entry point: pretrained GPT-2 when its weights are cached or downloadable, else the
-    bundled ``gptlearn-mini``. ``GPTLEARN_MODEL=gpt2|gptlearn-mini|PATH`` (or ``name``) forces a choice.
-    Prints one line saying which model it chose."""
-    choice = name or os.environ.get("GPTLEARN_MODEL")
-    if choice:
-        model = from_pretrained(choice, device=device)
-        reason = "as requested"
-    else:
+class PretrainedMixin:
+    """``GPT.from_pretrained(...)`` and ``model.save_pretrained(...)`` (the model class inherits them)."""
+
+    @classmethod
+    def from_pretrained(cls: type[Model], name_or_path: str | Path = "gpt2", *,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Model:
+        """Load a GPT-2: a local folder (config.json + model.safetensors or pytorch_model.bin),
+        ``"gptlearn-mini"`` (bundled, offline), or a Hub name (``gpt2``, ``gpt2-medium``, ``gpt2-large``,
+        ``gpt2-xl``, ``distilgpt2`` or ``owner/repo``) through huggingface_hub's cache.
+
+        The model comes back in eval mode, on ``device`` (default: the CPU) and with its tokenizer.
+        """
+        folder = _resolve(name_or_path)
+        config, state = _read_folder(folder)
+        if dtype is None:  # half-precision files (e.g. the bundled gptlearn-embed) compute in float32
+            state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
+        with torch.device("meta"):  # shapes only: the weights below replace every tensor
+            model = cls(config)
         try:
-            model = from_pretrained("gpt2", device=device)
-            reason = "pretrained GPT-2 weights were found"
-        except PretrainedNotAvailableError:
-            model = from_pretrained("gptlearn-mini", device=device)
-            reason = "GPT-2's weights are not reachable (offline), so the bundled model is used"
-    if verbose:
-        c = model.config
-        print(f"Using {model.name_or_path} ({model.num_parameters() / 1e6:.1f}M parameters, {c.n_layer} layers x "
-              f"{c.n_head} heads, {c.n_embd} wide) on {model.device}: {reason}.")
-    return model
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split()).replace(f"Error(s) in loading state_dict for {cls.__name__}: ", "")
+            raise ValueError(f"the weights in {folder} do not match its config.json ({detail[:300]}); save the "
+                             "config and the weights together, e.g. with model.save_pretrained(folder)") from None
+        model.lm_head.weight = model.wte.weight  # re-tie after assign
+        model.name_or_path = str(name_or_path)
+        model.tokenizer = _folder_tokenizer(folder)
+        if device is not None or dtype is not None:
+            model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | Path, *, save_tokenizer: bool = True) -> Path:
+        """Write a folder ``transformers.GPT2LMHeadModel.from_pretrained`` loads unchanged."""
+        return save_pretrained(self, directory, save_tokenizer=save_tokenizer)

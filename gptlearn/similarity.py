@@ -11,6 +11,9 @@ Every measure takes ``(a, b)``:
 :func:`pairwise` compares row ``i`` of ``a`` with row ``i`` of ``b`` only -> (N,).
 numpy in gives numpy out; a torch tensor in gives a torch tensor out. The numbers equal
 sentence-transformers' ``cos_sim``/``pairwise_cos_sim``/``dot_score`` and scipy's ``cdist``.
+:func:`euclidean` and :func:`manhattan` are distances (smaller is more similar), as ``gptlearn similarity``
+prints them; sentence-transformers' ``euclidean_sim``/``manhattan_sim`` and ``Embedder.similarity`` give
+their negatives (larger is more similar), see :data:`SIMILARITY_FNS`.
 
 >>> import numpy as np
 >>> cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0]))     # doctest: +ELLIPSIS
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine", "euclidean", "manhattan", "dot", "pairwise", "METRICS"]
+__all__ = ["cosine", "euclidean", "manhattan", "dot", "pairwise", "METRICS", "SIMILARITY_FNS"]
 
 Array = Union[np.ndarray, torch.Tensor]
 _EPS = 1e-12  # zero vectors get cosine 0 instead of 0/0 (as torch.nn.functional.normalize does)
@@ -102,6 +105,16 @@ _PAIRWISE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "manhattan": lambda a, b: (a - b).abs().sum(-1),
     "dot": lambda a, b: (a * b).sum(-1),
 }
+
+SIMILARITY_FNS: dict[str, Callable] = {
+    "cosine": cosine,
+    "dot": dot,
+    "euclidean": lambda a, b: -euclidean(a, b),  # sentence-transformers' euclidean_sim: larger = more similar
+    "manhattan": lambda a, b: -manhattan(a, b),  # manhattan_sim
+}
+"""sentence-transformers' ``similarity_fn_name`` -> its all-pairs similarity: the same numbers as ``cos_sim``,
+``dot_score``, ``euclidean_sim`` and ``manhattan_sim``. The last two are *negative* distances (larger is
+more similar), unlike :func:`euclidean` and :func:`manhattan` here, which are distances."""
 
 METRICS: dict[str, tuple[Callable, str]] = {
     "cosine": (cosine, "1 = same direction, 0 = unrelated, -1 = opposite"),

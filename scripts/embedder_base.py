@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.tokenizer import BPETokenizer, Tokenizer
+from gptlearn.tokenizers import BPETokenizer, Tokenizer
 
 
 def main() -> None:

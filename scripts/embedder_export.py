@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from gptlearn import Embedder
-from gptlearn.embed_train import evaluate_sts, read_pairs
+from gptlearn.data import read_pairs
+from gptlearn.embed_train import evaluate_sts
 
 ROOT = Path(__file__).resolve().parents[1]
 

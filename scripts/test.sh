@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up (with test tools and chromium) and run the whole test suite: unit tests, the strict book build,
-# the built-HTML checks and the headless-browser tests. Extra arguments go to pytest.
+# the built-HTML checks and the headless-browser tests. Extra arguments go to pytest. (Plain `pytest`
+# leaves out the book's tests, marked `book`; `-m "book or not book"` puts them back.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+source scripts/env.sh   # the .venv setup.sh made, if it made one
 export GPTLEARN_DATA_DIR=${GPTLEARN_DATA_DIR:-$(pwd)/../shared/data}
-python3 -m pytest "$@"
+"${PYTHON:-python3}" -m pytest -m "book or not book" "$@"

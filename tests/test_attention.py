@@ -19,7 +19,7 @@ from gptlearn.attention import (
     merge_heads,
     split_heads,
 )
-from gptlearn.generate import KVCache
+from gptlearn.kv_cache import KVCache
 
 ATOL = 1e-5  # fp32: explicit softmax path vs fused SDPA
 

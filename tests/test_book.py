@@ -1,8 +1,9 @@
 """The built book: a strict executed build, checks of the HTML, and every page opened in headless Chromium.
 
-The session fixture builds the book into ``_build/html`` with ``jupyter-book build . -W -n --keep-going``
-(any cell error or Sphinx warning fails), unless ``GPTLEARN_BOOK_PREBUILT=1`` and
-``_build/html/index.html`` exists (then that build is checked as it is).
+The session fixture ``built_book`` (tests/conftest.py, shared with tests/test_web_browser.py) builds the
+book into ``_build/html`` with ``jupyter-book build . -W -n --keep-going`` (any cell error or Sphinx
+warning fails), unless ``GPTLEARN_BOOK_PREBUILT=1`` and ``_build/html/index.html`` exists (then that
+build is checked as it is).
 
 The browser part uses Debian's ``chromium`` (``apt-get install -y chromium``) driven by Playwright; it is
 skipped when chromium is missing, except in CI (``CI`` set), where that is a failure.
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,30 +36,6 @@ FIGURE_MARKERS = re.compile(  # calls that make plotly figures (the hidden set-u
     r"\b(attention_heatmap|attention_heads_figure|heatmap|loss_curve|LiveLossCurve|go\.Figure|make_subplots|px\.\w+)\(")
 MANY_HEADS = "book/04_many_heads"
 PAGE_LIMIT = 3_000_000  # bytes; one page inlining plotly.js (~4.8 MB) would exceed it
-
-
-@pytest.fixture(scope="session")
-def built_book() -> Path:
-    index = HTML / "index.html"
-    if os.environ.get("GPTLEARN_BOOK_PREBUILT") == "1" and index.is_file():
-        return HTML
-    if shutil.which("jupyter-book") is None:
-        pytest.fail("jupyter-book is not installed; pip install -r requirements.txt")
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")  # the book builds offline (GPT-2 only if already cached)
-    proc = subprocess.run(
-        ["jupyter-book", "build", ".", "-W", "-n", "--keep-going"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
-    )
-    log = proc.stdout + proc.stderr
-    (REPO / "_build").mkdir(exist_ok=True)
-    (REPO / "_build" / "build.log").write_text(log)
-    from book_times import execution_times, table
-
-    (REPO / "_build" / "execution_times.txt").write_text(table(execution_times(log)) + "\n")
-    assert proc.returncode == 0, "the strict book build failed (full log in _build/build.log):\n" + log[-6000:]
-    assert index.is_file()
-    return HTML
 
 
 def _pages() -> list[str]:

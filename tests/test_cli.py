@@ -68,7 +68,7 @@ def test_embed_several_sentences_with_options(capsys, model_dir, model):
     items = json.loads(out)
     assert code == 0 and isinstance(items, list) and [i["sentence"] for i in items] == sentences
     got = np.array([i["embedding"] for i in items])
-    want = Embedder(model, pooling="last", layer=0).encode(sentences, normalize=True)
+    want = Embedder(model, pooling="last", layer=0).encode(sentences, normalize_embeddings=True)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
 
@@ -127,7 +127,7 @@ def test_generate_greedy_is_deterministic_and_handles_japanese(capsys, model_dir
 
 
 def test_generate_fused_prints_the_eager_text_or_one_clear_error(capsys, model_dir, model, monkeypatch):
-    from gptlearn import fused
+    from gptlearn.fast import fused
 
     argv = ["generate", "--model", str(model_dir), "--prompt", "Once upon a time", "--max-new-tokens", "10",
             "--greedy", "--fused"]

@@ -1,10 +1,11 @@
-"""gptlearn.data: named data sets (pinned sha256), text loading, the memory-mapped token cache."""
+"""gptlearn.data: named data sets (pinned sha256), text loading, the memory-mapped token cache, pair files."""
 from __future__ import annotations
 
 import hashlib
 import io
 import tarfile
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ import pytest
 import torch
 
 from gptlearn import data as gdata
-from gptlearn.data import DATASETS, TokenDataset, dataset_path, load_text, split_text
+from gptlearn.data import (DATASETS, PAIRS_HEADER, PairData, TokenDataset, dataset_path, load_text, read_pairs,
+                           read_sentences, split_text)
 from gptlearn.errors import GptlearnError
-from gptlearn.tokenizer import CharTokenizer
+from gptlearn.tokenizers import CharTokenizer
 
 
 @pytest.fixture
@@ -218,3 +220,139 @@ def test_induction_frac_rows_repeat_random_tokens_and_mask_the_first_copy(tmp_pa
     assert 0.2 < changed < 0.4
     untouched = ~(some_y == -100).any(dim=1)
     assert torch.equal(some_x[untouched], plain_x[untouched]) and torch.equal(some_y[untouched], plain_y[untouched])
+
+
+# ---- sentence-pair files ------------------------------------------------------------------------
+SEED_HEADER = "\t".join(PAIRS_HEADER) + "\n"
+
+
+def write(tmp_path, name, text: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def test_seed_format(tmp_path):
+    path = write(tmp_path, "pairs.tsv", SEED_HEADER + "a1\tA cat sits.\tA cat is sitting.\t1\n"
+                 "a2\tA cat sits.\tStocks fell.\t0\r\n\n" "a3\t\"Quoted\tStill one field.\t1\n")
+    pairs = read_pairs(path)
+    assert pairs.format == "pairs"
+    assert pairs.sentences1 == ["A cat sits.", "A cat sits.", '"Quoted']
+    assert pairs.sentences2 == ["A cat is sitting.", "Stocks fell.", "Still one field."]
+    assert pairs.scores == [1.0, 0.0, 1.0]
+    assert pairs.line_numbers == [2, 3, 5]  # the blank line 4 is ignored, not reported
+    assert pairs.skipped == []
+
+
+def test_stsb_format_extra_columns_and_quotes(tmp_path):
+    rows = [
+        "main-captions\tMSRvid\t2012test\t0001\t5.000\tA man is \"dancing.\tA man dances.",
+        "main-news\theadlines\t2016\t0012\t4\tDriver backs \"into stroller\tDriver backs into mom\tEMM (http://x)\tEMM",
+        'main-forums\tdeft-forum\t2014\t0003\t0.000\tShe said "no.\tHe left "early".',
+        "main-captions\timages\t2015\t0004\t2.5\tTwo dogs run.\tA dog runs.",
+    ]
+    pairs = read_pairs(write(tmp_path, "sts.csv", "\n".join(rows) + "\n"))
+    assert pairs.format == "stsb" and len(pairs) == 4 and pairs.skipped == []
+    assert pairs.sentences1 == ['A man is "dancing.', 'Driver backs "into stroller', 'She said "no.', "Two dogs run."]
+    assert pairs.sentences2 == ["A man dances.", "Driver backs into mom", 'He left "early".', "A dog runs."]
+    assert pairs.scores == pytest.approx([1.0, 0.8, 0.0, 0.5])
+    assert pairs.line_numbers == [1, 2, 3, 4]
+
+
+SEED_BAD = [
+    ("x1\tA cat.\tA dog.\n", "3 columns"),
+    ("x1\tA cat.\tA dog.\t1\textra\n", "5 columns"),
+    ("x1\tA cat.\tA dog.\tyes\n", "label 'yes'"),
+    ("x1\tA cat.\tA dog.\t2\n", "label '2'"),
+    ("x1\tA cat.\tA dog.\t0.5\n", "label '0.5'"),
+    ("x1\t  \tA dog.\t1\n", "empty sentence"),
+    (b"x1\tA caf\xe9.\tA dog.\t1\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", SEED_BAD)
+def test_seed_malformed_rows_are_skipped_with_line_numbers(tmp_path, bad, reason):
+    good = "g1\tA cat sits.\tA cat is sitting.\t1\n"
+    bad = bad if isinstance(bad, bytes) else bad.encode()
+    path = write(tmp_path, "pairs.tsv", SEED_HEADER.encode() + good.encode() + bad + good.encode())
+    with pytest.warns(UserWarning, match=rf"skipped 1 malformed row\(s\): line 3 \({reason}"):
+        pairs = read_pairs(path)
+    assert len(pairs) == 2 and pairs.line_numbers == [2, 4]
+    assert [n for n, _ in pairs.skipped] == [3] and reason in pairs.skipped[0][1]
+
+
+STSB_BAD = [
+    ("g\tf\t2012\t1\t3.0\tA cat.\n", "6 columns"),
+    ("g\tf\t2012\t1\thigh\tA cat.\tA dog.\n", "score 'high'"),
+    ("g\tf\t2012\t1\t5.5\tA cat.\tA dog.\n", "score '5.5'"),
+    ("g\tf\t2012\t1\t-1\tA cat.\tA dog.\n", "score '-1'"),
+    ("g\tf\t2012\t1\tnan\tA cat.\tA dog.\n", "score 'nan'"),
+    ("g\tf\t2012\t1\t3.0\tA cat.\t\n", "empty sentence"),
+    (b"g\tf\t2012\t1\t3.0\t\xff\xfe\tA dog.\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", STSB_BAD)
+def test_stsb_malformed_rows_are_skipped_with_line_numbers(tmp_path, bad, reason):
+    good = b"g\tf\t2012\t0\t4.0\tA cat sits.\tA cat is sitting.\n"
+    bad = bad if isinstance(bad, bytes) else bad.encode()
+    path = write(tmp_path, "sts.csv", good + good + bad + good)
+    with pytest.warns(UserWarning, match=rf"line 3 \({reason}"):
+        pairs = read_pairs(path)
+    assert pairs.format == "stsb" and pairs.line_numbers == [1, 2, 4]
+    assert pairs.scores == pytest.approx([0.8] * 3)
+    assert [n for n, _ in pairs.skipped] == [3]
+
+
+def test_many_malformed_rows_are_all_listed(tmp_path):
+    rows = [SEED_HEADER] + [f"x{i}\tA.\tB.\t{i % 3}\n" for i in range(1, 10)]  # labels 1,2,0,1,2,0,...
+    with pytest.warns(UserWarning) as record:
+        pairs = read_pairs(write(tmp_path, "p.tsv", "".join(rows)))
+    assert [n for n, _ in pairs.skipped] == [3, 6, 9]  # label 2 on file lines 3, 6, 9
+    assert "skipped 3 malformed" in str(record[0].message) and "line 9" in str(record[0].message)
+
+
+def test_bad_files_raise_one_clear_error(tmp_path):
+    with pytest.raises(GptlearnError, match="not found"):
+        read_pairs(tmp_path / "missing.tsv")
+    with pytest.raises(GptlearnError, match="no valid pairs"):
+        read_pairs(write(tmp_path, "bad.tsv", SEED_HEADER + "x\tA.\tB.\t7\n"))
+    with pytest.raises(GptlearnError, match="not a pair file"):
+        read_pairs(write(tmp_path, "other.txt", "hello world\nsecond line\n"))
+    with pytest.raises(GptlearnError, match="not a pair file"):
+        read_pairs(write(tmp_path, "empty.tsv", ""))
+
+
+def test_real_stsb(data_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the real files are clean: no warning at all
+        train = read_pairs(data_dir / "stsb" / "sts-train.csv")
+        dev = read_pairs("stsb-dev")  # by name, through gptlearn.data
+    assert (len(train), len(dev)) == (5749, 1500)
+    assert train.skipped == dev.skipped == []
+    assert min(train.scores) == 0.0 and max(train.scores) == 1.0
+    raw = (data_dir / "stsb" / "sts-train.csv").read_text(encoding="utf-8").split("\n")
+    quoted = [i for i, line in enumerate(raw) if '"' in line]
+    assert len(quoted) > 100  # the file really does have quote characters
+    for i in quoted[:50] + [i for i, line in enumerate(raw) if line.count("\t") > 6][:20]:
+        fields = raw[i].split("\t")
+        assert train.line_numbers[i] == i + 1
+        assert (train.sentences1[i], train.sentences2[i]) == (fields[5].strip(), fields[6].strip())
+        assert train.scores[i] == pytest.approx(float(fields[4]) / 5)
+
+
+def test_pairdata_helpers():
+    pairs = PairData(["a", "b", "c"], ["b", "x", "y"], [1.0, 0.2, 0.9], line_numbers=[2, 3, 4])
+    assert pairs.unique_sentences() == ["a", "b", "c", "x", "y"]
+    assert pairs.positives(0.8).line_numbers == [2, 4]
+    assert pairs.head(1).sentences2 == ["b"]
+
+
+def test_read_sentences_and_its_errors(tmp_path):
+    assert read_sentences(write(tmp_path, "ok.txt", "  A cat sat.\n\nA dog ran.  \r\n")) == ["A cat sat.", "A dog ran."]
+    with pytest.raises(GptlearnError, match="line 2.*UTF-8"):
+        read_sentences(write(tmp_path, "latin1.txt", "fine\ncaf\xe9\n".encode("latin-1")))
+    with pytest.raises(GptlearnError, match="no sentences"):
+        read_sentences(write(tmp_path, "blank.txt", "\n  \n"))
+    with pytest.raises(GptlearnError, match="not found"):
+        read_sentences(tmp_path / "missing.txt")

@@ -122,7 +122,7 @@ def test_token_batches_pack_short_sentences_within_the_first_batchs_tokens():
 
 def test_encode_options(model):
     embedder = Embedder(model)
-    unit = embedder.encode(SENTENCES, normalize=True)
+    unit = embedder.encode(SENTENCES, normalize_embeddings=True)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
     t = embedder.encode(SENTENCES[:2], convert_to_tensor=True)
     assert isinstance(t, torch.Tensor) and t.shape == (2, 32) and not t.requires_grad
@@ -130,7 +130,7 @@ def test_encode_options(model):
     assert embedder.encode([]).shape == (0, 32)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         embedder.encode(SENTENCES, batch_size=0)
-    np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress=True), embedder.encode(SENTENCES), atol=1e-6)
+    np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress_bar=True), embedder.encode(SENTENCES), atol=1e-6)
     assert embedder.dimensions == 32
 
 
@@ -217,7 +217,8 @@ def test_save_and_load_round_trip(model, tmp_path, with_projection):
     embedder = Embedder(model, pooling="max", layer=0, max_length=40, projection=proj)
     embedder.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "embedder.json").read_text())
-    assert saved == {"pooling": "max", "layer": 0, "max_length": 40, "has_projection": with_projection}
+    assert saved == {"pooling": "max", "layer": 0, "max_length": 40, "similarity_fn_name": "cosine",
+                     "has_projection": with_projection}
     assert (tmp_path / "projection.safetensors").is_file() == with_projection
     assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
     loaded = Embedder.from_pretrained(tmp_path)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.generate import KVCache, generate, generate_stream, sample_next
+from gptlearn.generate import generate, generate_stream, next_token_logits, sample_next
+from gptlearn.kv_cache import KVCache
 
 V = 1000  # also the vocabulary of conftest.py's hf_and_model
 
@@ -230,9 +231,6 @@ def test_generate_accepts_lists_and_restores_training_mode(model):
 
 
 def test_string_prompt_returns_string(tiny_model):
-    tokenizer = pytest.importorskip("gptlearn.tokenizer")
-    if not hasattr(tokenizer, "Tokenizer"):
-        pytest.skip("gptlearn.tokenizer has no Tokenizer yet")
     text = tiny_model.generate("Hello, my name is", 8, do_sample=False)
     assert isinstance(text, str) and text.startswith("Hello, my name is")
     ids = tiny_model.to_tokens("Hello, my name is")
@@ -240,19 +238,24 @@ def test_string_prompt_returns_string(tiny_model):
     assert list(generate_stream(tiny_model, "Hello", 3, do_sample=False))[0].shape == (1,)
 
 
-def test_kv_cache_bookkeeping(model):
+def test_next_token_logits_is_the_last_position_of_the_forward_pass(model):
+    p = prompt(9, B=2, seed=8)
     cache = KVCache.for_model(model, batch=2)
-    assert cache.k.shape == (2, 2, 2, 16, 16) and cache.pos == 0  # (L, B, H, max_len, hs)
-    p = prompt(10, B=2)
     with torch.no_grad():
-        full = model(p)
-        part = torch.cat([model(p[:, :6], kv_cache=cache), model(p[:, 6:9], kv_cache=cache),
-                          model(p[:, 9:], kv_cache=cache)], dim=1)
-    assert cache.pos == 10
-    torch.testing.assert_close(part, full, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="longer than the context"):
-        model(prompt(7, B=2), kv_cache=cache)  # 10 + 7 > 16
-    small = KVCache(1, 1, 1, 4, 2, device="cpu", dtype=torch.float32)
-    with pytest.raises(ValueError, match="KV cache is full"):
-        small.update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2))
+        full = model(p)  # (B, T, V)
+        torch.testing.assert_close(next_token_logits(model, p), full[:, -1], rtol=0, atol=1e-5)
+        torch.testing.assert_close(next_token_logits(model, p[:, :6], cache), full[:, 5], rtol=0, atol=1e-5)
+        torch.testing.assert_close(next_token_logits(model, p[:, 6:], cache), full[:, -1], rtol=0, atol=1e-5)
+    assert cache.pos == 9
 
+
+def test_plain_model_generates_the_same_tokens(model):
+    """The speed wing off (model.py's plain layers): the same greedy and seeded tokens."""
+    import copy
+
+    from gptlearn import fast
+
+    plain = fast.disable(copy.deepcopy(model))
+    p = prompt(5, B=2, seed=12)
+    assert torch.equal(plain.generate(p, 20, do_sample=False), model.generate(p, 20, do_sample=False))
+    assert torch.equal(plain.generate(p, 20, temperature=1.5, seed=3), model.generate(p, 20, temperature=1.5, seed=3))

@@ -9,23 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.hooks import ActivationCache, HookPoint, hook_name, short_name
+from gptlearn.hooks import ActivationCache, HookPoint, get_act_name
 
 ATOL = 1e-5
 PER_LAYER = ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v", "attn_scores",
              "pattern", "z", "mlp_pre", "mlp_post"]
 GLOBAL = ["embed", "pos_embed", "ln_final"]
+SCALES = ["ln1", "ln2"]  # cache["scale", l, "ln1"]; plus the final LayerNorm's, cache["scale"]
 
 
-@pytest.fixture
-def model():
-    """3 layers, 4 heads, C=32, small vocab; biases and LayerNorms randomised so they are exercised."""
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(n_layer=3, n_head=4, n_embd=32, n_positions=32, vocab_size=97)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return m
+@pytest.fixture(params=[True, False], ids=["fast", "plain"])
+def model(request, random_gpt):
+    """3 layers, 4 heads, C=32, small vocab; biases and LayerNorms randomised so they are exercised.
+    With the speed wing's hook points and with model.py's plain ones."""
+    return random_gpt(seed=0, noise=0.1, n_layer=3, vocab_size=97, fast=request.param)
 
 
 @pytest.fixture
@@ -37,19 +34,22 @@ def tokens():
 def test_cache_has_every_hook_point_with_shapes(model, tokens):
     logits, cache = model.run_with_cache(tokens)
     B, T, C, H, hs = 2, 9, 32, 4, 8
-    assert set(cache.keys()) == set(model.hook_points())
-    assert len(cache) == 3 * len(PER_LAYER) + len(GLOBAL)
+    assert set(cache.keys()) == set(model.hook_dict)
+    assert len(cache) == 3 * (len(PER_LAYER) + len(SCALES)) + len(GLOBAL) + 1
     shapes = {"resid_pre": (B, T, C), "resid_mid": (B, T, C), "resid_post": (B, T, C), "attn_out": (B, T, C),
               "mlp_out": (B, T, C), "q": (B, T, H, hs), "k": (B, T, H, hs), "v": (B, T, H, hs),
               "attn_scores": (B, H, T, T), "pattern": (B, H, T, T), "z": (B, T, H, hs),
               "mlp_pre": (B, T, 4 * C), "mlp_post": (B, T, 4 * C)}
     for layer in range(3):
         for name, shape in shapes.items():
-            assert ("blocks.%d" % layer) in hook_name(name, layer)
+            assert ("blocks.%d" % layer) in get_act_name(name, layer)
             assert cache[name, layer].shape == shape, (name, layer)
             assert not cache[name, layer].requires_grad
+        for ln in SCALES:
+            assert cache["scale", layer, ln].shape == (B, T, 1)
     for name in GLOBAL:
         assert cache[name].shape == (B, T, C)
+    assert cache["scale"].shape == (B, T, 1)
     assert cache.stack("pattern").shape == (3, B, H, T, T)
     assert ("pattern", 2) in cache and ("pattern", 3) not in cache and "embed" in cache
 
@@ -119,15 +119,11 @@ def test_names_filter_short_full_callable_and_negative_layer(model, tokens):
     assert sorted(only_z.keys()) == [f"blocks.{l}.attn.hook_z" for l in range(3)]
 
 
-def test_hook_name_and_short_name():
-    assert hook_name("pattern", 3) == "blocks.3.attn.hook_pattern"
-    assert hook_name("resid_post", -1, n_layer=12) == "blocks.11.hook_resid_post"
-    assert hook_name("embed") == "hook_embed"
-    assert hook_name("blocks.0.hook_mlp_out") == "blocks.0.hook_mlp_out"
-    for name in PER_LAYER:
-        assert short_name(hook_name(name, 5)) == name
-    for name in GLOBAL:
-        assert short_name(hook_name(name)) == name
+def test_get_act_name():
+    assert get_act_name("pattern", 3) == "blocks.3.attn.hook_pattern"
+    assert get_act_name("embed") == "hook_embed"
+    assert get_act_name("blocks.0.hook_mlp_out") == "blocks.0.hook_mlp_out"
+    assert get_act_name("mlp_pre", 1) == get_act_name("pre", 1) == "blocks.1.mlp.hook_pre"
 
 
 def test_cache_device_and_to(model, tokens):
@@ -138,7 +134,7 @@ def test_cache_device_and_to(model, tokens):
 
 
 def test_hooks_removed_afterwards_even_on_error(model, tokens):
-    points = list(model.hook_points().values())
+    points = list(model.hook_points())
     model.run_with_cache(tokens)
     assert not any(p.active for p in points)
 
@@ -153,7 +149,7 @@ def test_hooks_removed_afterwards_even_on_error(model, tokens):
             model(tokens)
     assert not any(p.active for p in points)
     with pytest.raises(KeyError, match="no hook point named"):  # a bad name after a good one
-        with model.hooks([("blocks.0.hook_resid_pre", lambda t, h: None), ("blocks.9.hook_z", lambda t, h: None)]):
+        with model.hooks([("blocks.0.hook_resid_pre", lambda t, hook: None), ("blocks.9.hook_z", lambda t, hook: None)]):
             pass
     assert not any(p.active for p in points)
     with pytest.raises(ValueError):  # a forward that raises inside run_with_cache
@@ -187,7 +183,7 @@ def test_head_ablation_via_hook_z_changes_logits(model, tokens):
 
 def test_zero_ablating_all_heads_equals_removing_attention(model, tokens):
     with torch.no_grad():
-        ablated = model.run_with_hooks(tokens, [(lambda n: n.endswith("attn.hook_z"), lambda z, h: torch.zeros_like(z))])
+        ablated = model.run_with_hooks(tokens, [(lambda n: n.endswith("attn.hook_z"), lambda z, hook: torch.zeros_like(z))])
         # the same network written out without attention: only W_O's bias reaches the residual stream
         pos = torch.arange(tokens.size(1))
         x = model.wte(tokens) + model.wpe(pos)
@@ -233,7 +229,6 @@ def test_hook_point_is_identity_and_add_hook():
 
 
 def test_hook_points_run_pre_hooks_and_hooks_registered_for_every_module(model, tokens):
-    """Hook points skip nn.Module's call machinery only when nothing could be listening."""
     hp = HookPoint()
     x = torch.randn(3)
     handle = hp.register_forward_pre_hook(lambda module, args: (args[0] + 1,))
@@ -251,11 +246,7 @@ def test_hook_points_run_pre_hooks_and_hooks_registered_for_every_module(model, 
     assert hp(x) is x
 
 
-def test_run_with_cache_string_input(model):
-    try:
-        from gptlearn.tokenizer import Tokenizer  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pytest.skip("gptlearn.tokenizer has no Tokenizer yet")
+def test_run_with_cache_string_input():
     torch.manual_seed(2)
     gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, n_positions=32)).eval()
     logits, cache = gpt.run_with_cache("The big red car")

@@ -1,4 +1,4 @@
-"""gptlearn.linear: the row-split mat-vec used when decoding must give F.linear's numbers, and be taken
+"""gptlearn.fast.linear: the row-split mat-vec used when decoding must give F.linear's numbers, and be taken
 only where it is meant to be (inside split_matvecs(): a few rows, a CPU with several threads, no
 autograd, large weights); outside it, Linear is nn.Linear bit for bit."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.generate import KVCache, _last_logits
-from gptlearn.linear import Linear, linear, split_matvecs
+from gptlearn.fast.linear import Linear, linear, split_matvecs
+from gptlearn.generate import next_token_logits
+from gptlearn.kv_cache import KVCache
 
 
 @pytest.fixture
@@ -137,8 +138,8 @@ def test_decoding_a_wide_model_matches_its_full_forward(threads, bmm_calls, k):
         full = model(idx)[0]  # (T, V): 20 rows take the GEMM path
         assert bmm_calls == []
         cache = KVCache.for_model(model, 1)
-        steps = [_last_logits(model, idx[:, :12], cache)[0]]  # a 12-token prefill, then one token at a time
-        steps += [_last_logits(model, idx[:, t:t + 1], cache)[0] for t in range(12, 20)]
+        steps = [next_token_logits(model, idx[:, :12], cache)[0]]  # a 12-token prefill, then one token at a time
+        steps += [next_token_logits(model, idx[:, t:t + 1], cache)[0] for t in range(12, 20)]
     assert len(bmm_calls) == 9 * 4  # c_attn, c_fc, mlp.c_proj and the head, in every call
     torch.testing.assert_close(torch.stack(steps), full[11:], rtol=1e-4, atol=1e-4)
     assert torch.equal(torch.stack(steps).argmax(-1), full[11:].argmax(-1))

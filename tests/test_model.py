@@ -1,48 +1,35 @@
 """GPT: the forward pass against transformers' GPT2LMHeadModel (in memory), hidden states, loss.
 
-Tolerances: fp32 logits within 1e-4 of transformers, hidden states within 1e-5 (sums over at most a
-few hundred terms of O(1) numbers, so fp32 rounding stays around 1e-6).
+Each parity test runs on the default model and, where marked ``fast``, also on model.py's plain layers
+(``GPT(config, fast=False)``): both must give transformers' numbers. Tolerances: fp32 logits within 1e-4
+of transformers, hidden states within 1e-5 (sums over at most a few hundred terms of O(1) numbers, so
+fp32 rounding stays around 1e-6).
 """
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptlearn import GPT, GPTConfig
-from gptlearn.model import lm_loss, unembed, unembed_loss
-from gptlearn.pretrained import hf_to_gptlearn
+from gptlearn.kv_cache import KVCache
+from gptlearn.model import sinusoidal_positions
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
 LOGITS_ATOL = 1e-4
 HIDDEN_ATOL = 1e-5
 
 # (n_layer, n_head, n_embd, n_positions, vocab_size)
 SHAPES = [(1, 1, 16, 32, 1000), (2, 4, 64, 64, 50257), (3, 6, 96, 128, 1000)]
+FAST = pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 
 
-def random_hf(n_layer, n_head, n_embd, n_positions, vocab_size, seed=0, **extra):
-    """A random GPT2LMHeadModel whose every parameter (biases and LayerNorms too) is non-trivial."""
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
-                                  vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, **extra)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return hf
-
-
-def to_gptlearn(hf) -> GPT:
-    model = GPT(GPTConfig.from_hf_dict(hf.config.to_dict())).eval()
-    model.load_state_dict(hf_to_gptlearn(hf.state_dict()), strict=True)
-    return model
-
-
+@FAST
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "L{}H{}C{}P{}V{}".format(*s))
-def test_logits_and_hidden_states_match_transformers(shape):
+def test_logits_and_hidden_states_match_transformers(shape, fast, random_hf, to_gptlearn):
     hf = random_hf(*shape)
-    model = to_gptlearn(hf)
+    model = to_gptlearn(hf, fast=fast)
     n_layer, _, n_embd, n_positions, vocab = shape
     torch.manual_seed(1)
     for B, T in [(2, 7), (1, n_positions)]:  # T = n_positions: the whole context
@@ -71,7 +58,7 @@ def test_logits_and_hidden_states_match_transformers(shape):
 
 @pytest.mark.parametrize("extra", [{"activation_function": "gelu"}, {"n_inner": 40},
                                    {"layer_norm_epsilon": 1e-3}, {"activation_function": "gelu_pytorch_tanh"}])
-def test_config_variants_match_transformers(extra):
+def test_config_variants_match_transformers(extra, random_hf, to_gptlearn):
     hf = random_hf(2, 2, 16, 16, 300, seed=2, **extra)
     model = to_gptlearn(hf)
     idx = torch.randint(0, 300, (2, 16))
@@ -79,9 +66,10 @@ def test_config_variants_match_transformers(extra):
         torch.testing.assert_close(model(idx), hf(idx).logits, rtol=0, atol=LOGITS_ATOL)
 
 
-def test_loss_matches_transformers():
+@FAST
+def test_loss_matches_transformers(fast, random_hf, to_gptlearn):
     hf = random_hf(2, 4, 64, 64, 1000, seed=3)
-    model = to_gptlearn(hf)
+    model = to_gptlearn(hf, fast=fast)
     idx = torch.randint(0, 1000, (3, 20))
     with torch.no_grad():
         ref = hf(idx, labels=idx).loss  # transformers shifts the labels itself
@@ -92,51 +80,16 @@ def test_loss_matches_transformers():
     targets[:, :5] = -100
     with torch.no_grad():
         logits = model(idx[:, :-1])
-    expected = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 1000), idx[:, 6:].reshape(-1))
-    assert lm_loss(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
+        expected = F.cross_entropy(logits[:, 5:].reshape(-1, 1000), idx[:, 6:].reshape(-1))
+        assert model.loss(idx[:, :-1], targets).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
-@pytest.mark.parametrize("N,C,V", [(5, 16, 300), (64, 32, 50257), (3000, 8, 2500)])
-def test_unembed_loss_matches_the_plain_path_in_value_and_gradients(N, C, V):
-    """The blocked loss (one to seven vocabulary blocks here) against F.cross_entropy on full logits,
-    with ignored targets, a target in the last (short) block, and a scaled loss as grad_accum makes."""
-    torch.manual_seed(N)
-    x = torch.randn(N, C, dtype=torch.float64).float().requires_grad_()
-    w = (torch.randn(V, C) * 0.3).requires_grad_()
-    t = torch.randint(0, V, (N,))
-    t[0], t[1:3] = V - 1, -100
-    plain = lm_loss(unembed(x, w)[None], t[None])
-    gx, gw = torch.autograd.grad(plain / 3, (x, w))
-    fused = unembed_loss(x, w, t)
-    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
-    fx, fw = torch.autograd.grad(fused / 3, (x, w))
-    torch.testing.assert_close(fx, gx, rtol=1e-4, atol=1e-8)
-    torch.testing.assert_close(fw, gw, rtol=1e-4, atol=1e-8)
-    # only one input needing a gradient, and no autograd at all, give the same numbers
-    (fx_only,) = torch.autograd.grad(unembed_loss(x, w.detach(), t), (x,))
-    torch.testing.assert_close(fx_only * (1 / 3), gx, rtol=1e-4, atol=1e-8)
-    with torch.no_grad():
-        assert unembed_loss(x, w, t).item() == pytest.approx(plain.item(), rel=1e-6)
-
-
-def test_unembed_loss_under_cpu_autocast_takes_the_plain_path():
-    """bf16 autocast makes bf16 logits: the blocked path must not run on them (it mixed dtypes)."""
-    torch.manual_seed(7)
-    x = torch.randn(40, 16, requires_grad=True)
-    w = torch.randn(9000, 16, requires_grad=True)
-    t = torch.randint(0, 9000, (40,))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = unembed_loss(x, w, t)
-        plain = lm_loss(unembed(x, w)[None], t[None])
-    assert fused.item() == plain.item()
-    fused.backward()
-    assert x.grad is not None and w.grad is not None and w.grad.dtype == torch.float32
-
-
-def test_training_gradients_match_transformers():
-    """model(idx, targets=...) (the fused loss, through tied weights) gives transformers' gradients."""
+@FAST
+def test_training_gradients_match_transformers(fast, random_hf, to_gptlearn):
+    """model(idx, targets=...) (with the wing: the blocked loss, through tied weights) gives transformers'
+    gradients."""
     hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
-    model = to_gptlearn(hf).train()
+    model = to_gptlearn(hf, fast=fast).train()
     idx = torch.randint(0, 50257, (2, 33))
     hf_loss = hf(idx, labels=idx).loss
     hf_loss.backward()
@@ -149,7 +102,7 @@ def test_training_gradients_match_transformers():
     torch.testing.assert_close(model.ln_f.weight.grad, hf.transformer.ln_f.weight.grad, rtol=1e-3, atol=1e-7)
 
 
-def test_padded_rows_skip_padding_and_match_transformers():
+def test_padded_rows_skip_padding_and_match_transformers(random_hf, to_gptlearn):
     """hidden_states(lengths=...) runs the position-wise layers on real tokens only: the real tokens get
     transformers' values (right padding, attention mask), the padding comes back as zeros, and
     gradients equal those of the plain padded pass."""
@@ -178,8 +131,6 @@ def test_padded_rows_skip_padding_and_match_transformers():
 
 
 def test_padded_rows_bad_lengths(tiny_model):
-    from gptlearn.generate import KVCache
-
     idx = torch.zeros(2, 4, dtype=torch.long)
     for bad in ([0, 4], [2, 5], [[1, 2]]):
         with pytest.raises(ValueError, match="lengths must be"):
@@ -190,7 +141,7 @@ def test_padded_rows_bad_lengths(tiny_model):
         tiny_model.hidden_states(idx, lengths=torch.tensor([4, 4]), kv_cache=KVCache.for_model(tiny_model, 2))
 
 
-def test_num_parameters_matches_transformers():
+def test_num_parameters_matches_transformers(random_hf):
     for shape in SHAPES:
         hf = random_hf(*shape)
         with torch.device("meta"):
@@ -261,73 +212,11 @@ def test_constructor_dtype_and_device():
     assert model(torch.zeros(1, 3, dtype=torch.long)).dtype == torch.float64
 
 
-@pytest.mark.parametrize("rows", [1, 7, 8, 40])  # fewer than 8 rows: the plain (or row-split) product
-def test_unembed_in_vocabulary_blocks_equals_one_product(rows):
-    """gptlearn.model.unembed multiplies a wide vocabulary in blocks (CPU speed); values and gradients
-    must be those of the single F.linear (fp32: the same dot products, so within 1e-5)."""
-    from gptlearn.model import unembed
-
-    torch.manual_seed(0)
-    w = torch.randn(9000, 24, requires_grad=True)  # V > chunk: more than one block, a ragged last one
-    x = torch.randn(rows, 24, requires_grad=True)
-    g = torch.randn(rows, 9000)
-    got = unembed(x, w, chunk=4096)
-    torch.autograd.backward(got, g)
-    gx, gw = x.grad.clone(), w.grad.clone()
-    x.grad = w.grad = None
-    want = torch.nn.functional.linear(x, w)
-    torch.autograd.backward(want, g)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    torch.testing.assert_close(gx, x.grad, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(gw, w.grad, atol=1e-4, rtol=1e-5)
-    with torch.no_grad():  # the no-autograd path fills one preallocated output
-        torch.testing.assert_close(unembed(x[None], w, chunk=4096), want[None], atol=1e-5, rtol=0)  # (B, T, V)
-
-
-def test_gelu_is_torchs_tanh_gelu_with_and_without_autograd():
-    """gptlearn.model.gelu computes the tanh form as x·σ(2z) on the CPU without autograd: the same curve."""
-    from gptlearn.model import gelu
-
-    F = torch.nn.functional
-    x = torch.cat([torch.linspace(-12, 12, 20001), torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])])
-    with torch.inference_mode():
-        fast = gelu(x)
-    torch.testing.assert_close(fast, F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6, equal_nan=True)
-    torch.testing.assert_close(gelu(x, "none"), F.gelu(x), equal_nan=True)
-    xg = x[:20001].clone().requires_grad_(True)
-    gelu(xg).sum().backward()  # with autograd: torch's own kernel and its backward
-    ref = xg.detach().clone().requires_grad_(True)
-    F.gelu(ref, approximate="tanh").sum().backward()
-    torch.testing.assert_close(xg.grad, ref.grad)
-
-
-def test_tied_training_gradients_add_in_place_in_reused_memory_and_match_transformers(small_pool, monkeypatch):
-    """The fused loss's (V, C) gradient and the embedding's are pooled, and autograd adds them in place
-    (a pooled tensor is not a view, so it may): the sum never costs a fresh (V, C) allocation."""
-    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 128 << 20)
-    hf = random_hf(2, 4, 64, 64, 50257, seed=6, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
-    model = to_gptlearn(hf).train()
-    idx = torch.randint(0, 50257, (2, 33))
-    hf(idx, labels=idx).loss.backward()
-    for _ in range(2):  # as train() with grad_accum=2: the loss halved, gradients accumulated
-        (model(idx[:, :-1], targets=idx[:, 1:]) / 2).backward()
-    grad = model.wte.weight.grad
-    assert not grad.untyped_storage().resizable()  # an out-of-place sum would be a torch.empty tensor
-    torch.testing.assert_close(grad, hf.transformer.wte.weight.grad, rtol=1e-3, atol=1e-7)
-    torch.testing.assert_close(model.wpe.weight.grad, hf.transformer.wpe.weight.grad, rtol=1e-3, atol=1e-7)
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
-def test_compiled_training_step_gives_the_eager_gradients(small_pool, monkeypatch):
-    """train(compile=True) wraps the model in torch.compile: the fused loss and the pooled embedding
-    gradient (custom autograd Functions) must trace, or fall back, to the same numbers."""
-    monkeypatch.setattr(small_pool, "REUSE_MAX_BYTES", 128 << 20)  # the tiny model's (V, C) grads pooled
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset("tiny", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).train()
-    x, y = torch.randint(0, 50257, (2, 16)), torch.randint(0, 50257, (2, 16))
-    model(x, targets=y).backward()
-    eager = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    torch.compile(model)(x, targets=y).backward()
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, eager[n], rtol=1e-4, atol=1e-6, msg=n)
+def test_sinusoidal_positions():
+    pe = sinusoidal_positions(50, 16)  # (n_positions, C)
+    assert pe.shape == (50, 16) and pe.abs().max() <= 1
+    torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0] * 8))  # sin(0), cos(0)
+    freq = 10000 ** (-torch.arange(0, 16, 2) / 16)  # (C/2,): channel pair i turns at its own rate
+    torch.testing.assert_close(pe[7, 0::2], torch.sin(7 * freq))
+    torch.testing.assert_close(pe[7, 1::2], torch.cos(7 * freq))
+    assert sinusoidal_positions(4, 5).shape == (4, 5)  # an odd width keeps its last sine channel

@@ -48,9 +48,10 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
                           if i.filename.startswith("gptlearn/assets/gptlearn-embed/"))
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for required in ("gptlearn/__init__.py", "gptlearn/__main__.py", "gptlearn/cli.py", "gptlearn/errors.py",
-                     "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/tokenizer.py",
+                     "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/atomic.py",
+                     "gptlearn/tokenizers/__init__.py", "gptlearn/tokenizers/bpe.py",
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
-                     "gptlearn/fused.py", "gptlearn/csrc/decode_cpu.cpp",
+                     "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp",
                      "gptlearn/assets/gptlearn-embed/model.safetensors",
                      "gptlearn/assets/gptlearn-embed/embedder.json"):
         assert required in names, f"{required} is missing from the wheel"
@@ -64,6 +65,12 @@ def test_installed_command_runs_offline_from_another_folder(wheel, tmp_path):
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / "python"
+    if sys.prefix != sys.base_prefix:  # run from a venv (scripts/setup.sh makes one): see its packages too
+        import sysconfig
+
+        inner = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+        # a path added by a .pth line is not scanned for .pth files, so the editable checkout stays hidden
+        Path(inner, "outer-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # the system pip installs into the venv; --ignore-installed because the editable checkout is visible too
     _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)])
 

@@ -189,3 +189,103 @@ def test_setup_book_renderer_emits_html_without_plotly_js(monkeypatch):
         assert plotting.setup_book(seed=None) == old  # outside the book build: plotly's default stays
     finally:
         pio.renderers.default = old
+
+
+# ---- 2-D maps of embeddings (chapters 9-10) and the live loss curve in a notebook -------------------------
+def test_embedding_scatter_buttons_switch_whole_maps(blobs):
+    x, groups = blobs
+    texts = [f"s{i}" for i in range(len(groups))]
+    maps = {"PCA": x[:, 2:4], "raw": x[:, :2]}
+    fig = plotting.embedding_scatter(maps, groups, texts, title="t")
+    assert len(fig.data) == 2 * 3
+    assert [t.visible for t in fig.data] == [True] * 3 + [False] * 3
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["PCA", "raw"]
+    for m, b in enumerate(buttons):
+        visible = b.args[0]["visible"]
+        shown = [fig.data[k] for k, v in enumerate(visible) if v]
+        assert len(shown) == 3 and all(t.name in "abc" for t in shown)
+        # the shown traces hold exactly map m's coordinates
+        xs = np.concatenate([t.x for t in shown])
+        np.testing.assert_allclose(np.sort(xs), np.sort(list(maps.values())[m][:, 0]))
+    # hover text follows the points
+    assert list(fig.data[1].text) == texts[6:12]
+
+
+def test_embedding_scatter_checks_shapes():
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.embedding_scatter({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
+    with pytest.raises(ValueError, match="one entry per point"):
+        plotting.embedding_scatter({"a": np.zeros((3, 2))}, ["x"] * 3, ["t"] * 2)
+    fig = plotting.embedding_scatter({"only": np.zeros((2, 2))}, ["x", "y"], ["t", "u"])
+    assert not fig.layout.updatemenus
+
+
+def test_embedding_side_by_side_puts_each_map_in_its_own_panel(blobs):
+    x, groups = blobs
+    texts = [f"s{i}" for i in range(len(groups))]
+    maps = {"left (80%)": x[:, 2:4], "right": x[:, :2]}
+    fig = plotting.embedding_side_by_side(maps, groups, texts, title="t")
+    assert len(fig.data) == 2 * 3 and all(t.visible is not False for t in fig.data)
+    assert [t.xaxis for t in fig.data] == ["x"] * 3 + ["x2"] * 3  # map m in panel m
+    assert [t.showlegend for t in fig.data] == [True] * 3 + [False] * 3  # one legend entry per topic
+    assert {t.legendgroup for t in fig.data[:3]} == {t.legendgroup for t in fig.data[3:]} == {"a", "b", "c"}
+    for m, coords in enumerate(maps.values()):
+        xs = np.concatenate([t.x for t in fig.data[3 * m:3 * m + 3]])
+        np.testing.assert_allclose(np.sort(xs), np.sort(coords[:, 0]))
+    assert [a.text for a in fig.layout.annotations] == list(maps)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.embedding_side_by_side({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
+
+
+def test_live_loss_curve_updates_one_display_in_place(monkeypatch):
+    """LiveLossCurve must send ONE display and then updates with the same display_id (a plotly
+    Figure passed to display() would drop the id and append a new figure each time)."""
+    import IPython
+    import IPython.display
+    import plotly.io as pio
+
+    calls = []
+
+    class Handle:
+        def update(self, obj, **kw):
+            calls.append(("update", obj, kw))
+
+    def fake_display(obj, **kw):
+        calls.append(("display", obj, kw))
+        return Handle()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(pio.renderers, "default", plotting.setup_book(book_build=True, seed=None))
+    live = plotting.LiveLossCurve()
+    for n in (2, 4, 6):
+        live.update({"step": list(range(1, n + 1)), "train_loss": [5.0 - 0.1 * i for i in range(n)]})
+    assert [c[0] for c in calls] == ["display", "update", "update"]
+    assert calls[0][2] == {"raw": True, "display_id": True}
+    for _, obj, kw in calls:
+        assert kw.get("raw") is True and set(obj) == {"text/html"}  # the book renderer: HTML only
+    assert list(live.figure.data[0].x) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_embedding_scatter_buttons_work_in_a_browser(tmp_path, browser, blobs):
+    """Click each button in headless Chromium (no kernel) and check which traces plotly shows."""
+    x, groups = blobs
+    maps = {"first": x[:, 4:6], "second": x[:, :2], "third": x[:, 2:4]}
+    fig = plotting.embedding_scatter(maps, groups, [f"s{i}" for i in range(len(groups))])
+    page_file = tmp_path / "scatter.html"
+    fig.write_html(page_file, include_plotlyjs=True, div_id="fig")
+    page = browser.new_page()
+    try:
+        page.goto(page_file.as_uri())
+        page.wait_for_selector(".plotly-graph-div .main-svg")
+        for m, name in enumerate(maps):
+            page.locator(".updatemenu-button", has_text=name).click()
+            page.wait_for_timeout(300)
+            visible = page.evaluate("() => document.getElementById('fig').data.map(t => t.visible !== false)")
+            assert visible == [k // 3 == m for k in range(9)], name
+            title = page.evaluate("() => document.getElementById('fig').layout.title.text")
+            assert title.endswith(name)
+    finally:
+        page.close()

@@ -11,39 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlearn import GPT, GPTConfig, PretrainedNotAvailableError, load_model
+from gptlearn import GPT, PretrainedNotAvailableError, load_model
 from gptlearn import pretrained
-from gptlearn.pretrained import from_pretrained, gptlearn_to_hf, hf_to_gptlearn
+from gptlearn.model import from_pretrained
+from gptlearn.pretrained import gptlearn_to_hf, hf_to_gptlearn
 
 transformers = pytest.importorskip("transformers")
 
 LOGITS_ATOL = 1e-4
-MINI = Path(pretrained.__file__).parent / "assets" / "gptlearn-mini"
-needs_mini = pytest.mark.skipif(not (MINI / "config.json").is_file(), reason="gptlearn-mini is not bundled yet")
 
 SHAPES = [(1, 1, 16, 32, 1000), (2, 4, 64, 64, 50257), (3, 6, 96, 128, 1000)]
-
-
-def random_hf(n_layer, n_head, n_embd, n_positions, vocab_size, seed=0):
-    """A random GPT2LMHeadModel whose every parameter (biases and LayerNorms too) is non-trivial."""
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
-                                  vocab_size=vocab_size, bos_token_id=0, eos_token_id=0)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return hf
-
-
-def random_gptlearn(vocab_size=1000, seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = GPTConfig(**{**dict(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=vocab_size), **kw})
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
 
 
 def save_bin(hf, folder: Path, state=None) -> Path:
@@ -68,7 +45,7 @@ def assert_same_logits(model, hf, vocab, n_positions):
 # ---- Hugging Face -> gptlearn ---------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "L{}H{}C{}P{}V{}".format(*s))
-def test_from_pretrained_matches_transformers(tmp_path, shape, fmt):
+def test_from_pretrained_matches_transformers(tmp_path, shape, fmt, random_hf):
     hf = random_hf(*shape)
     if fmt == "safetensors":
         hf.save_pretrained(tmp_path)
@@ -81,7 +58,7 @@ def test_from_pretrained_matches_transformers(tmp_path, shape, fmt):
     assert_same_logits(model, hf, shape[4], shape[3])
 
 
-def test_old_checkpoint_without_prefix_and_with_mask_buffers(tmp_path):
+def test_old_checkpoint_without_prefix_and_with_mask_buffers(tmp_path, random_hf):
     """GPT-2 checkpoints from the original release: GPT2Model keys (no ``transformer.``), no lm_head,
     causal-mask buffers ``attn.bias``/``attn.masked_bias``, and ``n_ctx`` instead of ``n_positions``."""
     hf = random_hf(2, 2, 32, 16, 500, seed=3)
@@ -99,7 +76,7 @@ def test_old_checkpoint_without_prefix_and_with_mask_buffers(tmp_path):
     assert_same_logits(model, hf, 500, 16)
 
 
-def test_conversion_functions_are_inverse():
+def test_conversion_functions_are_inverse(random_hf):
     hf = random_hf(2, 4, 64, 64, 1000)
     hf_state = hf.state_dict()
     ours = hf_to_gptlearn(hf_state)
@@ -113,8 +90,8 @@ def test_conversion_functions_are_inverse():
 
 # ---- gptlearn -> Hugging Face ---------------------------------------------------------------------
 @pytest.mark.parametrize("vocab", [1000, 50257])
-def test_save_pretrained_loads_in_transformers(tmp_path, vocab):
-    model = random_gptlearn(vocab)
+def test_save_pretrained_loads_in_transformers(tmp_path, vocab, random_gpt):
+    model = random_gpt(vocab_size=vocab)
     out = model.save_pretrained(tmp_path / "m")
     assert Path(out) == tmp_path / "m"
     assert not any(p.name.startswith(".tmp") for p in out.iterdir())  # the atomic-write folder is gone
@@ -131,12 +108,8 @@ def test_save_pretrained_loads_in_transformers(tmp_path, vocab):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_save_pretrained_writes_gpt2_tokenizer_files(tmp_path):
-    model = random_gptlearn(50257)
-    try:
-        model.tokenizer
-    except Exception as e:  # pragma: no cover - the tokenizer is landing in parallel
-        pytest.skip(f"gptlearn.tokenizer is not ready: {e}")
+def test_save_pretrained_writes_gpt2_tokenizer_files(tmp_path, random_gpt):
+    model = random_gpt(vocab_size=50257)
     folder = model.save_pretrained(tmp_path)
     assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     hf_tok = transformers.GPT2TokenizerFast.from_pretrained(folder)
@@ -145,31 +118,31 @@ def test_save_pretrained_writes_gpt2_tokenizer_files(tmp_path):
     assert again.tokenizer.encode("Hello world") == [15496, 995]
 
 
-def test_save_pretrained_without_tokenizer_for_other_vocab(tmp_path):
-    folder = random_gptlearn(1000).save_pretrained(tmp_path)
+def test_save_pretrained_without_tokenizer_for_other_vocab(tmp_path, random_gpt):
+    folder = random_gpt(vocab_size=1000).save_pretrained(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "gpt2" and config["vocab_size"] == 1000
 
 
-def test_save_into_existing_folder_overwrites(tmp_path):
-    random_gptlearn(seed=1).save_pretrained(tmp_path)
-    second = random_gptlearn(seed=2)
+def test_save_into_existing_folder_overwrites(tmp_path, random_gpt):
+    random_gpt(seed=1).save_pretrained(tmp_path)
+    second = random_gpt(seed=2)
     second.save_pretrained(tmp_path)
     loaded = GPT.from_pretrained(tmp_path)
     torch.testing.assert_close(loaded.wte.weight, second.wte.weight, rtol=0, atol=0)
 
 
-def test_from_pretrained_dtype(tmp_path):
-    random_gptlearn().save_pretrained(tmp_path)
+def test_from_pretrained_dtype(tmp_path, random_gpt):
+    random_gpt().save_pretrained(tmp_path)
     model = GPT.from_pretrained(tmp_path, dtype=torch.float64, device="cpu")
     assert model.wte.weight.dtype == torch.float64 and model.lm_head.weight is model.wte.weight
 
 
 # ---- errors ---------------------------------------------------------------------------------------
 @pytest.fixture
-def saved(tmp_path) -> Path:
-    return random_gptlearn(seed=4).save_pretrained(tmp_path / "model")
+def saved(tmp_path, random_gpt) -> Path:
+    return random_gpt(seed=4).save_pretrained(tmp_path / "model")
 
 
 def test_wrong_shape_raises(saved):
@@ -181,7 +154,7 @@ def test_wrong_shape_raises(saved):
     assert "Error(s) in loading" not in str(e.value)
 
 
-def test_missing_and_unknown_tensors_raise(tmp_path):
+def test_missing_and_unknown_tensors_raise(tmp_path, random_hf):
     hf = random_hf(1, 1, 16, 32, 1000)
     state = dict(hf.state_dict())
     del state["transformer.h.0.mlp.c_fc.bias"]
@@ -233,7 +206,7 @@ def test_unknown_name_raises():
         GPT.from_pretrained("no-such-model")
 
 
-def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
+def test_pickle_with_arbitrary_objects_is_refused(tmp_path, random_hf):
     marker = tmp_path / "code-ran"
 
     class Payload:
@@ -316,7 +289,6 @@ def test_missing_bundled_model_raises(monkeypatch, tmp_path):
         GPT.from_pretrained("gptlearn-mini")
 
 
-@needs_mini
 def test_bundled_mini_loads_and_runs():
     model = GPT.from_pretrained("gptlearn-mini")
     assert model.name_or_path == "gptlearn-mini" and not model.training
@@ -327,7 +299,6 @@ def test_bundled_mini_loads_and_runs():
     assert model.tokenizer.vocab_size <= model.config.vocab_size
 
 
-@needs_mini
 def test_load_model_offline_uses_real_mini(monkeypatch, capsys, fake_hub):
     monkeypatch.delenv("GPTLEARN_MODEL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

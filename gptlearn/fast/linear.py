@@ -1,17 +1,16 @@
-"""``nn.Linear`` with a faster path for decoding on a multi-core CPU.
+"""Row-split matrix-vector products for decoding on a multi-core CPU.
 
 Legend: M rows of input (tokens being decoded), in / out features, k threads.
 
 Decoding one token multiplies every weight matrix by a single vector, so its speed is how fast the
-weights stream from memory. On the CPU, MKL runs such a product (``F.linear`` with one row) on one
-core, however many threads torch has: about 14-20 GB/s on this project's machine, while two cores
-together read 30 GB/s. :func:`linear` cuts the weight's rows into k blocks, one per thread, and
-multiplies them in one batched call (``torch.bmm``), which MKL spreads over the threads: 25-28 GB/s
-on GPT-2's matrices with 2 threads (``bench/README.md``). The numbers are the same dot products as
-``F.linear``'s, summed by another kernel: equal within float rounding, not bit for bit (~2e-5 apart on
-GPT-2-sized activations, where ``F.linear`` and ``x @ W.T + b`` agree to ~4e-6). So the path is only
-taken inside :func:`split_matvecs`, which generation turns on around each step; everywhere else
-(``run_with_cache``, the chapters' by-hand comparisons, embeddings) ``Linear`` is exactly ``nn.Linear``.
+weights stream from memory. On the CPU, MKL may run such a product (``F.linear`` with one row) on one
+core however many threads torch has, while all cores together read memory faster. :func:`linear` cuts
+the weight's rows into k blocks, one per thread, and multiplies them in one batched call
+(``torch.bmm``), which MKL spreads over the threads. The numbers are the same dot products as
+``F.linear``'s, summed by another kernel: equal within float rounding, not bit for bit. So the path is
+only taken inside :func:`split_matvecs`, which generation turns on around each step; everywhere else
+(``run_with_cache``, the chapters' by-hand comparisons, embeddings, training) :class:`Linear` is exactly
+``nn.Linear``. The speed-up is measured in ``bench/README.md``.
 """
 from __future__ import annotations
 
@@ -23,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import autocast_enabled
+from ..devices import autocast_enabled
 
 __all__ = ["linear", "Linear", "split_matvecs"]
 
-SPLIT_MAX_ROWS = 16  # up to this many rows the row-split product was faster (1 to 16 measured)
+SPLIT_MAX_ROWS = 16  # up to this many rows the row-split product is the faster (bench/README.md)
 SPLIT_MIN_NUMEL = 1 << 19  # smaller weights (< 2 MB in fp32) fit in cache: splitting only adds overhead
 
 

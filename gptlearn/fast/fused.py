@@ -1,42 +1,47 @@
-"""A fused decoding step for the CPU: one new token's whole forward pass in one C++ call (book chapter 6).
+"""A fused decoding step for the CPU: one new token's whole forward pass in one C++ call.
 
 Legend: C n_embd, V vocab, L layers.
 
 Decoding one sequence multiplies every weight matrix by a single vector, so a token costs one read of
 all the weights from memory, and the fastest a CPU can decode is its memory bandwidth divided by the
-model's bytes. The eager model (:class:`gptlearn.GPT`) spends a good part of each token elsewhere: about
-40 small operator calls a block, each with Python, dispatch and thread wake-ups around a few
-microseconds of work. ``gptlearn/csrc/decode_cpu.cpp`` (~190 lines) does the same arithmetic in
-one call per token, with each product's bias, residual add or GELU applied by the thread that made
-those rows, and writes keys and values into the same :class:`~gptlearn.generate.KVCache`. It is built
-on first use with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are
-needed; the build takes ~30 s once and is cached).
+model's bytes (book chapter "Making it fast"). The eager model spends a good part of each token
+elsewhere: about 40 small operator calls a block, each with Python, dispatch and thread wake-ups around
+a few microseconds of work. ``gptlearn/fast/csrc/decode_cpu.cpp`` does the same arithmetic in one call
+per token, with each product's bias, residual add or GELU applied by the thread that made those rows,
+and writes keys and values into the same :class:`~gptlearn.kv_cache.KVCache`. It is built on first use
+with PyTorch's C++ extension loader (a C++ compiler with OpenMP and ``ninja`` are needed; the build is
+cached).
 
-It is opt-in: ``model.generate(..., fused=True)`` or ``gptlearn generate --fused``. It skips the
-hook points, so it refuses a model with hooks attached; it takes one fp32 sequence on the CPU. The
-numbers equal the eager model's within float rounding (the sums run in another order).
+It is opt-in: ``model.generate(..., fused=True)`` or ``gptlearn generate --fused``; generation imports
+this module only then. It skips the hook points, so it refuses a model with hooks attached; it takes
+one fp32 sequence on the CPU. The numbers equal the eager model's within float rounding (the sums run
+in another order). Its speed against the bandwidth bound is in ``bench/README.md``.
 
 >>> model.generate("The cat", 20, do_sample=False, fused=True)   # doctest: +SKIP
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from .device import autocast_enabled
-from .hooks import _global_hooks
+from ..devices import autocast_enabled
+from .hooks import hooks_attached
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import KVCache
-    from .model import GPT
+    from ..kv_cache import KVCache
+    from ..model import GPT
 
-__all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel"]
+__all__ = ["FusedDecoder", "FusedUnavailable", "load_kernel", "build_directory"]
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_cpu.cpp"
+STALE_LOCK_S = 15 * 60  # without fcntl (Windows): a build takes a minute or two; a lock this old is a killed one's
 
 
 class FusedUnavailable(RuntimeError):
@@ -51,14 +56,17 @@ def _cpu_flags() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def load_kernel():
-    """Build (first call, ~30 s) or load (cached) the C++ extension; raise :class:`FusedUnavailable`."""
+    """Build (first call) or load (cached) the C++ extension; raise :class:`FusedUnavailable`."""
     from torch.utils import cpp_extension
 
     flags = _cpu_flags()
     name = "gptlearn_decode_cpu" + ("_avx2" if flags else "")  # a build per instruction set
     try:
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
-                                  extra_ldflags=["-fopenmp"], verbose=False)
+        build = build_directory(name)
+        build.mkdir(parents=True, exist_ok=True)
+        with _one_build_at_a_time(build):
+            return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
+                                      extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
     except Exception as e:  # compiler, ninja or OpenMP missing; the loader's messages are long
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         why = next((line for line in lines if "error:" in line), lines[0])  # the compiler's own complaint
@@ -68,9 +76,38 @@ def load_kernel():
         ) from e
 
 
-def _hooked(model: nn.Module) -> bool:
-    """Whether any forward hook could see this model's activations."""
-    return _global_hooks() or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+@contextlib.contextmanager
+def _one_build_at_a_time(build: Path):
+    """Hold an OS lock on the build folder while PyTorch's loader runs.
+
+    The loader marks a build in progress with a plain file, ``lock``, and waits for it to go; a build that
+    was killed leaves it behind and every later load would wait forever. The OS lock (``fcntl.flock``)
+    dies with its process, so while we hold it a ``lock`` file can only be a killed build's: remove it.
+    Without fcntl (Windows), a ``lock`` older than STALE_LOCK_S is taken for a killed build's."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    with open(build / "gptlearn-build.lock", "w") as held:
+        if fcntl is not None:
+            fcntl.flock(held, fcntl.LOCK_EX)  # waits while another process builds here
+        lock = build / "lock"
+        if lock.exists() and (fcntl is not None or time.time() - lock.stat().st_mtime > STALE_LOCK_S):
+            lock.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def build_directory(name: str) -> Path:
+    """Where the extension is built and cached: ``$TORCH_EXTENSIONS_DIR`` (else PyTorch's default,
+    ``~/.cache/torch_extensions``), one folder per build, Python and torch version."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / f"{name}_py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
 
 
 class FusedDecoder:
@@ -90,7 +127,7 @@ class FusedDecoder:
             raise ValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
         if cache.k.size(1) != 1:
             raise ValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
-        if _hooked(model):
+        if hooks_attached(model):
             raise ValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
         if model.training:
             raise ValueError("the fused decoding step has no dropout: call model.eval() first")

@@ -3,14 +3,13 @@
 // Legend: C n_embd, H n_head, hs head size, F MLP width, V vocab, L layers, S keys so far (pos + 1).
 //
 // Batch-1 decoding multiplies every weight matrix by one vector, so a token costs one read of all the
-// weights (~500 MB for GPT-2 124M in fp32) and its speed is the memory bandwidth. Eager PyTorch adds
-// ~40 small operator calls a block around those products (Python, dispatch, thread wake-ups); at
-// ~20 ms a token that is 15-25% of the time. Here the same arithmetic runs in one C++ call: every
-// matrix-vector product is split by rows over torch's threads (at::parallel_for), with its bias and
-// what follows it (the residual add, the GELU) done by the thread that made those rows, and the
-// small steps (LayerNorm, attention over the cache of one sequence) in between. The keys and values go
-// into gptlearn's KVCache tensors, so eager steps and fused steps can follow each other.
-// Python side, checks and the book's explanation: gptlearn/fused.py.
+// weights and its speed is the memory bandwidth. Eager PyTorch adds ~40 small operator calls a block
+// around those products (Python, dispatch, thread wake-ups). Here the same arithmetic runs in one C++
+// call: every matrix-vector product is split by rows over torch's threads (at::parallel_for), with its
+// bias and what follows it (the residual add, the GELU) done by the thread that made those rows, and
+// the small steps (LayerNorm, attention over the cache of one sequence) in between. The keys and values
+// go into gptlearn's KVCache tensors, so eager steps and fused steps can follow each other.
+// Python side and checks: gptlearn/fast/fused.py; timings: bench/README.md.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -28,8 +27,7 @@ namespace {
 enum class Epilogue { Store, AddTo, Gelu, GeluExact };
 
 // W[r, :] . x over one row: one sequential stream through memory, four sums in flight. (Four rows at
-// a time, so that each load of x served four rows, read GPT-2's 768-wide rows 5-7% slower: four
-// streams at once instead of one; bench/README.md.)
+// a time, so that each load of x served four rows, read slower: four streams at once instead of one.)
 inline float dot(const float* w, const float* x, int64_t in) {
   int64_t i = 0;
   float s = 0.f;
@@ -75,8 +73,7 @@ inline __m256 exp8(__m256 x) {
 #endif
 
 // y = gelu_tanh(y) over n values. GELU's tanh form is x * sigmoid(2z), z = sqrt(2/pi)(x + 0.044715x^3),
-// since (1 + tanh z) / 2 = sigmoid(2z): one exponential, 8 at a time (std::tanh one at a time cost
-// ~2% of a GPT-2 token).
+// since (1 + tanh z) / 2 = sigmoid(2z): one exponential, 8 at a time (std::tanh is one at a time).
 void gelu_tanh_inplace(float* y, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)

@@ -1,0 +1,184 @@
+"""Write what a web page needs to run a gptlearn model with no kernel, server or network.
+
+The model travels as one classic ``<script>``, ``gptlearn-live-data.js``, that sets
+``window.gptlearnLiveData``: the configuration, the tokenizer (vocab + merges, or the characters),
+the state dict as float32 bytes in base64, and a check (a text, its ids and its last-position logits
+from PyTorch) that the page can compare its own numbers with. A script, not a file to fetch: browsers
+block ``fetch()`` of local files, so a page opened from ``file://`` can only load scripts.
+Beside it go the JavaScript model (``live_model.js``), its speed wing (``live_fast.js``: the Linear
+layers in WebAssembly SIMD), the explorer (``live_explorer.js`` + ``.css``) and ``index.html``, a page
+with the whole explorer that works from a USB stick.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import html
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT", "payload",
+           "export", "read_export", "static_dir", "page_model"]
+
+FORMAT = "gptlearn-live/1"
+DATA_FILE = "gptlearn-live-data.js"
+STATIC_FILES = ("live_model.js", "live_fast.js", "live_explorer.js", "live_explorer.css")
+MAX_PARAMETERS = 20_000_000  # 80 MB of float32, 107 MB of base64: more than a page should carry
+BOOK_MAX_PARAMETERS = 2_000_000  # the book's pages: ~11 MB of base64 at most (GPT-2's 124M would be ~660 MB)
+CHECK_TEXT = "The big red car drove quickly"
+_PREFIX = "// Written by gptlearn.web.export; read by live_model.js.\nwindow.gptlearnLiveData = "
+_SUFFIX = ";\n"
+
+
+def static_dir() -> Path:
+    """The folder holding live_model.js, live_explorer.js and live_explorer.css."""
+    return Path(__file__).resolve().parent / "static"
+
+
+def page_model(max_parameters: int = BOOK_MAX_PARAMETERS):
+    """The model the book's pages run: ``gptlearn.load_model()`` (the chapters' model) when it has at most
+    ``max_parameters``, else the bundled gptlearn-mini. Returns ``(model, book_model)``, where
+    ``book_model`` names the chapters' model when the pages run a smaller one, else None."""
+    from ..model import load_model
+
+    model = load_model(verbose=False)
+    if model.num_parameters() <= max_parameters:
+        return model, None
+    return load_model("gptlearn-mini", verbose=False), model.name_or_path
+
+
+def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
+    from ..tokenizers import BPETokenizer, CharTokenizer
+
+    bpe = getattr(tokenizer, "bpe", tokenizer)  # Tokenizer wraps its readable BPETokenizer twin
+    if isinstance(bpe, BPETokenizer):
+        return {"kind": "bpe", "vocab": bpe.vocab(), "merges": [list(m) for m in bpe.merges],
+                "special": list(bpe.special_tokens)}
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "chars": list(tokenizer.chars)}
+    raise ValueError(f"cannot export a {type(tokenizer).__name__}: the page knows byte-level BPE and "
+                     "CharTokenizer; attach one with model.tokenizer = ...")
+
+
+def _f32_base64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()).decode()
+
+
+def payload(model, *, name: str | None = None, book_model: str | None = None,
+            check_text: str = CHECK_TEXT) -> dict[str, Any]:
+    """The data the page needs (``window.gptlearnLiveData``), checked; see :func:`export`."""
+    config = model.config
+    if config.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+        raise ValueError(f"the page cannot compute activation_function={config.activation_function!r}")
+    n = model.num_parameters()
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"{name or model.name_or_path or 'this model'} has {n:,} parameters; a page carries at "
+                         f"most {MAX_PARAMETERS:,} (export gptlearn-mini or a smaller model of your own)")
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    if not torch.equal(state.pop("lm_head.weight"), state["wte.weight"]):
+        raise ValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"weights {bad[:3]} hold NaN or infinity; export a model that trained without diverging")
+    spec = _tokenizer_spec(model.tokenizer)
+    tensors, offset = [], 0
+    for key, value in state.items():
+        tensors.append({"name": key, "shape": list(value.shape), "offset": offset})
+        offset += value.numel()
+    weights = torch.cat([v.flatten() for v in state.values()])  # (n,) every tensor, in state-dict order
+    try:
+        ids = model.tokenizer.encode(check_text)
+    except ValueError:  # e.g. a CharTokenizer without these letters: check on the first few tokens instead
+        check_text = model.tokenizer.decode(list(range(min(config.vocab_size, 8))))
+        ids = model.tokenizer.encode(check_text)
+    if not 0 < len(ids) <= config.n_positions:
+        raise ValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of 1..{config.n_positions}")
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        logits = model(torch.tensor([ids], device=model.device))[0, -1]  # (V,)
+        model.train(was_training)
+    name = name or model.name_or_path or "your model"
+    return {
+        "format": FORMAT, "name": str(name), "book_model": book_model, "num_parameters": n,
+        "label": f"{name} ({n:,} parameters)",
+        "config": config.to_hf_dict(), "tokenizer": spec, "tensors": tensors,
+        "check": {"text": check_text, "ids": ids, "logits": _f32_base64(logits)},
+        "weights": _f32_base64(weights),
+    }
+
+
+def _index_html(label: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>gptlearn live: {html.escape(label)}</title>
+<link rel="stylesheet" href="live_explorer.css">
+<script src="{DATA_FILE}"></script><script src="live_model.js"></script><script src="live_fast.js"></script>
+<script src="live_explorer.js"></script>
+</head><body style="max-width: 60rem; margin: 2rem auto; font-family: sans-serif">
+<h1>gptlearn live</h1>
+<div class="gptlearn-live" data-parts="tokens next attention grid heads embedding" data-sentences="The cat is sleeping|A feline is resting|The stock market fell sharply today"></div>
+</body></html>
+"""
+
+
+def export(model, folder: str | Path, *, name: str | None = None, book_model: str | None = None) -> Path:
+    """Write ``gptlearn-live-data.js``, the explorer's scripts and ``index.html`` into ``folder``.
+
+    ``name`` labels the model on the page (default ``model.name_or_path``); ``book_model`` names the
+    model the book was built with when the page runs a smaller one. Everything is checked before
+    anything is written, and each file is replaced whole. Returns the data file's path.
+
+    >>> gptlearn.web.export(gptlearn.load_model("gptlearn-mini"), "site")   # doctest: +SKIP
+    PosixPath('site/gptlearn-live-data.js')
+    """
+    from ..atomic import write_folder
+
+    data = payload(model, name=name, book_model=book_model)
+    text = _PREFIX + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + _SUFFIX
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; give export a folder to write into")
+
+    def write(tmp: Path) -> None:
+        (tmp / DATA_FILE).write_text(text, encoding="utf-8")
+        for f in STATIC_FILES:
+            shutil.copyfile(static_dir() / f, tmp / f)
+        (tmp / "index.html").write_text(_index_html(data["label"]), encoding="utf-8")
+
+    write_folder(folder, write, owns=(DATA_FILE, *STATIC_FILES, "index.html"))
+    return folder / DATA_FILE
+
+
+def read_export(folder_or_file: str | Path) -> dict[str, Any]:
+    """Read ``gptlearn-live-data.js`` back: its JSON, with ``state_dict`` (name -> float32 tensor, the
+    tied ``lm_head.weight`` restored), ``check_logits`` (V,) and ``tokenizer_object`` (a gptlearn
+    tokenizer with the same ids) added."""
+    from ..tokenizers import BPETokenizer, CharTokenizer
+
+    path = Path(folder_or_file)
+    path = path / DATA_FILE if path.is_dir() else path
+    text = path.read_text(encoding="utf-8")
+    if not (text.startswith(_PREFIX) and text.endswith(_SUFFIX)):
+        raise ValueError(f"{path} was not written by gptlearn.web.export")
+    data = json.loads(text[len(_PREFIX):-len(_SUFFIX)])
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
+    flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype="<f4").copy())
+    state = {}
+    for t in data["tensors"]:
+        size = int(np.prod(t["shape"], dtype=np.int64))
+        state[t["name"]] = flat[t["offset"]:t["offset"] + size].view(t["shape"])
+    state["lm_head.weight"] = state["wte.weight"]
+    data["state_dict"] = state
+    data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]), dtype="<f4").copy())
+    spec = data["tokenizer"]
+    if spec["kind"] == "bpe":
+        data["tokenizer_object"] = BPETokenizer(spec["vocab"], [tuple(m) for m in spec["merges"]])
+    else:
+        data["tokenizer_object"] = CharTokenizer(spec["chars"])
+    return data
+

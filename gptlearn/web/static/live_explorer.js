@@ -1,0 +1,422 @@
+/* gptlearn live explorer: type a sentence, watch the model think (the HTML book's explorers).
+ *
+ * Fills every <div class="gptlearn-live" data-parts="..."> on the page. Parts:
+ *   tokens     the text's tokens and ids (chapter 1)
+ *   attention  one head's pattern with a layer/head picker; hover shows the weight (chapter 3)
+ *   grid       every head of every layer, as chapter 4 draws them; click one to pick it
+ *   heads      each head's contribution per token, the norm of z_h W_O^h (chapter 5)
+ *   next       the top 10 next tokens with a temperature slider; click one to append it (chapter 6)
+ *   embedding  the sentence's embedding (chapter 8's pooling) and its cosine to data-sentences
+ * Optional: data-text (the first text), data-layer, data-head, data-pooling, data-sentences ("a|b|c").
+ *
+ * The model runs in a Web Worker made from a Blob URL (a page opened from file:// may not start a
+ * worker from a file, but may from a blob), so typing never waits for it; where no worker can start,
+ * it runs on the page after a pause in typing. Needs live_model.js and the exported model data.
+ */
+(function () {
+  "use strict";
+  const DEBOUNCE_MS = 120;
+  const POOLING = ["mean", "max", "last", "first", "weighted_mean"];
+  const PARTS = ["tokens", "attention", "grid", "heads", "next", "embedding"];
+
+  // ---- running the model: a worker when possible -------------------------------------------------
+
+  function workerMain() {
+    // Runs inside the worker: load the data, then answer {id, text, attnResult} with the arrays to draw.
+    self.onmessage = (e) => {
+      const msg = e.data;
+      if (msg.data) { self.gptlearnLiveData = msg.data; return; }
+      const r = self.gptlearn.live.run(msg.text, { attnResult: msg.attnResult });
+      const out = packResult(r, self.gptlearnLiveData.config.n_layer);
+      self.postMessage({ id: msg.id, result: out }, transferables(out));
+    };
+  }
+
+  function packResult(r, L) {
+    // The arrays the explorer draws, from run()'s cache: patterns (L x (H, T, T)), contributions
+    // (L x (T, H, C)) when asked for, and the final hidden states (T, C).
+    if (!r.cache) return { ids: r.ids, tokens: r.tokens, message: r.message, T: r.T, ms: 0 };
+    const get = (name) => Array.from({ length: L }, (_, l) => r.cache[`blocks.${l}.attn.${name}`]).filter(Boolean);
+    return { ids: r.ids, tokens: r.tokens, message: null, T: r.T, ms: r.ms, logits: r.logits,
+      patterns: get("hook_pattern"), results: get("hook_result"), final: r.cache.hook_ln_final };
+  }
+
+  function transferables(out) {
+    if (!out.logits) return [];
+    return [out.logits, out.final, ...out.patterns, ...out.results].map((a) => a.buffer);
+  }
+
+  function makeRunner() {
+    // {run(text, attnResult) -> Promise of a packed result, where: "worker" | "page"}.
+    const L = window.gptlearnLiveData.config.n_layer;
+    let worker = null;
+    try {
+      const fast = typeof gptlearnFastModule === "function" ? `${gptlearnFastModule}\ngptlearnFastModule(self);\n` : "";
+      const source = `${fast}${gptlearnLiveModule}\ngptlearnLiveModule(self);\n${packResult}\n${transferables}\n(${workerMain})();`;
+      worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+      worker.postMessage({ data: window.gptlearnLiveData });
+    } catch (e) {
+      worker = null;  // no workers here: run on the page
+    }
+    const onPage = (text, attnResult) => packResult(window.gptlearn.live.run(text, { attnResult }), L);
+    const waiting = new Map();  // id -> [resolve, text, attnResult]
+    let next = 0;
+    if (worker) {
+      worker.onmessage = (e) => { waiting.get(e.data.id)[0](e.data.result); waiting.delete(e.data.id); };
+      worker.onerror = () => {  // the worker failed: answer what it was asked on the page, and from now on
+        worker = null;
+        for (const [resolve, text, attnResult] of waiting.values()) resolve(onPage(text, attnResult));
+        waiting.clear();
+      };
+    }
+    return {
+      where: () => (worker ? "worker" : "page"),
+      run(text, attnResult) {
+        if (!worker) return Promise.resolve(onPage(text, attnResult));
+        const id = next++;
+        return new Promise((resolve) => { waiting.set(id, [resolve, text, attnResult]); worker.postMessage({ id, text, attnResult }); });
+      },
+    };
+  }
+
+  let runner = null;
+  const getRunner = () => (runner = runner || makeRunner());
+
+  // ---- small helpers ----------------------------------------------------------------------------
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null) node.append(c);
+    return node;
+  }
+
+  const show = (s) => s.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥");  // plotting.display_token
+  const pct = (p) => (p >= 0.0995 ? (100 * p).toFixed(1) : (100 * p).toPrecision(2)) + "%";
+
+  function palette(color) {
+    // color(v) for v in 0..1 -> a table of 256 RGB triples, so drawing a cell allocates nothing.
+    const table = new Uint8ClampedArray(256 * 3);
+    for (let i = 0; i < 256; i++) table.set(color(i / 255), 3 * i);
+    return table;
+  }
+
+  function ramp(stops, v) {
+    const x = Math.min(Math.max(v, 0), 1) * (stops.length - 1), i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
+    return stops[i].map((a, k) => Math.round(a + f * (stops[i + 1][k] - a)));
+  }
+
+  // 0..1 -> white..dark blue (plotly's "Blues", as the chapters' heatmaps), white..dark orange, and
+  // blue..white..orange for signed values (0.5 is zero)
+  const BLUE_STOPS = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+  const ORANGE_STOPS = [[255, 245, 235], [166, 54, 3]];
+  const BLUES = palette((v) => ramp(BLUE_STOPS, v));
+  const ORANGES = palette((v) => ramp(ORANGE_STOPS, v));
+  const SIGNED = palette((v) => (v >= 0.5 ? ramp(ORANGE_STOPS, 2 * v - 1) : ramp(BLUE_STOPS, 1 - 2 * v)));
+
+  function heatmap({ rows, cols, value, colors, rowLabels, colLabels, maxSize = 520, minCell = 3, tip }) {
+    // A canvas of rows x cols cells coloured from a palette by value(r, c) in 0..1 (null: masked, grey);
+    // hovering calls tip(r, c).
+    const left = rowLabels ? 96 : 0, top = colLabels ? 70 : 0, right = colLabels ? 40 : 0;
+    // A cell's size in pixels. A thumbnail (minCell <= 1) of a long text may have cells below a pixel:
+    // its image then samples the cells, a pixel standing for several tokens.
+    const fit = maxSize / Math.max(rows, cols);
+    const cell = fit < 1 && minCell <= 1 ? fit : Math.max(minCell, Math.min(28, Math.floor(fit)));
+    const W = Math.ceil(left + cell * cols + right), H = Math.ceil(top + cell * rows), dpr = window.devicePixelRatio || 1;
+    const canvas = el("canvas", { class: "gl-heatmap", width: String(W * dpr), height: String(H * dpr) });
+    canvas.style.width = W + "px";
+    canvas.style.height = H + "px";
+    const g = canvas.getContext("2d");
+    g.scale(dpr, dpr);
+    g.font = "11px sans-serif";
+    const iw = Math.min(cols, Math.ceil(cell * cols)), ih = Math.min(rows, Math.ceil(cell * rows));
+    const image = new ImageData(iw, ih), px = image.data;  // a pixel a cell (or a sample of cells), scaled up
+    for (let y = 0; y < ih; y++) {
+      const r = Math.floor((y * rows) / ih);
+      for (let x = 0; x < iw; x++) {
+        const v = value(r, Math.floor((x * cols) / iw)), at = (y * iw + x) * 4;
+        if (v === null) { px[at] = px[at + 1] = px[at + 2] = 235; }
+        else {
+          const k = 3 * Math.round(Math.min(Math.max(v, 0), 1) * 255);
+          px[at] = colors[k]; px[at + 1] = colors[k + 1]; px[at + 2] = colors[k + 2];
+        }
+        px[at + 3] = 255;
+      }
+    }
+    const pixels = document.createElement("canvas");
+    pixels.width = iw;
+    pixels.height = ih;
+    pixels.getContext("2d").putImageData(image, 0, 0);
+    g.imageSmoothingEnabled = false;
+    g.drawImage(pixels, left, top, cell * cols, cell * rows);
+    g.fillStyle = "#333";
+    if (rowLabels && cell >= 9) {
+      g.textAlign = "right"; g.textBaseline = "middle";
+      rowLabels.forEach((s, r) => g.fillText(s.slice(0, 14), left - 4, top + r * cell + cell / 2));
+    }
+    if (colLabels && cell >= 9) {
+      colLabels.forEach((s, c) => {
+        g.save(); g.translate(left + c * cell + cell / 2, top - 4); g.rotate(-Math.PI / 3);
+        g.textAlign = "left"; g.textBaseline = "middle"; g.fillText(s.slice(0, 12), 0, 0); g.restore();
+      });
+    }
+    const box = el("div", { class: "gl-heatbox" }, canvas);
+    if (tip) {
+      const tipEl = el("div", { class: "gl-tip", role: "tooltip" });
+      box.append(tipEl);
+      canvas.addEventListener("mousemove", (e) => {
+        const rect = canvas.getBoundingClientRect();
+        const c = Math.floor((e.clientX - rect.left - left) / cell), r = Math.floor((e.clientY - rect.top - top) / cell);
+        if (r < 0 || c < 0 || r >= rows || c >= cols) { tipEl.style.display = "none"; return; }
+        tipEl.textContent = tip(r, c);
+        tipEl.style.display = "block";
+        tipEl.style.left = `${e.clientX - rect.left + 12}px`;
+        tipEl.style.top = `${e.clientY - rect.top + 12}px`;
+      });
+      canvas.addEventListener("mouseleave", () => { tipEl.style.display = "none"; });
+    }
+    return box;
+  }
+
+  function softmax(logits, temperature) {
+    let max = -Infinity;
+    for (const z of logits) max = Math.max(max, z / temperature);
+    const p = Array.from(logits, (z) => Math.exp(z / temperature - max));
+    const sum = p.reduce((a, b) => a + b, 0);
+    return p.map((x) => x / sum);
+  }
+
+  // ---- one explorer ----------------------------------------------------------------------------------
+
+  function explorer(root) {
+    const live = window.gptlearn.live.model(), { pool, cosine } = window.gptlearn.live.pieces;
+    const c = live.config, L = c.n_layer, H = c.n_head, C = c.n_embd;
+    const parts = new Set((root.dataset.parts || "tokens next attention").split(/[\s,]+/).filter(Boolean));
+    const state = {
+      layer: Math.min(Number(root.dataset.layer || 0), L - 1), head: Math.min(Number(root.dataset.head || 0), H - 1),
+      temperature: 1.0, pooling: POOLING.includes(root.dataset.pooling) ? root.dataset.pooling : "mean",
+      result: null, refs: [],
+    };
+    const sentences = (root.dataset.sentences || "").split("|").map((s) => s.trim()).filter(Boolean);
+    const layers = Array.from({ length: L }, (_, l) => String(l)), heads = Array.from({ length: H }, (_, h) => String(h));
+
+    // Controls are made once (a slider re-made while it is dragged would stop); render() redraws the rest.
+    const pickers = [];  // [select, () => value] pairs, set from state on every render
+    function picker(label, options, get, set, redraw = ["attention", "grid", "heads"]) {
+      const s = el("select", { "aria-label": label, onchange: () => { set(Number(s.value)); render(redraw); } },
+        ...options.map((o, i) => el("option", { value: String(i), text: o })));
+      pickers.push([s, get]);
+      return el("label", { class: "gl-pick" }, label + " ", s);
+    }
+    const layerPicker = () => picker("layer", layers, () => state.layer, (v) => { state.layer = v; });
+    const slider = el("input", { type: "range", min: "0.1", max: "2", step: "0.05", value: "1",
+      "aria-label": "temperature", oninput: () => { state.temperature = Number(slider.value); render(["next"]); } });
+    const controls = {
+      attention: () => [layerPicker(), picker("head", heads, () => state.head, (v) => { state.head = v; })],
+      heads: () => [layerPicker()],
+      next: () => [el("label", { class: "gl-pick" }, "temperature ", slider, el("output", { class: "gl-temp", text: "1.00" }))],
+      embedding: () => [picker("pooling", POOLING, () => POOLING.indexOf(state.pooling), (v) => { state.pooling = POOLING[v]; },
+        ["embedding"])],
+    };
+
+    const check = el("span", { class: "gl-check" });
+    const input = el("textarea", { class: "gl-input", rows: "2", spellcheck: "false", "aria-label": "text for the model" });
+    input.value = root.dataset.text || "The big red car drove quickly";
+    const status = el("div", { class: "gl-status", role: "status" });
+    const bodies = {};
+    const sections = [];
+    for (const name of parts) {  // in the order data-parts gives them
+      if (!PARTS.includes(name)) continue;
+      bodies[name] = el("div", { class: "gl-body" });
+      sections.push(el("section", { class: `gl-part gl-${name}` },
+        controls[name] ? el("div", { class: "gl-controls" }, ...controls[name]()) : null, bodies[name]));
+    }
+    const title = el("div", { class: "gl-title" }, el("strong", { text: "Live model: " }),
+      el("span", { text: `${live.label}, running in your browser (no server, no network). ` }), check);
+    const book = live.bookModel && live.bookModel !== live.name
+      ? el("p", { class: "gl-note", text: `This book was built with ${live.bookModel}, too large to ship in a page, so ` +
+          `the explorer runs ${live.name}: the same architecture and code, smaller.` }) : null;
+    root.replaceChildren(...[title, book, input, status, ...sections, apiNote(c)].filter(Boolean));
+    root.classList.add("gl-ready");
+
+    // -- drawing each part from state.result --
+    const draw = {
+      tokens(r) {
+        const row = el("div", { class: "gl-chips" });
+        r.tokens.forEach((t, i) => row.append(el("span", { class: `gl-chip gl-c${i % 6}`, title: `token ${i}: id ${r.ids[i]}` },
+          el("span", { text: show(t) }), el("small", { text: String(r.ids[i]) }))));
+        return [el("h4", { text: `${r.ids.length} tokens (with their ids)` }), row];
+      },
+      attention(r) {
+        const p = r.patterns[state.layer], T = r.T, base = state.head * T * T;
+        const labels = r.tokens.map((t, i) => `${i} ${show(t)}`);
+        return [
+          el("h4", { text: `Attention, layer ${state.layer} head ${state.head} (rows: the token attending; columns: the tokens it reads)` }),
+          heatmap({ rows: T, cols: T, rowLabels: labels, colLabels: labels, colors: BLUES,
+            value: (i, j) => (j > i ? null : p[base + i * T + j]),
+            tip: (i, j) => (j > i ? `${show(r.tokens[i])} cannot see ${show(r.tokens[j])} (the future)`
+              : `${show(r.tokens[i])} → ${show(r.tokens[j])}: ${p[base + i * T + j].toFixed(4)}`) }),
+        ];
+      },
+      grid(r) {
+        const T = r.T, grid = el("div", { class: "gl-grid", style: `grid-template-columns: auto repeat(${H}, auto)` });
+        grid.append(el("span"), ...heads.map((h) => el("span", { class: "gl-axis", text: `head ${h}` })));
+        for (let l = 0; l < L; l++) {
+          grid.append(el("span", { class: "gl-axis", text: `layer ${l}` }));
+          for (let h = 0; h < H; h++) {
+            const p = r.patterns[l], base = h * T * T;
+            const map = heatmap({ rows: T, cols: T, maxSize: 84, minCell: 1, colors: BLUES,
+              value: (i, j) => (j > i ? null : p[base + i * T + j]),
+              tip: (i, j) => `${l}.${h}: ${show(r.tokens[i])} → ${show(r.tokens[j])}: ${j > i ? "masked" : p[base + i * T + j].toFixed(4)}` });
+            map.classList.add("gl-cell");
+            if (l === state.layer && h === state.head) map.classList.add("gl-picked");
+            map.addEventListener("click", () => { state.layer = l; state.head = h; render(["attention", "grid", "heads"]); });
+            map.title = `layer ${l}, head ${h}`;
+            grid.append(map);
+          }
+        }
+        return [el("h4", { text: "Every head: rows are layers, columns heads (click one to pick it)" }), grid];
+      },
+      heads(r) {
+        const T = r.T, res = r.results[state.layer], norms = new Float64Array(T * H);
+        let max = 0;
+        for (let t = 0; t < T; t++) {
+          for (let h = 0; h < H; h++) {
+            let s = 0;
+            for (let o = 0; o < C; o++) s += res[(t * H + h) * C + o] ** 2;
+            max = Math.max(max, (norms[t * H + h] = Math.sqrt(s)));
+          }
+        }
+        return [
+          el("h4", { text: `How much each head of layer ${state.layer} writes, per token: the norm of z_h W_O^h` }),
+          heatmap({ rows: T, cols: H, colors: ORANGES, rowLabels: r.tokens.map((t, i) => `${i} ${show(t)}`),
+            colLabels: heads.map((h) => `head ${h}`), maxSize: 360,
+            value: (t, h) => norms[t * H + h] / (max || 1),
+            tip: (t, h) => `${show(r.tokens[t])}, head ${h}: ‖z_h W_O^h‖ = ${norms[t * H + h].toFixed(3)}` }),
+        ];
+      },
+      next(r) {
+        root.querySelector(".gl-temp").textContent = state.temperature.toFixed(2);
+        const p = softmax(r.logits, state.temperature);
+        const top = p.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0]).slice(0, 10);
+        const list = el("ol", { class: "gl-top" });
+        for (const [prob, id] of top) {
+          const text = live.tokenText(id);
+          list.append(el("li", { title: `id ${id}: click to append it`, onclick: () => { input.value += text; update(); } },
+            el("span", { class: "gl-bar", style: `width: ${(100 * prob).toFixed(1)}%` }),
+            el("code", { text: show(text) }), el("span", { class: "gl-prob", text: pct(prob) })));
+        }
+        return [el("h4", { text: `What comes next? The 10 likeliest of ${c.vocab_size} tokens (click one to append it)` }), list];
+      },
+      embedding(r) {
+        const vec = pool(r.final, r.T, C, state.pooling);
+        let max = 0;
+        for (const v of vec) max = Math.max(max, Math.abs(v));
+        const list = el("ul", { class: "gl-cos" });
+        for (const { text, final, T } of state.refs) {
+          const cos = cosine(vec, pool(final, T, C, state.pooling));
+          list.append(el("li", {}, el("span", { class: "gl-bar", style: `width: ${Math.max(0, 50 * cos).toFixed(1)}%` }),
+            el("span", { class: "gl-prob", text: cos.toFixed(3) }), el("span", { class: "gl-ref", text: text })));
+        }
+        return [
+          el("h4", { text: `The sentence's embedding: ${state.pooling} pooling of its ${r.T} token vectors after the final LayerNorm (${C} numbers)` }),
+          heatmap({ rows: 1, cols: C, maxSize: 640, minCell: 2, colors: SIGNED,
+            value: (_, i) => 0.5 + vec[i] / (2 * max || 1), tip: (_, i) => `channel ${i}: ${vec[i].toFixed(4)}` }),
+          el("h4", { text: "Its cosine similarity to the sentences above" }), list,
+        ];
+      },
+    };
+
+    // render() marks parts to redraw (all, or those named: a slider needs one) and draws them one task at
+    // a time, so a key press is handled between two parts; parts marked meanwhile are drawn in the same pass.
+    const dirty = new Set();
+    let drawing = false;
+    function render(only = null) {
+      const r = state.result;
+      if (!r) return;
+      for (const [s, get] of pickers) s.value = String(get());
+      status.textContent = r.message ? r.message
+        : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner().where() === "worker" ? "in a worker" : "on the page"}` +
+          `${window.gptlearn.live.fast() ? ", WebAssembly SIMD" : ""})`;
+      status.classList.toggle("gl-error", Boolean(r.message));
+      for (const name of only || Object.keys(bodies)) dirty.add(name);
+      if (!drawing) drawDirty();
+    }
+
+    async function drawDirty() {
+      drawing = true;
+      for (let name; (name = Object.keys(bodies).find((n) => dirty.has(n)));) {
+        dirty.delete(name);
+        const r = state.result, body = bodies[name], blank = Boolean(r.message) && name !== "tokens";
+        body.replaceChildren(...(blank ? [] : draw[name](r)));
+        body.parentNode.hidden = blank;
+        await new Promise((next) => setTimeout(next, 0));
+      }
+      drawing = false;
+      root.dataset.rendered = String(Number(root.dataset.rendered || 0) + 1);  // for tests: every part is drawn
+    }
+
+    let timer = null, latest = 0;
+    function update() {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        const id = ++latest;
+        const r = await getRunner().run(input.value, parts.has("heads"));
+        if (id === latest) { state.result = r; render(); }
+      }, DEBOUNCE_MS);
+    }
+    input.addEventListener("input", update);
+
+    (async () => {
+      for (const text of parts.has("embedding") ? sentences : []) {
+        const r = await getRunner().run(text, false);
+        if (!r.message) state.refs.push({ text, final: r.final, T: r.T });
+      }
+      state.result = await getRunner().run(input.value, parts.has("heads"));
+      render();
+      setTimeout(() => selfCheck(check), 0);
+    })();
+  }
+
+  function apiNote(c) {
+    return el("details", { class: "gl-api" }, el("summary", { text: "Use it from the browser's console" }),
+      el("pre", { text: 'gptlearn.live.forward("The big red car")\n' +
+        "// -> {ids, tokens, logits, attention, message}\n" +
+        "//    ids, tokens: the text's token ids and their strings\n" +
+        `//    logits: the last position's ${c.vocab_size} scores for the next token\n` +
+        "//    attention[layer][head][query][key]: every attention pattern\n" +
+        "//    message: why the model cannot read the text (then logits and attention are null)" }));
+  }
+
+  function selfCheck(node) {
+    // Compare this browser's logits with PyTorch's, exported beside the weights.
+    const live = window.gptlearn.live.model(), chk = live.check;
+    const raw = atob(chk.logits), bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    const want = new Float32Array(bytes.buffer), got = window.gptlearn.live.forward(chk.text).logits;
+    if (!got) return;
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i] - got[i]));
+    node.textContent = worst < 1e-3 ? `✓ Same numbers as PyTorch (largest logit difference ${worst.toExponential(1)}).`
+      : `✗ This browser's numbers differ from PyTorch's by ${worst.toExponential(1)}.`;
+    node.classList.add(worst < 1e-3 ? "gl-ok" : "gl-bad");
+    window.gptlearn.live.checked = worst;
+  }
+
+  function init() {
+    const roots = document.querySelectorAll(".gptlearn-live");
+    if (!roots.length) return;
+    if (!window.gptlearnLiveData || !window.gptlearn || !window.gptlearn.live) {
+      roots.forEach((r) => { r.textContent = "The live model's scripts did not load."; });
+      return;
+    }
+    roots.forEach(explorer);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -22,6 +22,7 @@ SCRIPTS = {
     "generate": "bench_generate.py",
     "train": "bench_train.py",
     "embed": "bench_embed.py",
+    "embedder": "bench_embedder.py",
     "tokenizer": "bench_tokenizer.py",
 }
 
@@ -73,6 +74,9 @@ def table(rows: list[dict]) -> str:
         elif kind == "embed":
             g, ref = f"{r['gptlearn_sent_s']:.0f} sent/s", f"{r['st_sent_s']:.0f} sent/s (sentence-transformers)"
             check = f"min cosine {r['min_cosine']:.6f}"
+        elif kind == "embedder":
+            g, ref = f"{r['gptlearn_sent_s']:.0f} sent/s", f"{r['st_sent_s']:.0f} sent/s (all-MiniLM-L6-v2)"
+            check = f"dev Spearman {r['gptlearn_spearman']:.3f} vs {r['st_spearman']:.3f} on {r['pairs']} pairs"
         elif kind == "tokenizer":
             g = f"{r['gptlearn_mb_s']:.2f} MB/s (BPETokenizer {r['gptlearn_bpe_mb_s']:.3f} MB/s)"
             ref = f"{r['tiktoken_mb_s']:.2f} MB/s (tiktoken)"

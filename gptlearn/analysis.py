@@ -1,10 +1,11 @@
 """Measurements that find what a trained model does "by measurement, not by story" (book chapters on
-attention heads and on training), and 2-D maps of embeddings, PCA and UMAP (chapters 9 and 10;
-:func:`gptlearn.plotting.embedding_scatter` draws them).
+attention heads and on training), 2-D maps of embeddings, PCA and UMAP (chapters 9 and 10;
+:func:`gptlearn.plotting.embedding_scatter` draws them), and whether sentence embeddings group by topic.
 
 >>> scores = previous_token_scores(model, model.to_tokens(text))   # (L, H)     # doctest: +SKIP
 >>> induction_scores(model).max()                                   # (L, H)     # doctest: +SKIP
 >>> bits_per_byte(model, held_out), unigram_bits_per_byte(train, held_out, model.tokenizer)  # doctest: +SKIP
+>>> neighbour_accuracy(embedder.encode(texts), topics)     # share of same-topic nearest neighbours  # doctest: +SKIP
 
 Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
 """
@@ -14,7 +15,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ __all__ = [
     "bits_per_byte", "unigram_bits_per_byte",
     # 2-D maps of embeddings
     "pca_2d", "umap_2d",
+    # whether sentence embeddings group by topic
+    "TOPIC_SENTENCES", "neighbour_accuracy", "topic_gap",
 ]
 
 
@@ -218,3 +221,64 @@ def umap_2d(x: torch.Tensor | np.ndarray, *, metric: str = "cosine", n_neighbors
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
         return np.asarray(reducer.fit_transform(a), dtype=np.float64)
+
+
+# ---- do sentence embeddings group by topic? (book chapters 9 and 10) --------------------------------
+TOPIC_SENTENCES: dict[str, list[str]] = {
+    "animals": [
+        "The cat is sleeping on the sofa.", "A dog barked at the mailman.", "The horse galloped across the field.",
+        "Birds build their nests in spring.", "The kitten chased a ball of yarn.", "Elephants live in large herds.",
+        "My puppy loves long walks.", "A fox crept into the henhouse.",
+    ],
+    "food": [
+        "I baked fresh bread this morning.", "The soup needs more salt.", "We ordered pizza for dinner.",
+        "She made a chocolate cake for the party.", "Fresh strawberries taste sweet in summer.",
+        "He grilled vegetables on the barbecue.", "The pasta was cooked perfectly.", "Coffee with milk, no sugar, please.",
+    ],
+    "sports": [
+        "The team won the championship.", "She scored a goal in the last minute.", "The marathon starts at dawn.",
+        "He hit a home run in the ninth inning.", "The tennis match lasted five hours.", "Our coach runs practice every day.",
+        "The swimmer broke the world record.", "Fans cheered as the players took the field.",
+    ],
+    "technology": [
+        "My laptop battery died again.", "The new phone has a better camera.", "Install the update and restart the computer.",
+        "The website crashed under heavy traffic.", "She writes software for a startup.", "The printer is out of ink.",
+        "Cloud storage keeps my files safe.", "The app asks for my password every time.",
+    ],
+    "weather": [
+        "It is raining heavily outside.", "Tomorrow will be sunny and warm.", "A storm is coming from the west.",
+        "Snow covered the whole town overnight.", "The wind knocked down a tree.", "Fog made the morning drive slow.",
+        "It was the hottest day of the year.", "Thunder woke me up last night.",
+    ],
+}
+"""Forty everyday sentences in five topics, eight each: the test set of chapters 9 and 10."""
+
+
+def _cosines(X: Any) -> torch.Tensor:
+    E = torch.nn.functional.normalize(torch.as_tensor(X, dtype=torch.float64), dim=-1)  # (N, C)
+    return E @ E.T  # (N, N)
+
+
+def neighbour_accuracy(X: Any, groups: Sequence[Any]) -> float:
+    """Share of the rows of ``X`` (N, C) whose nearest other row by cosine has the same group.
+
+    >>> neighbour_accuracy([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], ["a", "a", "b", "b"])
+    1.0
+    """
+    S = _cosines(X)
+    S.fill_diagonal_(-math.inf)  # a row is not its own neighbour
+    nearest = S.argmax(dim=1).tolist()
+    return sum(groups[i] == groups[j] for i, j in enumerate(nearest)) / len(nearest)
+
+
+def topic_gap(X: Any, groups: Sequence[Any]) -> float:
+    """Mean cosine of two different rows with the same group minus mean cosine across groups.
+
+    >>> round(topic_gap([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], ["a", "a", "b", "b"]), 3)
+    1.0
+    """
+    S = _cosines(X)
+    g = list(groups)
+    same = torch.tensor([[a == b for b in g] for a in g])  # (N, N)
+    off = ~torch.eye(len(g), dtype=torch.bool)
+    return float(S[same & off].mean() - S[~same].mean())

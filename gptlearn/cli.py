@@ -6,11 +6,13 @@
     gptlearn generate --interactive
     gptlearn info --model gpt2
 
-Every subcommand takes ``--model NAME|FOLDER`` (default ``gptlearn-mini``, bundled and offline) and
-``--device auto|cpu|cuda|mps``. A mistake the user can fix (a :class:`~gptlearn.GptlearnError`, or an
-OSError from a path they gave) prints one line, ``gptlearn: error: ...``, on stderr and exits with
-status 2; anything else is a bug and keeps its traceback. ``gptlearn.train`` and
-``gptlearn.embed_train`` add their own subcommands through ``register_cli(subparsers)``.
+Every subcommand takes ``--model NAME|FOLDER`` and ``--device auto|cpu|cuda|mps``. ``embed`` and
+``similarity`` default to ``gptlearn-embed``, the bundled sentence embedder (docs/gptlearn-embed.md);
+``generate`` and ``info`` to the bundled language model ``gptlearn-mini``; both work offline.
+A mistake the user can fix (a :class:`~gptlearn.GptlearnError`, or an OSError from a path they gave)
+prints one line, ``gptlearn: error: ...``, on stderr and exits with status 2; anything else is a bug
+and keeps its traceback. ``gptlearn.train`` and ``gptlearn.embed_train`` add their own subcommands
+through ``register_cli(subparsers)``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from .errors import GptlearnError, InvalidValueError, NoTokenizerError
 __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
+DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
 _PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web")  # modules that add subcommands when present
 _TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we encode or echo (paths may be any bytes)
 
@@ -229,8 +232,9 @@ def _info(args: argparse.Namespace) -> int:
 
 # ---- the parser ------------------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FOLDER",
-                        help=f"model name (gptlearn-mini, gpt2, ...) or folder (default: {DEFAULT_MODEL})")
+    default = DEFAULT_EMBEDDER if embedding else DEFAULT_MODEL
+    parser.add_argument("--model", default=default, metavar="NAME|FOLDER",
+                        help=f"model name (gptlearn-embed, gptlearn-mini, gpt2, ...) or folder (default: {default})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run (default: auto = CUDA, then MPS, then CPU)")
     if embedding:

@@ -1,5 +1,5 @@
 """Data for training: named data sets with pinned hashes, text loading, token batches (book chapter
-"Training a GPT") and sentence-pair files (chapter "Training embeddings").
+"Training a GPT") and sentence-pair and sentence files (chapter "Training embeddings").
 
 >>> text = load_text("tinyshakespeare")                       # doctest: +SKIP
 >>> ds = TokenDataset(text, Tokenizer.gpt2())                  # doctest: +SKIP
@@ -41,8 +41,8 @@ __all__ = [
     "DATASETS", "Dataset", "cache_dir", "dataset_path",
     # text, and text as token batches
     "load_text", "split_text", "tokenizer_id", "TokenDataset",
-    # sentence pairs with similarity scores
-    "NAMED_PAIRS", "PairData", "read_pairs",
+    # sentence pairs with similarity scores, and unlabelled sentences
+    "NAMED_PAIRS", "PairData", "read_pairs", "read_sentences",
 ]
 
 DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
@@ -532,3 +532,22 @@ def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
 def _describe_skipped(skipped: list[tuple[int, str]], limit: int = 10) -> str:
     text = "; ".join(f"line {n} ({why})" for n, why in skipped[:limit])
     return text + (f"; and {len(skipped) - limit} more" if len(skipped) > limit else "")
+
+
+def read_sentences(path: str | os.PathLike) -> list[str]:
+    """Unlabelled sentences for distillation: one a line, UTF-8, blank lines skipped, spaces trimmed.
+
+    A file that is missing, not UTF-8, or holds no sentence raises :class:`GptlearnError`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise GptlearnError(f"sentence file {str(path)!r} not found; pass a text file with one sentence a line")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise GptlearnError(f"{p} is not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8") from None
+    sentences = [s.strip() for s in text.splitlines() if s.strip()]
+    if not sentences:
+        raise GptlearnError(f"{p} holds no sentences; write one sentence a line")
+    return sentences

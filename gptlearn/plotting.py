@@ -35,7 +35,7 @@ __all__ = [
     # training curves
     "loss_curve", "LiveLossCurve",
     # maps of sentence embeddings
-    "embedding_scatter",
+    "embedding_scatter", "embedding_side_by_side",
 ]
 
 BOOK_RENDERER = "gptlearn_book"
@@ -514,4 +514,40 @@ def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Seq
         updatemenus=[dict(type="buttons", direction="right", x=1.0, y=1.02, xanchor="right", yanchor="bottom",
                           buttons=buttons, showactive=True)] if len(names) > 1 else [],
     )
+    return fig
+
+
+def embedding_side_by_side(maps: Mapping[str, Any], groups: Sequence[str], texts: Sequence[str], *,
+                           title: str = "Sentence embeddings", height: int = 460):
+    """Several 2-D maps of the same N points next to each other, one panel per map (chapter 9).
+
+    Same arguments as :func:`embedding_scatter`; the panels share one legend, so clicking a topic
+    hides it in every panel. Trace ``m * G + g`` is map ``m``, group ``g``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(maps)
+    if not names:
+        raise ValueError("embedding_side_by_side needs at least one map")
+    groups, texts = [str(g) for g in groups], [str(t) for t in texts]
+    if len(groups) != len(texts):
+        raise ValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
+    order = list(dict.fromkeys(groups))
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
+    for m, name in enumerate(names):
+        c = _np(maps[name])
+        if c.shape != (len(texts), 2):
+            raise ValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
+        for g, group in enumerate(order):
+            rows = [i for i, x in enumerate(groups) if x == group]
+            fig.add_trace(go.Scatter(
+                x=c[rows, 0], y=c[rows, 1], mode="markers", name=group, legendgroup=group, showlegend=(m == 0),
+                marker=dict(size=9, color=_TOPIC_COLORS[g % len(_TOPIC_COLORS)], line=dict(width=0.5, color="white")),
+                text=[texts[i] for i in rows], hovertemplate="%{text}<extra>" + _html.escape(group) + "</extra>",
+            ), row=1, col=m + 1)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), height=height,
+                      margin=dict(l=20, r=20, t=90, b=30))
     return fig

@@ -48,7 +48,8 @@ HUB_MODELS = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-BUNDLED = {"gptlearn-mini": Path(__file__).parent / "assets" / "gptlearn-mini"}
+BUNDLED = {"gptlearn-mini": Path(__file__).parent / "assets" / "gptlearn-mini",
+           "gptlearn-embed": Path(__file__).parent / "assets" / "gptlearn-embed"}
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old checkpoints
 
@@ -300,6 +301,8 @@ class PretrainedMixin:
         """
         folder = _resolve(name_or_path)
         config, state = _read_folder(folder)
+        if dtype is None:  # half-precision files (e.g. the bundled gptlearn-embed) compute in float32
+            state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
         with torch.device("meta"):  # shapes only: the weights below replace every tensor
             model = cls(config)
         try:

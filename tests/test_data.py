@@ -14,7 +14,7 @@ import torch
 
 from gptlearn import data as gdata
 from gptlearn.data import (DATASETS, PAIRS_HEADER, PairData, TokenDataset, dataset_path, load_text, read_pairs,
-                           split_text)
+                           read_sentences, split_text)
 from gptlearn.errors import GptlearnError
 from gptlearn.tokenizers import CharTokenizer
 
@@ -346,3 +346,13 @@ def test_pairdata_helpers():
     assert pairs.unique_sentences() == ["a", "b", "c", "x", "y"]
     assert pairs.positives(0.8).line_numbers == [2, 4]
     assert pairs.head(1).sentences2 == ["b"]
+
+
+def test_read_sentences_and_its_errors(tmp_path):
+    assert read_sentences(write(tmp_path, "ok.txt", "  A cat sat.\n\nA dog ran.  \r\n")) == ["A cat sat.", "A dog ran."]
+    with pytest.raises(GptlearnError, match="line 2.*UTF-8"):
+        read_sentences(write(tmp_path, "latin1.txt", "fine\ncaf\xe9\n".encode("latin-1")))
+    with pytest.raises(GptlearnError, match="no sentences"):
+        read_sentences(write(tmp_path, "blank.txt", "\n  \n"))
+    with pytest.raises(GptlearnError, match="not found"):
+        read_sentences(tmp_path / "missing.txt")

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptlearn.data import read_pairs
 from gptlearn.embed_train import (
@@ -199,8 +200,8 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
         def encode(self, *args, **kwargs):
             raise AssertionError("cached sentences must not go through the teacher again")
 
-    torch.testing.assert_close(teacher_embeddings(["Stocks fell sharply.", "A man plays the guitar."], NoTeacher()),
-                               t[[2, 1]])
+    cached = teacher_embeddings(["Stocks fell sharply.", "A man plays the guitar."], NoTeacher())
+    torch.testing.assert_close(cached, t[[2, 1]].half().float(), atol=0, rtol=0)  # the cache keeps float16
 
     pairs = small_pairs.head(32)
     hist = train_embeddings(_embedder(tiny_model), pairs, objective="distill", epochs=3, batch_size=16, lr=3e-3,
@@ -260,3 +261,149 @@ def test_a_diverged_run_keeps_the_good_embedder(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "diverged" in err, err
     np.testing.assert_array_equal(Embedder.from_pretrained(out).encode(["A cat sits."]), good)
+
+
+# ---- distillation on unlabelled sentences, checkpoints, and bad input ----------------------------
+class HashTeacher:
+    """A stand-in teacher: a fixed random unit vector per word, averaged (so shared words mean nearness)."""
+
+    def __init__(self, width: int = 32):
+        self.width = width
+        self.calls = 0
+
+    def encode(self, sentences, **kwargs):
+        self.calls += 1
+        out = []
+        for s in sentences:
+            v = sum(np.random.default_rng(abs(hash(w.lower())) % 2**32).standard_normal(self.width)
+                    for w in s.split())
+            out.append(v / np.linalg.norm(v))
+        return np.array(out, dtype=np.float32)
+
+
+def _still_config(tiny_config):
+    return tiny_config.replace(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # deterministic steps
+
+
+@pytest.fixture
+def unlabelled(small_pairs):
+    return small_pairs.unique_sentences()[:96]
+
+
+def test_distill_on_unlabelled_sentences_copies_the_teacher(tiny_config, unlabelled, tmp_path, monkeypatch):
+    from gptlearn import GPT, Embedder
+
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    embedder = Embedder(GPT(_still_config(tiny_config)), pooling="mean")
+    teacher = HashTeacher(width=32)  # the model's width: no projection head
+    hist = train_embeddings(embedder, None, sentences=unlabelled, objective="distill", epochs=4, batch_size=16,
+                            lr=3e-3, device="cpu", teacher=teacher, out_dir=tmp_path / "emb", warmup=0.0,
+                            similarity_weight=1.0)
+    assert embedder.projection is None and hist.train_pairs == 0 and hist.steps[-1] == 4 * 6
+    per_epoch = np.array(hist.losses).reshape(4, 6).mean(axis=1)
+    assert per_epoch[-1] < 0.7 * per_epoch[0], per_epoch
+    target = torch.from_numpy(teacher.encode(unlabelled[:8]))
+    got = torch.from_numpy(Embedder.from_pretrained(tmp_path / "emb").encode(unlabelled[:8]))
+    cos = F.cosine_similarity(got, target, dim=-1)
+    assert float(cos.mean()) > 0.5, cos  # measured 0.8; an untrained model is near 0
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tiny_config, small_pairs, tmp_path):
+    from gptlearn import GPT, Embedder
+
+    def fresh():
+        torch.manual_seed(0)
+        return Embedder(GPT(_still_config(tiny_config)), pooling="mean")
+
+    pairs = small_pairs.head(48)
+    whole = train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "a")
+
+    def stop_at_7(h):
+        if h.steps[-1] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
+                         checkpoint_every=3, callback=stop_at_7)
+    saved = sorted(f.name for f in (tmp_path / "b.checkpoint").iterdir())
+    assert not (tmp_path / "b").exists() and {"optimizer.json", "optimizer.safetensors"} <= set(saved)
+    assert not any(name.endswith((".pt", ".pkl", ".bin")) for name in saved), saved  # nothing to unpickle
+    resumed = train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
+                               checkpoint_every=3, resume=True)
+    assert resumed.steps == whole.steps and resumed.losses[:6] == whole.losses[:6]
+    np.testing.assert_allclose(resumed.losses, whole.losses, rtol=1e-4)
+    a, b = Embedder.from_pretrained(tmp_path / "a"), Embedder.from_pretrained(tmp_path / "b")
+    np.testing.assert_allclose(a.encode(pairs.sentences1[:4]), b.encode(pairs.sentences1[:4]), atol=1e-5)
+    assert not (tmp_path / "b.checkpoint").exists()  # a finished run removes its checkpoint
+
+
+@pytest.mark.parametrize("when", ["mid-run", "last step"])
+def test_nan_never_overwrites_a_good_embedder(tiny_model, small_pairs, tmp_path, when):
+    pairs = small_pairs.head(32)
+    train_embeddings(_embedder(tiny_model), pairs, epochs=1, batch_size=8, device="cpu", out_dir=tmp_path / "emb")
+    good = (tmp_path / "emb" / "model.safetensors").read_bytes()
+
+    def poison(h):
+        if h.steps[-1] == (2 if when == "mid-run" else 4):
+            with torch.no_grad():
+                h.embedder.model.wte.weight[0, 0] = float("nan") if when == "last step" else 0.0
+                if when == "mid-run":
+                    h.embedder.model.ln_f.weight.fill_(float("nan"))
+
+    with pytest.raises(GptlearnError, match="NaN|nan"):
+        train_embeddings(_embedder(tiny_model), pairs, epochs=1, batch_size=8, device="cpu",
+                         out_dir=tmp_path / "emb", callback=poison)
+    assert (tmp_path / "emb" / "model.safetensors").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+
+
+def test_out_is_checked_before_any_work(tiny_model, small_pairs, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    steps = []
+    for out, message in [(tmp_path / "a-file", "is a file"), (tmp_path / "mine", "not a model folder"),
+                         (tmp_path / "a-file" / "emb", "cannot write")]:
+        with pytest.raises(GptlearnError, match=message):
+            train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu",
+                             out_dir=out, callback=steps.append)
+    assert steps == [] and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_empty_or_missing_training_data_raise(tiny_model, small_pairs):
+    with pytest.raises(GptlearnError, match="empty"):
+        train_embeddings(tiny_model, None, sentences=[], objective="distill", teacher=HashTeacher())
+    with pytest.raises(GptlearnError, match="empty"):
+        train_embeddings(tiny_model, None, sentences=["A cat.", "  "], objective="distill", teacher=HashTeacher())
+    with pytest.raises(GptlearnError, match="needs training pairs"):
+        train_embeddings(tiny_model, None, sentences=["A cat.", "A dog."], objective="distill+cosent")
+    with pytest.raises(GptlearnError, match="for distillation"):
+        train_embeddings(tiny_model, small_pairs, sentences=["A cat.", "A dog."], objective="cosent")
+
+
+def test_long_sentences_are_truncated_with_a_warning(tiny_model, small_pairs, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
+    long = " ".join(["word"] * 200)  # 200 tokens; the tiny model's context is 64
+    with pytest.warns(UserWarning, match="longer than 64 tokens and were truncated"):
+        train_embeddings(_embedder(tiny_model), None, sentences=[long, "A short one.", "Another one."] * 4,
+                         objective="distill", epochs=1, batch_size=4, device="cpu", teacher=HashTeacher())
+
+
+@pytest.mark.parametrize("case", ["out-is-file", "sentences-not-utf8", "empty-sentences"])
+def test_cli_training_bad_input_is_one_line_exit_2(model_dir, tmp_path, capsys, case):
+    from gptlearn.cli import main
+
+    sentences = write(tmp_path, "s.txt", {"sentences-not-utf8": b"ok\n\xff\xfe bad\n",
+                                          "empty-sentences": b"\n\n"}.get(case, b"A cat.\nA dog.\n"))
+    out = tmp_path / "o"
+    if case == "out-is-file":
+        out.write_text("not a folder")
+    code = main(["train-embeddings", "--sentences", str(sentences), "--objective", "distill", "--pairs",
+                 str(tmp_path / "missing.tsv") if case == "out-is-file" else "stsb",
+                 "--model", str(model_dir), "--out", str(out)] if case == "out-is-file" else
+                ["train-embeddings", "--sentences", str(sentences), "--objective", "distill",
+                 "--model", str(model_dir), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("gptlearn: error: "), err
+    assert {"out-is-file": "is a file", "sentences-not-utf8": "not UTF-8", "empty-sentences": "no sentences"}[case] in err

@@ -44,14 +44,19 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contains_the_package_assets_and_the_command(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
+        embed_bytes = sum(i.file_size for i in zf.infolist()
+                          if i.filename.startswith("gptlearn/assets/gptlearn-embed/"))
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for required in ("gptlearn/__init__.py", "gptlearn/__main__.py", "gptlearn/cli.py", "gptlearn/errors.py",
                      "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/atomic.py",
                      "gptlearn/tokenizers/__init__.py", "gptlearn/tokenizers/bpe.py",
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
-                     "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp"):
+                     "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp",
+                     "gptlearn/assets/gptlearn-embed/model.safetensors",
+                     "gptlearn/assets/gptlearn-embed/embedder.json"):
         assert required in names, f"{required} is missing from the wheel"
     assert "gptlearn = gptlearn.cli:main" in entry_points
+    assert 0 < embed_bytes <= 25e6, f"the bundled embedder adds {embed_bytes / 1e6:.1f} MB; the budget is 25 MB"
     assert not any(n.startswith(("tests/", "book/")) for n in names)
 
 

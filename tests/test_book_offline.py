@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from book_sync_ipynb import toc_files  # noqa: E402
 from book_times import execution_times, table  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.book]
+pytestmark = [pytest.mark.slow, pytest.mark.book, pytest.mark.heavy]  # many minutes: scripts/check_book_*.sh
 
 NEEDS_STSB = {"book/10_training_embeddings"}  # may fail offline, with the clear line only
 CLEAR_LINE = re.compile(r"GptlearnError: data set 'stsb' is not on this machine and could not be downloaded "

@@ -20,15 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HEAVY_ENV = "GPTLEARN_HEAVY_CHECKS"  # "1": run the tests marked heavy (scripts/check_*.sh set it)
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_runtest_setup(item):
     """Tests marked ``heavy`` take many minutes each (a second book build, a fresh venv): CI's time
     limit has no room for them, so they run only when asked for (README, "The book on GPT-2...")."""
-    if os.environ.get(HEAVY_ENV) == "1":
-        return
-    skip = pytest.mark.skip(reason=f"heavy check of many minutes: set {HEAVY_ENV}=1 or run scripts/check_*.sh")
-    for item in items:
-        if "heavy" in item.keywords:
-            item.add_marker(skip)
+    if "heavy" in item.keywords and os.environ.get(HEAVY_ENV) != "1":
+        pytest.skip(f"heavy check of many minutes: set {HEAVY_ENV}=1 or run scripts/check_*.sh")
 
 
 @pytest.fixture

@@ -6,11 +6,15 @@
 >>> x, y = ds.get_batch("train", 8, 64, generator)             # (B, T) each; y is x shifted by one  # doctest: +SKIP
 
 Named data sets are looked up in ``GPTLEARN_DATA_DIR`` first, then in a cache folder
-(``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``), and downloaded there if missing; every file is
-checked against its SHA-256 before use.
+(``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``); if missing, a copy shipped in the package
+(TinyShakespeare, public domain, gzip-compressed in ``gptlearn/assets/data/``) is unpacked there, and
+anything else is downloaded there (never with ``GPTLEARN_OFFLINE=1``). Every file is checked against
+its SHA-256 before use. The package also ships sentence pairs written for the book (``book-pairs``,
+``book-pairs-dev``; :func:`read_pairs`); STS-B cannot be shipped, its licence does not clearly allow it.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import io
@@ -49,6 +53,8 @@ DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
 CACHE_ENV = "GPTLEARN_CACHE"
 DOWNLOAD_TIMEOUT_S = 60.0  # a server silent this long has failed
 DOWNLOAD_MAX_BYTES = 1 << 30  # every named data set is far smaller: a longer reply is not the file
+OFFLINE_ENV = "GPTLEARN_OFFLINE"  # "1": never download a data set (fail at once, with the fix)
+ASSETS = Path(__file__).parent / "assets" / "data"
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Dataset:
 
     ``url`` is a single file (when there is one file) or a ``.tar.gz`` holding the files under any
     folder (matched by file name). ``path`` is what :func:`dataset_path` returns, relative to the folder.
+    ``bundled`` names a gzip copy of the single file in ``gptlearn/assets/data/`` (only for data sets
+    whose licence allows shipping them), used instead of a download.
     """
 
     name: str
@@ -64,6 +72,7 @@ class Dataset:
     files: dict[str, str]
     path: str
     description: str = ""
+    bundled: str = ""
 
 
 DATASETS: dict[str, Dataset] = {
@@ -73,6 +82,7 @@ DATASETS: dict[str, Dataset] = {
         files={"tinyshakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"},
         path="tinyshakespeare.txt",
         description="1,115,394 characters of Shakespeare, the corpus of char-rnn and nanoGPT",
+        bundled="tinyshakespeare.txt.gz",  # public domain: shipped, so chapter 7 needs no network
     ),
     "stsb": Dataset(
         name="stsb",
@@ -110,6 +120,10 @@ def _check_sha(path: Path, expected: str, name: str) -> None:
         )
 
 
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "0") not in ("0", "", "false", "False")
+
+
 def _fetch(url: str, name: str, dest_hint: str) -> bytes:
     """The whole body at ``url``. Every way a transfer fails (refused, reset, silent, cut short, a reply
     that is not HTTP, an error status, too long) is one :class:`GptlearnError` saying what to do instead;
@@ -120,6 +134,9 @@ def _fetch(url: str, name: str, dest_hint: str) -> bytes:
             f"could not download data set {name!r} from {url} ({why[:160]}); with no network, put {dest_hint} in a "
             f"folder and set {DATA_DIR_ENV} to that folder")
 
+    if _offline():
+        raise GptlearnError(f"data set {name!r} is not on this machine and {OFFLINE_ENV} forbids downloading it; "
+                            f"put {dest_hint} in a folder and set {DATA_DIR_ENV} to that folder")
     chunks, total = [], 0
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -134,6 +151,21 @@ def _fetch(url: str, name: str, dest_hint: str) -> bytes:
     if expected.isdigit() and total != int(expected):  # a body cut short (some servers close early)
         raise failed(f"the connection closed after {total:,} of {int(expected):,} bytes")
     return b"".join(chunks)
+
+
+def _unpack_bundled(ds: Dataset, root: Path) -> None:
+    """Write the package's gzip copy of ``ds`` into ``root``, after checking its SHA-256."""
+    ((rel, sha),) = ds.files.items()
+    try:
+        data = gzip.decompress((ASSETS / ds.bundled).read_bytes())
+    except (OSError, EOFError) as e:  # missing or damaged installation
+        raise GptlearnError(f"the copy of data set {ds.name!r} shipped in the package ({ASSETS / ds.bundled}) cannot "
+                            f"be read ({e}); reinstall gptlearn") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha:
+        raise GptlearnError(f"the copy of data set {ds.name!r} shipped in the package has sha256 {got}, expected {sha}; "
+                            "reinstall gptlearn")
+    write_file(root / rel, data)
 
 
 def _extract_from_tar(blob: bytes, wanted: dict[str, str], name: str) -> dict[str, bytes]:
@@ -186,7 +218,8 @@ def _download(ds: Dataset, root: Path) -> None:
 
 
 def dataset_path(name: str, *, download: bool = True) -> Path:
-    """Local path of a named data set (see ``DATASETS``), downloading it into the cache if needed.
+    """Local path of a named data set (see ``DATASETS``), unpacked from the package or downloaded into
+    the cache if needed.
 
     Looks in ``$GPTLEARN_DATA_DIR`` first, then in :func:`cache_dir`; files are checked against their
     pinned SHA-256 either way.
@@ -202,9 +235,12 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
             for rel, sha in ds.files.items():
                 _check_sha(root / rel, sha, name)
             return root / ds.path
+    root = cache_dir()
+    if ds.bundled:
+        _unpack_bundled(ds, root)
+        return root / ds.path
     if not download:
         raise GptlearnError(f"data set {name!r} is not in {' or '.join(map(str, roots))}; set {DATA_DIR_ENV}")
-    root = cache_dir()
     _download(ds, root)
     return root / ds.path
 
@@ -367,7 +403,13 @@ class TokenDataset:
 # ---- sentence-pair files (training embedders, chapter 10) ----------------------------------------------
 PAIRS_HEADER = ["id", "sentence1", "sentence2", "label"]
 STSB_COLUMNS = ["genre", "file", "year", "id", "score", "sentence1", "sentence2"]
-NAMED_PAIRS = {"stsb": "sts-train.csv", "stsb-train": "sts-train.csv", "stsb-dev": "sts-dev.csv"}
+STSB_PAIRS = {"stsb": "sts-train.csv", "stsb-train": "sts-train.csv", "stsb-dev": "sts-dev.csv"}
+# Written for this book and shipped with it (MIT, like the code): 160 everyday sentences, each with a
+# paraphrase (label 1), a sentence on the same topic that means something else (0), and for half of
+# them a sentence on another topic (0); 16 topics. The dev split holds other sentences than train.
+BOOK_PAIRS = {"book-pairs": "book-pairs-train.tsv", "book-pairs-train": "book-pairs-train.tsv",
+              "book-pairs-dev": "book-pairs-dev.tsv"}
+NAMED_PAIRS = {**STSB_PAIRS, **BOOK_PAIRS}
 
 
 @dataclass
@@ -414,8 +456,11 @@ class PairData:
 
 
 def _named_pairs_path(name: str) -> Path:
-    """``stsb`` / ``stsb-dev`` -> the STS-B file, through :func:`dataset_path`."""
-    return Path(dataset_path("stsb")) / NAMED_PAIRS[name]
+    """``book-pairs`` / ``book-pairs-dev`` -> the file shipped in the package; ``stsb`` / ``stsb-dev`` ->
+    the STS-B file, through :func:`dataset_path` (found locally or downloaded)."""
+    if name in BOOK_PAIRS:
+        return ASSETS / BOOK_PAIRS[name]
+    return Path(dataset_path("stsb")) / STSB_PAIRS[name]
 
 
 def _parse_float(text: str) -> float | None:
@@ -450,7 +495,8 @@ def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
     A malformed row (wrong column count, a label or score that is not a number in range, an empty
     sentence, bytes that are not UTF-8) is skipped, and listed with its line number in a warning
     and in ``PairData.skipped``; blank lines are ignored. ``path`` may also be a named set:
-    ``"stsb"`` (train) or ``"stsb-dev"``.
+    ``"stsb"`` (train) or ``"stsb-dev"`` (found locally or downloaded), or ``"book-pairs"`` (train) or
+    ``"book-pairs-dev"`` (shipped in the package, labels 0/1).
     """
     key = str(path)
     p = Path(path).expanduser()

@@ -1,18 +1,25 @@
-"""Write an output-free .ipynb twin beside every MyST-markdown chapter listed in _toc.yml.
+"""Write an output-free .ipynb twin beside every MyST-markdown chapter listed in _toc.yml, after
+giving every chapter the same hidden set-up cell.
 
 Why: Colab opens only .ipynb files (from GitHub), and sphinx-book-theme points a page's launch
 buttons at ``book/NN.ipynb`` only when that file exists beside ``book/NN.md`` (see _config.yml).
 The .md stays the file people edit and review; run this after editing a chapter:
 
-    python scripts/book_sync_ipynb.py            # write the twins
+    python scripts/book_sync_ipynb.py            # write the set-up cells and the twins
     python scripts/book_sync_ipynb.py --check    # exit 1 if any twin is missing or stale
 
-tests/test_book.py runs the check. Pages that are not notebooks (no jupytext header) are skipped.
+The set-up cell (:func:`setup_cell`) is the first code cell of every chapter, hidden in the web book.
+Where gptlearn is missing (Colab opens a bare notebook) it installs ``PIP_SPEC``: before gptlearn is on
+PyPI, from the repository named in _config.yml (``repository.url``); if that fails it stops with one
+clear message. tests/test_book.py runs the check; tests/test_binder.py checks that every chapter's
+set-up cell is this one and runs its install branch. Pages that are not notebooks (no jupytext
+header) are skipped.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +28,44 @@ import nbformat
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+# What the set-up cell installs where gptlearn is missing. THE line to change when gptlearn is published
+# on PyPI: PIP_SPEC = "gptlearn[hf,plot,web]"; then run this script (README, "The book on Colab").
+PIP_SPEC = "gptlearn[hf,plot,web] @ git+{repository}"
+SETUP_MARK = "# Set-up, hidden in the web book."
+_SETUP_BLOCK = re.compile(r"```\{code-cell\} ipython3\n:tags: \[remove-cell\]\n\n# Set-up, hidden in the web book\..*?\n```\n",
+                          re.S)
+
+
+def repository_url(repo: Path = REPO) -> str:
+    """``repository.url`` of _config.yml, e.g. ``https://github.com/gptlearn/gptlearn``."""
+    return yaml.safe_load((repo / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+
+
+def setup_cell(repo: Path = REPO) -> str:
+    """The source of the hidden first code cell of every chapter."""
+    spec = PIP_SPEC.format(repository=repository_url(repo))
+    return f"""{SETUP_MARK} Where gptlearn is missing (Colab), this installs it first.
+import importlib
+import importlib.util
+if importlib.util.find_spec("gptlearn") is None:
+    GPTLEARN = "{spec}"
+    %pip install --quiet "{{GPTLEARN}}"
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("gptlearn") is None:
+        raise ModuleNotFoundError(f"could not install {{GPTLEARN}} (pip said why, above): install gptlearn by hand, "
+                                  "e.g. pip install from a clone of the repository, then run this cell again")
+import gptlearn.plotting
+gptlearn.plotting.setup_book();"""
+
+
+def with_setup_cell(text: str, cell: str) -> str:
+    """A chapter's MyST text with its set-up cell (the first ``# Set-up`` remove-cell) replaced by ``cell``."""
+    block = f"```{{code-cell}} ipython3\n:tags: [remove-cell]\n\n{cell}\n```\n"
+    new, n = _SETUP_BLOCK.subn(lambda _: block, text, count=1)
+    if n == 0:
+        raise ValueError(f"no set-up cell (a remove-cell code cell starting with {SETUP_MARK!r}) found")
+    return new
 
 
 def toc_files(repo: Path = REPO) -> list[str]:
@@ -64,10 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only check; exit 1 if a twin is missing or stale")
     args = ap.parse_args(argv)
     bad = []
+    cell = setup_cell()
     for doc in toc_files():
         md = REPO / f"{doc}.md"
         if not md.is_file() or not is_notebook(md):
             continue
+        if not args.check:
+            text = md.read_text(encoding="utf-8")
+            synced = with_setup_cell(text, cell)
+            if synced != text:
+                md.write_text(synced, encoding="utf-8")
+                print(f"wrote the set-up cell of {md.relative_to(REPO)}")
         ipynb = md.with_suffix(".ipynb")
         nb = twin(md)
         if args.check:

@@ -17,6 +17,14 @@ if "GPTLEARN_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").i
     os.environ["GPTLEARN_DATA_DIR"] = str(REPO.parent / "shared" / "data")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+HEAVY_ENV = "GPTLEARN_HEAVY_CHECKS"  # "1": run the tests marked heavy (scripts/check_*.sh set it)
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``heavy`` take many minutes each (a second book build, a fresh venv): CI's time
+    limit has no room for them, so they run only when asked for (README, "The book on GPT-2...")."""
+    if "heavy" in item.keywords and os.environ.get(HEAVY_ENV) != "1":
+        pytest.skip(f"heavy check of many minutes: set {HEAVY_ENV}=1 or run scripts/check_*.sh")
 
 try:  # in CI, property-based tests draw the same cases every run (locally they keep exploring)
     from hypothesis import settings as _hypothesis_settings

@@ -1,6 +1,7 @@
 """gptlearn.data: named data sets (pinned sha256), text loading, the memory-mapped token cache, pair files."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -41,16 +42,83 @@ def test_sha256_mismatch_is_an_error(tmp_path, monkeypatch, cache):
         dataset_path("tinyshakespeare")
 
 
-def test_no_network_names_the_env_var(tmp_path, monkeypatch, cache):
-    monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
+def _no_network(monkeypatch) -> list[str]:
+    """Make every download fail as with no network; returns the URLs that were tried."""
+    tried: list[str] = []
 
-    def offline(*args, **kwargs):
+    def offline(url, *args, **kwargs):
+        tried.append(url)
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(gdata.urllib.request, "urlopen", offline)
-    with pytest.raises(GptlearnError, match="GPTLEARN_DATA_DIR"):
+    return tried
+
+
+def test_no_network_names_the_data_set_and_the_fix(tmp_path, monkeypatch, cache):
+    monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
+    monkeypatch.delenv("GPTLEARN_OFFLINE", raising=False)
+    tried = _no_network(monkeypatch)
+    with pytest.raises(GptlearnError) as err:
+        dataset_path("stsb")
+    message = str(err.value)
+    assert "\n" not in message and "'stsb'" in message and "no route to host" in message
+    assert "GPTLEARN_DATA_DIR" in message and DATASETS["stsb"].url in message
+    assert tried == [DATASETS["stsb"].url]
+    assert not list(cache.rglob("*.csv"))  # nothing half-written
+
+
+def test_offline_env_never_downloads(monkeypatch, cache):
+    monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
+    monkeypatch.setenv("GPTLEARN_OFFLINE", "1")
+    tried = _no_network(monkeypatch)
+    with pytest.raises(GptlearnError, match="'stsb' is not on this machine and GPTLEARN_OFFLINE forbids"):
+        read_pairs("stsb-dev")
+    assert tried == []
+
+
+def test_tinyshakespeare_ships_with_the_package(monkeypatch, cache):
+    """No GPTLEARN_DATA_DIR, no network: the gzip copy in gptlearn/assets/data is checked and unpacked."""
+    monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
+    tried = _no_network(monkeypatch)
+    path = dataset_path("tinyshakespeare")
+    assert path == cache / "tinyshakespeare.txt" and tried == []
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == DATASETS["tinyshakespeare"].files["tinyshakespeare.txt"]
+    text = load_text("tinyshakespeare")
+    assert len(text) == 1_115_394 and text.startswith("First Citizen:") and tried == []
+
+
+def test_a_damaged_shipped_copy_is_refused(tmp_path, monkeypatch, cache):
+    monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "tinyshakespeare.txt.gz").write_bytes(gzip.compress(b"First Citizen: not the real text\n"))
+    monkeypatch.setattr(gdata, "ASSETS", assets)
+    with pytest.raises(GptlearnError, match="shipped in the package has sha256 .*reinstall gptlearn"):
         dataset_path("tinyshakespeare")
-    assert not list(cache.rglob("*.txt"))  # nothing half-written
+    (assets / "tinyshakespeare.txt.gz").write_bytes(b"not gzip")
+    with pytest.raises(GptlearnError, match="cannot be read .*reinstall gptlearn"):
+        dataset_path("tinyshakespeare")
+    assert not (cache / "tinyshakespeare.txt").exists()
+
+
+def test_book_pairs_ship_with_the_package(monkeypatch):
+    """The pairs written for the book: clean, 0/1 labels, every sentence has a paraphrase and a
+    same-topic sentence that means something else, and dev shares no sentence with train."""
+    monkeypatch.setenv("GPTLEARN_DATA_DIR", "/nonexistent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no malformed rows
+        train, dev = read_pairs("book-pairs"), read_pairs("book-pairs-dev")
+    assert read_pairs("book-pairs-train").scores == train.scores
+    assert (len(train), len(dev)) == (288, 112)
+    for pairs in (train, dev):
+        assert pairs.format == "pairs" and set(pairs.scores) == {0.0, 1.0}
+        assert len(set(zip(pairs.sentences1, pairs.sentences2))) == len(pairs)  # no duplicate pair
+        labels_by_anchor: dict[str, list[float]] = {}
+        for a, y in zip(pairs.sentences1, pairs.scores):
+            labels_by_anchor.setdefault(a, []).append(y)
+        assert all(sorted(ys)[-1] == 1.0 and ys.count(1.0) == 1 and 0.0 in ys for ys in labels_by_anchor.values())
+    assert (len(set(train.sentences1)), len(set(dev.sentences1))) == (112, 48)
+    assert not set(train.unique_sentences()) & set(dev.unique_sentences())
 
 
 class _Response(io.BytesIO):

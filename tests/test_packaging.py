@@ -53,7 +53,8 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
                      "gptlearn/assets/gpt2/encoder.json", "gptlearn/assets/gpt2/vocab.bpe",
                      "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp",
                      "gptlearn/assets/gptlearn-embed/model.safetensors",
-                     "gptlearn/assets/gptlearn-embed/embedder.json"):
+                     "gptlearn/assets/gptlearn-embed/embedder.json",
+                     "gptlearn/assets/data/tinyshakespeare.txt.gz", "gptlearn/assets/data/book-pairs-dev.tsv"):
         assert required in names, f"{required} is missing from the wheel"
     assert "gptlearn = gptlearn.cli:main" in entry_points
     assert 0 < embed_bytes <= 25e6, f"the bundled embedder adds {embed_bytes / 1e6:.1f} MB; the budget is 25 MB"

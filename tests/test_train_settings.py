@@ -19,36 +19,7 @@ from gptlearn.config import PRESETS
 from gptlearn.errors import GptlearnError
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import RESUME_MAY_CHANGE, TrainConfig, read_trainer_state, train
-
-CLI_MODEL = ["--preset", "tiny", "--config", '{"n_embd": 16, "n_layer": 1, "n_head": 2}', "--tokenizer", "char",
-             "--batch-size", "2", "--block-size", "16", "--eval-iters", "1", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _quiet_and_single_threaded(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path_factory.getbasetemp() / "gptlearn-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def text_file(data_dir, tmp_path) -> Path:
-    path = tmp_path / "shakespeare.txt"
-    path.write_text((data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000], encoding="utf-8")
-    return path
-
-
-def _cli(capsys, *args) -> tuple[int, str]:
-    code = cli.main(["train", *map(str, args)])
-    return code, capsys.readouterr().err
-
-
-def _one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gptlearn: error: ") and "Traceback" not in err, err
-    return lines[0]
+from train_kit import CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
 
 
 # ---- every field has a rule, and the rules hold whatever the value -------------------------------------------

@@ -29,9 +29,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What the set-up cell installs where gptlearn is missing. THE line to change when gptlearn is published
-# on PyPI: PIP_SPEC = "gptlearn[hf,plot,web]"; then run this script (README, "The book on Colab").
-PIP_SPEC = "gptlearn[hf,plot,web] @ git+{repository}"
+# What the set-up cell installs where gptlearn is missing: gptlearn with the `notebooks` extra, which holds
+# everything the chapters import (myst_nb among it). THE line to change when gptlearn is published on PyPI:
+# PIP_SPEC = "gptlearn[notebooks]"; then run this script (README, "The book on Colab").
+PIP_SPEC = "gptlearn[notebooks] @ git+{repository}"
 SETUP_MARK = "# Set-up, hidden in the web book."
 _SETUP_BLOCK = re.compile(r"```\{code-cell\} ipython3\n:tags: \[remove-cell\]\n\n# Set-up, hidden in the web book\..*?\n```\n",
                           re.S)

@@ -65,6 +65,70 @@ def test_setup_cell_installs_from_the_repository_in_config():
         assert re.search(rf"^{extra} = \[", pyproject, re.M), f"the set-up cell asks for gptlearn[{extra}], not in pyproject"
 
 
+
+def _requirement_closure(extra: str) -> set[str]:
+    """Normalised names of every distribution ``pip install gptlearn[extra]`` brings: gptlearn's own
+    requirements read from this checkout's pyproject.toml (its extras may name each other), then what those
+    declare, read from the installed packages' metadata."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"]] + [Requirement(f"gptlearn[{extra}]")]
+    seen, done = {"gptlearn"}, set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        for x in sorted(req.extras) or [""]:
+            if (name, x) in done:
+                continue
+            done.add((name, x))
+            if name == "gptlearn":
+                todo += [Requirement(r) for r in project["optional-dependencies"].get(x, [])]
+                continue
+            seen.add(name)
+            try:
+                declared = metadata.requires(req.name) or []
+            except metadata.PackageNotFoundError:
+                continue  # not installed here: its own requirements cannot be read, the name itself counts
+            for r in map(Requirement, declared):
+                if r.marker is None or r.marker.evaluate({"extra": x}):
+                    todo.append(r)
+    return seen
+
+
+def test_setup_cell_installs_what_the_chapters_import():
+    """Every module a chapter's code cells import is in the standard library, gptlearn, or a distribution
+    that the set-up cell's pip line brings (myst_nb for glue, pandas, ipywidgets, scipy through umap-learn...)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    import jupytext
+
+    extra = re.search(r"gptlearn\[(\w+)\]", PIP_SPEC)[1]
+    closure = _requirement_closure(extra)
+    providers = metadata.packages_distributions()
+    imported: dict[str, set[str]] = {}
+    for path in _chapters():
+        for cell in jupytext.read(path).cells:
+            if cell.cell_type == "code":
+                for name in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", cell.source, re.M):
+                    imported.setdefault(name, set()).add(path.name)
+    assert {"myst_nb", "pandas", "gptlearn"} <= set(imported)
+    missing = {}
+    for module, where in sorted(imported.items()):
+        if module in sys.stdlib_module_names or module == "gptlearn":
+            continue
+        dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        assert dists, f"{module} (imported by {sorted(where)}) is not installed here"
+        if not dists & closure:
+            missing[module] = sorted(where)
+    assert not missing, f"gptlearn[{extra}] does not bring what these chapters import: {missing}"
+
 _RUN_CELL = r"""
 import importlib.util, json, shlex, sys
 from IPython.core.interactiveshell import InteractiveShell
@@ -116,8 +180,8 @@ def test_setup_cell_runs_its_install_branch(tmp_path, pip_result):
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_pip_installs_gptlearn_from_a_git_url(tmp_path):
-    """``pip install "gptlearn[hf,plot,web] @ git+URL"`` (the set-up cell's line) resolves to this project
-    with those extras, from a git clone of this checkout's HEAD (dry run, no index: nothing is installed)."""
+    """``pip install "gptlearn[notebooks] @ git+URL"`` (the set-up cell's line) resolves to this project
+    with that extra, from a git clone of this checkout's HEAD (dry run, no index: nothing is installed)."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True, timeout=300)
     url = f"file://localhost{clone}"  # pip 23's URL check wants a host, even for file URLs
@@ -130,7 +194,7 @@ def test_pip_installs_gptlearn_from_a_git_url(tmp_path):
     (item,) = json.loads(report.read_text())["install"]
     assert item["metadata"]["name"] == "gptlearn"
     assert item["download_info"]["url"] == url and item["download_info"]["vcs_info"]["vcs"] == "git"
-    assert set(item["requested_extras"]) == {"hf", "plot", "web"}
+    assert set(item["requested_extras"]) == {"notebooks"}
 
 
 # ---- Binder: binder/requirements.txt in a fresh venv, every chapter run in it ------------------------

@@ -7,14 +7,13 @@ cache, ``HF_HUB_OFFLINE=1`` and every download sent to a proxy that refuses conn
 no ``../shared/data`` beside it, as on a user's machine.
 
 What must hold: every chapter builds from what the package ships (gptlearn-mini, GPT-2's tokenizer,
-TinyShakespeare, the book's sentence pairs), except that a chapter needing STS-B may fail, and then
-only with the data loader's one clear line naming the data set and the fix.
+TinyShakespeare, the book's sentence pairs). Chapters 8 and 10, which measure on STS-B where it can be
+found, fall back to the book's pairs and say so on the page.
 The per-chapter table goes to ``_build/offline_times.txt``.
 """
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -29,10 +28,7 @@ from book_times import execution_times, table  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.book, pytest.mark.heavy]  # many minutes: scripts/check_book_*.sh
 
-NEEDS_STSB = {"book/10_training_embeddings"}  # may fail offline, with the clear line only
-CLEAR_LINE = re.compile(r"GptlearnError: data set 'stsb' is not on this machine and could not be downloaded "
-                        r"\(.*\): download \S+ where there is a network, put stsb/sts-train\.csv and "
-                        r"stsb/sts-dev\.csv in a folder and set GPTLEARN_DATA_DIR to that folder")
+FALLS_BACK = {"book/10_training_embeddings": "This run uses <strong>book-pairs</strong>"}  # said on the page
 
 
 def offline_env(home: Path, clone: Path) -> dict[str, str]:
@@ -65,12 +61,11 @@ def test_fresh_clone_builds_offline(tmp_path):
         err = reports / Path(doc).parent / f"{Path(doc).name}.err.log"
         if err.is_file():
             failed[doc] = err.read_text(errors="replace")
-    unexpected = {doc: text[-3000:] for doc, text in failed.items() if doc not in NEEDS_STSB}
-    assert not unexpected, f"chapters that failed offline:\n{unexpected}"
-    for doc, text in failed.items():
-        assert CLEAR_LINE.search(text), f"{doc} failed offline, but not with the data loader's clear line:\n{text[-3000:]}"
+    assert not failed, f"chapters that failed offline:\n{ {doc: text[-3000:] for doc, text in failed.items()} }"
     built = {doc for doc in toc_files(clone) if (clone / "_build" / "html" / f"{doc}.html").is_file()}
     assert built == set(toc_files(clone))
     executed = {Path(name).with_suffix("").as_posix() for name in times}
-    assert executed | set(failed) == set(toc_files(clone)) and not executed & set(failed)
-    assert proc.returncode == (1 if failed else 0), log[-3000:]
+    assert executed == set(toc_files(clone))
+    for doc, said in FALLS_BACK.items():
+        assert said in (clone / "_build" / "html" / f"{doc}.html").read_text(), doc
+    assert proc.returncode == 0, log[-3000:]

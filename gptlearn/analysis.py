@@ -268,7 +268,7 @@ def neighbour_accuracy(X: Any, groups: Sequence[Any]) -> float:
     S = _cosines(X)
     S.fill_diagonal_(-math.inf)  # a row is not its own neighbour
     nearest = S.argmax(dim=1).tolist()
-    return sum(groups[i] == groups[j] for i, j in enumerate(nearest)) / len(nearest)
+    return float(sum(groups[i] == groups[j] for i, j in enumerate(nearest)) / len(nearest))
 
 
 def topic_gap(X: Any, groups: Sequence[Any]) -> float:

@@ -36,7 +36,11 @@ def _one_thread(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path_factory.getbasetemp() / "gptlearn-cache"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: threads only add waiting on a shared machine
+    # Ctrl-C as a terminal delivers it, whatever handler an earlier test in this process left behind
+    # (one that swallows SIGINT made the first interrupt of a full-suite run vanish)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+    signal.signal(signal.SIGINT, handler)
     torch.set_num_threads(before)
 
 

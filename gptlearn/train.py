@@ -1283,7 +1283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = run_from_args(args)
-    except (GptlearnError, ValueError, FileNotFoundError, OSError, UnicodeDecodeError) as e:
+    except (GptlearnError, OSError, UnicodeDecodeError) as e:  # the user's mistake (a bug keeps its traceback)
         print(f"gptlearn.train: error: {e}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from book_sync_ipynb import PIP_SPEC, is_notebook, repository_url, setup_cell, toc_files  # noqa: E402
 
 REQUIREMENTS = REPO / "binder" / "requirements.txt"
-REPO2DOCKER_BASE = ["ipykernel", "nbclient"]  # in repo2docker's base environment, not in binder/
+REPO2DOCKER_BASE = ["ipykernel<7", "nbclient"]  # in repo2docker's base environment, not in binder/
 
 
 def _chapters() -> list[Path]:

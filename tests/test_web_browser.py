@@ -150,7 +150,7 @@ def test_explorer_runs_the_exported_model(browser, built_book, exported, doc):
             assert f"built with {data['book_model']}" in box.inner_text()
         assert box.locator(".gl-check").inner_text().startswith("✓ Same numbers as PyTorch")
         assert "in a worker" in box.locator(".gl-status").inner_text()
-        ids = model.tokenizer.encode(box.locator(".gl-input").input_value())
+        ids = model.tokenizer.encode_ordinary(box.locator(".gl-input").input_value())
         assert box.locator(".gl-chip").count() == len(ids)
         assert box.locator(".gl-chip small").all_inner_texts() == [str(i) for i in ids]
         _shoot(page, box, f"live_{Path(doc).name}.png")
@@ -166,7 +166,7 @@ def test_forward_parity_with_pytorch(browser, built_book, exported):
     try:
         results = page.evaluate("(texts) => texts.map(t => gptlearn.live.forward(t))", TEXTS)
         for text, out in zip(TEXTS, results):
-            ids = model.tokenizer.encode(text)
+            ids = model.tokenizer.encode_ordinary(text)  # the page reads typed text as plain text
             worst["id_mismatches"] += out["ids"] != ids
             assert out["ids"] == ids, text
             assert out["tokens"] == model.tokenizer.str_tokens(ids), text
@@ -209,7 +209,7 @@ def test_typing_redraws_the_heatmap_and_the_next_token_is_pythons(browser, built
         text = "Once upon a time there was a little"
         _retype(page, box, text)
         assert _canvas(page, ".gl-attention canvas") != before, "typing did not redraw the attention map"
-        ids = model.tokenizer.encode(text)
+        ids = model.tokenizer.encode_ordinary(text)
         with torch.no_grad():
             top = model(torch.tensor([ids]))[0, -1].argmax().item()
         assert box.locator(".gl-top li code").first.inner_text() == show(model.tokenizer.decode([top]))
@@ -293,7 +293,7 @@ def test_head_contributions_are_the_norms_of_z_h_W_O_h(browser, built_book, expo
     try:
         _settle(page)
         box = page.locator(".gptlearn-live").first
-        ids = model.tokenizer.encode(box.locator(".gl-input").input_value())
+        ids = model.tokenizer.encode_ordinary(box.locator(".gl-input").input_value())
         T, H, hs = len(ids), model.config.n_head, model.config.d_head
         _, cache = model.run_with_cache(torch.tensor([ids]))
         W_O = model.blocks[0].attn.c_proj.weight.T

@@ -97,7 +97,7 @@ def to_gptlearn():
     return _to_gptlearn
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a builder, so module-scoped fixtures can use it too
 def random_gpt():
     """Builder: ``random_gpt(seed=0, noise=0.05, fast=True, **config)``."""
     return _random_gpt

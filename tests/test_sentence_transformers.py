@@ -27,13 +27,8 @@ ST_POOLING = {"mean": "mean", "max": "max", "last": "lasttoken", "first": "cls",
 
 
 @pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, n_positions=64)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
+def model(random_gpt) -> GPT:
+    return random_gpt(n_positions=64, vocab_size=50257)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import importlib.util
 import pytest
 import torch
 
-from gptlearn import GPT, GPTConfig
 from gptlearn.hooks import get_act_name
 
 ATOL = 1e-5
@@ -21,14 +20,9 @@ TEXTS = ["The big red car drove quickly", "A cat", "<|endoftext|> starts a docum
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(random_gpt):
     """2 layers, GPT-2's vocabulary (so text works), every weight moved off its initial value."""
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, n_positions=64)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
+    return random_gpt(n_positions=64, vocab_size=50257)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,15 @@ def _sliced(get_msg):
     return get_msg_in_slices
 
 
-def setup(app):
+def wait_in_slices() -> None:
+    """Make jupyter_client's asyncio channels wait in slices (once; later calls do nothing). Also used
+    by tests/test_binder.py, which runs the chapters with nbclient outside Sphinx."""
     from jupyter_client.channels import AsyncZMQSocketChannel
 
     if not hasattr(AsyncZMQSocketChannel.get_msg, "__wrapped__"):
         AsyncZMQSocketChannel.get_msg = _sliced(AsyncZMQSocketChannel.get_msg)
+
+
+def setup(app):
+    wait_in_slices()
     return {"parallel_read_safe": True, "parallel_write_safe": True}

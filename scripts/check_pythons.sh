@@ -20,17 +20,7 @@ for v in "${versions[@]}"; do
     echo "python $v: not found (install it, e.g. pyenv install $v)"; failed=1; continue
   fi
   tmp=$(mktemp -d)
-  if ! "$py" - gptlearn <<'PY'
-import pathlib, sys
-bad = []
-for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
-    try:
-        compile(path.read_text(encoding="utf-8"), str(path), "exec")
-    except SyntaxError as e:
-        bad.append(f"{path}:{e.lineno}: {e.msg}")
-if bad:
-    sys.exit("does not compile:\n  " + "\n  ".join(bad))
-PY
+  if ! "$py" scripts/compile_all.py gptlearn
   then echo "python $v ($py): FAILED to compile"; failed=1; rm -rf "$tmp"; continue; fi
   echo "python $v ($py): compiles"
   for what in package pins; do

@@ -247,6 +247,10 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+sys.path.insert(0, sys.argv[3])                     # the repository's scripts/
+from book_zmq_wakeup import wait_in_slices          # the book build's guard against a missed wake-up
+wait_in_slices()
+
 path = sys.argv[1]
 nb = nbformat.read(path, as_version=4)
 start = time.perf_counter()
@@ -276,7 +280,8 @@ def test_every_chapter_runs_as_binder_opens_it(binder_python, tmp_path):
     rows, failures = [], []
     for md in _chapters():
         ipynb = md.with_suffix(".ipynb")
-        proc = subprocess.run([str(binder_python), str(tmp_path / "run.py"), str(ipynb), str(ipynb.parent)],
+        proc = subprocess.run([str(binder_python), str(tmp_path / "run.py"), str(ipynb), str(ipynb.parent),
+                               str(REPO / "scripts")],
                               capture_output=True, text=True, env=env, timeout=1800)
         assert proc.returncode == 0, f"{ipynb.name}: the runner failed\n{proc.stderr[-3000:]}"
         result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import tarfile
 import urllib.error
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_kit import tarball
 from gptlearn import data as gdata
 from gptlearn.data import (DATASETS, PAIRS_HEADER, PairData, TokenDataset, dataset_path, load_text, read_pairs,
                            read_sentences, split_text)
@@ -146,16 +146,6 @@ def test_download_verifies_and_caches(monkeypatch, cache):
     assert not (cache / "bad.txt").exists()
 
 
-def _tarball(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_stsb_tarball_extraction(monkeypatch, cache):
     """The real Stsbenchmark.tar.gz holds stsbenchmark/sts-{train,dev,test}.csv; only the pinned files
     are taken, matched by name, and checked against their sha256."""
@@ -164,7 +154,7 @@ def test_stsb_tarball_extraction(monkeypatch, cache):
     files = {"stsb/sts-train.csv": hashlib.sha256(train).hexdigest(), "stsb/sts-dev.csv": hashlib.sha256(dev).hexdigest()}
     ds = gdata.Dataset("stsb", DATASETS["stsb"].url, files, "stsb")
     monkeypatch.setitem(DATASETS, "stsb", ds)
-    blob = _tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": dev,
+    blob = tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": dev,
                      "stsbenchmark/sts-test.csv": b"test\n", "../../evil.csv": b"x"})
     monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob))
     folder = dataset_path("stsb")
@@ -174,7 +164,7 @@ def test_stsb_tarball_extraction(monkeypatch, cache):
     assert not (cache.parent / "evil.csv").exists()
     # a tarball whose csv differs from the pinned hash is refused
     (folder / "sts-dev.csv").unlink()
-    blob2 = _tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": b"changed\n"})
+    blob2 = tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": b"changed\n"})
     monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob2))
     with pytest.raises(GptlearnError, match="sts-dev.csv"):
         dataset_path("stsb")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Callable
 
 import pytest
 
+from data_kit import tarball
 from gptlearn import cli
 from gptlearn import data as gdata
 from gptlearn.data import DATASETS, dataset_path, read_pairs
@@ -225,19 +224,9 @@ def test_the_command_says_it_in_one_line(serve, cache, monkeypatch, capsys, tmp_
 
 
 # ---- gptlearn.data: an archive (STS-B) -------------------------------------------------------------------------
-def _tarball(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 TRAIN = b"main-captions\tMSRvid\t2012test\t0001\t5.000\tA plane is taking off.\tAn air plane is taking off.\n"
 DEV = b"main-captions\tMSRvid\t2012test\t0002\t3.800\tA man plays a flute.\tA man plays a bamboo flute.\n"
-TARBALL = _tarball({"stsbenchmark/sts-train.csv": TRAIN, "stsbenchmark/sts-dev.csv": DEV})
+TARBALL = tarball({"stsbenchmark/sts-train.csv": TRAIN, "stsbenchmark/sts-dev.csv": DEV})
 
 
 def stsb(monkeypatch, url: str) -> None:

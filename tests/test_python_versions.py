@@ -15,16 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
-COMPILE_ALL = """
-import pathlib, sys
-bad = []
-for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
-    try:
-        compile(path.read_text(encoding="utf-8"), str(path), "exec")
-    except SyntaxError as e:
-        bad.append(f"{path}:{e.lineno}: {e.msg}")
-print("\\n".join(bad))
-"""
+COMPILE_ALL = REPO / "scripts" / "compile_all.py"
 
 
 def _interpreter(version: str) -> str | None:
@@ -47,5 +38,13 @@ def test_package_compiles(version):
     python = sys.executable if f"{sys.version_info.major}.{sys.version_info.minor}" == version else _interpreter(version)
     if python is None:
         pytest.skip(f"no python{version} here")
-    out = subprocess.run([python, "-c", COMPILE_ALL, str(REPO / "gptlearn")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+    out = subprocess.run([python, str(COMPILE_ALL), str(REPO / "gptlearn")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "" and out.stderr == "", out.stdout + out.stderr
+
+
+def test_compile_check_names_a_file_that_does_not_compile(tmp_path):
+    (tmp_path / "good.py").write_text("x = 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bad.py").write_text("def f(:\n")
+    out = subprocess.run([sys.executable, str(COMPILE_ALL), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "bad.py:1" in out.stderr and "good.py" not in out.stderr

@@ -52,17 +52,18 @@ def test_chapter_9_topics_separate(embedder):
 
     texts = [s for sents in TOPIC_SENTENCES.values() for s in sents]
     topics = [t for t, sents in TOPIC_SENTENCES.items() for _ in sents]
-    # the issue asks 0.8; gptlearn-embed reaches 0.5 (raw gptlearn-mini: 0.2, chance: 0.18), see the model card
-    assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.5
+    # measured 0.80, 32 of 40, the closest right call by a cosine margin of 0.003 (raw gptlearn-mini: 0.2,
+    # chance: 0.18, the teacher all-MiniLM-L6-v2: 0.85), see the model card
+    assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.8
 
 
 @pytest.mark.slow
-def test_stsb_dev_spearman_is_at_least_0_76(embedder, data_dir):
+def test_stsb_dev_spearman_is_at_least_0_80(embedder, data_dir):
     from gptlearn.data import read_pairs
     from gptlearn.embed_train import evaluate_sts
 
     score = evaluate_sts(embedder, read_pairs(data_dir / "stsb" / "sts-dev.csv"))
-    assert score >= 0.76, score  # measured 0.7675; the issue's 0.80 is not reached (docs/gptlearn-embed.md)
+    assert score >= 0.80, score  # measured 0.8054 (docs/gptlearn-embed.md); the teacher scores 0.867
 
 
 def test_encode_agrees_with_a_batch_of_one(embedder):

@@ -85,8 +85,10 @@ def test_smoke_mode_prints_results(script, data_dir):
             assert row["gptlearn_roofline"] == pytest.approx(row["gptlearn_tok_s"] / row["bound_tok_s"])
         if row["row"] == "embed":
             assert row["min_cosine"] > 0.999
-        if row["row"] == "embedder":  # the bundled embedder, on the STS-B dev sentences it was scored on
-            assert 0.7 < row["gptlearn_spearman"] < row["st_spearman"] < 1
+        if row["row"] == "embedder":  # both models rank the few dev pairs among the timed sentences well
+            # (6 pairs in smoke mode: which of the two ranks them better is noise; the full dev set is in
+            # tests/test_gptlearn_embed.py)
+            assert 0.7 < row["gptlearn_spearman"] <= 1 and 0.7 < row["st_spearman"] <= 1
         if row["row"] == "tokenizer":
             assert row["same_ids"] is True
         if row["row"].startswith("train"):

@@ -23,7 +23,7 @@ def _sliced(get_msg):
         while True:
             left = SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                return await get_msg(self, timeout=min(SLICE_S, left) if left > 0 else 0)
+                return await get_msg(self, timeout=min(SLICE_S, left))
             except Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise

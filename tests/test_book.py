@@ -62,15 +62,18 @@ def test_colab_ipynb_twins_are_in_sync():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_the_builds_kernel_waits_come_in_slices_and_keep_their_timeout():
+def test_the_builds_kernel_waits_come_in_slices_and_keep_their_timeout(monkeypatch):
     """scripts/book_zmq_wakeup.py: a reply that a missed wake-up left in the socket is read within a slice
     (it showed as a 300 s chapter), and a wait with a timeout still ends in Empty at that timeout."""
     import asyncio
     import time
     from queue import Empty
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    from book_zmq_wakeup import SLICE_S, _sliced
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import book_zmq_wakeup
+
+    SLICE = 0.01
+    monkeypatch.setattr(book_zmq_wakeup, "SLICE_S", SLICE)
 
     class Channel:  # stands in for AsyncZMQSocketChannel: the reply is there, but no wait sees it before 3 slices
         def __init__(self):
@@ -82,24 +85,17 @@ def test_the_builds_kernel_waits_come_in_slices_and_keep_their_timeout():
                 raise Empty
             return {"msg_type": "execute_reply"}
 
-    sliced = _sliced(Channel.get_msg)
-    SLICE = 0.01
-    import book_zmq_wakeup
-    book_zmq_wakeup.SLICE_S, saved = SLICE, SLICE_S
-    try:
-        ch = Channel()
-        assert asyncio.run(sliced(ch, timeout=300))["msg_type"] == "execute_reply"
-        assert len(ch.waits) == 3 and all(0 < w <= SLICE for w in ch.waits)  # never one 300 s wait
+    ch = Channel()
+    assert asyncio.run(book_zmq_wakeup._sliced(Channel.get_msg)(ch, timeout=300))["msg_type"] == "execute_reply"
+    assert len(ch.waits) == 3 and all(0 < w <= SLICE for w in ch.waits)  # never one 300 s wait
 
-        async def never(self, timeout=None):  # a reply that never comes
-            raise Empty
+    async def never(self, timeout=None):  # a reply that never comes
+        raise Empty
 
-        start = time.monotonic()
-        with pytest.raises(Empty):
-            asyncio.run(_sliced(never)(Channel(), timeout=0.05))
-        assert 0.04 < time.monotonic() - start < 1
-    finally:
-        book_zmq_wakeup.SLICE_S = saved
+    start = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(book_zmq_wakeup._sliced(never)(Channel(), timeout=0.05))
+    assert 0.04 < time.monotonic() - start < 1
 
 
 def test_binder_environment_is_cpu_only_and_installs_the_repo():

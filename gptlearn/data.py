@@ -28,7 +28,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -310,26 +310,64 @@ class TokenDataset:
             raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
         if not text:
             raise GptlearnError("the text is empty; training needs some text")
-        self.tokenizer = tokenizer
+        text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+        def ids() -> tuple[list[int], list[int]]:
+            train_text, val_text = split_text(text, val_fraction)
+            # a corpus is text: "<|endoftext|>" written in it is read as plain text
+            return encode_document(tokenizer, train_text), encode_document(tokenizer, val_text) if val_text else []
+
+        self._open(tokenizer, f"{text_sha}-{tokenizer_id(tokenizer)}-val{val_fraction:g}", ids, cache)
         self.val_fraction = val_fraction
+
+    @classmethod
+    def from_documents(cls, train_docs: Sequence[str], val_docs: Sequence[str], tokenizer: TokenizerLike, *,
+                       cache: str | os.PathLike | None = None) -> TokenDataset:
+        """Documents joined GPT-2's way: each one starts after an ``<|endoftext|>`` token, so the model
+        learns that token as "a new text begins here" (the BOS that chapter 4 prepends).
+
+        >>> ds = TokenDataset.from_documents(["a cat", "a dog"], ["a cow"], tok)   # doctest: +SKIP
+        """
+        eot = getattr(tokenizer, "eot_token", None)
+        if eot is None:
+            raise InvalidValueError("from_documents needs a tokenizer with an <|endoftext|> token (eot_token)")
+        docs = {"train": list(train_docs), "val": list(val_docs)}
+        for split, items in docs.items():
+            if not all(isinstance(d, str) for d in items):
+                raise InvalidTypeError(f"from_documents takes lists of str for {split}")
+        if not any(docs["train"]):
+            raise GptlearnError("the training documents are empty; training needs some text")
+        h = hashlib.sha256()
+        for split in ("train", "val"):
+            for d in docs[split]:
+                h.update(split.encode() + b"\0" + d.encode("utf-8") + b"\0")
+
+        def ids() -> tuple[list[int], list[int]]:
+            return tuple([t for d in docs[split] for t in [eot, *encode_document(tokenizer, d)]]
+                         for split in ("train", "val"))
+
+        self = cls.__new__(cls)
+        self._open(tokenizer, f"docs-{h.hexdigest()[:16]}-{tokenizer_id(tokenizer)}", ids, cache)
+        self.val_fraction = len(docs["val"]) / max(1, len(docs["train"]) + len(docs["val"]))
+        return self
+
+    def _open(self, tokenizer: TokenizerLike, stem: str, ids: Callable[[], tuple[list[int], list[int]]],
+              cache: str | os.PathLike | None) -> None:
+        """Memory-map the cached ``stem.bin``, tokenizing (``ids()`` -> train, val) on the first use."""
+        self.tokenizer = tokenizer
         self._ordinary_ids: torch.Tensor | None = None  # ids but the special tokens (induction rows), made once
         self.dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
-        text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         root = Path(cache).expanduser() if cache is not None else cache_dir() / "tokens"
-        stem = f"{text_sha}-{tokenizer_id(tokenizer)}-val{val_fraction:g}"
         self.path = root / f"{stem}.bin"
         meta_path = root / f"{stem}.json"
         self.cached = self.path.is_file() and meta_path.is_file()
         if self.cached:
             meta = json.loads(meta_path.read_text())
         else:
-            train_text, val_text = split_text(text, val_fraction)
-            # a corpus is text: "<|endoftext|>" written in it is read as plain text
-            train_ids = encode_document(tokenizer, train_text)
-            val_ids = encode_document(tokenizer, val_text) if val_text else []
-            ids = np.asarray(train_ids + val_ids, dtype=self.dtype)
+            train_ids, val_ids = ids()
+            arr = np.asarray(list(train_ids) + list(val_ids), dtype=self.dtype)
             root.mkdir(parents=True, exist_ok=True)
-            write_file(self.path, ids.tobytes())
+            write_file(self.path, arr.tobytes())
             meta = {"n_train": len(train_ids), "n_val": len(val_ids), "dtype": np.dtype(self.dtype).name,
                     "vocab_size": tokenizer.vocab_size}
             write_file(meta_path, json.dumps(meta).encode())

@@ -217,6 +217,29 @@ def test_token_dataset_batches_and_cache(tmp_path):
     assert xv.shape == (2, 8)
 
 
+def test_token_dataset_from_documents_starts_each_after_endoftext(tmp_path):
+    """GPT-2's format: every document follows an <|endoftext|>, which is how a model learns it as "a new
+    text begins" (its BOS); the <|endoftext|> *text* inside a document stays plain text."""
+    from gptlearn.tokenizers import BPETokenizer, Tokenizer
+
+    tok = Tokenizer.from_bpe(BPETokenizer.train("the cat sat on the mat and the dog ran far away. ", 280))
+    eot = tok.eot_token
+    train = ["the cat sat", "the dog ran <|endoftext|> far"]
+    ds = TokenDataset.from_documents(train, ["on the mat"], tok, cache=tmp_path)
+    expected = [eot, *tok.encode("the cat sat"), eot, *tok.encode_ordinary("the dog ran <|endoftext|> far")]
+    assert ds.splits["train"].tolist() == expected
+    assert ds.splits["val"].tolist() == [eot, *tok.encode("on the mat")]
+    assert expected.count(eot) == 2  # the text "<|endoftext|>" in a document is not the token
+    again = TokenDataset.from_documents(train, ["on the mat"], tok, cache=tmp_path)
+    assert again.cached and again.path == ds.path
+    moved = TokenDataset.from_documents(train[:1], [train[1], "on the mat"], tok, cache=tmp_path)
+    assert not moved.cached  # another split of the same documents is another data set
+    with pytest.raises(GptlearnError, match="empty"):
+        TokenDataset.from_documents([], ["x"], tok, cache=tmp_path)
+    with pytest.raises(GptlearnError, match="endoftext"):
+        TokenDataset.from_documents(["abc"], [], CharTokenizer.from_text("abc"), cache=tmp_path)
+
+
 def test_token_dataset_too_short(tmp_path):
     tok = CharTokenizer.from_text("abc")
     ds = TokenDataset("abcabc" * 3, tok, cache=tmp_path)

@@ -205,3 +205,30 @@ def test_a_model_with_gpt2s_tokenizer():
         if 0 < len(ids) <= 64:
             torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float32), reference(model, ids)[0],
                                        atol=1e-4, rtol=0)
+
+
+def test_a_half_precision_model_travels_as_float16_and_computes_the_same(tmp_path):
+    """Weights that are exactly float16 (the bundled models are stored so) go to the page as float16, half
+    the bytes, and the page decodes them to the very same float32 numbers: parity is unchanged."""
+    from gptlearn.web.exporter import payload, read_export, export
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, n_positions=48, n_embd=24, n_layer=2, n_head=3)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    model.tokenizer = Tokenizer.from_bpe(BPETokenizer.train("It was the best of times, it was the worst of times; the cat sat on the mat. Über naïve café 1234 5678\n" * 40, 300))
+    data = payload(model)
+    assert data["weights_dtype"] == "float16"
+    state = read_export(export(model, tmp_path / "site"))["state_dict"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(state[name], value), name
+    js = LiveJS(model)
+    for name in ("wte.weight", "blocks.1.attn.c_attn.weight", "ln_f.bias"):
+        assert np.array_equal(js.weight(name), model.state_dict()[name].numpy().ravel()), name
+    out = js.forward("the cat ran")
+    logits, patterns = reference(model, out["ids"])
+    torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float32), logits, atol=1e-4, rtol=0)
+    with torch.no_grad():  # one weight off the float16 grid: float32, as before
+        model.ln_f.bias[0] += 1e-6
+    assert payload(model)["weights_dtype"] == "float32"

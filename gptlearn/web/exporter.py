@@ -70,6 +70,15 @@ def _f32_base64(t: torch.Tensor) -> str:
     return base64.b64encode(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()).decode()
 
 
+def _weights_base64(weights: torch.Tensor) -> tuple[str, str]:
+    """(dtype, base64): float16 when every weight is exactly a float16 (a model stored in half precision,
+    as the bundled ones are), which halves the page and changes no number; float32 otherwise."""
+    half = weights.to(torch.float16)
+    if torch.equal(half.to(torch.float32), weights):
+        return "float16", base64.b64encode(half.contiguous().numpy().astype("<f2").tobytes()).decode()
+    return "float32", _f32_base64(weights)
+
+
 def payload(model, *, name: str | None = None, book_model: str | None = None,
             check_text: str = CHECK_TEXT) -> dict[str, Any]:
     """The data the page needs (``window.gptlearnLiveData``), checked; see :func:`export`."""
@@ -105,12 +114,13 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
         logits = model(torch.tensor([ids], device=model.device))[0, -1]  # (V,)
         model.train(was_training)
     name = name or model.name_or_path or "your model"
+    weights_dtype, weights_b64 = _weights_base64(weights)
     return {
         "format": FORMAT, "name": str(name), "book_model": book_model, "num_parameters": n,
         "label": f"{name} ({n:,} parameters)",
         "config": config.to_hf_dict(), "tokenizer": spec, "tensors": tensors,
         "check": {"text": check_text, "ids": ids, "logits": _f32_base64(logits)},
-        "weights": _f32_base64(weights),
+        "weights_dtype": weights_dtype, "weights": weights_b64,
     }
 
 
@@ -169,7 +179,10 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
     data = json.loads(text[len(_PREFIX):-len(_SUFFIX)])
     if data.get("format") != FORMAT:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
-    flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype="<f4").copy())
+    dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
+    if dtype is None:
+        raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or float16")
+    flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype=dtype).astype("<f4"))
     state = {}
     for t in data["tensors"]:
         size = int(np.prod(t["shape"], dtype=np.int64))

@@ -346,11 +346,23 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
 
   // ---- loading the exported data, and the public API ---------------------------------------------
 
+  function halfToFloat(h) {
+    // IEEE half-precision bits -> Float32Array, exactly (every float16 is a float32): sign, 5-bit exponent
+    // (bias 15), 10-bit fraction; exponent 0 holds the subnormals, 31 infinity and NaN.
+    const out = new Float32Array(h.length);
+    for (let i = 0; i < h.length; i++) {
+      const s = h[i] & 0x8000 ? -1 : 1, e = (h[i] >> 10) & 0x1f, f = h[i] & 0x3ff;
+      out[i] = e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
+    }
+    return out;
+  }
+
   function loadWeights(data) {
-    // The exported float32 bytes (base64) -> {name: Float32Array} plus the sizes the pieces need.
+    // The exported bytes (base64, float32 or float16) -> {name: Float32Array} plus the sizes the pieces need.
     const raw = atob(data.weights), bytes = new Uint8Array(raw.length);
     for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-    const all = new Float32Array(bytes.buffer), c = data.config;
+    const all = data.weights_dtype === "float16" ? halfToFloat(new Uint16Array(bytes.buffer)) : new Float32Array(bytes.buffer);
+    const c = data.config;
     const w = { C: c.n_embd, H: c.n_head, L: c.n_layer, eps: c.layer_norm_epsilon, exactGelu: c.activation_function === "gelu" };
     for (const { name, shape, offset } of data.tensors) {
       w[name] = all.subarray(offset, offset + shape.reduce((a, b) => a * b, 1));

@@ -1,0 +1,141 @@
+"""Train gptlearn-english, the book's English teaching model (docs/gptlearn-english.md), stage by stage.
+
+Usage: OMP_NUM_THREADS=1 python scripts/train_english.py OUT_DIR [--stages 1,2,3]
+
+Resumable: a stage whose folder holds a finished run is skipped, an unfinished one continues where it
+stopped (``resume=True``), so the command can be stopped and run again at any time. Each stage writes
+OUT_DIR/stageN (a model folder with its trainer state) and appends its measurements to
+OUT_DIR/stageN/measure.jsonl at every evaluation (previous-token and induction heads, held-out loss).
+Needs Debian's wordnet-base, fortunes, fortunes-min, debian-handbook and python3-doc, and GPTLEARN_DATA_DIR
+with TinyShakespeare and STS-B train (scripts/english_corpus.py says what it reads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import gptlearn
+from gptlearn.train import train
+from gptlearn.analysis import induction_scores, previous_token_scores
+from gptlearn.data import TokenDataset
+from gptlearn.model import sinusoidal_positions
+from gptlearn.tokenizers import BPETokenizer, Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import english_corpus  # noqa: E402
+
+VOCAB = 12288
+# The training text: every source once, the short everyday ones (fortunes, STS-B train) twice.
+MIX = {"python-docs": 1, "debian-handbook": 1, "fortunes": 2, "wordnet": 1, "stsb-train": 2, "shakespeare": 1}
+CONFIG = {"n_layer": 4, "n_head": 6, "n_embd": 192, "n_positions": 256,
+          "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+COMMON = {"batch_size": 8, "block_size": 256, "eval_every": 100, "eval_iters": 10, "device": "cpu",
+          "progress": False, "sample_tokens": 48}
+STAGES = {
+    # 1: from scratch, with position embeddings started from sine/cosine codes (positional heads form early)
+    #    and a share of rows of random tokens written twice (only copying predicts them: induction heads)
+    1: dict(steps=1000, lr=2e-3, min_lr=4e-4, warmup=100, seed=2024, induction_frac=0.3),
+    # 2: mostly text, a few copying rows to keep the heads
+    2: dict(steps=600, lr=1e-3, min_lr=1e-4, warmup=50, seed=2025, induction_frac=0.1),
+}
+
+
+def corpus(out: Path) -> tuple[list[str], list[str]]:
+    """(train, val) documents: every 100th document of each source is held out."""
+    import os
+
+    data = Path(os.environ.get("GPTLEARN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    sources = {"python-docs": english_corpus.python_docs(), "debian-handbook": english_corpus.handbook(),
+               "fortunes": english_corpus.fortunes(), "wordnet": english_corpus.wordnet(),
+               "stsb-train": english_corpus.stsb_train(data), "shakespeare": english_corpus.shakespeare(data)}
+    train, val, stats = [], [], {}
+    for name, docs in sources.items():
+        docs = list(dict.fromkeys(docs))
+        train += [d for i, d in enumerate(docs) if i % 100 != 50] * MIX[name]
+        val += [d for i, d in enumerate(docs) if i % 100 == 50]
+        stats[name] = {"documents": len(docs), "characters": sum(map(len, docs)), "weight": MIX[name],
+                       "licence": english_corpus.LICENCES[name]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sources.json").write_text(json.dumps(stats, indent=1))
+    import random
+
+    random.Random(0).shuffle(train)
+    return train, val
+
+
+def tokenizer(out: Path, train: list[str]) -> Tokenizer:
+    """A byte-level BPE of VOCAB tokens learned on the training documents (kept in OUT/tokenizer)."""
+    folder = out / "tokenizer"
+    if not (folder / "merges.txt").is_file():
+        t0 = time.perf_counter()
+        BPETokenizer.train("<|endoftext|>".join(train), VOCAB).save(folder)
+        print(f"BPE of {VOCAB} tokens learned in {time.perf_counter() - t0:.0f} s", flush=True)
+    return Tokenizer.from_bpe(BPETokenizer.from_files(folder / "vocab.json", folder / "merges.txt"))
+
+
+def measuring(folder: Path, model):
+    """A train() callback appending head scores at every evaluation to folder/measure.jsonl."""
+    def callback(event, history):
+        if event != "eval":
+            return
+        was = model.training
+        model.eval()
+        ind = induction_scores(model, seq_len=50, batch=4)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, model.config.vocab_size - 1, (4, 128), generator=g)
+        prev = previous_token_scores(model, ids)
+        model.train(was)
+        row = {"step": history.step[-1], "val_loss": history.val_loss[-1], "train_loss": history.eval_train_loss[-1],
+               "induction_max": round(float(ind.max()), 4), "prev_token_max": round(float(prev.max()), 4),
+               "time": time.time()}
+        with open(folder / "measure.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    return callback
+
+
+def finished(folder: Path, steps: int) -> bool:
+    state = folder / "trainer_state.json"
+    return state.is_file() and json.loads(state.read_text())["step"] >= steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--stages", default=",".join(map(str, STAGES)))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    train_docs, val_docs = corpus(args.out)
+    tok = tokenizer(args.out, train_docs)
+    data = TokenDataset.from_documents(train_docs, val_docs, tok)
+    print(f"{len(data.splits['train']):,} training tokens, {len(data.splits['val']):,} held out", flush=True)
+    for n in map(int, args.stages.split(",")):
+        folder = args.out / f"stage{n}"
+        settings = {**COMMON, **STAGES[n]}
+        if finished(folder, settings["steps"]):
+            print(f"stage {n}: finished", flush=True)
+            continue
+        resume = (folder / "trainer_state.json").is_file()
+        if n == 1:  # a fresh GPT-2 of CONFIG's shape, positions started from sine/cosine codes
+            torch.manual_seed(settings["seed"])
+            model = gptlearn.GPT(gptlearn.GPTConfig(**CONFIG, vocab_size=tok.vocab_size, bos_token_id=tok.eot_token,
+                                                    eos_token_id=tok.eot_token))
+            with torch.no_grad():
+                pe = sinusoidal_positions(CONFIG["n_positions"], CONFIG["n_embd"])  # (n_positions, C)
+                model.wpe.weight.copy_(pe * (0.05 / pe.std()))
+            model.tokenizer = tok
+        else:  # fine-tuned from the stage before (on resume its weights are replaced by the run's)
+            model = gptlearn.GPT.from_pretrained(args.out / f"stage{n - 1}")
+        settings.pop("pos_init", None)
+        t0 = time.perf_counter()
+        train(model, data, out_dir=folder, resume=resume, callback=measuring(folder, model), **settings)
+        print(f"stage {n}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -269,6 +270,32 @@ def neighbour_accuracy(X: Any, groups: Sequence[Any]) -> float:
     S.fill_diagonal_(-math.inf)  # a row is not its own neighbour
     nearest = S.argmax(dim=1).tolist()
     return float(sum(groups[i] == groups[j] for i, j in enumerate(nearest)) / len(nearest))
+
+
+def word_groups() -> dict[str, list[str]]:
+    """The common English words the book measures tokenizers and token vectors on: 12 groups of 12
+    (animals, colours, numbers, days, family, body, food, countries, jobs, vehicles, weather, feelings)."""
+    from importlib import resources
+
+    return json.loads(resources.files("gptlearn").joinpath("assets", "data", "english_words.json").read_text("utf-8"))
+
+
+def one_token_share(tokenizer: TokenizerLike, words: Sequence[str]) -> float:
+    """Share of ``words`` that are a single token when they follow a space, as inside a sentence.
+
+    >>> from gptlearn.tokenizers import load_tokenizer
+    >>> one_token_share(load_tokenizer("gpt2"), ["cat", "car", "tokenization"])
+    0.6666666666666666
+    """
+    return sum(len(tokenizer.encode(" " + w)) == 1 for w in words) / len(words)
+
+
+def word_vectors(model: GPT, words: Sequence[str]) -> torch.Tensor:
+    """(N, C): each word's token-embedding row (after a space), the mean of its pieces' rows when the
+    tokenizer cuts it. ``neighbour_accuracy(word_vectors(model, words), groups)`` asks whether a word's
+    nearest word shares its group."""
+    wte = model.wte.weight.detach().float().cpu()  # (V, C)
+    return torch.stack([wte[model.tokenizer.encode(" " + w)].mean(0) for w in words])  # (N, C)
 
 
 def topic_gap(X: Any, groups: Sequence[Any]) -> float:

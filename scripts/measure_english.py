@@ -30,17 +30,13 @@ from pathlib import Path
 import torch
 
 import gptlearn
-from gptlearn.analysis import (bits_per_byte, induction_scores, previous_token_scores, top_heads,
-                               unigram_bits_per_byte)
+from gptlearn.analysis import (bits_per_byte, induction_scores, neighbour_accuracy, one_token_share,
+                               previous_token_scores, top_heads, unigram_bits_per_byte, word_groups, word_vectors)
 from gptlearn.data import split_text
 
 
 def asset_text(name: str) -> str:
     return resources.files("gptlearn").joinpath("assets", "data", name).read_text(encoding="utf-8")
-
-
-def word_lists() -> dict[str, list[str]]:
-    return json.loads(asset_text("english_words.json"))
 
 
 def stsb(split: str) -> list[str]:
@@ -52,24 +48,8 @@ def stsb(split: str) -> list[str]:
     return [s for r in rows for s in r[5:7]]
 
 
-def one_token_share(tok, words: list[str]) -> float:
-    return sum(len(tok.encode(" " + w)) == 1 for w in words) / len(words)
-
-
-def nearest_same_category(model: gptlearn.GPT, categories: dict[str, list[str]]) -> float:
-    """How often a word's nearest other word (token vectors, pieces averaged) shares its category."""
-    words = [(w, c) for c, ws in categories.items() for w in ws]
-    wte = model.wte.weight.detach()  # (V, C)
-    vecs = torch.stack([wte[model.tokenizer.encode(" " + w)].mean(0) for w, _ in words])  # (N, C)
-    vecs = torch.nn.functional.normalize(vecs, dim=-1)
-    sims = vecs @ vecs.T  # (N, N)
-    sims.fill_diagonal_(-2)
-    nearest = sims.argmax(dim=1)
-    return sum(words[i][1] == words[j][1] for i, j in enumerate(nearest.tolist())) / len(words)
-
-
 def tokenizer_shares(tok) -> dict:
-    cats = word_lists()
+    cats = word_groups()
     words = [w for ws in cats.values() for w in ws]
     out = {"words_one_token": round(one_token_share(tok, words), 3),
            "words_not_one_token": [w for w in words if len(tok.encode(" " + w)) != 1]}
@@ -85,7 +65,10 @@ def measure(name: str, n_samples: int = 3) -> dict:
     model = gptlearn.GPT.from_pretrained(name).eval()
     tok = model.tokenizer
     out = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **tokenizer_shares(tok)}
-    out["nearest_word_same_category"] = round(nearest_same_category(model, word_lists()), 3)
+    groups = word_groups()
+    words = [w for ws in groups.values() for w in ws]
+    labels = [g for g, ws in groups.items() for _ in ws]
+    out["nearest_word_same_category"] = round(neighbour_accuracy(word_vectors(model, words), labels), 3)
     modern = asset_text("modern_english.txt")
     out["bits_per_byte_modern"] = round(bits_per_byte(model, modern), 4)
     train = stsb("train")

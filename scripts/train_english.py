@@ -41,7 +41,7 @@ STAGES = {
     #    and a share of rows of random tokens written twice (only copying predicts them: induction heads)
     1: dict(steps=1000, lr=2e-3, min_lr=4e-4, warmup=100, seed=2024, induction_frac=0.3),
     # 2: mostly text, a few copying rows to keep the heads
-    2: dict(steps=600, lr=1e-3, min_lr=1e-4, warmup=50, seed=2025, induction_frac=0.1),
+    2: dict(steps=1000, lr=1.5e-3, min_lr=1e-4, warmup=50, seed=2025, induction_frac=0.1),
 }
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "pca_2d", "umap_2d",
     # whether sentence embeddings group by topic
     "TOPIC_SENTENCES", "neighbour_accuracy", "topic_gap",
+    # how heads compose
+    "head_qk_ov", "composition_scores",
 ]
 
 
@@ -282,3 +284,46 @@ def topic_gap(X: Any, groups: Sequence[Any]) -> float:
     same = torch.tensor([[a == b for b in g] for a in g])  # (N, N)
     off = ~torch.eye(len(g), dtype=torch.bool)
     return float(S[same & off].mean() - S[~same].mean())
+
+
+# ---- how heads compose (book chapter "The induction circuit, tested") ---------------------------------------
+def head_qk_ov(model: GPT, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's W_QK = W_Q W_K^T and W_OV = W_V W_O of ``layer``, (H, C, C) each, with ``ln_1``'s weight
+    folded into the reading side (rows: the stream the head reads; columns: what it writes or is compared with).
+
+    A query x_q and key x_k (after ``ln_1``'s centring and scaling) give the score x_q W_QK x_k^T; a key
+    token's stream x adds x W_OV to the output.
+    """
+    block = model.blocks[layer]
+    C, H = model.config.n_embd, model.config.n_head
+    hs = C // H
+    gamma = block.ln_1.weight.detach()  # (C,)
+    W = block.attn.c_attn.weight.detach()  # (3C, C): out x in
+    W_Q, W_K, W_V = (gamma[:, None] * W[i * C:(i + 1) * C].T for i in range(3))  # (C_in, C) each
+    W_Q, W_K, W_V = (w.reshape(C, H, hs).transpose(0, 1) for w in (W_Q, W_K, W_V))  # (C, C) -> (H, C, hs)
+    W_O = block.attn.c_proj.weight.detach().T.reshape(H, hs, C)  # (C, C) -> (H, hs, C)
+    return W_Q @ W_K.transpose(1, 2), W_V @ W_O  # (H, C, C), (H, C, C)
+
+
+@torch.no_grad()
+def composition_scores(model: GPT, kind: str = "k") -> torch.Tensor:
+    """Elhage et al.'s composition score of every earlier head into every later one, (L, H, L, H).
+
+    ``score[l1, h1, l2, h2] = |A B|_F / (|A|_F |B|_F)`` with A = W_OV of the writer (l1, h1) and B how the
+    reader (l2, h2) uses it: ``"k"``: W_QK^T (its keys read what the writer wrote), ``"q"``: W_QK (its queries),
+    ``"v"``: W_OV (its values). Pairs with l1 >= l2 are 0. Random matrices of this size score about
+    1/sqrt(C); a head built on another's output scores well above the rest.
+    """
+    if kind not in ("q", "k", "v"):
+        raise InvalidValueError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
+    L, H = model.config.n_layer, model.config.n_head
+    qk, ov = zip(*(head_qk_ov(model, layer) for layer in range(L)))
+    scores = torch.zeros(L, H, L, H)
+    for l1 in range(L):
+        A = ov[l1]  # (H, C, C)
+        for l2 in range(l1 + 1, L):
+            B = {"k": qk[l2].transpose(1, 2), "q": qk[l2], "v": ov[l2]}[kind]  # (H, C, C)
+            AB = torch.einsum("aij,bjk->abik", A, B)  # (H, H, C, C)
+            norm = A.flatten(1).norm(dim=1)[:, None] * B.flatten(1).norm(dim=1)[None, :]  # (H, H)
+            scores[l1, :, l2, :] = AB.flatten(2).norm(dim=2) / norm
+    return scores

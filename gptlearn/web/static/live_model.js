@@ -16,7 +16,7 @@
 function gptlearnLiveModule(root) {  // a named function, so the explorer can start a worker from its source
   "use strict";
 
-  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizer.py) ------------------
+  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizers/bpe.py) ------------------
 
   // GPT-2's pre-tokenisation regex (GPT2_SPLIT_PATTERN). JavaScript's \s differs from Python's
   // (it adds U+FEFF and leaves out U+0085), so whitespace is written as \p{White_Space}, which is
@@ -37,7 +37,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   }
 
   function merge(parts, a, b) {
-    // Replace every non-overlapping (a, b), left to right, by a + b (tokenizer.merge).
+    // Replace every non-overlapping (a, b), left to right, by a + b (gptlearn.tokenizers.bpe.merge).
     const out = [];
     for (let i = 0; i < parts.length;) {
       if (i < parts.length - 1 && parts[i] === a && parts[i + 1] === b) { out.push(a + b); i += 2; }
@@ -266,7 +266,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   function gelu(x, exact) {
     // GPT-2's GELU, the tanh form (chapter 6), in place: ½x(1 + tanh z) with z = √(2/π)(x + 0.044715x³),
     // computed as x·σ(2z), the same curve (½(1 + tanh z) = σ(2z)) with one exp instead of a slower tanh,
-    // as gptlearn.model.gelu does. `exact` (activation_function "gelu") uses erf.
+    // as gptlearn.fast.gelu does. `exact` (activation_function "gelu") uses erf.
     const c = Math.sqrt(2 / Math.PI);
     for (let i = 0; i < x.length; i++) {
       const v = x[i];
@@ -326,17 +326,47 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return { logits: unembed(x, T, w), cache };
   }
 
-  function logitLens(cache, T, w, logits) {
+  function logitLens(cache, T, w, logits, at = T - 1) {
     // The logit lens (chapter "Reading the residual stream"): for each layer l, the stream entering it at
-    // the last position through ln_f and the unembedding, ln_f(resid_pre[l]) @ W_U -> (V,); then the
-    // model's own logits: L + 1 arrays. Python: model.lm_head(model.ln_f(cache["resid_pre", l]))[0, -1].
+    // position `at` (default: the last) through ln_f and the unembedding, ln_f(resid_pre[l]) @ W_U -> (V,);
+    // then the model's own logits there: L + 1 arrays.
+    // Python: model.lm_head(model.ln_f(cache["resid_pre", l]))[0, at].
     const C = w.C, lens = [];
+    const row = (x) => x.subarray(at * C, (at + 1) * C);  // (T, C) -> (C,): one position
     for (let l = 0; l < w.L; l++) {
-      const last = cache[`blocks.${l}.hook_resid_pre`].subarray((T - 1) * C, T * C);  // (C,): one position
-      lens.push(unembed(layerNorm(last, 1, w["ln_f.weight"], w["ln_f.bias"], w.eps), 1, w));  // (1, C) -> (V,)
+      lens.push(unembed(layerNorm(row(cache[`blocks.${l}.hook_resid_pre`]), 1, w["ln_f.weight"], w["ln_f.bias"], w.eps), 1, w));
     }
-    lens.push(logits);
+    lens.push(at === T - 1 ? logits : unembed(row(cache.hook_ln_final), 1, w));  // ln_f already applied
     return lens;
+  }
+
+  // ---- reading the outputs (what the explorer draws; plotting and analysis in Python) ---------------------
+
+  function softmax(logits, temperature = 1) {
+    // Probabilities from logits at a temperature, as torch.softmax(logits / temperature, -1).
+    let max = -Infinity;
+    for (const z of logits) max = Math.max(max, z / temperature);
+    const p = Array.from(logits, (z) => Math.exp(z / temperature - max));
+    const sum = p.reduce((a, b) => a + b, 0);
+    return p.map((x) => x / sum);
+  }
+
+  function topK(values, k) {
+    // The k largest values with their indices, largest first: [[value, index], ...] (torch.topk).
+    return Array.from(values, (v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+  }
+
+  function headNorms(result, T, H, C) {
+    // ‖z_h W_O^h‖ for every token and head (chapter 5): hook_result (T, H, C) -> (T, H) norms.
+    const norms = new Float64Array(T * H);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        let s = 0;
+        for (let o = 0; o < C; o++) s += result[(t * H + h) * C + o] ** 2;
+        norms[t * H + h] = Math.sqrt(s);
+      }
+    }
+    return norms;
   }
 
   function checkAblate(ablate, L, H) {
@@ -428,14 +458,16 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     function run(text, options = {}) {
       // Everything the explorer draws: {ids, tokens, message, logits, cache, T, ms, lens};
       // options.attnResult adds each head's contribution (hook_result) to the cache, options.ablate
-      // ([[layer, head], ...]) knocks heads out, options.lens adds the logit lens (L + 1 x (V,)).
+      // ([[layer, head], ...]) knocks heads out, options.lens adds the logit lens (L + 1 x (V,)) at
+      // position options.lensAt (default: the last).
       if (options === null || typeof options !== "object") options = {};
       const out = tokenize(text);
       const bad = out.message || checkAblate(options.ablate, c.n_layer, c.n_head);
       if (bad) return { ...out, message: bad, logits: null, cache: null, lens: null, T: out.ids.length, ms: 0 };
       const start = performance.now();
       const { logits, cache } = runWithCache(out.ids, w, options);
-      const lens = options.lens ? logitLens(cache, out.ids.length, w, logits) : null;
+      const T = out.ids.length, at = Number.isInteger(options.lensAt) && options.lensAt >= 0 && options.lensAt < T ? options.lensAt : T - 1;
+      const lens = options.lens ? logitLens(cache, T, w, logits, at) : null;
       return { ...out, logits, cache, lens, T: out.ids.length, ms: performance.now() - start };
     }
 
@@ -471,7 +503,8 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   // The pieces are exported too, for the appendix and for readers who want to call them.
   const pieces = { SPLIT_PATTERN, bytesToUnicode, merge, bpe, makeBPETokenizer, makeCharTokenizer, embed,
     layerNorm, linear, splitHeads, attentionScores, attentionPattern, headOutputs, concatAndProject, headContributions, attention,
-    gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights, zeroHeads, logitLens, checkAblate };
+    gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights, zeroHeads, logitLens, checkAblate,
+    softmax, topK, headNorms };
 
   let live = null;  // built on first use: decoding the weights costs a few milliseconds
   function model() {

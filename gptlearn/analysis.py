@@ -36,8 +36,8 @@ __all__ = [
     "pca_2d", "umap_2d",
     # whether sentence embeddings group by topic
     "TOPIC_SENTENCES", "neighbour_accuracy", "topic_gap",
-    # how heads compose
-    "head_qk_ov", "composition_scores",
+    # how heads compose, and a toy that learns to copy
+    "head_qk_ov", "composition_scores", "toy_config", "toy_batch", "toy_loss", "load_induction_toy",
 ]
 
 
@@ -327,3 +327,50 @@ def composition_scores(model: GPT, kind: str = "k") -> torch.Tensor:
             norm = A.flatten(1).norm(dim=1)[:, None] * B.flatten(1).norm(dim=1)[None, :]  # (H, H)
             scores[l1, :, l2, :] = AB.flatten(2).norm(dim=2) / norm
     return scores
+
+
+# ---- a toy that learns to copy (book chapter "The induction circuit, tested") --------------------------------
+TOY_STEP = 800  # the shipped checkpoint: the toy after this many steps, still on its plateau
+TOY_T, TOY_V = 32, 64
+
+
+def toy_config():
+    """The toy's architecture: GPT-2 with 2 layers x 4 heads x 64 wide, 64 tokens, context 32, no dropout."""
+    from .config import GPTConfig
+
+    return GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=TOY_T, vocab_size=TOY_V,
+                     embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+
+
+def toy_batch(generator: torch.Generator, batch: int = 32) -> tuple[torch.Tensor, int]:
+    """``batch`` rows of one random block of p tokens (p in 4..T/2, new each call) written over and over,
+    (B, T), and p. Only copying predicts a token after the first block; the period changes every batch,
+    so attending a fixed distance back does not work."""
+    p = int(torch.randint(4, TOY_T // 2 + 1, (1,), generator=generator))
+    block = torch.randint(TOY_V, (batch, p), generator=generator)  # (B, p)
+    return block.repeat(1, TOY_T // p + 1)[:, :TOY_T], p  # (B, p) -> (B, T)
+
+
+def toy_loss(model: GPT, x: torch.Tensor, p: int) -> torch.Tensor:
+    """Mean next-token loss on the tokens that copying can predict (after the first block)."""
+    logits = model(x[:, :-1])  # (B, T - 1, V)
+    return torch.nn.functional.cross_entropy(logits[:, p - 1:].reshape(-1, TOY_V), x[:, p:].reshape(-1))
+
+
+def load_induction_toy(lr: float = 1e-3) -> tuple[GPT, torch.optim.Optimizer, int]:
+    """The toy and its AdamW state after :data:`TOY_STEP` steps of :func:`toy_batch` (``scripts/make_induction_toy.py``
+    made them), ready to train on: (model, optimizer, step). The moments are stored in bfloat16."""
+    from importlib.resources import files
+
+    from safetensors.torch import load_file
+
+    saved = load_file(str(files("gptlearn") / "assets" / "induction-toy" / f"step{TOY_STEP}.safetensors"))
+    model = GPT(toy_config())
+    weights = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
+    model.load_state_dict({**weights, "lm_head.weight": weights["wte.weight"]})
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    names = [name for name, _ in model.named_parameters()]
+    state = {i: {"step": saved["adam.step"].clone(), "exp_avg": saved[f"adam.exp_avg.{n}"].float(),
+                 "exp_avg_sq": saved[f"adam.exp_avg_sq.{n}"].float()} for i, n in enumerate(names)}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return model, opt, TOY_STEP

@@ -5,7 +5,9 @@ A :class:`HookPoint` is an identity module placed at every interesting spot of t
 model TransformerLens' inspection methods: ``run_with_cache`` attaches hooks that copy what flows
 through into an :class:`ActivationCache`, and always removes them again; ``run_with_hooks`` and
 ``hooks`` attach your own for one run; ``add_hook``/``reset_hooks`` keep them until removed;
-``to_tokens`` turns text into ids.
+``to_tokens`` turns text into ids. The cache takes the residual stream apart as TransformerLens' does
+(``accumulated_resid``, ``decompose_resid``, ``stack_head_results``, ``apply_ln_to_stack``, ``logit_attrs``;
+book chapter "Reading the residual stream").
 
 What follows TransformerLens exactly:
 

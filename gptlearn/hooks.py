@@ -467,6 +467,13 @@ class ActivationCache:
                                     f"got {layer!r}")
         return layer
 
+    def _check_tokens(self, what: str) -> None:
+        """An empty text runs (to zero positions); reading its stream is refused with one clear error."""
+        name = "hook_embed" if "hook_embed" in self.cache_dict else "blocks.0.hook_resid_pre"
+        if name in self.cache_dict and self.cache_dict[name].shape[-2] == 0:
+            raise InvalidValueError(f"{what}: the cached run has no tokens (an empty text?); run the model on at "
+                                    "least one token first")
+
     def _resid_at(self, layer: int, mlp_input: bool = False) -> torch.Tensor:
         """The stream that layer ``layer`` reads (its attention's input; with ``mlp_input`` its MLP's);
         ``layer == n_layer``: the final stream, before ``ln_f``."""
@@ -485,6 +492,7 @@ class ActivationCache:
         before a layer by that layer's cached ``ln_1`` scale (``ln_2`` with ``mlp_input``).
         """
         layer = self._layer(layer, "accumulated_resid")
+        self._check_tokens("accumulated_resid")
         components, labels = [], []
         for l in range(layer + 1):
             if l == self.n_layer:
@@ -513,6 +521,7 @@ class ActivationCache:
         block only adds.
         """
         layer = self._layer(layer, "decompose_resid")
+        self._check_tokens("decompose_resid")
         if mode not in ("all", "attn", "mlp"):
             raise InvalidValueError(f"decompose_resid: mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         if mlp_input and layer == self.n_layer:
@@ -567,6 +576,7 @@ class ActivationCache:
         sum to that stream.
         """
         layer = self._layer(layer, "stack_head_results")
+        self._check_tokens("stack_head_results")
         parts, labels = [], []
         for l in range(layer):
             result = _apply_slice(self.head_results(l), pos_slice, -3)  # (B, T, H, C)
@@ -627,6 +637,7 @@ class ActivationCache:
         incorrect tokens') and the sum over components is the model's logit (difference).
         """
         model = self._need_model("logit_attrs")
+        self._check_tokens("logit_attrs")
         directions = model.tokens_to_residual_directions(tokens)  # (..., C)
         if incorrect_tokens is not None:
             wrong = model.tokens_to_residual_directions(incorrect_tokens)

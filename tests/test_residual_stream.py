@@ -150,6 +150,10 @@ def test_bad_input_is_one_clear_error(model, run):
         cache.decompose_resid(mode="heads")
     with pytest.raises(GptlearnError, match="same shape"):
         cache.logit_attrs(cache.decompose_resid(), torch.tensor([1, 2]), incorrect_tokens=3)
+    _, empty = model.run_with_cache(torch.zeros(1, 0, dtype=torch.long))  # an empty text runs, to zero positions
+    for method in ("accumulated_resid", "decompose_resid", "stack_head_results"):
+        with pytest.raises(InvalidValueError, match="no tokens"):
+            getattr(empty, method)(apply_ln=True)
     from gptlearn.hooks import ActivationCache
 
     with pytest.raises(GptlearnError, match="needs the model"):

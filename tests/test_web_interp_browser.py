@@ -100,6 +100,15 @@ def test_ablate_and_lens_in_chromium(browser, site, mini):
         assert box.locator(".gl-head.gl-off").count() == 1
         _redrawn(page, lambda: box.locator(".gl-head", has_text="0.2").click())  # put it back
         assert box.locator(".gl-head.gl-off").count() == 0 and box.locator(".gl-change").count() == 0
+        # the older parts, now drawn by module-level functions, still respond
+        _redrawn(page, lambda: box.locator(".gl-attention select[aria-label=layer]").select_option("2"))
+        assert "layer 2 head 0" in box.locator(".gl-part.gl-attention h4").inner_text()
+        assert "layer 2" in box.locator(".gl-part.gl-heads h4").inner_text()
+        _redrawn(page, lambda: box.locator(".gl-grid .gl-cell").nth(8 + 3).click())  # layer 1, head 3
+        assert "layer 1 head 3" in box.locator(".gl-part.gl-attention h4").inner_text()
+        _redrawn(page, lambda: box.locator("input[aria-label=temperature]").fill("0.5"))
+        assert box.locator(".gl-temp").inner_text() == "0.50"
+        assert box.locator(".gl-part.gl-embedding .gl-cos li").count() == 3
         assert not errors, "\n".join(errors)
         assert not external, external
     finally:

@@ -37,6 +37,8 @@ __all__ = [
     "pca_2d", "umap_2d",
     # whether sentence embeddings group by topic
     "TOPIC_SENTENCES", "neighbour_accuracy", "topic_gap",
+    # how heads compose, and a toy that learns to copy
+    "head_qk_ov", "composition_scores", "toy_config", "toy_batch", "toy_loss", "load_induction_toy",
 ]
 
 
@@ -309,3 +311,93 @@ def topic_gap(X: Any, groups: Sequence[Any]) -> float:
     same = torch.tensor([[a == b for b in g] for a in g])  # (N, N)
     off = ~torch.eye(len(g), dtype=torch.bool)
     return float(S[same & off].mean() - S[~same].mean())
+
+
+# ---- how heads compose (book chapter "The induction circuit, tested") ---------------------------------------
+def head_qk_ov(model: GPT, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's W_QK = W_Q W_K^T and W_OV = W_V W_O of ``layer``, (H, C, C) each, with ``ln_1``'s weight
+    folded into the reading side (rows: the stream the head reads; columns: what it writes or is compared with).
+
+    A query x_q and key x_k (after ``ln_1``'s centring and scaling) give the score x_q W_QK x_k^T; a key
+    token's stream x adds x W_OV to the output.
+    """
+    block = model.blocks[layer]
+    C, H = model.config.n_embd, model.config.n_head
+    hs = C // H
+    gamma = block.ln_1.weight.detach()  # (C,)
+    W = block.attn.c_attn.weight.detach()  # (3C, C): out x in
+    W_Q, W_K, W_V = (gamma[:, None] * W[i * C:(i + 1) * C].T for i in range(3))  # (C_in, C) each
+    W_Q, W_K, W_V = (w.reshape(C, H, hs).transpose(0, 1) for w in (W_Q, W_K, W_V))  # (C, C) -> (H, C, hs)
+    W_O = block.attn.c_proj.weight.detach().T.reshape(H, hs, C)  # (C, C) -> (H, hs, C)
+    return W_Q @ W_K.transpose(1, 2), W_V @ W_O  # (H, C, C), (H, C, C)
+
+
+@torch.no_grad()
+def composition_scores(model: GPT, kind: str = "k") -> torch.Tensor:
+    """Elhage et al.'s composition score of every earlier head into every later one, (L, H, L, H).
+
+    ``score[l1, h1, l2, h2] = |A B|_F / (|A|_F |B|_F)`` with A = W_OV of the writer (l1, h1) and B how the
+    reader (l2, h2) uses it: ``"k"``: W_QK^T (its keys read what the writer wrote), ``"q"``: W_QK (its queries),
+    ``"v"``: W_OV (its values). Pairs with l1 >= l2 are 0. Random matrices of this size score about
+    1/sqrt(C); a head built on another's output scores well above the rest.
+    """
+    if kind not in ("q", "k", "v"):
+        raise InvalidValueError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
+    L, H = model.config.n_layer, model.config.n_head
+    qk, ov = zip(*(head_qk_ov(model, layer) for layer in range(L)))
+    scores = torch.zeros(L, H, L, H)
+    for l1 in range(L):
+        A = ov[l1]  # (H, C, C)
+        for l2 in range(l1 + 1, L):
+            B = {"k": qk[l2].transpose(1, 2), "q": qk[l2], "v": ov[l2]}[kind]  # (H, C, C)
+            AB = torch.einsum("aij,bjk->abik", A, B)  # (H, H, C, C)
+            norm = A.flatten(1).norm(dim=1)[:, None] * B.flatten(1).norm(dim=1)[None, :]  # (H, H)
+            scores[l1, :, l2, :] = AB.flatten(2).norm(dim=2) / norm
+    return scores
+
+
+# ---- a toy that learns to copy (book chapter "The induction circuit, tested") --------------------------------
+TOY_STEP = 800  # the shipped checkpoint: the toy after this many steps, still on its plateau
+TOY_T, TOY_V = 32, 64
+
+
+def toy_config():
+    """The toy's architecture: GPT-2 with 2 layers x 4 heads x 64 wide, 64 tokens, context 32, no dropout."""
+    from .config import GPTConfig
+
+    return GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=TOY_T, vocab_size=TOY_V,
+                     embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+
+
+def toy_batch(generator: torch.Generator, batch: int = 32) -> tuple[torch.Tensor, int]:
+    """``batch`` rows of one random block of p tokens (p in 4..T/2, new each call) written over and over,
+    (B, T), and p. Only copying predicts a token after the first block; the period changes every batch,
+    so attending a fixed distance back does not work."""
+    p = int(torch.randint(4, TOY_T // 2 + 1, (1,), generator=generator))
+    block = torch.randint(TOY_V, (batch, p), generator=generator)  # (B, p)
+    return block.repeat(1, TOY_T // p + 1)[:, :TOY_T], p  # (B, p) -> (B, T)
+
+
+def toy_loss(model: GPT, x: torch.Tensor, p: int) -> torch.Tensor:
+    """Mean next-token loss on the tokens that copying can predict (after the first block)."""
+    logits = model(x[:, :-1])  # (B, T - 1, V)
+    return torch.nn.functional.cross_entropy(logits[:, p - 1:].reshape(-1, TOY_V), x[:, p:].reshape(-1))
+
+
+def load_induction_toy(lr: float = 1e-3) -> tuple[GPT, torch.optim.Optimizer, int]:
+    """The toy and its AdamW state after :data:`TOY_STEP` steps of :func:`toy_batch` (``scripts/make_induction_toy.py``
+    made them), ready to train on: (model, optimizer, step). The moments are stored in bfloat16."""
+    from importlib.resources import files
+
+    from safetensors.torch import load_file
+
+    saved = load_file(str(files("gptlearn") / "assets" / "induction-toy" / f"step{TOY_STEP}.safetensors"))
+    model = GPT(toy_config())
+    weights = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
+    model.load_state_dict({**weights, "lm_head.weight": weights["wte.weight"]})
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    names = [name for name, _ in model.named_parameters()]
+    state = {i: {"step": saved["adam.step"].clone(), "exp_avg": saved[f"adam.exp_avg.{n}"].float(),
+                 "exp_avg_sq": saved[f"adam.exp_avg_sq.{n}"].float()} for i, n in enumerate(names)}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return model, opt, TOY_STEP

@@ -34,6 +34,10 @@ __all__ = [
     "check_layer_norm", "check_param_count",
     # sentence embeddings (chapter 8)
     "check_mean_pooling",
+    # reading the residual stream; the induction circuit, tested
+    "check_logit_lens", "check_logit_diff", "check_attn_out_from_heads", "check_residual_direction",
+    "check_direct_logit_attribution", "check_patch_resid_pre", "check_ablate_head", "check_mean_ablation",
+    "check_induction_score",
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 tolerances for every comparison
@@ -555,3 +559,314 @@ def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         return "the average of the real tokens only; padding never changes the result."
 
     return _finish("check_mean_pooling", check, quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the residual stream and testing circuits (chapters "Reading the residual stream" and
+# "The induction circuit, tested"). Each checker runs your function on a small random model whose
+# biases and LayerNorms are all moved off their initial values, so a forgotten b_O, gamma or beta shows.
+
+def _interp_model(seed: int = 0):
+    from .config import GPTConfig
+    from .model import GPT
+
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=50), fast=False).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def _interp_tokens(seed: int = 1, B: int = 2, T: int = 7) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 50, (B, T), generator=g)
+
+
+def check_logit_lens(fn: Callable[[Any, torch.Tensor], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(model, resid)``: a residual stream (B, T, C) -> the logits (B, T, V) it would give if the model
+    stopped there: the final LayerNorm, then the unembedding, ``model.lm_head(model.ln_f(resid))``."""
+
+    def check() -> str:
+        model = _interp_model()
+        _, cache = model.run_with_cache(_interp_tokens())
+        resid = cache["resid_pre", 1]
+        with torch.no_grad():
+            got = _as_tensor(_call(fn, model, resid.clone()))
+            want = model.lm_head(model.ln_f(resid))
+            centred = resid - resid.mean(-1, keepdim=True)
+            bare = centred / (centred.pow(2).mean(-1, keepdim=True) + model.ln_f.eps).sqrt()
+            _check_shape(got, want, "(B, T, V)")
+            _match_variants(got, [
+                (model.lm_head(resid), "you unembedded the raw stream: apply the final LayerNorm (model.ln_f) "
+                                       "before the unembedding, as the model does after its last block."),
+                (model.lm_head(model.ln_f(model.ln_f(resid))), "the final LayerNorm was applied twice."),
+                (model.lm_head(bare), "you normalised but left out ln_f's weight and bias (gamma, beta): call model.ln_f."),
+                (model.lm_head(model.blocks[1].ln_1(resid)), "that is block 1's ln_1; the unembedding reads ln_f's output."),
+            ])
+            if not _close(got, want):
+                raise _mismatch(got, want, "model.lm_head(model.ln_f(resid))")
+        return "ln_f, then the unembedding: the logit lens."
+
+    return _finish("check_logit_lens", check, quiet)
+
+
+def check_logit_diff(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], *,
+                     quiet: bool = False) -> CheckResult:
+    """``fn(logits, correct, wrong)``: logits (B, T, V), token ids (B,) -> (B,): at the LAST position, the
+    logit of the correct token minus the logit of the wrong one."""
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(4)
+        logits = torch.randn(3, 5, 11, generator=g)
+        correct, wrong = torch.tensor([1, 4, 7]), torch.tensor([2, 3, 9])
+        rows = torch.arange(3)
+        got = _as_tensor(_call(fn, logits.clone(), correct, wrong))
+        want = logits[rows, -1, correct] - logits[rows, -1, wrong]
+        _check_shape(got, want, "(B,)", {
+            (): "you averaged over the batch: return one difference per row (B,).",
+            (3, 3): "logits[:, -1, correct] with a (B,) tensor picks a (B, B) block; pair row b with correct[b]: "
+                    "logits[torch.arange(B), -1, correct]."})
+        probs = logits.softmax(-1)
+        _match_variants(got, [
+            (-want, "wrong sign: it is logit(correct) - logit(wrong), positive when the model prefers the right answer."),
+            (logits[rows, 0, correct] - logits[rows, 0, wrong], "that is the first position; the prediction is read "
+                                                                 "at the last one, logits[:, -1]."),
+            (logits[rows, -2, correct] - logits[rows, -2, wrong], "that is the second-to-last position; use logits[:, -1]."),
+            (probs[rows, -1, correct] - probs[rows, -1, wrong], "that is a difference of probabilities; use the raw "
+                                                                 "logits (the softmax would add every other token)."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "logits[b, -1, correct[b]] - logits[b, -1, wrong[b]]")
+        return "the correct token's logit minus the wrong one's, at the last position, one per row."
+
+    return _finish("check_logit_diff", check, quiet)
+
+
+def check_attn_out_from_heads(fn: Callable[[Any, Any, int], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(model, cache, layer)`` -> that layer's ``attn_out`` (B, T, C) rebuilt from the heads: each head's
+    z through its rows of W_O, summed over the heads, plus the output bias b_O."""
+
+    def check() -> str:
+        model = _interp_model(1)
+        _, cache = model.run_with_cache(_interp_tokens(2))
+        got = _as_tensor(_call(fn, model, cache, 1))
+        want = cache["attn_out", 1]
+        b_O = model.blocks[1].attn.c_proj.bias.detach()
+        _check_shape(got, want, "(B, T, C)", {
+            tuple(cache.head_results(1).shape): "you returned every head's result; sum over the head axis (dim=2) "
+                                                "and add b_O."})
+        _match_variants(got, [
+            (want - b_O, "you forgot b_O (attn.c_proj.bias): the heads' results sum to attn_out only with the "
+                         "output bias added once."),
+            (want + (model.config.n_head - 1) * b_O, "b_O was added once per head; it is added once per layer."),
+            (cache.head_results(1)[:, :, 0] + b_O, "only head 0: sum over all the heads."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, 'cache["attn_out", layer]')
+        return "the heads' results plus b_O are exactly attn_out."
+
+    return _finish("check_attn_out_from_heads", check, quiet)
+
+
+def check_residual_direction(fn: Callable[[Any, int], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(model, token)`` -> (C,): the direction that reads the token's logit out of the *normalised* final
+    stream (centred and divided by ln_f's scale): the unembedding row of the token times ln_f's weight."""
+
+    def check() -> str:
+        model = _interp_model(2)
+        got = _as_tensor(_call(fn, model, 7))
+        want = model.tokens_to_residual_directions(7)
+        W_U = model.lm_head.weight.detach()
+        _check_shape(got, want, "(C,)", {(model.config.vocab_size,): "that is a column over the vocabulary; take "
+                                                                     "the token's ROW of lm_head.weight (V, C)."})
+        _match_variants(got, [
+            (W_U[7], "you left out ln_f's weight gamma: the normalised stream is multiplied by gamma before the "
+                     "unembedding, so fold it into the direction (W_U[t] * model.ln_f.weight)."),
+            (W_U[7] * model.ln_f.weight.detach() + model.ln_f.bias.detach(), "ln_f's bias is not part of the "
+                     "direction: it adds a constant logit (model.ln_final_bias_logits), the same for every input."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "model.tokens_to_residual_directions(token)")
+        return "gamma times the unembedding row: dotting it with the normalised stream gives the logit, less a constant."
+
+    return _finish("check_residual_direction", check, quiet)
+
+
+def check_direct_logit_attribution(fn: Callable[[Any, Any, int], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(model, cache, token)`` -> (N,): for the first row's last position, what each component of
+    ``cache.decompose_resid()`` adds to the token's logit through the final LayerNorm with its cached scale.
+    The check: the attributions plus ``model.ln_final_bias_logits(token)`` sum to the model's logit."""
+
+    def check() -> str:
+        model = _interp_model(3)
+        tokens = _interp_tokens(3)
+        logits, cache = model.run_with_cache(tokens)
+        token = int(tokens[0, -1])
+        got = _as_tensor(_call(fn, model, cache, token))
+        stack = cache.decompose_resid()[:, 0, -1]  # (N, C)
+        want = cache.logit_attrs(stack, token, pos_slice=-1, batch_slice=0, has_batch_dim=False)
+        _check_shape(got, want, f"(N,) = one number per component of decompose_resid ({want.shape[0]})")
+        W_U, gamma, beta = model.lm_head.weight.detach()[token], model.ln_f.weight.detach(), model.ln_f.bias.detach()
+        scale = cache["ln_f.hook_scale"][0, -1]
+        centred = stack - stack.mean(-1, keepdim=True)
+        _match_variants(got, [
+            (stack @ W_U, "the raw components through the unembedding skip the final LayerNorm: centre each, divide "
+                          "by the cached ln_f scale (cache['ln_f.hook_scale']) and use gamma * W_U[t]."),
+            (centred @ (W_U * gamma), "not divided by the LayerNorm's scale: divide by cache['ln_f.hook_scale'] at "
+                                      "that position (the whole stream's, so the parts still add up)."),
+            (centred / scale @ W_U, "ln_f's weight gamma is missing from the direction: use W_U[t] * model.ln_f.weight."),
+            (model.lm_head(model.ln_f(stack))[:, token], "you ran ln_f on each component alone: each gets its own "
+                                                         "scale and its own copy of beta, so the parts no longer sum "
+                                                         "to the logit; use the whole stream's cached scale."),
+            ((centred / scale * gamma + beta) @ W_U, "beta was added to every component: it is one constant "
+                                                     "(model.ln_final_bias_logits), not part of any component."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "cache.logit_attrs(stack, token)")
+        total = float(got.detach().sum() + model.ln_final_bias_logits(token))
+        if abs(total - float(logits[0, -1, token])) > 1e-3:
+            raise _Fail(f"the attributions plus the constant give {total:.4f}, not the logit {float(logits[0, -1, token]):.4f}.")
+        return "each component's share of the logit; with the constant they sum to it exactly."
+
+    return _finish("check_direct_logit_attribution", check, quiet)
+
+
+def check_patch_resid_pre(fn: Callable[[Any, torch.Tensor, Any, int, int], torch.Tensor], *,
+                          quiet: bool = False) -> CheckResult:
+    """``fn(model, corrupted_tokens, clean_cache, layer, pos)`` -> logits (B, T, V) of the corrupted run with
+    the clean ``resid_pre`` of ``layer`` copied in at position ``pos`` only."""
+
+    def check() -> str:
+        model = _interp_model(4)
+        clean = _interp_tokens(5)
+        corrupted = clean.clone()
+        corrupted[:, 2] = (clean[:, 2] + 5) % 50
+        _, cache = model.run_with_cache(clean)
+
+        def patched(layer: int, positions: Any, act: str = "resid_pre") -> torch.Tensor:
+            def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                x = x.clone()
+                x[:, positions] = cache[act, layer][:, positions]
+                return x
+            with torch.no_grad():
+                return model.run_with_hooks(corrupted, fwd_hooks=[(f"blocks.{layer}.hook_{act}", hook)])
+
+        got = _as_tensor(_call(fn, model, corrupted.clone(), cache, 1, 2))
+        want = patched(1, 2)
+        _check_shape(got, want, "(B, T, V)")
+        _match_variants(got, [
+            (patched(1, 3), "you patched position pos + 1; patch exactly the position you were given."),
+            (patched(1, 1), "you patched position pos - 1; patch exactly the position you were given."),
+            (patched(1, slice(None)), "you patched every position: that just replays the clean run from that layer."),
+            (patched(0, 2), "you patched layer - 1's resid_pre (or layer 0's)."),
+            (patched(1, 2, "resid_post"), "you patched resid_post (the stream AFTER the block): resid_pre is the "
+                                          "stream entering it."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "the corrupted run with the clean resid_pre at (layer, pos)")
+        return "the clean stream at one layer and one position, everything else corrupted."
+
+    return _finish("check_patch_resid_pre", check, quiet)
+
+
+def check_ablate_head(fn: Callable[[Any, torch.Tensor, int, int], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(model, tokens, layer, head)`` -> logits (B, T, V) with that one head's z set to zero (its output
+    is gone; everything else, b_O included, stays)."""
+
+    def check() -> str:
+        from .patching import ablate_heads
+
+        model = _interp_model(5)
+        tokens = _interp_tokens(6)
+        got = _as_tensor(_call(fn, model, tokens.clone(), 1, 2))
+        with torch.no_grad():
+            with ablate_heads(model, [(1, 2)]):
+                want = model(tokens)
+            wrong = {}
+            for label, pair in (("next", (1, 3)), ("prev", (1, 1)), ("other layer", (0, 2))):
+                with ablate_heads(model, [pair]):
+                    wrong[label] = model(tokens)
+            with ablate_heads(model, [(1, h) for h in range(model.config.n_head)]):
+                wrong["layer"] = model(tokens)
+
+            def no_attn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                return torch.zeros_like(x)
+            wrong["attn_out"] = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_attn_out", no_attn)])
+        _check_shape(got, want, "(B, T, V)")
+        _match_variants(got, [
+            (wrong["next"], "you knocked out head + 1: heads count from 0."),
+            (wrong["prev"], "you knocked out head - 1."),
+            (wrong["other layer"], "right head, wrong layer."),
+            (wrong["layer"], "every head of the layer was zeroed: set only z[:, :, head] to 0."),
+            (wrong["attn_out"], "you zeroed attn_out, which also removes b_O and the other heads; zero the head's "
+                                "z (hook_z) before the output projection."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "the run with z[:, :, head] = 0 in that layer")
+        return "one head's z set to zero before W_O; the other heads and b_O untouched."
+
+    return _finish("check_ablate_head", check, quiet)
+
+
+def check_mean_ablation(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], *,
+                        quiet: bool = False) -> CheckResult:
+    """``fn(z, reference_z, head)``: z and reference_z (B, T, H, hs) -> z with head ``head`` replaced by its
+    mean over the reference's batch AND positions (one hs-vector), the other heads untouched."""
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(8)
+        z, ref_z = torch.randn(2, 5, 3, 4, generator=g), torch.randn(4, 5, 3, 4, generator=g) + 1.0
+        got = _as_tensor(_call(fn, z.clone(), ref_z.clone(), 1))
+        _check_shape(got, z, "(B, T, H, hs), z's shape")
+
+        def with_head(value: torch.Tensor) -> torch.Tensor:
+            out = z.clone()
+            out[:, :, 1] = value
+            return out
+        want = with_head(ref_z[:, :, 1].mean(dim=(0, 1)))
+        _match_variants(got, [
+            (with_head(torch.zeros(4)), "that is zero-ablation; mean-ablation puts the head's average output there."),
+            (with_head(ref_z[:, :, 1].mean(dim=0)),
+             "you averaged over the batch only: average over the positions too, dim=(0, 1)."),
+            (with_head(z[:, :, 1].mean(dim=(0, 1))), "you averaged this input's z; the mean comes from the reference inputs."),
+            (z, "nothing changed: write the mean into z[:, :, head]."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "z with z[:, :, head] = reference_z[:, :, head].mean(dim=(0, 1))")
+        return "the head's own average output over the reference inputs, at every position."
+
+    return _finish("check_mean_ablation", check, quiet)
+
+
+def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(pattern, seq_len)``: one layer's patterns (B, H, 2S, 2S) on random tokens written twice (S each)
+    -> (H,): the mean attention, over the second copy's queries and the batch, to the token after the
+    query token's first occurrence (``seq_len - 1`` positions back), as ``gptlearn.analysis.induction_scores``."""
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(9)
+        S, H = 6, 3
+        pattern = torch.rand(2, H, 2 * S, 2 * S, generator=g).tril()
+        pattern = pattern / pattern.sum(-1, keepdim=True)
+        got = _as_tensor(_call(fn, pattern.clone(), S))
+
+        def stripe(offset: int, first: int) -> torch.Tensor:
+            d = pattern.diagonal(offset=-offset, dim1=-2, dim2=-1)  # (B, H, 2S - offset): pattern[q, q - offset]
+            queries = torch.arange(offset, 2 * S)
+            return d[..., queries >= first].mean(dim=(0, 2))
+        want = stripe(S - 1, S)
+        _check_shape(got, want, "(H,)")
+        _match_variants(got, [
+            (stripe(S, S), "that is the token's first occurrence itself (S back); an induction head attends to the "
+                           "token AFTER it, S - 1 back."),
+            (stripe(S - 1, S - 1), "you included query S - 1, the last token of the first copy: its 'next token' "
+                                   "is the start of the repeat. Average over queries S .. 2S - 1."),
+            (stripe(1, 1), "that is the previous-token score (one back)."),
+        ])
+        if not _close(got, want):
+            raise _mismatch(got, want, "the mean of pattern[:, :, q, q - S + 1] over q = S .. 2S - 1")
+        return "attention to the token after the first occurrence, over the second copy."
+
+    return _finish("check_induction_score", check, quiet)

@@ -5,7 +5,9 @@ A :class:`HookPoint` is an identity module placed at every interesting spot of t
 model TransformerLens' inspection methods: ``run_with_cache`` attaches hooks that copy what flows
 through into an :class:`ActivationCache`, and always removes them again; ``run_with_hooks`` and
 ``hooks`` attach your own for one run; ``add_hook``/``reset_hooks`` keep them until removed;
-``to_tokens`` turns text into ids.
+``to_tokens`` turns text into ids. The cache takes the residual stream apart as TransformerLens' does
+(``accumulated_resid``, ``decompose_resid``, ``stack_head_results``, ``apply_ln_to_stack``, ``logit_attrs``;
+book chapter "Reading the residual stream").
 
 What follows TransformerLens exactly:
 
@@ -282,7 +284,7 @@ class HookedRootModule(nn.Module):
         if remove_batch_dim:
             logits = logits[0]
         return logits, ActivationCache(store, self.config.n_layer, names=list(self.hook_dict),
-                                       has_batch_dim=not remove_batch_dim)
+                                       has_batch_dim=not remove_batch_dim, model=self)
 
     # ---- text in ----------------------------------------------------------------------------------
     def _as_ids(self, idx: Any, what: str) -> torch.Tensor:
@@ -344,6 +346,34 @@ class HookedRootModule(nn.Module):
         return self.tokenizer.decode(ids)
 
 
+def _apply_slice(t: torch.Tensor, index: Any, dim: int) -> torch.Tensor:
+    """TransformerLens' ``Slice`` on dimension ``dim``: ``None`` keeps all, an int picks one (the dimension
+    goes), a ``slice`` or ``(start, stop[, step])`` tuple cuts, a list or tensor of ints gathers."""
+    if index is None:
+        return t
+    if isinstance(index, bool):
+        raise InvalidTypeError(f"a position/batch slice is an int, a slice, a tuple or a list of ints, got {index!r}")
+    if isinstance(index, int):
+        if not -t.shape[dim] <= index < t.shape[dim]:
+            raise InvalidValueError(f"index {index} is out of range for a dimension of {t.shape[dim]}")
+        return t.select(dim, index)
+    if isinstance(index, tuple):
+        index = slice(*index)
+    if isinstance(index, slice):
+        where = [slice(None)] * t.dim()
+        where[dim] = index
+        return t[tuple(where)]
+    if isinstance(index, (list, torch.Tensor)):
+        ids = torch.as_tensor(index, device=t.device)
+        if ids.dtype in (torch.bool, torch.float16, torch.float32, torch.float64) or ids.dim() != 1:
+            raise InvalidTypeError("a list of positions must hold ints, e.g. [0, 3]")
+        if ids.numel() and not (-t.shape[dim] <= int(ids.min()) and int(ids.max()) < t.shape[dim]):
+            raise InvalidValueError(f"positions {ids.tolist()} are out of range for a dimension of {t.shape[dim]}")
+        return t.index_select(dim, ids % t.shape[dim])
+    raise InvalidTypeError(f"a position/batch slice is an int, a slice, a tuple or a list of ints, got "
+                           f"{type(index).__name__}")
+
+
 # ---- the cache ----------------------------------------------------------------------------------------
 class ActivationCache:
     """The activations of one run, by full hook name, with TransformerLens' shorthand keys.
@@ -354,10 +384,11 @@ class ActivationCache:
     """
 
     def __init__(self, cache_dict: dict[str, torch.Tensor], n_layer: int, *, names: Sequence[str] | None = None,
-                 has_batch_dim: bool = True) -> None:
+                 has_batch_dim: bool = True, model: nn.Module | None = None) -> None:
         self.cache_dict = cache_dict
         self.n_layer = n_layer
         self.has_batch_dim = has_batch_dim
+        self.model = model  # the model that ran: its weights turn cached activations into head results and logits
         self._names = list(names) if names is not None else list(cache_dict)  # every hook point of the model
 
     def _key(self, key: str | tuple) -> str:
@@ -412,9 +443,222 @@ class ActivationCache:
         """``stack_activation(name)``: the activation from every layer, (L, ...)."""
         return self.stack_activation(name)
 
+    # ---- the residual stream, taken apart (book chapter "Reading the residual stream") ----------------
+    # Legend: N components stacked on the first dimension; the rest is (B, T, C), less what pos_slice takes.
+    # LayerNorm here: ln(x) = (x - mean(x)) / scale * gamma + beta with scale = sqrt(var(x) + eps). The
+    # stack methods apply only the first part, centring then dividing by a scale; gamma is folded into
+    # the unembedding direction by ``model.tokens_to_residual_directions`` and beta's logit is the
+    # constant ``model.ln_final_bias_logits(tokens)``. So, with the cached scale,
+    #     logits[..., t] == logit_attrs(decompose_resid(), t).sum(0) + model.ln_final_bias_logits(t)
+    # exactly (to float rounding), as TransformerLens' identity holds on a model with folded LayerNorms.
+
+    def _need_model(self, what: str) -> nn.Module:
+        if self.model is None:
+            raise InvalidValueError(f"{what} needs the model's weights: use the cache that model.run_with_cache "
+                                    "returned (this one was built without a model)")
+        return self.model
+
+    def _layer(self, layer: int | None, what: str, *, allow_end: bool = True) -> int:
+        """``None`` or ``-1`` -> n_layer (the stream before the unembedding); else 0..n_layer."""
+        if layer is None or (isinstance(layer, int) and not isinstance(layer, bool) and layer == -1):
+            return self.n_layer
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= self.n_layer:
+            raise InvalidValueError(f"{what}: layer must be 0..{self.n_layer} (or -1/None for the final stream), "
+                                    f"got {layer!r}")
+        return layer
+
+    def _check_tokens(self, what: str) -> None:
+        """An empty text runs (to zero positions); reading its stream is refused with one clear error."""
+        name = "hook_embed" if "hook_embed" in self.cache_dict else "blocks.0.hook_resid_pre"
+        if name in self.cache_dict and self.cache_dict[name].shape[-2] == 0:
+            raise InvalidValueError(f"{what}: the cached run has no tokens (an empty text?); run the model on at "
+                                    "least one token first")
+
+    def _resid_at(self, layer: int, mlp_input: bool = False) -> torch.Tensor:
+        """The stream that layer ``layer`` reads (its attention's input; with ``mlp_input`` its MLP's);
+        ``layer == n_layer``: the final stream, before ``ln_f``."""
+        if layer == self.n_layer:
+            return self["resid_post", self.n_layer - 1]
+        return self["resid_mid", layer] if mlp_input else self["resid_pre", layer]
+
+    def accumulated_resid(self, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False,
+                          pos_slice: Any = None, mlp_input: bool = False,
+                          return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """The residual stream as it stood before each layer up to ``layer``: (N, B, T, C).
+
+        Labels ``0_pre, (0_mid,) 1_pre, ..., final_post`` (``final_post`` only when ``layer`` is
+        ``None``/``-1``/``n_layer``). ``apply_ln`` normalises each state: before the unembedding each by its
+        own mean and scale (the logit lens: ``logits = stack @ tokens_to_residual_directions + ln_final_bias_logits``),
+        before a layer by that layer's cached ``ln_1`` scale (``ln_2`` with ``mlp_input``).
+        """
+        layer = self._layer(layer, "accumulated_resid")
+        self._check_tokens("accumulated_resid")
+        components, labels = [], []
+        for l in range(layer + 1):
+            if l == self.n_layer:
+                components.append(self["resid_post", l - 1])
+                labels.append("final_post")
+                continue
+            components.append(self["resid_pre", l])
+            labels.append(f"{l}_pre")
+            if (incl_mid and l < layer) or (mlp_input and l == layer):
+                components.append(self["resid_mid", l])
+                labels.append(f"{l}_mid")
+        stack = torch.stack([_apply_slice(c, pos_slice, -2) for c in components])  # (N, B, T, C)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice,
+                                           has_batch_dim=self.has_batch_dim, recompute_ln=layer == self.n_layer)
+        return (stack, labels) if return_labels else stack
+
+    def decompose_resid(self, layer: int | None = None, mlp_input: bool = False, mode: str = "all",
+                        apply_ln: bool = False, pos_slice: Any = None, incl_embeds: bool = True,
+                        return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """What each part wrote into the stream that ``layer`` reads: (N, B, T, C), summing to that stream.
+
+        Labels ``embed, pos_embed, 0_attn_out, 0_mlp_out, 1_attn_out, ...`` (``mode="attn"`` or ``"mlp"``
+        keeps one kind; ``mlp_input`` adds ``layer``'s own ``attn_out``, the MLP's input). The sum over the
+        first dimension is ``resid_pre[layer]`` (the final stream for ``layer=None``) exactly: each
+        block only adds.
+        """
+        layer = self._layer(layer, "decompose_resid")
+        self._check_tokens("decompose_resid")
+        if mode not in ("all", "attn", "mlp"):
+            raise InvalidValueError(f"decompose_resid: mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+        if mlp_input and layer == self.n_layer:
+            raise InvalidValueError("decompose_resid: mlp_input needs a layer below n_layer (the final stream has no MLP)")
+        components, labels = [], []
+        if incl_embeds:
+            components += [self["hook_embed"], self["hook_pos_embed"]]
+            labels += ["embed", "pos_embed"]
+        for l in range(layer):
+            if mode != "mlp":
+                components.append(self["attn_out", l])
+                labels.append(f"{l}_attn_out")
+            if mode != "attn":
+                components.append(self["mlp_out", l])
+                labels.append(f"{l}_mlp_out")
+        if mlp_input and mode != "mlp":
+            components.append(self["attn_out", layer])
+            labels.append(f"{layer}_attn_out")
+        if not components:
+            raise InvalidValueError("decompose_resid: nothing to stack (layer 0 without embeddings)")
+        stack = torch.stack([_apply_slice(c, pos_slice, -2) for c in components])  # (N, B, T, C)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice,
+                                           has_batch_dim=self.has_batch_dim)
+        return (stack, labels) if return_labels else stack
+
+    def head_results(self, layer: int) -> torch.Tensor:
+        """What each head of ``layer`` adds to the stream, (B, T, H, C): head h's z times its rows of W_O.
+
+        Summed over the heads and plus the output bias ``b_O`` (``attn.c_proj.bias``), this is ``attn_out``.
+        """
+        model = self._need_model("head_results")
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < self.n_layer:
+            raise InvalidValueError(f"head_results: layer must be 0..{self.n_layer - 1}, got {layer!r}")
+        z = self["z", layer]  # (B, T, H, hs)
+        H, hs = z.shape[-2], z.shape[-1]
+        W_O = model.blocks[layer].attn.c_proj.weight.detach().T.reshape(H, hs, -1)  # (C, C) -> (H, hs, C)
+        return torch.einsum("...hd,hdc->...hc", z, W_O.to(z.dtype))  # (B, T, H, hs) -> (B, T, H, C)
+
+    def compute_head_results(self) -> None:
+        """Store every layer's :meth:`head_results` as ``blocks.{l}.attn.hook_result`` (``cache["result", l]``)."""
+        for l in range(self.n_layer):
+            self.cache_dict[f"blocks.{l}.attn.hook_result"] = self.head_results(l)
+
+    def stack_head_results(self, layer: int | None = -1, return_labels: bool = False, incl_remainder: bool = False,
+                           pos_slice: Any = None,
+                           apply_ln: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """Every head's output in the layers before ``layer``, one row each: (layer * H, B, T, C).
+
+        Labels ``L0H0, L0H1, ...``. Heads leave out the output biases; ``incl_remainder`` adds one last row,
+        ``remainder``: the stream at ``layer`` minus the heads (embeddings, MLPs and the b_O's), so the rows
+        sum to that stream.
+        """
+        layer = self._layer(layer, "stack_head_results")
+        self._check_tokens("stack_head_results")
+        parts, labels = [], []
+        for l in range(layer):
+            result = _apply_slice(self.head_results(l), pos_slice, -3)  # (B, T, H, C)
+            parts.append(result.movedim(-2, 0))  # (B, T, H, C) -> (H, B, T, C)
+            labels += [f"L{l}H{h}" for h in range(result.shape[-2])]
+        stream = _apply_slice(self._resid_at(layer), pos_slice, -2)
+        stack = torch.cat(parts) if parts else stream.new_zeros(0, *stream.shape)  # (layer * H, B, T, C)
+        if incl_remainder:
+            stack = torch.cat([stack, (stream - stack.sum(0))[None]])
+            labels.append("remainder")
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice, has_batch_dim=self.has_batch_dim)
+        return (stack, labels) if return_labels else stack
+
+    def apply_ln_to_stack(self, residual_stack: torch.Tensor, layer: int | None = None, mlp_input: bool = False,
+                          pos_slice: Any = None, batch_slice: Any = None, has_batch_dim: bool = True,
+                          recompute_ln: bool = False) -> torch.Tensor:
+        """Each component as the LayerNorm before ``layer`` sees it: centred, then divided by the cached scale.
+
+        ``layer``: 0..n_layer-1 uses that block's ``ln_1`` scale (``ln_2`` with ``mlp_input``);
+        ``None``/``-1``/``n_layer`` the final ``ln_f``'s. The scale is the whole stream's, cached, so the
+        map is linear and the components still sum to the normalised stream. LayerNorm's weight gamma and
+        bias beta are *not* applied (gptlearn does not fold them into the weights, as TransformerLens'
+        ``fold_ln`` does): gamma belongs to the unembedding direction (``model.tokens_to_residual_directions``),
+        beta to a constant logit (``model.ln_final_bias_logits``). ``recompute_ln=True`` before the unembedding
+        normalises each component by its own mean and scale instead (the logit lens).
+        ``pos_slice``/``batch_slice`` say which positions/rows the stack holds (applied to the scale only).
+        """
+        layer = self._layer(layer, "apply_ln_to_stack")
+        if not isinstance(residual_stack, torch.Tensor) or residual_stack.dim() < 2:
+            raise InvalidTypeError("apply_ln_to_stack takes a stack of residual vectors, a tensor (N, ..., C)")
+        if mlp_input and layer == self.n_layer:
+            raise InvalidValueError("apply_ln_to_stack: mlp_input needs a layer below n_layer (ln_f has no MLP)")
+        if has_batch_dim and batch_slice is not None:
+            residual_stack = _apply_slice(residual_stack, batch_slice, 1)
+        centred = residual_stack - residual_stack.mean(dim=-1, keepdim=True)  # (N, ..., C)
+        if recompute_ln and layer == self.n_layer:
+            eps = self._need_model("apply_ln_to_stack").ln_f.eps
+            return centred / (centred.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt()
+        name = "ln_f.hook_scale" if layer == self.n_layer else f"blocks.{layer}.ln_{2 if mlp_input else 1}.hook_scale"
+        scale = _apply_slice(self[name], pos_slice, -2)  # (B, T, 1)
+        if batch_slice is not None and self.has_batch_dim:
+            scale = _apply_slice(scale, batch_slice, 0)
+        try:
+            return centred / scale
+        except RuntimeError:
+            raise InvalidValueError(
+                f"apply_ln_to_stack: a stack of shape {tuple(residual_stack.shape)} does not match the cached scale "
+                f"{tuple(scale.shape)}; pass the pos_slice/batch_slice the stack was taken with") from None
+
+    def logit_attrs(self, residual_stack: torch.Tensor, tokens: Any, incorrect_tokens: Any = None,
+                    pos_slice: Any = None, batch_slice: Any = None, has_batch_dim: bool = True) -> torch.Tensor:
+        """How much each component of ``residual_stack`` adds to the logit of ``tokens`` (minus that of
+        ``incorrect_tokens``: a logit difference), through the final LayerNorm with its cached scale.
+
+        ``tokens``: a string (one token), an id, or a tensor of ids, (B,) for one per row or (B, T).
+        Returns (N, ...) without the last dimension. Add ``model.ln_final_bias_logits(tokens)`` (minus the
+        incorrect tokens') and the sum over components is the model's logit (difference).
+        """
+        model = self._need_model("logit_attrs")
+        self._check_tokens("logit_attrs")
+        directions = model.tokens_to_residual_directions(tokens)  # (..., C)
+        if incorrect_tokens is not None:
+            wrong = model.tokens_to_residual_directions(incorrect_tokens)
+            if wrong.shape != directions.shape:
+                raise InvalidValueError(f"logit_attrs: tokens and incorrect_tokens must have the same shape, got "
+                                        f"{tuple(directions.shape[:-1])} and {tuple(wrong.shape[:-1])}")
+            directions = directions - wrong
+        scaled = self.apply_ln_to_stack(residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice,
+                                        has_batch_dim=has_batch_dim)  # (N, B, T, C)
+        if (has_batch_dim and scaled.dim() == 4 and directions.dim() == 2
+                and directions.shape[0] == scaled.shape[1] and not isinstance(batch_slice, int)):
+            directions = directions.unsqueeze(-2)  # one token per row: (B, C) -> (B, 1, C), for every position
+        try:
+            return (scaled * directions.to(scaled.dtype)).sum(dim=-1)
+        except RuntimeError:
+            raise InvalidValueError(f"logit_attrs: tokens of shape {tuple(directions.shape[:-1])} do not fit a stack "
+                                    f"of shape {tuple(scaled.shape[:-1])}") from None
+
     def to(self, device: str | torch.device) -> "ActivationCache":
         return ActivationCache({k: v.to(device) for k, v in self.cache_dict.items()}, self.n_layer,
-                               names=self._names, has_batch_dim=self.has_batch_dim)
+                               names=self._names, has_batch_dim=self.has_batch_dim, model=self.model)
 
     def __repr__(self) -> str:
         return f"ActivationCache({len(self)} activations, e.g. {list(self.cache_dict)[:3]})"

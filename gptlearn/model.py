@@ -22,7 +22,7 @@ from torch import nn
 from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .devices import resolve_device
-from .errors import InvalidValueError, NoTokenizerError
+from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
 from .fast import enable as use_fast_layers
 from .generate import GenerationMixin, check_token_ids
 from .hooks import HookedRootModule, HookPoint
@@ -218,6 +218,38 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy (nats) of ``targets`` (B, T) given ``idx`` (B, T)."""
         return self(idx, targets=targets)
+
+    # ---- directions in the residual stream (book chapter "Reading the residual stream") ---------
+    def _token_ids(self, tokens, what: str) -> torch.Tensor:
+        """A string (one token), an id, or a tensor/list of ids -> a long tensor of ids on the model's device."""
+        if isinstance(tokens, str):
+            ids = self.to_tokens(tokens)[0]
+            if ids.numel() != 1:
+                raise InvalidValueError(f"{what}: {tokens!r} is {ids.numel()} tokens, not one; pass one token "
+                                        f"(see model.to_str_tokens({tokens!r}))")
+            tokens = ids[0]
+        ids = torch.as_tensor(tokens, device=self.device)
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise InvalidTypeError(f"{what} takes token ids (ints) or one token as a string, got {ids.dtype}")
+        check_token_ids(ids.reshape(1, -1), self.config.vocab_size)
+        return ids.long()
+
+    def tokens_to_residual_directions(self, tokens) -> torch.Tensor:
+        """The direction in the final residual stream that reads out each token's logit: (..., C).
+
+        With ``x`` the stream centred and divided by ``ln_f``'s scale, ``logit[t] = x @ (gamma * W_U[:, t])
+        + beta @ W_U[:, t]``: this returns ``gamma * W_U[:, t]`` (``ln_f``'s weight folded in, as
+        TransformerLens' ``W_U`` is after ``fold_ln``); :meth:`ln_final_bias_logits` is the second term.
+        ``tokens``: one token as a string, an id (-> (C,)), or a tensor of ids (-> (..., C)).
+        """
+        ids = self._token_ids(tokens, "tokens_to_residual_directions")
+        W_U = self.lm_head.weight.detach()  # (V, C): row t unembeds token t
+        return W_U[ids] * self.ln_f.weight.detach()  # (..., C)
+
+    def ln_final_bias_logits(self, tokens) -> torch.Tensor:
+        """What ``ln_f``'s bias adds to each token's logit, ``beta @ W_U[:, t]``: the same for every input. (...)"""
+        ids = self._token_ids(tokens, "ln_final_bias_logits")
+        return self.lm_head.weight.detach()[ids] @ self.ln_f.bias.detach()  # (..., C) @ (C,) -> (...)
 
     # ---- sizes, device, tokenizer -------------------------------------------------------------
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:

@@ -25,7 +25,8 @@ from book_sync_ipynb import toc_files  # noqa: E402
 
 MARKER = 'class="gptlearn-live"'
 NEEDS_EXPLORER = ["book/00_start_here", "book/03_attention_one_head", "book/04_many_heads",
-                  "book/05_concatenate_and_project", "book/06_the_block_and_gpt2", "book/08_sentence_embeddings"]
+                  "book/05_concatenate_and_project", "book/06_the_block_and_gpt2", "book/08_sentence_embeddings",
+                  "book/05b_reading_the_residual_stream", "book/05c_the_induction_circuit_tested"]
 TEXTS = [  # over twenty: scripts, emoji, whitespace runs, contractions, one character, nothing, too long
     "The big red car drove quickly", "Hello, world!", "日本語のテキストです。", "こんにちは世界", "Ελληνικά και русский",
     "emoji 🙂👍🏽 and 👨‍👩‍👧 family", "    four spaces before", "trailing spaces    ", "tabs\tand\nnewlines\n\n\n",

@@ -132,7 +132,7 @@ def _index_html(label: str) -> str:
 <script src="live_explorer.js"></script>
 </head><body style="max-width: 60rem; margin: 2rem auto; font-family: sans-serif">
 <h1>gptlearn live</h1>
-<div class="gptlearn-live" data-parts="tokens next attention grid heads embedding" data-sentences="The cat is sleeping|A feline is resting|The stock market fell sharply today"></div>
+<div class="gptlearn-live" data-parts="tokens next attention grid heads lens ablate embedding" data-sentences="The cat is sleeping|A feline is resting|The stock market fell sharply today"></div>
 </body></html>
 """
 

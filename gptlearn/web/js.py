@@ -135,9 +135,12 @@ class LiveJS:
         out = json.loads(self.ctx.call("__gptlearnCall", name, [to_js(a) for a in args]))
         return _arrays(out)
 
-    def forward(self, text: str) -> dict[str, Any]:
-        """``window.gptlearn.live.forward(text)``, as the page returns it."""
-        return self.eval(f"gptlearn.live.forward({json.dumps(text)})")
+    def forward(self, text: str, options: Any = None) -> dict[str, Any]:
+        """``window.gptlearn.live.forward(text[, options])``, as the page returns it (options: e.g.
+        ``{"ablate": [[0, 2]], "lens": True}``, passed as JSON)."""
+        if options is None:
+            return self.eval(f"gptlearn.live.forward({json.dumps(text)})")
+        return self.eval(f"gptlearn.live.forward({json.dumps(text)}, {json.dumps(options)})")
 
     def weight(self, name: str) -> np.ndarray:
         """A weight as the JavaScript model holds it (flat float32)."""

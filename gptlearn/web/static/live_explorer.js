@@ -7,26 +7,32 @@
  *   heads      each head's contribution per token, the norm of z_h W_O^h (chapter 5)
  *   next       the top 10 next tokens with a temperature slider; click one to append it (chapter 6)
  *   embedding  the sentence's embedding (chapter 8's pooling) and its cosine to data-sentences
+ *   lens       the logit lens: the top tokens before each layer, at the last position or a clicked one
+ *   ablate     the head grid: a click knocks a head out (its z set to zero) and the next-token bars show
+ *              the knocked-out model's guesses, with the change in the top token's probability
  * Optional: data-text (the first text), data-layer, data-head, data-pooling, data-sentences ("a|b|c").
  *
  * The model runs in a Web Worker made from a Blob URL (a page opened from file:// may not start a
  * worker from a file, but may from a blob), so typing never waits for it; where no worker can start,
  * it runs on the page after a pause in typing. Needs live_model.js and the exported model data.
+ * Each part is drawn by its own function (drawTokens, drawLens, ...) from a run's result and a `view`
+ * (the explorer's state and callbacks); the model maths they need (softmax, top-k, head norms, pooling)
+ * live in live_model.js beside the model.
  */
 (function () {
   "use strict";
   const DEBOUNCE_MS = 120;
   const POOLING = ["mean", "max", "last", "first", "weighted_mean"];
-  const PARTS = ["tokens", "attention", "grid", "heads", "next", "embedding"];
+  const PARTS = ["tokens", "attention", "grid", "heads", "next", "embedding", "lens", "ablate"];
 
   // ---- running the model: a worker when possible -------------------------------------------------
 
   function workerMain() {
-    // Runs inside the worker: load the data, then answer {id, text, attnResult} with the arrays to draw.
+    // Runs inside the worker: load the data, then answer {id, text, options} with the arrays to draw.
     self.onmessage = (e) => {
       const msg = e.data;
       if (msg.data) { self.gptlearnLiveData = msg.data; return; }
-      const r = self.gptlearn.live.run(msg.text, { attnResult: msg.attnResult });
+      const r = self.gptlearn.live.run(msg.text, msg.options);
       const out = packResult(r, self.gptlearnLiveData.config.n_layer);
       self.postMessage({ id: msg.id, result: out }, transferables(out));
     };
@@ -34,16 +40,17 @@
 
   function packResult(r, L) {
     // The arrays the explorer draws, from run()'s cache: patterns (L x (H, T, T)), contributions
-    // (L x (T, H, C)) when asked for, and the final hidden states (T, C).
+    // (L x (T, H, C)) when asked for, the final hidden states (T, C) and the logit lens (L + 1 x (V,)).
     if (!r.cache) return { ids: r.ids, tokens: r.tokens, message: r.message, T: r.T, ms: 0 };
     const get = (name) => Array.from({ length: L }, (_, l) => r.cache[`blocks.${l}.attn.${name}`]).filter(Boolean);
     return { ids: r.ids, tokens: r.tokens, message: null, T: r.T, ms: r.ms, logits: r.logits,
-      patterns: get("hook_pattern"), results: get("hook_result"), final: r.cache.hook_ln_final };
+      patterns: get("hook_pattern"), results: get("hook_result"), final: r.cache.hook_ln_final,
+      lens: r.lens ? r.lens.map((row) => row.slice()) : null };  // copies: the last row is the logits' buffer
   }
 
   function transferables(out) {
     if (!out.logits) return [];
-    return [out.logits, out.final, ...out.patterns, ...out.results].map((a) => a.buffer);
+    return [out.logits, out.final, ...out.patterns, ...out.results, ...(out.lens || [])].map((a) => a.buffer);
   }
 
   function makeRunner() {
@@ -58,23 +65,23 @@
     } catch (e) {
       worker = null;  // no workers here: run on the page
     }
-    const onPage = (text, attnResult) => packResult(window.gptlearn.live.run(text, { attnResult }), L);
-    const waiting = new Map();  // id -> [resolve, text, attnResult]
+    const onPage = (text, options) => packResult(window.gptlearn.live.run(text, options), L);
+    const waiting = new Map();  // id -> [resolve, text, options]
     let next = 0;
     if (worker) {
       worker.onmessage = (e) => { waiting.get(e.data.id)[0](e.data.result); waiting.delete(e.data.id); };
       worker.onerror = () => {  // the worker failed: answer what it was asked on the page, and from now on
         worker = null;
-        for (const [resolve, text, attnResult] of waiting.values()) resolve(onPage(text, attnResult));
+        for (const [resolve, text, options] of waiting.values()) resolve(onPage(text, options));
         waiting.clear();
       };
     }
     return {
       where: () => (worker ? "worker" : "page"),
-      run(text, attnResult) {
-        if (!worker) return Promise.resolve(onPage(text, attnResult));
+      run(text, options = {}) {  // options: run()'s, {attnResult, ablate, lens, lensAt}
+        if (!worker) return Promise.resolve(onPage(text, options));
         const id = next++;
-        return new Promise((resolve) => { waiting.set(id, [resolve, text, attnResult]); worker.postMessage({ id, text, attnResult }); });
+        return new Promise((resolve) => { waiting.set(id, [resolve, text, options]); worker.postMessage({ id, text, options }); });
       },
     };
   }
@@ -182,24 +189,157 @@
     return box;
   }
 
-  function softmax(logits, temperature) {
-    let max = -Infinity;
-    for (const z of logits) max = Math.max(max, z / temperature);
-    const p = Array.from(logits, (z) => Math.exp(z / temperature - max));
-    const sum = p.reduce((a, b) => a + b, 0);
-    return p.map((x) => x / sum);
+  // ---- the parts: each draws from a run's result `r` and the explorer's `view` ------------------------
+  // view: {live, c (config), L, H, C, state, root, input, render(names), update(), maths (live_model.js pieces)}
+
+  const tokenLabels = (r) => r.tokens.map((t, i) => `${i} ${show(t)}`);
+
+  function drawTokens(r) {
+    const row = el("div", { class: "gl-chips" });
+    r.tokens.forEach((t, i) => row.append(el("span", { class: `gl-chip gl-c${i % 6}`, title: `token ${i}: id ${r.ids[i]}` },
+      el("span", { text: show(t) }), el("small", { text: String(r.ids[i]) }))));
+    return [el("h4", { text: `${r.ids.length} tokens (with their ids)` }), row];
   }
 
-  // ---- one explorer ----------------------------------------------------------------------------------
+  function drawAttention(r, v) {
+    const { layer, head } = v.state, p = r.patterns[layer], T = r.T, base = head * T * T, labels = tokenLabels(r);
+    return [
+      el("h4", { text: `Attention, layer ${layer} head ${head} (rows: the token attending; columns: the tokens it reads)` }),
+      heatmap({ rows: T, cols: T, rowLabels: labels, colLabels: labels, colors: BLUES,
+        value: (i, j) => (j > i ? null : p[base + i * T + j]),
+        tip: (i, j) => (j > i ? `${show(r.tokens[i])} cannot see ${show(r.tokens[j])} (the future)`
+          : `${show(r.tokens[i])} → ${show(r.tokens[j])}: ${p[base + i * T + j].toFixed(4)}`) }),
+    ];
+  }
+
+  function drawGrid(r, v) {
+    const { L, H, state } = v, T = r.T, grid = el("div", { class: "gl-grid", style: `grid-template-columns: auto repeat(${H}, auto)` });
+    grid.append(el("span"), ...Array.from({ length: H }, (_, h) => el("span", { class: "gl-axis", text: `head ${h}` })));
+    for (let l = 0; l < L; l++) {
+      grid.append(el("span", { class: "gl-axis", text: `layer ${l}` }));
+      for (let h = 0; h < H; h++) {
+        const p = r.patterns[l], base = h * T * T;
+        const map = heatmap({ rows: T, cols: T, maxSize: 84, minCell: 1, colors: BLUES,
+          value: (i, j) => (j > i ? null : p[base + i * T + j]),
+          tip: (i, j) => `${l}.${h}: ${show(r.tokens[i])} → ${show(r.tokens[j])}: ${j > i ? "masked" : p[base + i * T + j].toFixed(4)}` });
+        map.classList.add("gl-cell");
+        if (l === state.layer && h === state.head) map.classList.add("gl-picked");
+        map.addEventListener("click", () => { state.layer = l; state.head = h; v.render(["attention", "grid", "heads"]); });
+        map.title = `layer ${l}, head ${h}`;
+        grid.append(map);
+      }
+    }
+    return [el("h4", { text: "Every head: rows are layers, columns heads (click one to pick it)" }), grid];
+  }
+
+  function drawHeads(r, v) {
+    const { H, C, state } = v, T = r.T, norms = v.maths.headNorms(r.results[state.layer], T, H, C);
+    const max = norms.reduce((a, b) => Math.max(a, b), 0);
+    return [
+      el("h4", { text: `How much each head of layer ${state.layer} writes, per token: the norm of z_h W_O^h` }),
+      heatmap({ rows: T, cols: H, colors: ORANGES, rowLabels: tokenLabels(r),
+        colLabels: Array.from({ length: H }, (_, h) => `head ${h}`), maxSize: 360,
+        value: (t, h) => norms[t * H + h] / (max || 1),
+        tip: (t, h) => `${show(r.tokens[t])}, head ${h}: ‖z_h W_O^h‖ = ${norms[t * H + h].toFixed(3)}` }),
+    ];
+  }
+
+  function nextList(v, p, onPick) {
+    // The 10 likeliest next tokens of the probabilities p as bars; a click appends the token.
+    const list = el("ol", { class: "gl-top" });
+    for (const [prob, id] of v.maths.topK(p, 10)) {
+      const text = v.live.tokenText(id);
+      list.append(el("li", { title: `id ${id}: click to append it`, onclick: () => onPick(text) },
+        el("span", { class: "gl-bar", style: `width: ${(100 * prob).toFixed(1)}%` }),
+        el("code", { text: show(text) }), el("span", { class: "gl-prob", text: pct(prob) })));
+    }
+    return list;
+  }
+
+  const appendText = (v) => (text) => { v.input.value += text; v.update(); };
+
+  function drawNext(r, v) {
+    v.root.querySelector(".gl-temp").textContent = v.state.temperature.toFixed(2);
+    const p = v.maths.softmax(r.logits, v.state.temperature);
+    return [el("h4", { text: `What comes next? The 10 likeliest of ${v.c.vocab_size} tokens (click one to append it)` }),
+      nextList(v, p, appendText(v))];
+  }
+
+  function drawEmbedding(r, v) {
+    const { pool, cosine } = v.maths, { C, state } = v, vec = pool(r.final, r.T, C, state.pooling);
+    let max = 0;
+    for (const x of vec) max = Math.max(max, Math.abs(x));
+    const list = el("ul", { class: "gl-cos" });
+    for (const { text, final, T } of state.refs) {
+      const cos = cosine(vec, pool(final, T, C, state.pooling));
+      list.append(el("li", {}, el("span", { class: "gl-bar", style: `width: ${Math.max(0, 50 * cos).toFixed(1)}%` }),
+        el("span", { class: "gl-prob", text: cos.toFixed(3) }), el("span", { class: "gl-ref", text: text })));
+    }
+    return [
+      el("h4", { text: `The sentence's embedding: ${state.pooling} pooling of its ${r.T} token vectors after the final LayerNorm (${C} numbers)` }),
+      heatmap({ rows: 1, cols: C, maxSize: 640, minCell: 2, colors: SIGNED,
+        value: (_, i) => 0.5 + vec[i] / (2 * max || 1), tip: (_, i) => `channel ${i}: ${vec[i].toFixed(4)}` }),
+      el("h4", { text: "Its cosine similarity to the sentences above" }), list,
+    ];
+  }
+
+  function drawLens(r, v) {
+    // One row per layer: the 5 likeliest tokens if the model stopped before it (the last row: its output).
+    const { L, state } = v, at = state.lensAt !== null && state.lensAt < r.T ? state.lensAt : r.T - 1;
+    const chips = el("div", { class: "gl-chips" });
+    r.tokens.forEach((t, i) => chips.append(el("span", {
+      class: `gl-chip gl-c${i % 6}${i === at ? " gl-lens-at" : ""}`, title: `read the lens at token ${i}`,
+      onclick: () => { state.lensAt = i; v.update(); } }, el("span", { text: show(t) }))));
+    const table = el("table", { class: "gl-lens" });
+    r.lens.forEach((row, l) => {
+      const label = l < L ? `before layer ${l}` : "output";
+      table.append(el("tr", {}, el("th", { text: label }), ...v.maths.topK(v.maths.softmax(row), 5).map(([p, id]) =>
+        el("td", { title: `id ${id}` }, el("code", { text: show(v.live.tokenText(id)) }), el("small", { text: " " + pct(p) })))));
+    });
+    return [el("h4", { text: `The logit lens at token ${at} (${show(r.tokens[at])}): ln_f, then the unembedding, of the ` +
+      "stream entering each layer (click a token to move it)" }), chips, table];
+  }
+
+  function drawAblate(r, v) {
+    const { L, H, state } = v, grid = el("div", { class: "gl-heads", style: `grid-template-columns: auto repeat(${H}, auto)` });
+    grid.append(el("span"), ...Array.from({ length: H }, (_, h) => el("span", { class: "gl-axis", text: `head ${h}` })));
+    for (let l = 0; l < L; l++) {
+      grid.append(el("span", { class: "gl-axis", text: `layer ${l}` }));
+      for (let h = 0; h < H; h++) {
+        const key = `${l}.${h}`, off = state.ablated.has(key);
+        grid.append(el("button", { class: `gl-head${off ? " gl-off" : ""}`, type: "button", "aria-pressed": String(off),
+          title: off ? `head ${key} is knocked out: click to put it back` : `click to knock head ${key} out`, text: key,
+          onclick: () => { if (off) state.ablated.delete(key); else state.ablated.add(key); v.update(); } }));
+      }
+    }
+    const intact = v.maths.softmax(r.logits), top = v.maths.topK(intact, 1)[0][1], out = [
+      el("h4", { text: "Knock heads out: a click sets a head's output z to zero before the output projection" }), grid];
+    if (!state.ablated.size || !r.ablated) {
+      out.push(el("p", { class: "gl-note", text: "No head is knocked out: click one. These are the intact model's guesses." }),
+        nextList(v, intact, appendText(v)));
+      return out;
+    }
+    if (r.ablated.message) return [...out, el("p", { class: "gl-note", text: r.ablated.message })];
+    const knocked = v.maths.softmax(r.ablated.logits), change = knocked[top] - intact[top];
+    out.push(el("p", { class: "gl-change", text: `Without ${[...state.ablated].sort().join(", ")}: the intact model's top ` +
+      `token ${show(v.live.tokenText(top))} goes from ${pct(intact[top])} to ${pct(knocked[top])} ` +
+      `(${change >= 0 ? "+" : "−"}${(100 * Math.abs(change)).toFixed(1)} points).` }), nextList(v, knocked, appendText(v)));
+    return out;
+  }
+
+  const DRAW = { tokens: drawTokens, attention: drawAttention, grid: drawGrid, heads: drawHeads, next: drawNext,
+    embedding: drawEmbedding, lens: drawLens, ablate: drawAblate };
+
+  // ---- one explorer: its state, controls and runs; the parts above draw it -----------------------------
 
   function explorer(root) {
-    const live = window.gptlearn.live.model(), { pool, cosine } = window.gptlearn.live.pieces;
+    const live = window.gptlearn.live.model(), maths = window.gptlearn.live.pieces;
     const c = live.config, L = c.n_layer, H = c.n_head, C = c.n_embd;
     const parts = new Set((root.dataset.parts || "tokens next attention").split(/[\s,]+/).filter(Boolean));
     const state = {
       layer: Math.min(Number(root.dataset.layer || 0), L - 1), head: Math.min(Number(root.dataset.head || 0), H - 1),
       temperature: 1.0, pooling: POOLING.includes(root.dataset.pooling) ? root.dataset.pooling : "mean",
-      result: null, refs: [],
+      result: null, refs: [], lensAt: null, ablated: new Set(),
     };
     const sentences = (root.dataset.sentences || "").split("|").map((s) => s.trim()).filter(Boolean);
     const layers = Array.from({ length: L }, (_, l) => String(l)), heads = Array.from({ length: H }, (_, h) => String(h));
@@ -243,98 +383,11 @@
     root.replaceChildren(...[title, book, input, status, ...sections, apiNote(c)].filter(Boolean));
     root.classList.add("gl-ready");
 
-    // -- drawing each part from state.result --
-    const draw = {
-      tokens(r) {
-        const row = el("div", { class: "gl-chips" });
-        r.tokens.forEach((t, i) => row.append(el("span", { class: `gl-chip gl-c${i % 6}`, title: `token ${i}: id ${r.ids[i]}` },
-          el("span", { text: show(t) }), el("small", { text: String(r.ids[i]) }))));
-        return [el("h4", { text: `${r.ids.length} tokens (with their ids)` }), row];
-      },
-      attention(r) {
-        const p = r.patterns[state.layer], T = r.T, base = state.head * T * T;
-        const labels = r.tokens.map((t, i) => `${i} ${show(t)}`);
-        return [
-          el("h4", { text: `Attention, layer ${state.layer} head ${state.head} (rows: the token attending; columns: the tokens it reads)` }),
-          heatmap({ rows: T, cols: T, rowLabels: labels, colLabels: labels, colors: BLUES,
-            value: (i, j) => (j > i ? null : p[base + i * T + j]),
-            tip: (i, j) => (j > i ? `${show(r.tokens[i])} cannot see ${show(r.tokens[j])} (the future)`
-              : `${show(r.tokens[i])} → ${show(r.tokens[j])}: ${p[base + i * T + j].toFixed(4)}`) }),
-        ];
-      },
-      grid(r) {
-        const T = r.T, grid = el("div", { class: "gl-grid", style: `grid-template-columns: auto repeat(${H}, auto)` });
-        grid.append(el("span"), ...heads.map((h) => el("span", { class: "gl-axis", text: `head ${h}` })));
-        for (let l = 0; l < L; l++) {
-          grid.append(el("span", { class: "gl-axis", text: `layer ${l}` }));
-          for (let h = 0; h < H; h++) {
-            const p = r.patterns[l], base = h * T * T;
-            const map = heatmap({ rows: T, cols: T, maxSize: 84, minCell: 1, colors: BLUES,
-              value: (i, j) => (j > i ? null : p[base + i * T + j]),
-              tip: (i, j) => `${l}.${h}: ${show(r.tokens[i])} → ${show(r.tokens[j])}: ${j > i ? "masked" : p[base + i * T + j].toFixed(4)}` });
-            map.classList.add("gl-cell");
-            if (l === state.layer && h === state.head) map.classList.add("gl-picked");
-            map.addEventListener("click", () => { state.layer = l; state.head = h; render(["attention", "grid", "heads"]); });
-            map.title = `layer ${l}, head ${h}`;
-            grid.append(map);
-          }
-        }
-        return [el("h4", { text: "Every head: rows are layers, columns heads (click one to pick it)" }), grid];
-      },
-      heads(r) {
-        const T = r.T, res = r.results[state.layer], norms = new Float64Array(T * H);
-        let max = 0;
-        for (let t = 0; t < T; t++) {
-          for (let h = 0; h < H; h++) {
-            let s = 0;
-            for (let o = 0; o < C; o++) s += res[(t * H + h) * C + o] ** 2;
-            max = Math.max(max, (norms[t * H + h] = Math.sqrt(s)));
-          }
-        }
-        return [
-          el("h4", { text: `How much each head of layer ${state.layer} writes, per token: the norm of z_h W_O^h` }),
-          heatmap({ rows: T, cols: H, colors: ORANGES, rowLabels: r.tokens.map((t, i) => `${i} ${show(t)}`),
-            colLabels: heads.map((h) => `head ${h}`), maxSize: 360,
-            value: (t, h) => norms[t * H + h] / (max || 1),
-            tip: (t, h) => `${show(r.tokens[t])}, head ${h}: ‖z_h W_O^h‖ = ${norms[t * H + h].toFixed(3)}` }),
-        ];
-      },
-      next(r) {
-        root.querySelector(".gl-temp").textContent = state.temperature.toFixed(2);
-        const p = softmax(r.logits, state.temperature);
-        const top = p.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0]).slice(0, 10);
-        const list = el("ol", { class: "gl-top" });
-        for (const [prob, id] of top) {
-          const text = live.tokenText(id);
-          list.append(el("li", { title: `id ${id}: click to append it`, onclick: () => { input.value += text; update(); } },
-            el("span", { class: "gl-bar", style: `width: ${(100 * prob).toFixed(1)}%` }),
-            el("code", { text: show(text) }), el("span", { class: "gl-prob", text: pct(prob) })));
-        }
-        return [el("h4", { text: `What comes next? The 10 likeliest of ${c.vocab_size} tokens (click one to append it)` }), list];
-      },
-      embedding(r) {
-        const vec = pool(r.final, r.T, C, state.pooling);
-        let max = 0;
-        for (const v of vec) max = Math.max(max, Math.abs(v));
-        const list = el("ul", { class: "gl-cos" });
-        for (const { text, final, T } of state.refs) {
-          const cos = cosine(vec, pool(final, T, C, state.pooling));
-          list.append(el("li", {}, el("span", { class: "gl-bar", style: `width: ${Math.max(0, 50 * cos).toFixed(1)}%` }),
-            el("span", { class: "gl-prob", text: cos.toFixed(3) }), el("span", { class: "gl-ref", text: text })));
-        }
-        return [
-          el("h4", { text: `The sentence's embedding: ${state.pooling} pooling of its ${r.T} token vectors after the final LayerNorm (${C} numbers)` }),
-          heatmap({ rows: 1, cols: C, maxSize: 640, minCell: 2, colors: SIGNED,
-            value: (_, i) => 0.5 + vec[i] / (2 * max || 1), tip: (_, i) => `channel ${i}: ${vec[i].toFixed(4)}` }),
-          el("h4", { text: "Its cosine similarity to the sentences above" }), list,
-        ];
-      },
-    };
-
     // render() marks parts to redraw (all, or those named: a slider needs one) and draws them one task at
     // a time, so a key press is handled between two parts; parts marked meanwhile are drawn in the same pass.
     const dirty = new Set();
     let drawing = false;
+    const view = { live, c, L, H, C, state, root, input, maths, render: (names) => render(names), update: () => update() };
     function render(only = null) {
       const r = state.result;
       if (!r) return;
@@ -352,7 +405,7 @@
       for (let name; (name = Object.keys(bodies).find((n) => dirty.has(n)));) {
         dirty.delete(name);
         const r = state.result, body = bodies[name], blank = Boolean(r.message) && name !== "tokens";
-        body.replaceChildren(...(blank ? [] : draw[name](r)));
+        body.replaceChildren(...(blank ? [] : DRAW[name](r, view)));
         body.parentNode.hidden = blank;
         await new Promise((next) => setTimeout(next, 0));
       }
@@ -360,12 +413,25 @@
       root.dataset.rendered = String(Number(root.dataset.rendered || 0) + 1);  // for tests: every part is drawn
     }
 
-    let timer = null, latest = 0;
+    async function runAll(text) {
+      // The intact run (with what the parts need), and the run with the knocked-out heads when there are any.
+      const r = await getRunner().run(text, { attnResult: parts.has("heads"), lens: parts.has("lens"),
+        lensAt: state.lensAt === null ? undefined : state.lensAt });
+      if (!r.message && parts.has("ablate") && state.ablated.size) {
+        const pairs = [...state.ablated].map((key) => key.split(".").map(Number));
+        const a = await getRunner().run(text, { ablate: pairs });
+        r.ablated = { logits: a.logits || null, message: a.message };
+      }
+      return r;
+    }
+
+    let timer = null, latest = 0, lastText = input.value;
     function update() {
       clearTimeout(timer);
       timer = setTimeout(async () => {
         const id = ++latest;
-        const r = await getRunner().run(input.value, parts.has("heads"));
+        if (input.value !== lastText) { state.lensAt = null; lastText = input.value; }  // a new text: the lens reads its last token
+        const r = await runAll(input.value);
         if (id === latest) { state.result = r; render(); }
       }, DEBOUNCE_MS);
     }
@@ -373,10 +439,10 @@
 
     (async () => {
       for (const text of parts.has("embedding") ? sentences : []) {
-        const r = await getRunner().run(text, false);
+        const r = await getRunner().run(text, {});
         if (!r.message) state.refs.push({ text, final: r.final, T: r.T });
       }
-      state.result = await getRunner().run(input.value, parts.has("heads"));
+      state.result = await runAll(input.value);
       render();
       setTimeout(() => selfCheck(check), 0);
     })();
@@ -389,7 +455,10 @@
         "//    ids, tokens: the text's token ids and their strings\n" +
         `//    logits: the last position's ${c.vocab_size} scores for the next token\n` +
         "//    attention[layer][head][query][key]: every attention pattern\n" +
-        "//    message: why the model cannot read the text (then logits and attention are null)" }));
+        "//    message: why the model cannot read the text (then logits and attention are null)\n" +
+        'gptlearn.live.forward("The big red car", {ablate: [[0, 2]], lens: true})\n' +
+        "// -> the same with head 0.2's z zeroed, and lens: the logit lens, one array of\n" +
+        `//    ${c.vocab_size} logits before each of the ${c.n_layer} layers, then the output` }));
   }
 
   function selfCheck(node) {

@@ -10,11 +10,13 @@
  * `window.gptlearnLiveData` (browsers block fetch() of local files; scripts load from file://).
  *
  *   gptlearn.live.forward("The big red car")  ->  {ids, tokens, logits, attention, message}
+ *   gptlearn.live.forward(text, {ablate: [[0, 2]], lens: true})  ->  the same with head 0.2 knocked out,
+ *                                                                   plus lens: L + 1 arrays of V logits
  */
 function gptlearnLiveModule(root) {  // a named function, so the explorer can start a worker from its source
   "use strict";
 
-  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizer.py) ------------------
+  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizers/bpe.py) ------------------
 
   // GPT-2's pre-tokenisation regex (GPT2_SPLIT_PATTERN). JavaScript's \s differs from Python's
   // (it adds U+FEFF and leaves out U+0085), so whitespace is written as \p{White_Space}, which is
@@ -35,7 +37,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   }
 
   function merge(parts, a, b) {
-    // Replace every non-overlapping (a, b), left to right, by a + b (tokenizer.merge).
+    // Replace every non-overlapping (a, b), left to right, by a + b (gptlearn.tokenizers.bpe.merge).
     const out = [];
     for (let i = 0; i < parts.length;) {
       if (i < parts.length - 1 && parts[i] === a && parts[i + 1] === b) { out.push(a + b); i += 2; }
@@ -237,15 +239,24 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return out;
   }
 
-  function attention(x, T, w, l, cache, attnResult) {
+  function zeroHeads(z, T, H, hs, heads) {
+    // Head ablation (the induction chapter; gptlearn.patching.ablate_heads): set z of each head in `heads`
+    // to zero, in place, before the output projection, so those heads add nothing and b_O stays.
+    for (const h of heads) for (let t = 0; t < T; t++) z.fill(0, (t * H + h) * hs, (t * H + h + 1) * hs);
+    return z;
+  }
+
+  function attention(x, T, w, l, cache, attnResult, ablate) {
     // CausalSelfAttention: (T, C) -> (T, C), recording q, k, v, scores, pattern and z as hooks do
-    // (and each head's contribution, hook_result, when attnResult is true).
+    // (and each head's contribution, hook_result, when attnResult is true). `ablate`: heads of this
+    // layer whose z is zeroed (the cached z is the ablated one, as a hook that replaces hook_z leaves it).
     const H = w.H, hs = w.C / H, a = `blocks.${l}.attn.`;
     const qkv = linear(x, T, w[a + "c_attn.weight"], w[a + "c_attn.bias"]);  // (T, C) -> (T, 3C)
     const { q, k, v } = splitHeads(qkv, T, H, hs);  // (T, 3C) -> 3 x (H, T, hs)
     const scores = attentionScores(q, k, T, H, hs);  // (H, T, T)
     const pattern = attentionPattern(scores, T, H);  // (H, T, T)
     const z = headOutputs(pattern, v, T, H, hs);  // (T, H, hs)
+    if (ablate && ablate.length) zeroHeads(z, T, H, hs, ablate);
     Object.assign(cache, { [a + "hook_q"]: q, [a + "hook_k"]: k, [a + "hook_v"]: v,
       [a + "hook_attn_scores"]: scores, [a + "hook_pattern"]: pattern, [a + "hook_z"]: z });
     if (attnResult) cache[a + "hook_result"] = headContributions(z, T, H, w[a + "c_proj.weight"]);  // (T, H, C)
@@ -255,7 +266,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   function gelu(x, exact) {
     // GPT-2's GELU, the tanh form (chapter 6), in place: ½x(1 + tanh z) with z = √(2/π)(x + 0.044715x³),
     // computed as x·σ(2z), the same curve (½(1 + tanh z) = σ(2z)) with one exp instead of a slower tanh,
-    // as gptlearn.model.gelu does. `exact` (activation_function "gelu") uses erf.
+    // as gptlearn.fast.gelu does. `exact` (activation_function "gelu") uses erf.
     const c = Math.sqrt(2 / Math.PI);
     for (let i = 0; i < x.length; i++) {
       const v = x[i];
@@ -282,11 +293,11 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return x.map((xi, i) => xi + y[i]);
   }
 
-  function block(x, T, w, l, cache, attnResult) {
+  function block(x, T, w, l, cache, attnResult, ablate) {
     // x + attn(ln_1(x)), then + mlp(ln_2(x)): (T, C) -> (T, C).
     const b = `blocks.${l}.`, eps = w.eps;
     cache[b + "hook_resid_pre"] = x;
-    const attnOut = attention(layerNorm(x, T, w[b + "ln_1.weight"], w[b + "ln_1.bias"], eps), T, w, l, cache, attnResult);
+    const attnOut = attention(layerNorm(x, T, w[b + "ln_1.weight"], w[b + "ln_1.bias"], eps), T, w, l, cache, attnResult, ablate);
     x = cache[b + "hook_resid_mid"] = add(x, attnOut);
     const mlpOut = mlp(layerNorm(x, T, w[b + "ln_2.weight"], w[b + "ln_2.bias"], eps), T, w, l);
     Object.assign(cache, { [b + "hook_attn_out"]: attnOut, [b + "hook_mlp_out"]: mlpOut });
@@ -304,13 +315,74 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return logits;
   }
 
-  function runWithCache(ids, w, { attnResult = false } = {}) {
+  function runWithCache(ids, w, { attnResult = false, ablate = null } = {}) {
     // GPT.run_with_cache: ids (T,) -> {logits: (V,) for the last position, cache: hook name -> tensor}.
+    // ablate: [[layer, head], ...] whose z is zeroed (checked by checkAblate first).
     const T = ids.length, cache = {};
+    const byLayer = Array.from({ length: w.L }, (_, l) => (ablate || []).filter(([al]) => al === l).map(([, h]) => h));
     let x = embed(ids, w);  // (T, C)
-    for (let l = 0; l < w.L; l++) x = block(x, T, w, l, cache, attnResult);  // (T, C) -> (T, C)
+    for (let l = 0; l < w.L; l++) x = block(x, T, w, l, cache, attnResult, byLayer[l]);  // (T, C) -> (T, C)
     x = cache["hook_ln_final"] = layerNorm(x, T, w["ln_f.weight"], w["ln_f.bias"], w.eps);
     return { logits: unembed(x, T, w), cache };
+  }
+
+  function logitLens(cache, T, w, logits, at = T - 1) {
+    // The logit lens (chapter "Reading the residual stream"): for each layer l, the stream entering it at
+    // position `at` (default: the last) through ln_f and the unembedding, ln_f(resid_pre[l]) @ W_U -> (V,);
+    // then the model's own logits there: L + 1 arrays.
+    // Python: model.lm_head(model.ln_f(cache["resid_pre", l]))[0, at].
+    const C = w.C, lens = [];
+    const row = (x) => x.subarray(at * C, (at + 1) * C);  // (T, C) -> (C,): one position
+    for (let l = 0; l < w.L; l++) {
+      lens.push(unembed(layerNorm(row(cache[`blocks.${l}.hook_resid_pre`]), 1, w["ln_f.weight"], w["ln_f.bias"], w.eps), 1, w));
+    }
+    lens.push(at === T - 1 ? logits : unembed(row(cache.hook_ln_final), 1, w));  // ln_f already applied
+    return lens;
+  }
+
+  // ---- reading the outputs (what the explorer draws; plotting and analysis in Python) ---------------------
+
+  function softmax(logits, temperature = 1) {
+    // Probabilities from logits at a temperature, as torch.softmax(logits / temperature, -1).
+    let max = -Infinity;
+    for (const z of logits) max = Math.max(max, z / temperature);
+    const p = Array.from(logits, (z) => Math.exp(z / temperature - max));
+    const sum = p.reduce((a, b) => a + b, 0);
+    return p.map((x) => x / sum);
+  }
+
+  function topK(values, k) {
+    // The k largest values with their indices, largest first: [[value, index], ...] (torch.topk).
+    return Array.from(values, (v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+  }
+
+  function headNorms(result, T, H, C) {
+    // ‖z_h W_O^h‖ for every token and head (chapter 5): hook_result (T, H, C) -> (T, H) norms.
+    const norms = new Float64Array(T * H);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        let s = 0;
+        for (let o = 0; o < C; o++) s += result[(t * H + h) * C + o] ** 2;
+        norms[t * H + h] = Math.sqrt(s);
+      }
+    }
+    return norms;
+  }
+
+  function checkAblate(ablate, L, H) {
+    // null when `ablate` is a list of existing [layer, head] pairs, else the message saying what is wrong.
+    if (ablate === undefined || ablate === null) return null;
+    if (!Array.isArray(ablate)) return "ablate must be a list of [layer, head] pairs, e.g. [[0, 2]]";
+    for (const pair of ablate) {
+      if (!Array.isArray(pair) || pair.length !== 2 || !pair.every(Number.isInteger)) {
+        return `ablate must be a list of [layer, head] pairs of whole numbers, e.g. [[0, 2]]; got ${JSON.stringify(pair)}`;
+      }
+      const [l, h] = pair;
+      if (l < 0 || l >= L || h < 0 || h >= H) {
+        return `head [${l}, ${h}] does not exist: this model has layers 0..${L - 1} and heads 0..${H - 1} in each`;
+      }
+    }
+    return null;
   }
 
   // ---- sentence embeddings (chapter 8; gptlearn/embeddings.py) ---------------------------------------
@@ -396,24 +468,33 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     }
 
     function run(text, options = {}) {
-      // Everything the explorer draws: {ids, tokens, message, logits, cache, T, ms};
-      // options.attnResult adds each head's contribution (hook_result) to the cache.
+      // Everything the explorer draws: {ids, tokens, message, logits, cache, T, ms, lens};
+      // options.attnResult adds each head's contribution (hook_result) to the cache, options.ablate
+      // ([[layer, head], ...]) knocks heads out, options.lens adds the logit lens (L + 1 x (V,)) at
+      // position options.lensAt (default: the last).
+      if (options === null || typeof options !== "object") options = {};
       const out = tokenize(text);
-      if (out.message) return { ...out, logits: null, cache: null, T: out.ids.length, ms: 0 };
+      const bad = out.message || checkAblate(options.ablate, c.n_layer, c.n_head);
+      if (bad) return { ...out, message: bad, logits: null, cache: null, lens: null, T: out.ids.length, ms: 0 };
       const start = performance.now();
       const { logits, cache } = runWithCache(out.ids, w, options);
-      return { ...out, logits, cache, T: out.ids.length, ms: performance.now() - start };
+      const T = out.ids.length, at = Number.isInteger(options.lensAt) && options.lensAt >= 0 && options.lensAt < T ? options.lensAt : T - 1;
+      const lens = options.lens ? logitLens(cache, T, w, logits, at) : null;
+      return { ...out, logits, cache, lens, T: out.ids.length, ms: performance.now() - start };
     }
 
-    function forward(text) {
-      // The contract: {ids, tokens, logits (V,), attention [layer][head][query][key], message}.
-      // A text the model cannot read (empty, longer than the context, ...) gives logits and
-      // attention null and a message saying why; it never throws.
-      const r = run(text);
-      if (r.message) return { ids: r.ids, tokens: r.tokens, logits: null, attention: null, message: r.message };
+    function forward(text, options = {}) {
+      // The contract: {ids, tokens, logits (V,), attention [layer][head][query][key], message}, and with
+      // options.lens, lens: L + 1 arrays of V logits (the logit lens at the last position; the last is
+      // logits). options.ablate: [[layer, head], ...] heads whose z is zeroed before the output projection.
+      // A text the model cannot read (empty, longer than the context, ...) or a head that does not exist
+      // gives logits, attention and lens null and a message saying why; it never throws.
+      const r = run(text, options);
+      if (r.message) return { ids: r.ids, tokens: r.tokens, logits: null, attention: null, lens: null, message: r.message };
       return {
         ids: r.ids, tokens: r.tokens, logits: Array.from(r.logits), message: null,
         attention: Array.from({ length: c.n_layer }, (_, l) => nested(r.cache[`blocks.${l}.attn.hook_pattern`], c.n_head, r.T)),
+        lens: r.lens ? r.lens.map((row) => Array.from(row)) : null,
       };
     }
 
@@ -434,7 +515,8 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   // The pieces are exported too, for the appendix and for readers who want to call them.
   const pieces = { SPLIT_PATTERN, bytesToUnicode, merge, bpe, makeBPETokenizer, makeCharTokenizer, embed,
     layerNorm, linear, splitHeads, attentionScores, attentionPattern, headOutputs, concatAndProject, headContributions, attention,
-    gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights };
+    gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights, zeroHeads, logitLens, checkAblate,
+    softmax, topK, headNorms };
 
   let live = null;  // built on first use: decoding the weights costs a few milliseconds
   function model() {
@@ -447,7 +529,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
 
   const api = {
     pieces, makeLive, model,
-    forward: (text) => model().forward(text),
+    forward: (text, options) => model().forward(text, options),
     run: (text, options) => model().run(text, options),
     tokenize: (text) => model().tokenize(text),
     setFast: (on) => { useFast = Boolean(on); },

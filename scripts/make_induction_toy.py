@@ -1,0 +1,53 @@
+"""Write gptlearn/assets/induction-toy/step800.safetensors: the toy 2-layer model of the chapter "The induction
+circuit, tested" after 800 AdamW steps on repeated random blocks (gptlearn.analysis.toy_batch), still on the
+plateau before its induction heads form, with its AdamW moments (bfloat16), so the chapter can train the
+last few hundred steps and watch the phase change within its time budget.
+
+    python scripts/make_induction_toy.py            # about 20 s on one idle core
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gptlearn import GPT  # noqa: E402
+from gptlearn.analysis import TOY_STEP, TOY_T, toy_batch, toy_config, toy_loss  # noqa: E402
+from gptlearn.atomic import write_file  # noqa: E402
+from gptlearn.model import sinusoidal_positions  # noqa: E402
+
+
+def main() -> None:
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    model = GPT(toy_config())
+    with torch.no_grad():
+        model.wpe.weight.copy_(sinusoidal_positions(TOY_T, model.config.n_embd) * 0.3)  # as gptlearn-mini
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    data = torch.Generator().manual_seed(1)
+    for _ in range(TOY_STEP):
+        x, p = toy_batch(data)
+        loss = toy_loss(model, x, p)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    names = [name for name, _ in model.named_parameters()]
+    out = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    for i, name in enumerate(names):
+        state = opt.state[opt.param_groups[0]["params"][i]]
+        out[f"adam.exp_avg.{name}"] = state["exp_avg"].to(torch.bfloat16).contiguous()
+        out[f"adam.exp_avg_sq.{name}"] = state["exp_avg_sq"].to(torch.bfloat16).contiguous()
+        out["adam.step"] = state["step"].clone()
+    path = REPO / "gptlearn" / "assets" / "induction-toy" / f"step{TOY_STEP}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, save(out))
+    print(f"wrote {path} ({path.stat().st_size:,} bytes); last loss {loss.item():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -91,3 +91,19 @@ def test_every_chapter_checks_its_claims_about_the_model():
     assert not undefined, f"the prose uses glued names that no cell glues: {undefined}"
     few = {name: row["total"] for name, row in rows.items() if row["total"] < MIN_CLAIMS}
     assert not few, f"chapters with fewer than {MIN_CLAIMS} checked claims: {few}"
+
+
+PLACEHOLDER_REPOSITORY = "https://github.com/gptlearn/gptlearn"
+
+
+def test_no_button_points_at_the_placeholder_repository():
+    """_config.yml: while repository.url is the placeholder (no such repository yet), the launch buttons
+    (Binder, JupyterHub, Colab) and the repository/issues buttons stay off, so no button leads nowhere."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    if config["repository"]["url"].rstrip("/") != PLACEHOLDER_REPOSITORY:
+        pytest.skip("the repository URL has been set: the buttons may point at it")
+    on = [key for key in ("binderhub_url", "jupyterhub_url", "colab_url") if config["launch_buttons"].get(key)]
+    on += [key for key in ("use_repository_button", "use_issues_button") if config["html"].get(key)]
+    assert not on, f"these buttons point at the placeholder repository {PLACEHOLDER_REPOSITORY}: {on}"

@@ -107,3 +107,36 @@ def test_no_button_points_at_the_placeholder_repository():
     on = [key for key in ("binderhub_url", "jupyterhub_url", "colab_url") if config["launch_buttons"].get(key)]
     on += [key for key in ("use_repository_button", "use_issues_button") if config["html"].get(key)]
     assert not on, f"these buttons point at the placeholder repository {PLACEHOLDER_REPOSITORY}: {on}"
+
+
+DEF = re.compile(r"^def (\w+)\(", re.M)
+
+
+def solution_rebinds(path: Path) -> list[str]:
+    """Functions a solution cell defines under a name that a cell outside the solutions defines too (the
+    learner's attempt, or the chapter's own): running the solution would overwrite it."""
+    nb = jupytext.read(path)
+    inside, outside, in_solution = set(), set(), False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for marker in re.findall(r"\{solution-(start|end)\}", cell.source):
+                in_solution = marker == "start"
+        elif cell.cell_type == "code":
+            (inside if in_solution else outside).update(DEF.findall(cell.source))
+    return sorted(inside & outside)
+
+
+def test_solutions_never_overwrite_the_learners_functions(tmp_path):
+    """'Run all' in Jupyter runs the hidden solutions too: a solution must define its own names
+    (solution_xxx), so the learner's my_xxx survives and its checker still judges the learner's code."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n    format_version: 0.13\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "```{code-cell} ipython3\ndef my_f(x):\n    raise NotImplementedError\n```\n\n"
+        "```{solution-start} ex\n:class: dropdown\n```\n\n"
+        "```{code-cell} ipython3\ndef my_f(x):\n    return x\n\ndef solution_g(x):\n    return x\n```\n\n"
+        "```{solution-end}\n```\n", encoding="utf-8")
+    assert solution_rebinds(page) == ["my_f"]
+    found = {path.stem: solution_rebinds(path) for path in _chapters()}
+    assert not {k: v for k, v in found.items() if v}, f"solutions that overwrite functions defined outside them: {found}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from .errors import InvalidValueError, NoTokenizerError
+from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
 from .model import GPT
 from .tokenizers.base import encode_document
 
@@ -55,13 +55,33 @@ def previous_token_scores(model: GPT, tokens: torch.Tensor | str) -> torch.Tenso
     """Mean attention each head pays to the token just before the query, (L, H).
 
     The average of ``pattern[q, q - 1]`` over queries ``q >= 1`` (and the batch); 1.0 is a perfect
-    previous-token head, ``~1/T`` a head that looks everywhere equally.
+    previous-token head. A head that spreads its attention evenly over what it can see puts
+    ``1 / (q + 1)`` on the previous token, so it scores ``uniform_attention_score(T)``, about
+    ``ln T / T`` (not ``1 / T``).
     """
     if isinstance(tokens, str):
         tokens = model.to_tokens(tokens)
     pattern = _patterns(model, tokens)  # (L, B, H, T, T)
     stripe = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)  # (L, B, H, T - 1): pattern[q, q - 1]
     return stripe.mean(dim=(1, 3)).cpu()  # (L, H)
+
+
+def uniform_attention_score(T: int) -> float:
+    """The score of a head that spreads its attention evenly over the ``T`` tokens it may see, (float).
+
+    Query ``q`` sees ``q + 1`` tokens and so puts ``1 / (q + 1)`` on any one of them, such as the previous
+    token or the first. Averaged over the queries ``q = 1 .. T - 1`` that ``previous_token_scores`` (and
+    the first-token score of chapter 4) average over, that is ``(H_T - 1) / (T - 1)`` with ``H_T`` the
+    ``T``-th harmonic number: about ``(ln T + 0.58 - 1) / T`` for long texts.
+
+    >>> round(uniform_attention_score(2), 3), round(uniform_attention_score(100), 3)
+    (0.5, 0.042)
+    """
+    if isinstance(T, bool) or not isinstance(T, int):
+        raise InvalidTypeError(f"T must be an int (a number of tokens), got {type(T).__name__}")
+    if T < 2:
+        raise InvalidValueError(f"T must be at least 2 (a previous token needs two tokens), got {T}")
+    return sum(1.0 / n for n in range(2, T + 1)) / (T - 1)
 
 
 def repeated_random_tokens(vocab_size: int, seq_len: int = 50, batch: int = 8, *, seed: int = 0,
@@ -298,6 +318,22 @@ def word_vectors(model: GPT, words: Sequence[str]) -> torch.Tensor:
     nearest word shares its group."""
     wte = model.wte.weight.detach().float().cpu()  # (V, C)
     return torch.stack([wte[model.tokenizer.encode(" " + w)].mean(0) for w in words])  # (N, C)
+
+def neighbour_chance(groups: Sequence[Any]) -> float:
+    """The ``neighbour_accuracy`` of an embedding whose nearest neighbours are random, (float).
+
+    A row's nearest other row is then any of the other ``N - 1`` rows alike, and shares the row's group
+    with probability ``(n_g - 1) / (N - 1)``, ``n_g`` being the size of its group; this is that
+    probability averaged over the rows. Five topics of eight: ``7 / 39``, not ``1 / 5``.
+
+    >>> round(neighbour_chance(["a"] * 8 + ["b"] * 8 + ["c"] * 8 + ["d"] * 8 + ["e"] * 8), 4)
+    0.1795
+    """
+    n = len(groups)
+    if n < 2:
+        raise InvalidValueError(f"need at least two rows to have a nearest neighbour, got {n}")
+    size = Counter(groups)
+    return float(sum((size[g] - 1) / (n - 1) for g in groups) / n)
 
 
 def topic_gap(X: Any, groups: Sequence[Any]) -> float:

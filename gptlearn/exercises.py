@@ -38,6 +38,9 @@ __all__ = [
     "check_logit_lens", "check_logit_diff", "check_attn_out_from_heads", "check_residual_direction",
     "check_direct_logit_attribution", "check_patch_resid_pre", "check_ablate_head", "check_mean_ablation",
     "check_induction_score",
+    # checkers for the chapters' earlier exercises
+    "check_bytes_per_token", "check_previous_token_score", "check_normalize_rows", "check_whitening",
+    "check_cosent", "check_in_batch_negatives",
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 tolerances for every comparison
@@ -870,3 +873,169 @@ def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor], *, qu
         return "attention to the token after the first occurrence, over the second copy."
 
     return _finish("check_induction_score", check, quiet)
+
+# ==============================================================================================
+# review: more of the book's exercises checked (chapters 1, 4, 8, 9, 10)
+# ==============================================================================================
+
+
+def check_bytes_per_token(fn: Callable[[Any, str], float], *, quiet: bool = False) -> CheckResult:
+    """``fn(tokenizer, text)`` -> UTF-8 bytes of ``text`` per token the tokenizer makes of it (chapter 1)."""
+    from .tokenizers import Tokenizer
+
+    def check() -> str:
+        tok = Tokenizer.gpt2()
+        for text in ("The quick brown fox jumps over the lazy dog.", "吾輩は猫である。", "    return x  # four spaces"):
+            got = _call(fn, tok, text)
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                raise _Fail(f"expected a number, got {type(got).__name__}.") from None
+            n_bytes, n_chars, n_tokens = len(text.encode("utf-8")), len(text), len(tok.encode(text))
+            want = n_bytes / n_tokens
+            if abs(got - want) < 1e-9:
+                continue
+            if abs(got - n_chars / n_tokens) < 1e-9:
+                raise _Fail(f"on {text!r} you counted characters ({n_chars}), not bytes ({n_bytes}): use len(text.encode()).")
+            if abs(got - n_tokens / n_bytes) < 1e-9:
+                raise _Fail("that is tokens per byte: divide the bytes by the tokens.")
+            raise _Fail(f"on {text!r}: expected {want:.3f} bytes per token, got {got:.3f}.")
+        return "bytes per token, counted in UTF-8 bytes (a Japanese character is 3)."
+
+    return _finish("check_bytes_per_token", check, quiet)
+
+
+def check_previous_token_score(fn: Callable[[torch.Tensor], Any], *, quiet: bool = False) -> CheckResult:
+    """``fn(pattern)``: one head's attention pattern (T, T) -> the mean of ``pattern[i, i - 1]`` over the
+    queries ``i = 1 .. T - 1``, as ``gptlearn.analysis.previous_token_scores`` computes it (chapter 4)."""
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(4)
+        T = 9
+        scores = torch.randn(T, T, generator=g).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+        pattern = scores.softmax(-1)  # (T, T), causal, rows sum to 1
+        got = _as_tensor(_call(fn, pattern.clone())).double()
+        if got.numel() != 1:
+            raise _Fail(f"expected one number for the head, got shape {tuple(got.shape)}: average the stripe.")
+        got = got.item()
+        stripe = pattern.diagonal(offset=-1).double()  # (T - 1,): pattern[i, i - 1]
+        want = stripe.mean().item()
+        if abs(got - want) < 1e-6:
+            return "the mean of pattern[i, i-1] over the T-1 queries that have a previous token."
+        if abs(got - stripe.sum().item() / T) < 1e-6:
+            raise _Fail("you divided by T: only the T-1 queries i >= 1 have a previous token.")
+        if abs(got - pattern.diagonal().double().mean().item()) < 1e-6:
+            raise _Fail("that is the attention to the token itself (the main diagonal); the previous token is offset=-1.")
+        if abs(got - pattern.diagonal(offset=1).double().mean().item()) < 1e-6:
+            raise _Fail("offset=+1 is above the diagonal, the masked future (all zeros); use offset=-1.")
+        raise _Fail(f"expected {want:.4f}, got {got:.4f}.")
+
+    return _finish("check_previous_token_score", check, quiet)
+
+
+def check_normalize_rows(fn: Callable[[Any], Any], *, quiet: bool = False) -> CheckResult:
+    """``fn(E)``: (N, C) embeddings -> the same rows scaled to length 1 (chapter 8)."""
+    import numpy as np
+
+    def check() -> str:
+        rng = np.random.default_rng(8)
+        E = rng.normal(size=(5, 7)) * rng.uniform(0.5, 20, size=(5, 1))
+        got = np.asarray(_call(fn, E.copy()), dtype=float)
+        want = E / np.linalg.norm(E, axis=1, keepdims=True)
+        if got.shape != want.shape:
+            raise _Fail(f"wrong shape: expected {want.shape} = (N, C), got {got.shape}: keepdims=True keeps the division row-wise.")
+        if np.allclose(got, E / np.linalg.norm(E, axis=0, keepdims=True)):
+            raise _Fail("you scaled the columns (axis=0); each ROW (one sentence) must get length 1: axis=1.")
+        if np.allclose(got, E / (np.linalg.norm(E, axis=1, keepdims=True) ** 2)):
+            raise _Fail("you divided by the squared length; divide by the length itself.")
+        if not np.allclose(got, want, rtol=_RTOL, atol=_ATOL):
+            raise _Fail("the rows are not E's rows scaled to length 1.")
+        return "every row has length 1 and keeps its direction."
+
+    return _finish("check_normalize_rows", check, quiet)
+
+
+def check_whitening(fn: Callable[[Any, int], Any], *, quiet: bool = False) -> CheckResult:
+    """``fn(X, k)``: (N, C) vectors -> (N, k) whitened: centred, projected on the top ``k`` principal
+    directions and each divided by its spread, so the k columns are uncorrelated with variance 1 (chapter 9)."""
+    import numpy as np
+
+    def check() -> str:
+        rng = np.random.default_rng(9)
+        N, C, k = 60, 12, 4
+        X = rng.normal(size=(N, C)) @ rng.normal(size=(C, C)) + 5.0  # correlated, far from the origin
+        got = np.asarray(_call(fn, X.copy(), k), dtype=float)
+        if got.shape != (N, k):
+            raise _Fail(f"wrong shape: expected {(N, k)} = (N, k), got {got.shape}: keep the top k directions only.")
+        if not np.allclose(got.mean(0), 0, atol=1e-6):
+            raise _Fail("the columns do not have mean 0: subtract the mean vector before the SVD.")
+        cov = got.T @ got / N  # (k, k)
+        scale = float(np.mean(np.diag(cov)))
+        if not np.allclose(cov / scale, np.eye(k), atol=1e-6):
+            raise _Fail("the columns are correlated or of unequal variance: divide EACH direction by its own spread.")
+        if not (np.allclose(scale, 1, rtol=0.05) or np.allclose(scale, N / (N - 1), rtol=0.05)):
+            raise _Fail(f"the columns have variance {scale:.3g}, not 1: divide each direction by its spread "
+                        "(the singular value over sqrt(N)).")
+        Xc = X - X.mean(0)
+        top = np.linalg.svd(Xc, full_matrices=False)[2][:k]  # (k, C) the top principal directions
+        coef, *_ = np.linalg.lstsq(Xc @ top.T, got, rcond=None)  # got must be a mixing of those projections
+        if not np.allclose(Xc @ top.T @ coef, got, atol=1e-6):
+            raise _Fail("the result is not built from the TOP k principal directions (the first k rows of Vt).")
+        return "centred, the top k directions, each of variance 1: a round cloud."
+
+    return _finish("check_whitening", check, quiet)
+
+
+def check_cosent(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(e1, e2, scores, scale=20.0)`` -> the CoSENT loss, as ``gptlearn.embed_train.cosent_loss`` (chapter 10)."""
+    from .embed_train import cosent_loss
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(10)
+        e1 = torch.randn(6, 16, generator=g)  # (N, C)
+        e2 = e1 + 0.3 * torch.randn(6, 16, generator=g)  # close pairs: cosines near each other, so every term counts
+        scores = torch.tensor([0.9, 0.1, 0.5, 0.5, 1.0, 0.0])  # a tie: pairs 2 and 3
+        got = _as_tensor(_call(fn, e1.clone(), e2.clone(), scores.clone())).double()
+        if got.numel() != 1:
+            raise _Fail(f"expected one number (the loss), got shape {tuple(got.shape)}.")
+        want = cosent_loss(e1, e2, scores).double()
+        cos = torch.nn.functional.cosine_similarity(e1, e2, dim=-1).double() * 20
+        diff = cos[None, :] - cos[:, None]  # (N, N): [i, j] = cos_j - cos_i
+        above = scores[:, None] > scores[None, :]
+        if torch.allclose(got.reshape(()), want, atol=1e-5):
+            return "the same loss as cosent_loss, ties included."
+        if torch.allclose(got.reshape(()), torch.logsumexp(diff[above], 0), atol=1e-5):
+            raise _Fail("the extra 0 is missing: CoSENT is log(1 + sum e^...), so logsumexp over [0, terms...].")
+        if torch.allclose(got.reshape(()), torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), (-diff)[above]]), 0), atol=1e-5):
+            raise _Fail("the sign is flipped: a violation is cos_j > cos_i when pair i scored higher, e^(scale (cos_j - cos_i)).")
+        ge = scores[:, None] >= scores[None, :]
+        if torch.allclose(got.reshape(()), torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), diff[ge]]), 0), atol=1e-5):
+            raise _Fail("ties (and each pair with itself) were counted: keep only scores[i] > scores[j], strictly.")
+        raise _Fail(f"expected {want.item():.4f}, got {got.reshape(-1)[0].item():.4f}.")
+
+    return _finish("check_cosent", check, quiet)
+
+
+def check_in_batch_negatives(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
+    """``fn(a, p, scale=20.0)`` -> the in-batch-negatives loss of N pairs, as
+    ``gptlearn.embed_train.mnrl_loss`` (chapter 10)."""
+    from .embed_train import mnrl_loss
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(11)
+        a, p = torch.randn(5, 8, generator=g) * 3, torch.randn(5, 8, generator=g)  # (N, C) each
+        got = _as_tensor(_call(fn, a.clone(), p.clone())).double()
+        if got.numel() != 1:
+            raise _Fail(f"expected one number (the mean loss), got shape {tuple(got.shape)}.")
+        want = mnrl_loss(a, p).double()
+        raw = 20 * a @ p.T  # not normalised
+        if torch.allclose(got.reshape(()), torch.nn.functional.cross_entropy(raw, torch.arange(5)).double(), atol=1e-4):
+            raise _Fail("those are dot products: normalise a and p first, the logits are scale * cosines.")
+        cos = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+        if torch.allclose(got.reshape(()), torch.nn.functional.cross_entropy(cos, torch.arange(5)).double(), atol=1e-4):
+            raise _Fail("the cosines were not multiplied by scale (20): small logits make a nearly uniform softmax.")
+        if not torch.allclose(got.reshape(()), want, atol=1e-4):
+            raise _Fail(f"expected {want.item():.4f}, got {got.reshape(-1)[0].item():.4f}: row i's right answer is column i.")
+        return "cross-entropy over the batch's scaled cosines, the right partner on the diagonal."
+
+    return _finish("check_in_batch_negatives", check, quiet)

@@ -54,3 +54,41 @@ def test_induction_scores_leave_out_the_tokenizers_special_tokens(monkeypatch, r
     model = random_gpt(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=vocab)
     assert analysis.induction_scores(model, seq_len=8, batch=2).shape == (1, 2)
     assert seen == [want]
+
+
+@pytest.mark.parametrize("T", [2, 3, 17, 32])
+def test_a_head_that_attends_evenly_scores_the_uniform_baseline(random_gpt, T):
+    """With zero queries and keys every score is equal, so each head spreads its attention evenly over what
+    it may see: its previous-token score is uniform_attention_score(T), far above 1/T for long texts."""
+    model = random_gpt(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=1000)
+    C = model.config.n_embd
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.c_attn.weight[: 2 * C] = 0  # W_Q and W_K: every score becomes 0
+            block.attn.c_attn.bias[: 2 * C] = 0
+    tokens = torch.randint(0, 1000, (2, T), generator=torch.Generator().manual_seed(T))
+    scores = analysis.previous_token_scores(model, tokens)  # (L, H)
+    want = analysis.uniform_attention_score(T)
+    torch.testing.assert_close(scores, torch.full((2, 4), want), atol=1e-6, rtol=0)
+    if T == 32:
+        assert want > 2.5 / T  # the ln T / T baseline, not 1 / T
+
+
+def test_uniform_attention_score_rejects_too_few_tokens():
+    from gptlearn.errors import InvalidTypeError, InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="at least 2"):
+        analysis.uniform_attention_score(1)
+    with pytest.raises(InvalidTypeError):
+        analysis.uniform_attention_score(2.0)
+
+
+def test_random_neighbours_score_the_neighbour_chance():
+    """Random directions in many dimensions make random nearest neighbours: averaged over 400 draws, the
+    same-group share of five groups of eight comes to 7/39 (not 1/5), and to the formula for unequal groups."""
+    for groups in (["a"] * 8 + ["b"] * 8 + ["c"] * 8 + ["d"] * 8 + ["e"] * 8, ["x"] * 3 + ["y"] * 12):
+        g = torch.Generator().manual_seed(len(groups))
+        draws = [analysis.neighbour_accuracy(torch.randn(len(groups), 64, generator=g), groups) for _ in range(400)]
+        assert abs(np.mean(draws) - analysis.neighbour_chance(groups)) < 0.015
+    assert analysis.neighbour_chance(["a"] * 8 + ["b"] * 8 + ["c"] * 8 + ["d"] * 8 + ["e"] * 8) == pytest.approx(7 / 39)
+    assert analysis.neighbour_chance(["x"] * 3 + ["y"] * 12) == pytest.approx((3 * 2 + 12 * 11) / 14 / 15)

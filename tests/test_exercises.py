@@ -241,3 +241,70 @@ def test_mean_pooling_right_answer_passes_and_mistakes_get_hints():
     assert not r and "REAL" in r.message
     r = ex.check_mean_pooling(lambda h, m: h.mean(-1), quiet=True)
     assert not r and "dim=1" in r.message
+
+
+# ---- review: the checkers of chapters 1, 4, 8, 9 and 10 ----------------------------------------------
+
+
+def _whiten(X, k):
+    import numpy as np
+
+    Xc = X - X.mean(0)
+    U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+    return Xc @ Vt[:k].T / S[:k] * np.sqrt(len(Xc))
+
+
+def _cosent(e1, e2, scores, scale=20.0, *, zero=True, sign=1, strict=True):
+    cos = F.cosine_similarity(e1, e2, dim=-1) * scale
+    diff = sign * (cos[None, :] - cos[:, None])
+    keep = scores[:, None] > scores[None, :] if strict else scores[:, None] >= scores[None, :]
+    terms = diff[keep]
+    return torch.logsumexp(torch.cat([torch.zeros(1), terms]) if zero else terms, dim=0)
+
+
+def _in_batch(a, p, scale=20.0, *, normalise=True):
+    sim = F.normalize(a, dim=-1) @ F.normalize(p, dim=-1).T if normalise else a @ p.T
+    return F.cross_entropy(scale * sim, torch.arange(len(a)))
+
+
+@pytest.mark.parametrize("checker, right, wrongs", [
+    (ex.check_bytes_per_token, lambda tok, s: len(s.encode()) / len(tok.encode(s)), [
+        (lambda tok, s: len(s) / len(tok.encode(s)), "counted characters"),
+        (lambda tok, s: len(tok.encode(s)) / len(s.encode()), "tokens per byte"),
+    ]),
+    (ex.check_previous_token_score, lambda p: p.diagonal(-1).mean(), [
+        (lambda p: p.diagonal(-1).sum() / p.shape[0], "divided by T"),
+        (lambda p: p.diagonal().mean(), "main diagonal"),
+        (lambda p: p.diagonal(1).mean(), "offset=+1"),
+        (lambda p: p.diagonal(-1), "expected one number"),
+    ]),
+    (ex.check_normalize_rows, lambda E: E / __import__("numpy").linalg.norm(E, axis=1, keepdims=True), [
+        (lambda E: E / __import__("numpy").linalg.norm(E, axis=0, keepdims=True), "scaled the columns"),
+        (lambda E: E / __import__("numpy").linalg.norm(E, axis=1, keepdims=True) ** 2, "squared length"),
+    ]),
+    (ex.check_whitening, _whiten, [
+        (lambda X, k: __import__("numpy").linalg.svd(X, full_matrices=False)[0][:, :k], "mean 0"),
+        (lambda X, k: _whiten(X, k) * 3, "variance 9"),
+        (lambda X, k: _whiten(X, k) * __import__("numpy").arange(1, k + 1), "unequal variance"),
+        (lambda X, k: _whiten(X, k + 1)[:, 1:], "TOP k"),
+        (lambda X, k: _whiten(X, k)[:, :-1], "wrong shape"),
+    ]),
+    (ex.check_cosent, _cosent, [
+        (lambda e1, e2, s, scale=20.0: _cosent(e1, e2, s, zero=False), "extra 0"),
+        (lambda e1, e2, s, scale=20.0: _cosent(e1, e2, s, sign=-1), "sign is flipped"),
+        (lambda e1, e2, s, scale=20.0: _cosent(e1, e2, s, strict=False), "ties"),
+    ]),
+    (ex.check_in_batch_negatives, _in_batch, [
+        (lambda a, p, scale=20.0: _in_batch(a, p, normalise=False), "dot products"),
+        (lambda a, p, scale=20.0: _in_batch(a, p, scale=1.0), "not multiplied by scale"),
+        (lambda a, p, scale=20.0: F.cross_entropy(scale * F.normalize(a, dim=-1) @ F.normalize(p, dim=-1).T,
+                                                   torch.arange(len(a)).flip(0)), "column i"),
+    ]),
+])
+def test_review_checkers_pass_the_reference_and_name_each_mistake(checker, right, wrongs):
+    assert checker(right, quiet=True), checker(right, quiet=True).message
+    for wrong, hint in wrongs:
+        r = checker(wrong, quiet=True)
+        assert not r and hint in r.message, (hint, r.message)
+    r = checker(lambda *a, **k: (_ for _ in ()).throw(NotImplementedError()), quiet=True)
+    assert not r and "not implemented yet" in r.message

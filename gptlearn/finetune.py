@@ -11,7 +11,7 @@ method          what trains
 ``probe``       the head only, on features computed once from the frozen model
 ``last_block``  the last block, the final LayerNorm and the head
 ``full``        everything
-``lora``        the head and low-rank adapters on the attention (:mod:`gptlearn.lora`)
+``lora``        the head and low-rank adapters on ``c_attn`` and ``c_fc`` (:mod:`gptlearn.lora`)
 ==============  ==========================================================================
 
 Data comes as TSV files with a header ``sentence<TAB>label`` (GLUE SST-2's layout; labels are any
@@ -155,7 +155,7 @@ class Classifier(nn.Module):
         base_model: the name or folder the model came from, recorded when saved.
     """
 
-    def __init__(self, model: GPT, labels: Sequence[str], *, pooling: str = "last", layer: int = -1,
+    def __init__(self, model: GPT, labels: Sequence[str], *, pooling: str = "mean", layer: int = -1,
                  max_length: int | None = None, base_model: str | None = None) -> None:
         super().__init__()
         labels = list(labels)
@@ -387,14 +387,15 @@ class FinetuneConfig:
                                                  flag="--out", required=True)
     method: str | None = _setting(None, "what trains: probe (the head), last_block, full, lora (default: lora "
                                   "with --lora-rank, else full)", choices=list(METHODS))
-    lora_rank: int | None = _setting(None, "train LoRA adapters of this rank on the attention (sets --method lora)")
+    lora_rank: int | None = _setting(None, "train LoRA adapters of this rank on each block's c_attn and c_fc (sets "
+                                     "--method lora)")
     lora_alpha: float | None = _setting(None, "LoRA's scale is alpha/rank (default: 2 x rank)")
-    lora_targets: tuple[str, ...] = _setting(("c_attn",), "the linear layers LoRA adapts", cli=False)
-    pooling: str = _setting("last", "one vector per sentence from its tokens: last or mean (or max, first, "
+    lora_targets: tuple[str, ...] = _setting(("c_attn", "c_fc"), "the linear layers LoRA adapts", cli=False)
+    pooling: str = _setting("mean", "one vector per sentence from its tokens: last or mean (or max, first, "
                             "weighted_mean)", choices=list(POOLING))
-    epochs: int = _setting(10, "passes over the training file")
+    epochs: int = _setting(20, "passes over the training file")
     batch_size: int = _setting(16, "sentences a step")
-    lr: float | None = _setting(None, "learning rate (default: 1e-2 for probe, 3e-3 for lora, else 1e-3)")
+    lr: float | None = _setting(None, "peak learning rate (default: 1e-2 for probe and lora, else 1e-3)")
     weight_decay: float = _setting(0.0, "AdamW weight decay (matrices only)")
     seed: int = _setting(0, "seed of the head, the adapters, the order of examples and dropout")
     device: str | None = _setting(None, "cpu, cuda, mps (default: the best available)",
@@ -420,7 +421,7 @@ class FinetuneConfig:
     def resolved_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        return {"probe": 1e-2, "lora": 3e-3}.get(self.resolved_method(), 1e-3)
+        return {"probe": 1e-2, "lora": 1e-2}.get(self.resolved_method(), 1e-3)
 
     def validate(self) -> FinetuneConfig:
         """Refuse a setting that cannot work, in one line naming it (a flag's name on the command line)."""
@@ -647,9 +648,12 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
     dev_rows = clf.embedder.tokenize(dev_data[0]) if dev_data else None
     dev_y = torch.tensor([names.index(x) for x in dev_data[1]]) if dev_data else None
 
-    from .train import make_optimizer
+    from .train import lr_at, make_optimizer
 
-    optimizer = make_optimizer(clf, lr=cfg.resolved_lr(), weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    max_lr = cfg.resolved_lr()
+    optimizer = make_optimizer(clf, lr=max_lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    steps_per_epoch = -(-len(rows) // cfg.batch_size)
+    steps = cfg.epochs * steps_per_epoch
     result = FinetuneResult(clf, method, trainable_parameters(clf))
     start = 0
     if saved is not None:
@@ -679,6 +683,9 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
             torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout
             total, count = 0.0, 0
             for i in range(0, len(rows), cfg.batch_size):
+                step = epoch * steps_per_epoch + i // cfg.batch_size
+                for group in optimizer.param_groups:  # warm-up, then a cosine down to a tenth
+                    group["lr"] = lr_at(step, max_lr=max_lr, warmup=steps // 10, total=steps, min_lr=max_lr / 10)
                 batch = order[i:i + cfg.batch_size]
                 if features is not None:
                     logits = clf.head(features[batch.to(features.device)])  # (B, C) -> (B, K)

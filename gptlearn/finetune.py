@@ -54,7 +54,7 @@ from .lora import LoRALinear, add_lora, check_rank, lora_layers, merge_lora
 from .model import GPT
 
 __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "FinetuneResult", "Classifier",
-           "read_tsv", "is_classifier_folder", "trainable_parameters", "finetune", "register_cli"]
+           "read_tsv", "wordnet_glosses", "load_glosses", "GLOSS_TOPICS", "is_classifier_folder", "trainable_parameters", "finetune", "register_cli"]
 
 METHODS = ("probe", "last_block", "full", "lora")
 CLASSIFIER_FILE = "classifier.json"  # labels, base model, pooling, LoRA settings
@@ -139,6 +139,54 @@ def _pairs(data: Any, what: str, known: Sequence[str] | None = None,
     if not sentences:
         raise InvalidValueError(f"{what} holds no examples")
     return sentences, labels
+
+
+# WordNet's lexicographer files (lexnames(5WN)): the second field of a synset's line in data.noun/data.verb
+GLOSS_TOPICS = {5: "noun.animal", 8: "noun.body", 13: "noun.food", 18: "noun.person", 20: "noun.plant",
+                38: "verb.motion"}
+GLOSS_FILES = {"train": "wordnet-glosses-train.tsv", "test": "wordnet-glosses-test.tsv"}
+
+
+def wordnet_glosses(folder: str | os.PathLike = "/usr/share/wordnet", *, per_label: int = 60, test: int = 20,
+                    seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """A topic-classification task from WordNet 3.0: each synset's definition (its gloss without the
+    examples) labelled by its lexicographer file (``noun.animal``, ``verb.motion``, ...; :data:`GLOSS_TOPICS`).
+    ``per_label`` definitions of 4 to 16 words a label, drawn with ``seed``; the first ``test`` of each
+    label go to ``"test"``, the rest to ``"train"``. ``folder`` holds ``data.noun`` and ``data.verb``
+    (Debian's wordnet-base); :func:`load_glosses` reads the copy shipped with gptlearn.
+    """
+    import random
+
+    folder = Path(folder)
+    by_label: dict[str, list[str]] = {name: [] for name in GLOSS_TOPICS.values()}
+    for pos in ("noun", "verb"):
+        path = folder / f"data.{pos}"
+        if not path.is_file():
+            raise MissingFileError(f"{path} is missing; install WordNet (Debian: apt-get install wordnet-base) or "
+                                   "use load_glosses(), the copy shipped with gptlearn")
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or " | " not in line:  # the licence at the top of the file
+                continue
+            label = GLOSS_TOPICS.get(int(line.split(" ", 2)[1]))
+            gloss = line.split(" | ", 1)[1].split('; "', 1)[0].strip().rstrip(";").strip()
+            if label is not None and 4 <= len(gloss.split()) <= 16 and "\t" not in gloss:
+                by_label[label].append(gloss)
+    rng = random.Random(seed)
+    out: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+    for label, glosses in by_label.items():
+        picked = rng.sample(sorted(set(glosses)), per_label)
+        out["test"] += [(g, label) for g in picked[:test]]
+        out["train"] += [(g, label) for g in picked[test:]]
+    return out
+
+
+def load_glosses(split: str = "train") -> list[tuple[str, str]]:
+    """The WordNet definitions shipped with gptlearn (:func:`wordnet_glosses` with its defaults): 40 a label
+    in ``"train"``, 20 in ``"test"``; WordNet 3.0's licence is in ``assets/data/WORDNET-LICENSE.txt``."""
+    if split not in GLOSS_FILES:
+        raise InvalidValueError(f"split must be one of {', '.join(GLOSS_FILES)}, got {split!r}")
+    sentences, labels = read_tsv(Path(__file__).parent / "assets" / "data" / GLOSS_FILES[split])
+    return list(zip(sentences, labels))
 
 
 # ---- the classifier ---------------------------------------------------------------------------------

@@ -572,7 +572,7 @@ def _accuracy(clf: Classifier, rows: list[list[int]], y: torch.Tensor, batch_siz
                               for i in range(0, len(rows), batch_size)])
     finally:
         clf.train(was_training)
-    return float((pred == y).float().mean())
+    return int((pred == y).sum()) / len(y)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -713,17 +713,20 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
         result.epoch, result.train_loss, result.dev_accuracy = (list(h.get("epoch", [])), list(h.get("train_loss", [])),
                                                                  list(h.get("dev_accuracy", [])))
 
-    features = None
+    began = time.perf_counter()
+    features = dev_features = None
     if method == "probe":  # the body never changes: read every sentence once
         clf.eval()
         with torch.inference_mode():
             features = torch.cat([clf.features(rows[i:i + 64]) for i in range(0, len(rows), 64)]).clone()  # (N, C)
+            if dev_rows is not None:
+                dev_features = torch.cat([clf.features(dev_rows[i:i + 64])
+                                          for i in range(0, len(dev_rows), 64)]).clone()  # (N_dev, C)
     bar = None
     if cfg.progress and start < cfg.epochs:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=start, desc=f"fine-tuning ({method})", unit="epoch")
-    began = time.perf_counter()
     try:
         for epoch in range(start, cfg.epochs):
             clf.train(method != "probe")
@@ -748,7 +751,13 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
             if not math.isfinite(train_loss):
                 raise GptlearnError(f"the loss became {train_loss} in epoch {epoch + 1}; lower --lr (nothing of this "
                                     "epoch was saved)")
-            dev_acc = _accuracy(clf, dev_rows, dev_y) if dev_rows is not None else None
+            if dev_rows is None:
+                dev_acc = None
+            elif features is not None:  # the probe: the head on the dev sentences' fixed vectors
+                with torch.no_grad():
+                    dev_acc = int((clf.head(dev_features).argmax(-1).cpu() == dev_y).sum()) / len(dev_y)
+            else:
+                dev_acc = _accuracy(clf, dev_rows, dev_y)
             result.epoch.append(epoch + 1)
             result.train_loss.append(train_loss)
             result.dev_accuracy.append(dev_acc)

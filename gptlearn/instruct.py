@@ -8,7 +8,7 @@ reproduce prompts. Padding is masked the same way.
 
 >>> prompt = format_prompt("reverse", "red green blue")
 >>> prompt
-'Instruction: reverse\\nInput: red green blue\\nResponse:'
+'reverse: red green blue\\nAnswer:'
 
 Legend: B batch, T tokens.
 """
@@ -26,7 +26,7 @@ __all__ = ["IGNORE_INDEX", "TEMPLATE", "TASKS", "Example", "format_prompt", "sin
            "synthetic_instructions", "encode_example", "collate", "respond", "exact_match", "instruction_tune"]
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss
-TEMPLATE = "Instruction: {instruction}\nInput: {input}\nResponse:"
+TEMPLATE = "{instruction}: {input}\nAnswer:"
 
 # instruction -> how the response follows from the input's words
 TASKS: dict[str, Callable[[list[str]], list[str]]] = {

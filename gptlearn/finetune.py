@@ -832,13 +832,14 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def classify_from_args(args: argparse.Namespace) -> int:
-    from .cli import _json
+    import sys
 
+    ascii_only = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8"  # as cli's _json
     if not all(s.strip() for s in args.sentence):
         raise InvalidValueError("--sentence is empty; give some text to classify")
     clf = Classifier.from_pretrained(args.model, device=None if args.device == "auto" else args.device)
     for item in clf.predict(args.sentence):
-        _json(item)
+        print(json.dumps(item, ensure_ascii=ascii_only, allow_nan=False))
     return 0
 
 

@@ -234,3 +234,17 @@ def test_generate_refuses_a_classifier_and_classify_a_language_model(capsys, mod
     assert code == 2 and stdout == "" and err.count("\n") == 1 and "is a classifier" in err
     code, stdout, err = run_main(capsys, "classify", "--model", str(model_dir), "--sentence", "Hello")
     assert code == 2 and stdout == "" and err.count("\n") == 1 and "is a language model, not a classifier" in err
+
+
+def test_resume_and_overwrite_from_the_command_line(capsys, model_dir, data, tmp_path):
+    out = tmp_path / "clf"
+    common = ["finetune", "--data", str(data[0]), "--out", str(out), "--no-progress"]
+    assert run_main(capsys, *common, "--model", str(model_dir), "--epochs", "1", "--method", "probe")[0] == 0
+    code, _, err = run_main(capsys, *common, "--resume", "--epochs", "2", "--lr", "0.5")
+    assert code == 2 and "--lr" in err and err.count("\n") == 1
+    code, stdout, _ = run_main(capsys, *common, "--resume", "--epochs", "2")
+    assert code == 0 and "probe" in stdout and "for 2 epochs" in stdout
+    assert json.loads((out / "finetune_state.json").read_text())["history"]["epoch"] == [1, 2]
+    code, stdout, _ = run_main(capsys, *common, "--model", str(model_dir), "--epochs", "1", "--overwrite")
+    assert code == 0 and "full" in stdout
+    assert json.loads((out / "finetune_state.json").read_text())["history"]["epoch"] == [1]

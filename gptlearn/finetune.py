@@ -430,13 +430,13 @@ class FinetuneConfig:
     """
 
     model: str | os.PathLike = _setting("gptlearn-mini", "the model to adapt: a name (gptlearn-mini, gpt2, ...) "
-                                        "or a folder", flag="--model")
+                                        "or a folder", flag="--model", metavar="NAME|DIR")
     out_dir: str | os.PathLike | None = _setting(None, "output folder (the classifier and its trainer state)",
-                                                 flag="--out", required=True)
+                                                 flag="--out", required=True, metavar="DIR")
     method: str | None = _setting(None, "what trains: probe (the head), last_block, full, lora (default: lora "
                                   "with --lora-rank, else full)", choices=list(METHODS))
     lora_rank: int | None = _setting(None, "train LoRA adapters of this rank on each block's c_attn and c_fc (sets "
-                                     "--method lora)")
+                                     "--method lora)", metavar="R")
     lora_alpha: float | None = _setting(None, "LoRA's scale is alpha/rank (default: 2 x rank)")
     lora_targets: tuple[str, ...] = _setting(("c_attn", "c_fc"), "the linear layers LoRA adapts", cli=False)
     pooling: str = _setting("mean", "one vector per sentence from its tokens: last or mean (or max, first, "
@@ -671,7 +671,10 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
 
     from .devices import resolve_device
 
-    device = resolve_device(cfg.device if cfg.device not in (None, "auto") else None)
+    if model_given and cfg.device in (None, "auto"):
+        device = model_obj.device  # a model handed over stays where it is
+    else:
+        device = resolve_device(cfg.device if cfg.device not in (None, "auto") else None)
     if saved is not None:
         clf = Classifier.from_pretrained(out, device=device, merge=False)
         if clf.labels != names:
@@ -816,9 +819,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         kind = next((t for t in (int, float, str) if t in types), str)
         help = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None
                                      and "default" not in f.metadata["help"] else "")
-        metavar = None if "choices" in f.metadata["options"] else flag[2:].upper().replace("-", "_")
-        p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=help,
-                       **f.metadata["options"])
+        options = dict(f.metadata["options"])
+        metavar = options.pop("metavar", None if "choices" in options else flag[2:].upper().replace("-", "_"))
+        p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=help, **options)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

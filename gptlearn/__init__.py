@@ -20,6 +20,8 @@ from .errors import GptlearnError
 from .embeddings import Embedder
 from . import similarity
 from .data import TokenDataset, load_text
+from .lora import LoRALinear  # fine-tuning (chapters 11-12)
+from .finetune import Classifier
 
 __version__ = "0.1.0"
 
@@ -31,4 +33,5 @@ __all__ = [
     "device", "resolve_device", "autocast",
     "Embedder", "similarity", "GptlearnError",
     "TokenDataset", "load_text",
+    "LoRALinear", "Classifier",
 ]

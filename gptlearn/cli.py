@@ -31,7 +31,7 @@ __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
 DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
-_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web")  # modules that add subcommands when present
+_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web", "gptlearn.finetune")  # modules that add subcommands when present
 _TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we encode or echo (paths may be any bytes)
 
 
@@ -166,6 +166,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise GptlearnError(f"--seed must be an integer from 0 to 2**64 - 1 (18446744073709551615), got {args.seed}")
     if not args.interactive and not args.prompt:
         raise GptlearnError("the prompt is empty; give some text to continue")
+    _refuse_classifier(args.model)
     model = _load_model(args)
     _tokenizer(model)
     generator = torch.Generator(device=model.device)
@@ -228,6 +229,16 @@ def _info(args: argparse.Namespace) -> int:
     for key, value in c.to_hf_dict().items():
         print(f"  {key}: {value}")
     return 0
+
+
+# ---- fine-tuning (gptlearn finetune / classify live in gptlearn/finetune.py) -------------------------
+def _refuse_classifier(name_or_path: str) -> None:
+    """A classifier folder holds a GPT too, but its body was tuned to feed a head, not to write text."""
+    from .finetune import CLASSIFIER_FILE, is_classifier_folder
+
+    if is_classifier_folder(name_or_path):
+        raise GptlearnError(f"{name_or_path} is a classifier (it has {CLASSIFIER_FILE}), not a language model; label "
+                            "sentences with gptlearn classify --model, or generate with a language model")
 
 
 # ---- the parser ------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ __all__ = [
     # checkers for the chapters' earlier exercises
     "check_bytes_per_token", "check_previous_token_score", "check_normalize_rows", "check_whitening",
     "check_cosent", "check_in_batch_negatives",
+    # LoRA (chapter "Adapting a model")
+    "check_lora_linear",
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 tolerances for every comparison
@@ -874,7 +876,7 @@ def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor], *, qu
 
     return _finish("check_induction_score", check, quiet)
 
-# ==============================================================================================
+# =======================================================================================
 # review: more of the book's exercises checked (chapters 1, 4, 8, 9, 10)
 # ==============================================================================================
 
@@ -1039,3 +1041,62 @@ def check_in_batch_negatives(fn: Callable[..., torch.Tensor], *, quiet: bool = F
         return "cross-entropy over the batch's scaled cosines, the right partner on the diagonal."
 
     return _finish("check_in_batch_negatives", check, quiet)
+
+# ----------------------------------------------------------------------------------------------
+# LoRA (chapter "Adapting a model"); the finetune helper's block
+
+
+def check_lora_linear(cls: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+    """``cls(base, rank, alpha)``: an ``nn.Module`` that adapts the ``nn.Linear`` ``base`` with parameters
+    ``lora_A`` (rank, in) and ``lora_B`` (out, rank), and returns ``base(x) + (alpha / rank) · x Aᵀ Bᵀ``,
+    as :class:`gptlearn.lora.LoRALinear` (chapter "Adapting a model")."""
+    from torch import nn
+
+    def check() -> str:
+        g = torch.Generator().manual_seed(21)
+        base = nn.Linear(12, 20)
+        with torch.no_grad():
+            base.weight.copy_(torch.randn(20, 12, generator=g) * 0.3)
+            base.bias.copy_(torch.randn(20, generator=g))
+        rank, alpha = 4, 12.0  # alpha / rank = 3: a forgotten or inverted scale shows
+        try:
+            layer = cls(base, rank, alpha)
+        except NotImplementedError:
+            raise _Fail("not implemented yet: replace the `raise NotImplementedError` with your code.") from None
+        except Exception as e:
+            raise _Fail(f"building cls(base, rank=4, alpha=12) raised {type(e).__name__}: {e}") from None
+        A, B = getattr(layer, "lora_A", None), getattr(layer, "lora_B", None)
+        if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
+            raise _Fail("name the two matrices lora_A and lora_B (nn.Parameter), as PEFT does.")
+        if tuple(A.shape) != (rank, 12) or tuple(B.shape) != (20, rank):
+            raise _Fail(f"lora_A must be (rank, in) = (4, 12) and lora_B (out, rank) = (20, 4); got "
+                        f"{tuple(A.shape)} and {tuple(B.shape)}.")
+        if base.weight.requires_grad:
+            raise _Fail("the base layer still trains: freeze it with base.requires_grad_(False).")
+        if not (A.requires_grad and B.requires_grad):
+            raise _Fail("lora_A and lora_B must train: make them nn.Parameter.")
+        x = torch.randn(3, 5, 12, generator=g)
+        with torch.no_grad():
+            start = _as_tensor(_call(layer, x))
+            _check_shape(start, base(x), "(3, 5, out)")
+            if torch.count_nonzero(B) or not _close(start, base(x)):
+                raise _Fail("at the start the layer must equal the base layer: initialise lora_B to zeros (A random), "
+                            "so training begins from the pretrained model.")
+            if torch.count_nonzero(A) == 0:
+                raise _Fail("lora_A is all zeros too: with A = B = 0 neither gets a gradient; initialise A randomly.")
+            A.copy_(torch.randn(rank, 12, generator=g))
+            B.copy_(torch.randn(20, rank, generator=g))
+            got = _as_tensor(_call(layer, x))
+            update = x @ A.t() @ B.t()  # (3, 5, 12) -> (3, 5, 4) -> (3, 5, 20)
+            want = base(x) + (alpha / rank) * update
+            _match_variants(got, [
+                (base(x) + update, "the update is not scaled: multiply x Aᵀ Bᵀ by alpha / rank."),
+                (base(x) + alpha * update, "the scale is alpha; it should be alpha / rank."),
+                (base(x) + (rank / alpha) * update, "the scale is upside down: alpha / rank, not rank / alpha."),
+                (base(x), "the low-rank path is missing: add (alpha / rank) · x Aᵀ Bᵀ to base(x)."),
+            ])
+            if not _close(got, want):
+                raise _mismatch(got, want, "base(x) + (alpha / rank) · x Aᵀ Bᵀ")
+        return "zero B, random A, alpha / rank: the same outputs as gptlearn.lora.LoRALinear."
+
+    return _finish("check_lora_linear", check, quiet)

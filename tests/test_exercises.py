@@ -308,3 +308,38 @@ def test_review_checkers_pass_the_reference_and_name_each_mistake(checker, right
         assert not r and hint in r.message, (hint, r.message)
     r = checker(lambda *a, **k: (_ for _ in ()).throw(NotImplementedError()), quiet=True)
     assert not r and "not implemented yet" in r.message
+
+# ---- LoRA (chapter "Adapting a model") ------------------------------------------------------------------
+def _lora_class(*, b_random: bool = False, scale: str = "alpha/r"):
+    from torch import nn
+
+    class MyLoRA(nn.Module):
+        def __init__(self, base, rank, alpha):
+            super().__init__()
+            self.base = base.requires_grad_(False)
+            self.lora_A = nn.Parameter(torch.randn(rank, base.in_features) * 0.1)
+            self.lora_B = nn.Parameter(torch.randn(base.out_features, rank) if b_random
+                                       else torch.zeros(base.out_features, rank))
+            self.scaling = {"alpha/r": alpha / rank, "none": 1.0, "alpha": alpha}[scale]
+
+        def forward(self, x):
+            return self.base(x) + self.scaling * (x @ self.lora_A.t() @ self.lora_B.t())
+
+    return MyLoRA
+
+
+def test_check_lora_linear_passes_the_package_and_a_hand_version():
+    from gptlearn.lora import LoRALinear
+
+    assert ex.check_lora_linear(LoRALinear, quiet=True)
+    assert ex.check_lora_linear(_lora_class(), quiet=True)
+
+
+@pytest.mark.parametrize("kwargs, hint", [
+    ({"b_random": True}, "initialise lora_B to zeros"),
+    ({"scale": "none"}, "not scaled: multiply x Aᵀ Bᵀ by alpha / rank"),
+    ({"scale": "alpha"}, "the scale is alpha; it should be alpha / rank"),
+])
+def test_check_lora_linear_names_the_mistake(kwargs, hint):
+    r = ex.check_lora_linear(_lora_class(**kwargs), quiet=True)
+    assert not r and hint in r.message

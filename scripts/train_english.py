@@ -40,8 +40,13 @@ STAGES = {
     # 1: from scratch, with position embeddings started from sine/cosine codes (positional heads form early)
     #    and a share of rows of random tokens written twice (only copying predicts them: induction heads)
     1: dict(steps=1000, lr=2e-3, min_lr=4e-4, warmup=100, seed=2024, induction_frac=0.3),
-    # 2: mostly text, a few copying rows to keep the heads
+    # 2: mostly text (stage 1's 30% copying rows had not made induction heads by step 1,000)
     2: dict(steps=1000, lr=1.5e-3, min_lr=1e-4, warmup=50, seed=2025, induction_frac=0.1),
+    # 3: gptlearn-mini's recipe for the circuit (docs/gptlearn-mini.md): 70% copying rows at a high rate,
+    #    run until the phase change (mini's came after ~2,000 steps)
+    3: dict(steps=2500, lr=3e-3, min_lr=3e-4, warmup=100, seed=2026, induction_frac=0.7),
+    # 4: text again to win back what stage 3 cost, 10% copying rows keep the heads
+    4: dict(steps=1500, lr=1e-3, min_lr=1e-4, warmup=100, seed=2027, induction_frac=0.1),
 }
 
 

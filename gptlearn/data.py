@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import write_file
-from .errors import GptlearnError, InvalidTypeError, InvalidValueError
+from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError
 from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ __all__ = [
     "load_text", "split_text", "tokenizer_id", "TokenDataset",
     # sentence pairs with similarity scores, and unlabelled sentences
     "NAMED_PAIRS", "PairData", "read_pairs", "read_sentences",
+    # the topic benchmark: everyday sentences labelled by topic
+    "TOPIC_SPLITS", "load_topics",
 ]
 
 DATA_DIR_ENV = "GPTLEARN_DATA_DIR"
@@ -635,3 +637,38 @@ def read_sentences(path: str | os.PathLike) -> list[str]:
     if not sentences:
         raise GptlearnError(f"{p} holds no sentences; write one sentence a line")
     return sentences
+
+
+# ---- the topic benchmark (chapters 9 and 10, docs/gptlearn-embed.md) ----------------------------------------
+# Written for gptlearn and shipped with it (MIT, like the code): 600 everyday sentences on 20 topics, 30 a
+# topic, split at random within each topic into 15 dev and 15 test. Choose on dev; score the test split
+# once per finished candidate.
+TOPIC_SPLITS = {"dev": "topics-dev.tsv", "test": "topics-test.tsv"}
+
+
+def load_topics(split: str = "dev") -> tuple[list[str], list[str]]:
+    """The topic benchmark's ``split`` ("dev" or "test") as ``(sentences, topics)``, 300 of each.
+
+    Score an embedder with ``gptlearn.analysis.neighbour_accuracy(embedder.encode(sentences), topics)``
+    (chance: ``neighbour_chance(topics)``, 14 in 299) and ``topic_gap``. Tune on "dev" only; a score on
+    "test" that chose anything is no longer a held-out score.
+
+    >>> sentences, topics = load_topics("test")
+    >>> len(sentences), len(set(topics))
+    (300, 20)
+    """
+    if split not in TOPIC_SPLITS:
+        raise InvalidValueError(f"split must be one of {', '.join(map(repr, TOPIC_SPLITS))}, got {split!r}")
+    path = ASSETS / TOPIC_SPLITS[split]
+    lines = path.read_text("utf-8").splitlines()
+    if not lines or lines[0] != "topic\tsentence":
+        raise InvalidFileError(f"{path}, line 1: expected the header topic<TAB>sentence; reinstall gptlearn")
+    sentences: list[str] = []
+    topics: list[str] = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(f.strip() for f in fields):
+            raise InvalidFileError(f"{path}, line {number}: expected topic<TAB>sentence; reinstall gptlearn")
+        topics.append(fields[0].strip())
+        sentences.append(fields[1].strip())
+    return sentences, topics

@@ -1,5 +1,6 @@
 """The bundled sentence embedder gptlearn-embed: it loads offline, is the CLI's default, orders the
-seed pair right, separates chapter 9's topics and scores on STS-B dev (docs/gptlearn-embed.md)."""
+seed pair right, separates chapter 9's topics and the topic benchmark's, and scores on STS-B dev
+(docs/gptlearn-embed.md)."""
 from __future__ import annotations
 
 import json
@@ -55,6 +56,23 @@ def test_chapter_9_topics_separate(embedder):
     # measured 0.80, 32 of 40, the closest right call by a cosine margin of 0.003 (raw gptlearn-mini: 0.2,
     # chance: 0.18, the teacher all-MiniLM-L6-v2: 0.85), see the model card
     assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.8
+
+
+@pytest.mark.slow
+def test_topic_benchmark_test_split(embedder):
+    """Same-topic nearest neighbours and topic gap on the topic benchmark's test split, 300 sentences on 20
+    topics written apart from the book and from the embedder's recipe. The floors sit a little under the
+    measured level; the target for this embedder is the teacher's level of 0.70 on held-out everyday
+    topics, and it is not met yet (docs/gptlearn-embed.md)."""
+    from gptlearn.analysis import neighbour_accuracy, neighbour_chance, topic_gap
+    from gptlearn.data import load_topics
+
+    sentences, topics = load_topics("test")
+    E = embedder.encode(sentences)
+    # measured 0.237 (71 of 300) and gap 0.052; chance 0.047; all-MiniLM-L6-v2 0.503 and 0.135
+    # (scripts/measure_topics.py, docs/gptlearn-embed.md)
+    assert neighbour_accuracy(E, topics) >= 0.22 > 4 * neighbour_chance(topics)
+    assert topic_gap(E, topics) >= 0.045
 
 
 @pytest.mark.slow

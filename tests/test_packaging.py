@@ -54,7 +54,8 @@ def test_wheel_contains_the_package_assets_and_the_command(wheel):
                      "gptlearn/fast/fused.py", "gptlearn/fast/csrc/decode_cpu.cpp",
                      "gptlearn/assets/gptlearn-embed/model.safetensors",
                      "gptlearn/assets/gptlearn-embed/embedder.json",
-                     "gptlearn/assets/data/tinyshakespeare.txt.gz", "gptlearn/assets/data/book-pairs-dev.tsv"):
+                     "gptlearn/assets/data/tinyshakespeare.txt.gz", "gptlearn/assets/data/book-pairs-dev.tsv",
+                     "gptlearn/assets/data/topics-dev.tsv", "gptlearn/assets/data/topics-test.tsv"):
         assert required in names, f"{required} is missing from the wheel"
     assert "gptlearn = gptlearn.cli:main" in entry_points
     assert 0 < embed_bytes <= 25e6, f"the bundled embedder adds {embed_bytes / 1e6:.1f} MB; the budget is 25 MB"

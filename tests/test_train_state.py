@@ -21,8 +21,8 @@ from gptlearn.data import TokenDataset
 from gptlearn.errors import GptlearnError
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
-from gptlearn.train import (LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, TrainConfig, _checksum, read_trainer_state,
-                            train)
+from gptlearn.checkpoint import LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, _checksum
+from gptlearn.train import TrainConfig, read_trainer_state, train
 from train_kit import REPO, FAST, CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
 
 

@@ -12,11 +12,14 @@ gptlearn.errors.InvalidValueError: batch_size must be a positive integer, got 0
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import math
 import numbers
 import os
 import stat
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,7 +28,7 @@ import torch
 from .errors import InvalidFileError, InvalidValueError
 
 __all__ = ["is_int", "is_number", "is_path", "optional", "shown", "check_rules", "Rule", "non_finite",
-           "read_regular", "sha256"]
+           "read_regular", "sha256", "setting", "add_config_arguments"]
 
 Rule = tuple[tuple[str, ...], Callable[[Any], bool], str]  # (the settings, the test each passes, what it must be)
 
@@ -130,3 +133,35 @@ def sha256(data: bytes | str | os.PathLike | Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+
+# ---- settings dataclasses (TrainConfig, EmbedTrainConfig): a field, its flag, and the flags of a parser ----
+def setting(default: Any, help: str, *, flag: str | None = None, cli: bool = True, group: str | None = None,
+            **options: Any) -> Any:
+    """A settings-dataclass field and its command-line flag: ``flag`` replaces ``--field-name``, ``cli=False``
+    keeps the field off the command line, ``group`` names a mutually exclusive group of the parser, and
+    ``options`` go to ``add_argument`` (``required``, ``choices``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "cli": cli, "group": group,
+                                                        "options": options})
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, groups: Mapping[str, Any] | None = None) -> None:
+    """One flag per field of the settings dataclass ``cls`` made with :func:`setting`: its name with dashes,
+    its type, its help with its default. A flag left out is absent from the parsed namespace (so the
+    dataclass's default, or a resumed run's own value, applies); a bool is a switch that flips its default."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", False):
+            continue
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        to = (groups or {}).get(f.metadata["group"], parser)
+        if hints[f.name] is bool:  # --compile turns a False default on, --no-progress a True one off
+            to.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+                            default=argparse.SUPPRESS, help=f.metadata["help"])
+            continue
+        types = typing.get_args(hints[f.name]) or (hints[f.name],)  # `int | None` -> int
+        help = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None
+                                     and "default" not in f.metadata["help"] else "")
+        metavar = None if "choices" in f.metadata["options"] else flag[2:].upper().replace("-", "_")
+        to.add_argument(flag, dest=f.name, type=next((t for t in (int, float, str) if t in types), str),
+                        default=argparse.SUPPRESS, metavar=metavar, help=help, **f.metadata["options"])

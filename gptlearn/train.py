@@ -45,7 +45,8 @@ import torch
 from . import checkpoint
 from .checkpoint import (LEGACY_STATE_FILE, STATE_FILE, STATE_FILES, STATE_TENSORS, Interrupts, json_value,
                          read_state_json, rng_state)
-from .checks import Rule, check_rules, is_int, is_number, is_path, non_finite, optional, sha256, shown
+from .checks import (Rule, add_config_arguments, check_rules, is_int, is_number, is_path, non_finite, optional,
+                     setting, sha256, shown)
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
 from .devices import autocast, free_bytes
@@ -71,12 +72,7 @@ POS_INITS = ("normal", "sinusoidal")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def _setting(default: Any, help: str, *, flag: str | None = None, cli: bool = True, group: str | None = None,
-             **options: Any) -> Any:
-    """A :class:`TrainConfig` field and its command-line flag: ``flag`` replaces ``--field-name``, ``cli=False``
-    keeps the field off the command line, ``group="model"`` makes it exclusive with ``--preset``, and
-    ``options`` go to ``add_argument`` (``required``, ``choices``)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "cli": cli, "group": group, "options": options})
+_setting = setting
 
 
 @dataclass
@@ -888,25 +884,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default=None, help=f"model size: {', '.join(PRESETS)} (default mini)")
     p.add_argument("--config", default=None, help="JSON overrides of the preset, e.g. '{\"n_layer\": 6}', or a .json file")
-    groups = {"model": model}
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        if not f.metadata["cli"]:
-            continue
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-        to = groups.get(f.metadata["group"], p)
-        # default=SUPPRESS: a flag left out is absent from the parsed namespace, so that TrainConfig's default
-        # (or, on --resume, the run's own value) applies
-        if hints[f.name] is bool:  # a switch: --compile turns a False default on, --no-progress a True one off
-            to.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
-                            default=argparse.SUPPRESS, help=f.metadata["help"])
-            continue
-        types = typing.get_args(hints[f.name]) or (hints[f.name],)  # `int | None` -> int
-        help = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None
-                                     and "default" not in f.metadata["help"] else "")
-        metavar = None if "choices" in f.metadata["options"] else flag[2:].upper().replace("-", "_")
-        to.add_argument(flag, dest=f.name, type=next((t for t in (int, float, str) if t in types), str),
-                        default=argparse.SUPPRESS, metavar=metavar, help=help, **f.metadata["options"])
+    add_config_arguments(p, TrainConfig, groups={"model": model})
 
 
 def _config_from_args(args: argparse.Namespace) -> GPTConfig:

@@ -1,5 +1,5 @@
 """The run folder: checked before any work, locked while a run writes it, never taken over unasked, and
-clean after killed checkpoints (issue 16, classes 2 and 7)."""
+clean after killed checkpoints."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,5 @@
-"""Every setting of a run checked in one place, before any work (issue 16, class 9); a resumed run keeps its
-settings (or names the ones that differ); and sizes that cannot fit are refused before allocating (class 6)."""
+"""Every setting of a run checked in one place, before any work; a resumed run keeps its
+settings (or names the ones that differ); and sizes that cannot fit are refused before allocating."""
 from __future__ import annotations
 
 import math

@@ -14,7 +14,7 @@
 function gptlearnLiveModule(root) {  // a named function, so the explorer can start a worker from its source
   "use strict";
 
-  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizer.py) ------------------
+  // ---- the tokenizer: GPT-2's byte-level BPE (chapter 1; gptlearn/tokenizers/bpe.py) ------------------
 
   // GPT-2's pre-tokenisation regex (GPT2_SPLIT_PATTERN). JavaScript's \s differs from Python's
   // (it adds U+FEFF and leaves out U+0085), so whitespace is written as \p{White_Space}, which is
@@ -35,7 +35,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   }
 
   function merge(parts, a, b) {
-    // Replace every non-overlapping (a, b), left to right, by a + b (tokenizer.merge).
+    // Replace every non-overlapping (a, b), left to right, by a + b (gptlearn.tokenizers.bpe.merge).
     const out = [];
     for (let i = 0; i < parts.length;) {
       if (i < parts.length - 1 && parts[i] === a && parts[i + 1] === b) { out.push(a + b); i += 2; }
@@ -255,7 +255,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   function gelu(x, exact) {
     // GPT-2's GELU, the tanh form (chapter 6), in place: ½x(1 + tanh z) with z = √(2/π)(x + 0.044715x³),
     // computed as x·σ(2z), the same curve (½(1 + tanh z) = σ(2z)) with one exp instead of a slower tanh,
-    // as gptlearn.model.gelu does. `exact` (activation_function "gelu") uses erf.
+    // as gptlearn/fast/gelu.py does. `exact` (activation_function "gelu") uses erf.
     const c = Math.sqrt(2 / Math.PI);
     for (let i = 0; i < x.length; i++) {
       const v = x[i];

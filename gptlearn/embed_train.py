@@ -236,7 +236,8 @@ def teacher_token_init(embedder: Any, teacher: Any = None, *, batch_size: int = 
     training starts from word meanings instead of noise (as model2vec builds static embeddings).
 
     The rows' common mean is subtracted: the teacher gives every lone token a shared direction that
-    would make any two sentences' cosine about 0.8. With ``quiet_blocks`` every block's output projections (``attn.c_proj``, ``mlp.c_proj``) and the
+    would make any two sentences' cosine about 0.8. With ``quiet_blocks`` every block's output projections
+    (``attn.c_proj``, ``mlp.c_proj``) and the
     position embeddings start at zero: each block then adds nothing, so the untrained embedder is the
     average of the teacher's word vectors, and training learns what context adds. Needs the model's
     width C to equal the teacher's D (384). Tokens that are not whole UTF-8 text (single bytes of a
@@ -451,7 +452,8 @@ def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Embedder:
         return Embedder(embedder_or_model, pooling=pooling or DEFAULT_POOLING)
     if isinstance(embedder_or_model, (str, os.PathLike)):
         has_settings = (Path(embedder_or_model).expanduser() / "embedder.json").is_file()
-        return Embedder.from_pretrained(embedder_or_model, pooling=pooling or (None if has_settings else DEFAULT_POOLING))
+        return Embedder.from_pretrained(embedder_or_model,
+                                        pooling=pooling or (None if has_settings else DEFAULT_POOLING))
     raise GptlearnError(f"expected an Embedder, a GPT or a model name/folder, got {type(embedder_or_model).__name__}")
 
 
@@ -789,8 +791,8 @@ class _EmbedRun:
         b = self.batch(step)
         loss = sum(LOSSES[name](b, self.cfg, self.head) for name in self.parts)
         if not torch.isfinite(loss):
-            raise GptlearnError(f"training diverged: the loss is {float(loss.detach())} at step {step + 1}; nothing was "
-                                f"written{f' to {self.out}' if self.out else ''}. Try a lower --lr")
+            raise GptlearnError(f"training diverged: the loss is {float(loss.detach())} at step {step + 1}; nothing "
+                                f"was written{f' to {self.out}' if self.out else ''}. Try a lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
-from .errors import InvalidTypeError, InvalidValueError, TokenIdError
+from .errors import InvalidTypeError, InvalidValueError
 from .fast.linear import split_matvecs
 from .kv_cache import KVCache
 from .model import check_token_ids, register_decoder

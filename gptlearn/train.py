@@ -34,7 +34,6 @@ import os
 import random
 import sys
 import time
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -183,7 +182,8 @@ _RULES: tuple[Rule, ...] = (
     (("grad_accum",), lambda x: is_int(x, 1, 4096), "a positive integer, at most 4096"),
     (("eval_iters",), lambda x: is_int(x, 1, 10_000), "a positive integer, at most 10,000"),
     (("block_size",), optional(lambda x: is_int(x, 1)), "a positive integer or None"),  # the model's context bounds it
-    (("save_every",), optional(lambda x: is_int(x, 1, MAX_STEPS)), f"a positive integer or None, at most {MAX_STEPS:,}"),
+    (("save_every",), optional(lambda x: is_int(x, 1, MAX_STEPS)),
+     f"a positive integer or None, at most {MAX_STEPS:,}"),
     (("warmup",), lambda x: is_int(x, 0, MAX_STEPS), f"an integer, 0 or more, at most {MAX_STEPS:,}"),
     (("sample_tokens",), lambda x: is_int(x, 0, 100_000), "an integer, 0 or more, at most 100,000"),
     (("seed",), lambda x: is_int(x, 0, 2**32 - 1), "an integer from 0 to 2**32 - 1"),
@@ -477,7 +477,8 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, args
                 raise GptlearnError(str(e)) from None
         if tok.vocab_size > model.config.vocab_size:
             raise GptlearnError(f"the tokenizer has {tok.vocab_size} tokens but the model only "
-                                f"{model.config.vocab_size} embeddings; build the model with vocab_size={tok.vocab_size}")
+                                f"{model.config.vocab_size} embeddings; build the model with "
+                                f"vocab_size={tok.vocab_size}")
         model.tokenizer = tok
         return model, tok
     config = _as_config(config_or_model) or GPTConfig.from_preset("mini")
@@ -614,7 +615,8 @@ class Run:
         h = self.history
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", lr=f"{h.lr[-1]:.2e}", tok_s=f"{h.tokens_per_sec[-1]:,.0f}")
+            self.bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", lr=f"{h.lr[-1]:.2e}",
+                                 tok_s=f"{h.tokens_per_sec[-1]:,.0f}")
 
     def notify(self, event: str) -> None:
         """Call the user's ``callback(event, history)``: after each ``"step"`` (its eval and checkpoint
@@ -883,7 +885,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="a text file, a folder of .txt files, or tinyshakespeare")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default=None, help=f"model size: {', '.join(PRESETS)} (default mini)")
-    p.add_argument("--config", default=None, help="JSON overrides of the preset, e.g. '{\"n_layer\": 6}', or a .json file")
+    p.add_argument("--config", default=None,
+                   help="JSON overrides of the preset, e.g. '{\"n_layer\": 6}', or a .json file")
     add_config_arguments(p, TrainConfig, groups={"model": model})
 
 

@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from train_kit import FAST, REPO, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
 
 from gptlearn import GPTConfig
 from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, _checksum, run_lock
@@ -26,7 +27,6 @@ from gptlearn.data import TokenDataset
 from gptlearn.errors import GptlearnError
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import read_trainer_state, train
-from train_kit import REPO, FAST, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -408,7 +408,8 @@ def test_cli_training_bad_input_is_one_line_exit_2(model_dir, tmp_path, capsys, 
                  "--model", str(model_dir), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("gptlearn: error: "), err
-    assert {"out-is-file": "is a file", "sentences-not-utf8": "not UTF-8", "empty-sentences": "no sentences"}[case] in err
+    expected = {"out-is-file": "is a file", "sentences-not-utf8": "not UTF-8", "empty-sentences": "no sentences"}
+    assert expected[case] in err
 
 
 # ---- the checkpoint: the trainer's format and checks, Ctrl-C, the lock ---------------------------------------

@@ -3,9 +3,9 @@
 Each test interrupts step 2 of a 3-step run at one point, resumes the run, and compares the final weights
 and history with a run never interrupted (max difference 0.0). The points are every line the step runs in
 gptlearn/train.py (the loop and its Run: the update, the eval, the checkpoint) and the first line of each
-helper it calls (there and in gptlearn/checkpoint.py and gptlearn/checks.py), found by tracing one uninterrupted step. The interrupt is a real SIGINT raised at that line (what
-Ctrl-C does), and, inside the update, also a KeyboardInterrupt raised there directly (an interrupt the
-signal handler cannot hold back).
+helper it calls (there and in gptlearn/checkpoint.py and gptlearn/checks.py), found by tracing one
+uninterrupted step. The interrupt is a real SIGINT raised at that line (what Ctrl-C does), and, inside the
+update, also a KeyboardInterrupt raised there directly (an interrupt the signal handler cannot hold back).
 """
 from __future__ import annotations
 

@@ -15,15 +15,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from train_kit import CLI_MODEL, FAST, REPO, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
+from train_kit import one_line as _one_line
+from train_kit import run_cli as _cli
 
-from gptlearn import GPT, GPTConfig, cli
+from gptlearn import GPT, GPTConfig
+from gptlearn.checkpoint import LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, _checksum
 from gptlearn.data import TokenDataset
 from gptlearn.errors import GptlearnError
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
-from gptlearn.checkpoint import LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, _checksum
 from gptlearn.train import TrainConfig, read_trainer_state, train
-from train_kit import REPO, FAST, CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """The speed wing: faster versions of the model's layers, kept apart from the teaching code.
 
 ``gptlearn/model.py`` builds GPT-2 from plain PyTorch layers. :func:`enable` (registered as the
-implementation ``"fast"``, which ``GPT(config)`` runs unless ``fast=False``) swaps some of them, in place, for the subclasses below: each keeps its
-parameters, state dict and hooks and overrides only ``forward``, and gives the same numbers within
-float rounding. :func:`disable` swaps them back. Each module says what its trick does; the timings
-are in ``bench/README.md``, and the book's chapter "Making it fast" measures them against the roofline.
+implementation ``"fast"``, which ``GPT(config)`` runs unless ``fast=False``) swaps some of them, in place,
+for the subclasses below: each keeps its parameters, state dict and hooks and overrides only ``forward``,
+and gives the same numbers within float rounding. :func:`disable` swaps them back. Each module says what its
+trick does; the timings are in ``bench/README.md``, and the book's chapter "Making it fast" measures them
+against the roofline.
 
 ================================  ========================  ==============================================
 layer (plain)                     becomes                   the trick

@@ -17,17 +17,33 @@ Split the way minbpe splits them:
 """
 from __future__ import annotations
 
-from .base import (CHAR_FILE, ENDOFTEXT, MERGES_FILE, TOKENIZER_FILES, VOCAB_FILE, BaseTokenizer,
-                   TokenizerLike, encode_document)
-from .bpe import (GPT2_ASSET_SHA256, GPT2_ASSETS_DIR, GPT2_SPLIT_PATTERN, BPETokenizer, bytes_to_unicode,
-                  get_stats, merge)
+from .base import (
+                   CHAR_FILE,
+                   ENDOFTEXT,
+                   MERGES_FILE,
+                   TOKENIZER_FILES,
+                   VOCAB_FILE,
+                   BaseTokenizer,
+                   TokenizerLike,
+                   encode_document,
+)
+from .bpe import (
+                   GPT2_ASSET_SHA256,
+                   GPT2_ASSETS_DIR,
+                   GPT2_SPLIT_PATTERN,
+                   BPETokenizer,
+                   bytes_to_unicode,
+                   get_stats,
+                   merge,
+)
 from .char import CharTokenizer
 from .fast import Tokenizer
 from .spec import load_tokenizer, load_tokenizer_spec, tokenizer_problem
 
 __all__ = [
-    # the shared surface
-    "TokenizerLike", "BaseTokenizer", "ENDOFTEXT", "TOKENIZER_FILES", "load_tokenizer", "encode_document",
+    # the shared surface (and its file names)
+    "CHAR_FILE", "MERGES_FILE", "VOCAB_FILE", "TokenizerLike", "BaseTokenizer", "ENDOFTEXT", "TOKENIZER_FILES",
+    "load_tokenizer", "encode_document",
     # the teaching BPE: its steps and its tokenizer
     "GPT2_SPLIT_PATTERN", "bytes_to_unicode", "get_stats", "merge", "BPETokenizer",
     "GPT2_ASSETS_DIR", "GPT2_ASSET_SHA256",

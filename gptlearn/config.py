@@ -6,11 +6,11 @@ dataclass one to one.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from .checks import Rule, check_rules, is_int, is_number, optional, shown
 from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["GPTConfig", "PRESETS"]
@@ -43,10 +43,7 @@ class GPTConfig:
     eos_token_id: int = 50256
 
     def __post_init__(self) -> None:
-        for name, (rule, ok) in _RULES.items():  # every field, so a config.json or --config cannot smuggle in a bad one
-            value = getattr(self, name)
-            if not ok(value):
-                raise InvalidValueError(f"GPTConfig.{name} must be {rule}, got {_short(value)}")
+        check_rules(self, _RULES, prefix="GPTConfig.")  # every field: a config.json or --config smuggles in none
         if self.n_embd % self.n_head:
             raise InvalidValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so each head gets "
@@ -141,18 +138,18 @@ class GPTConfig:
         if not isinstance(d, dict):
             raise InvalidValueError(f"a GPT-2 config is a JSON object of fields, got {type(d).__name__}")
         if d.get("model_type", "gpt2") != "gpt2":
-            raise InvalidValueError(f"not a GPT-2 config (model_type={_short(d.get('model_type'))})")
+            raise InvalidValueError(f"not a GPT-2 config (model_type={shown(d.get('model_type'))})")
         for key, supported in _HF_ASSUMED.items():
             if key in d and d[key] != supported:
                 raise InvalidValueError(
-                    f"this GPT-2 config sets {key}={_short(d[key])}, which gptlearn does not implement (it assumes "
+                    f"this GPT-2 config sets {key}={shown(d[key])}, which gptlearn does not implement (it assumes "
                     f"{supported!r}); use transformers.GPT2LMHeadModel for this checkpoint"
                 )
         kwargs = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         # older configs name the context n_ctx
         if "n_positions" not in kwargs and "n_ctx" in d:
-            if not _is_int(d["n_ctx"]) or d["n_ctx"] <= 0:
-                raise InvalidValueError(f"n_ctx (the context) must be a positive integer, got {_short(d['n_ctx'])}")
+            if not is_int(d["n_ctx"]) or d["n_ctx"] <= 0:
+                raise InvalidValueError(f"n_ctx (the context) must be a positive integer, got {shown(d['n_ctx'])}")
             kwargs["n_positions"] = d["n_ctx"]
         return cls(**kwargs)
 
@@ -183,36 +180,16 @@ def gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**30 * 1e6 else f"about 10^{len(str(n // 2**30))} GiB"
 
 
-def _short(value: Any) -> str:
-    """``repr(value)`` cut to 60 characters (a config.json can hold a megabyte where a number belongs)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer too long to print
-        return f"an integer of {value.bit_length()} bits"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 # what each field may hold (JSON can put anything anywhere: a string, null, a list, NaN)
-_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    **{name: ("a positive integer", lambda v: _is_int(v) and v > 0)
-       for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")},
-    "n_inner": ("None or a positive integer", lambda v: v is None or (_is_int(v) and v > 0)),
-    "activation_function": (f"one of {', '.join(ACTIVATIONS)}", lambda v: isinstance(v, str) and v in ACTIVATIONS),
-    **{name: ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1)
-       for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop")},
-    "layer_norm_epsilon": ("a positive number", lambda v: _is_number(v) and v > 0),
-    "initializer_range": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
-    **{name: ("None or an integer >= 0", lambda v: v is None or (_is_int(v) and v >= 0))
-       for name in ("bos_token_id", "eos_token_id")},
-}
+_RULES: tuple[Rule, ...] = (
+    (("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"), lambda v: is_int(v, 1), "a positive integer"),
+    (("n_inner",), optional(lambda v: is_int(v, 1)), "None or a positive integer"),
+    (("activation_function",), lambda v: isinstance(v, str) and v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    (("resid_pdrop", "embd_pdrop", "attn_pdrop"), lambda v: is_number(v, 0, 1), "a number from 0 to 1"),
+    (("layer_norm_epsilon",), lambda v: is_number(v) and v > 0, "a positive number"),
+    (("initializer_range",), lambda v: is_number(v, 0), "a number >= 0"),
+    (("bos_token_id", "eos_token_id"), optional(lambda v: is_int(v, 0)), "None or an integer >= 0"),
+)
 
 # GPT2Config switches that change the computation; every released GPT-2 uses these values
 _HF_ASSUMED: dict[str, Any] = {

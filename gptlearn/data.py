@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import write_file
+from .checks import sha256
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError
 from .tokenizers.base import encode_document
 
@@ -105,16 +106,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gptlearn").expanduser()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_sha(path: Path, expected: str, name: str) -> None:
-    got = _sha256_file(path)
+    got = sha256(path)
     if got != expected:
         raise GptlearnError(
             f"{path} (data set {name!r}) has sha256 {got}, expected {expected}; the file is corrupt or a "

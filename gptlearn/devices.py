@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 from typing import ContextManager
 
 import torch
 
 from .errors import UnavailableError
 
-__all__ = ["device", "resolve_device", "autocast", "autocast_enabled"]
+__all__ = ["device", "resolve_device", "autocast", "autocast_enabled", "free_bytes"]
 
 
 def device() -> torch.device:
@@ -59,3 +61,30 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_enabled() or (device_type == "cpu" and torch.is_autocast_cpu_enabled())
+
+
+def free_bytes(dev: str | torch.device) -> int | None:
+    """The memory a job on ``dev`` can still take: CUDA's free memory; on the CPU what the kernel calls
+    available plus free swap, within the container's limit (Linux), else the physical memory; None where
+    unknown (MPS)."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0]
+    if dev.type != "cpu":
+        return None
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        free = (int(info["MemAvailable"].split()[0]) + int(info.get("SwapFree", "0 kB").split()[0])) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:  # a cgroup (v2) limit, as in a container
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free

@@ -81,9 +81,8 @@ def token_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, in
     ``batch_size * lengths[0]`` padded tokens: the first batch holds ``batch_size`` sentences, later
     ones as many as fit (a batch pads to its first, longest sentence).
 
-    On this 2-core CPU the block products ran at 159 GFLOP/s for 320 rows and 168 for 768 or more
-    (134 for 128), so packing STS-B's short sentences this way lifts ``encode``'s sentences per second
-    (bench/README.md).
+    Matrix products run faster on more rows, so packing many short sentences into one batch lifts
+    ``encode``'s sentences per second (bench/README.md has the measurements).
 
     >>> token_batches([6, 5, 3, 3, 2, 2, 2, 1], batch_size=2)    # 12 tokens a batch
     [(0, 2), (2, 6), (6, 8)]

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
-from .errors import InvalidTypeError, InvalidValueError, TokenIdError
+from .errors import InvalidTypeError, InvalidValueError
 from .fast.linear import split_matvecs
 from .kv_cache import KVCache
+from .model import check_token_ids, register_decoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import GPT
@@ -45,22 +46,6 @@ def _is_number(x) -> bool:
         return not isinstance(x, bool) and math.isfinite(x)
     except (TypeError, ValueError, OverflowError):  # not a number, or an integer beyond any float
         return False
-
-
-def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
-    """Refuse what is not a (B, T) tensor of ids in 0..V-1 with an error that names it, instead of an
-    IndexError from deep inside the embedding. On a GPU the range is not checked: that would wait for
-    the GPU at every step (the prompt is checked where it enters, in generate and to_tokens)."""
-    if not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dim() != 2:
-        what = f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}"
-        raise InvalidTypeError(f"the model takes token ids, a (B, T) or (T,) integer tensor, got {what}; "
-                               "turn text into ids with model.to_tokens(text)")
-    if idx.device.type == "cpu" and idx.numel():
-        lo, hi = torch.aminmax(idx)
-        if lo < 0 or hi >= vocab_size:
-            bad = int(hi) if hi >= vocab_size else int(lo)
-            raise TokenIdError(f"token id {bad} is outside this model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}); "
-                               "were the ids made by another tokenizer?")
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -193,8 +178,12 @@ def generate(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_new_toke
     return model.to_string(out[0]) if as_text else out
 
 
+register_decoder(generate, generate_stream)  # what GPT.generate and GPT.generate_stream run
+
+
 class GenerationMixin:
-    """``model.generate`` and ``model.generate_stream`` (the functions above, as methods)."""
+    """``generate`` and ``generate_stream`` (the functions above) as methods of any model class; ``GPT`` has
+    them already (:func:`gptlearn.model.register_decoder`)."""
 
     def generate(self, idx, max_new_tokens: int = 32, **kwargs):
         """Sample a continuation; see :func:`gptlearn.generate.generate` for the options."""

@@ -294,57 +294,6 @@ class HookedRootModule(nn.Module):
             raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
         return idx
 
-    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,
-                  return_attention_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Text -> token ids (B, T) on the model's device; one text gives (1, T). No BOS token unless
-        ``prepend_bos=True`` (Hugging Face's default; TransformerLens prepends one by default).
-
-        ``prepend_bos=True`` starts every row with ``<|endoftext|>``, as TransformerLens does; the
-        default (no BOS) matches Hugging Face's GPT-2 tokenizer and ``generate``.
-        ``<|endoftext|>`` written in the text becomes that token, as in TransformerLens and Hugging Face.
-        Texts of different lengths are padded on the right with ``<|endoftext|>`` (id 0 for a tokenizer
-        without it); ``return_attention_mask=True`` also returns the (B, T) mask, 1 on real tokens and
-        0 on padding. Real tokens never see the padding after them (attention is causal), so their
-        logits and activations are those of the text alone.
-        """
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts:
-            raise ValueError("to_tokens needs at least one text")
-        tok = self.tokenizer
-        encode = tok.encode
-        rows = [encode(t, allowed_special="all") if hasattr(tok, "special_tokens") else encode(t) for t in texts]
-        bos = getattr(tok, "eot_token", None)
-        if prepend_bos:
-            if bos is None:
-                raise ValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
-            rows = [[bos, *r] for r in rows]
-        T = max(len(r) for r in rows)
-        pad = bos if bos is not None else 0
-        ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows], dtype=torch.long, device=self.device)
-        if not return_attention_mask:
-            return ids
-        mask = (torch.arange(T) < torch.tensor([len(r) for r in rows])[:, None]).long()  # (B, T)
-        return ids, mask.to(self.device)
-
-    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int] | Sequence[str], *,
-                      prepend_bos: bool = False) -> list[str] | list[list[str]]:
-        """Each token of ``text`` (or of a list/tensor of ids) as its own string; a list of texts gives
-        one list per text."""
-        if isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
-            return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in text]  # type: ignore[misc]
-        if isinstance(text, str):
-            ids = self.to_tokens(text, prepend_bos=prepend_bos)[0].tolist()
-        elif isinstance(text, torch.Tensor):
-            ids = text.flatten().tolist()
-        else:
-            ids = list(text)
-        return self.tokenizer.str_tokens(ids)
-
-    def to_string(self, ids: torch.Tensor | Sequence[int]) -> str:
-        """Token ids -> text."""
-        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return self.tokenizer.decode(ids)
-
 
 def _apply_slice(t: torch.Tensor, index: Any, dim: int) -> torch.Tensor:
     """TransformerLens' ``Slice`` on dimension ``dim``: ``None`` keeps all, an int picks one (the dimension

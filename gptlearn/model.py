@@ -6,14 +6,18 @@ Parameter and module names are Hugging Face's (``wte wpe ln_1 attn.c_attn attn.c
 mlp.c_proj ln_f lm_head``), with ``blocks`` for HF's ``transformer.h``, so loading GPT-2's weights is a
 few renames and transposes (see :mod:`gptlearn.pretrained`).
 
-Every layer here is a plain PyTorch one. ``GPT(config)`` then hands the model to the speed wing,
-:mod:`gptlearn.fast`, which swaps in faster versions of some layers (same parameters, same numbers
-within float rounding); ``GPT(config, fast=False)`` keeps them plain.
+Every layer here is a plain PyTorch one, and this file imports nothing above it. Faster layers come from
+outside, by name, as Hugging Face's ``attn_implementation`` does: ``GPT(config)`` runs the implementation
+``"fast"`` that the speed wing, :mod:`gptlearn.fast`, registers (it swaps in faster versions of some layers:
+same parameters, same numbers within float rounding), ``GPT(config, fast=False)`` runs ``"plain"``, and
+``model.implementation`` says which one runs. ``generate`` runs the decoding loop that
+:mod:`gptlearn.generate` registers (:func:`register_decoder`).
 """
 from __future__ import annotations
 
 import math
 import os
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,14 +26,47 @@ from torch import nn
 from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .devices import resolve_device
-from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
-from .fast import enable as use_fast_layers
-from .generate import GenerationMixin, check_token_ids
+from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError, TokenIdError
 from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
 
-__all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model"]
+__all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model",
+           "check_token_ids", "IMPLEMENTATIONS", "register_implementation", "register_decoder"]
+
+# What the package plugs in from outside this file. IMPLEMENTATIONS: name -> a function that makes a built
+# model run that way, in place ("fast" is gptlearn.fast's; "plain" changes nothing). _DECODERS: the loop behind
+# generate() and generate_stream() (gptlearn.generate's).
+IMPLEMENTATIONS: dict[str, Callable[[nn.Module], nn.Module]] = {"plain": lambda model: model}
+_DECODERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_implementation(name: str, apply: Callable[[nn.Module], nn.Module]) -> None:
+    """Let ``GPT(config, implementation=name)`` run ``apply(model)`` on the built model (in place)."""
+    IMPLEMENTATIONS[name] = apply
+
+
+def register_decoder(generate: Callable[..., Any], generate_stream: Callable[..., Any]) -> None:
+    """The functions ``model.generate(...)`` and ``model.generate_stream(...)`` call, with the model first."""
+    _DECODERS.update(generate=generate, generate_stream=generate_stream)
+
+
+def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
+    """Refuse what is not a (B, T) tensor of ids in 0..V-1 with an error that names it, instead of an
+    IndexError from deep inside the embedding. On a GPU the range is not checked: that would wait for
+    the GPU at every step (the prompt is checked where it enters, in generate and to_tokens)."""
+    if not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dim() != 2:
+        what = (f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor)
+                else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}")
+        raise InvalidTypeError(f"the model takes token ids, a (B, T) or (T,) integer tensor, got {what}; "
+                               "turn text into ids with model.to_tokens(text)")
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = torch.aminmax(idx)
+        if lo < 0 or hi >= vocab_size:
+            bad = int(hi) if hi >= vocab_size else int(lo)
+            raise TokenIdError(f"token id {bad} is outside this model's vocabulary of {vocab_size} "
+                               f"(ids 0..{vocab_size - 1}); "
+                               "were the ids made by another tokenizer?")
 
 
 def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
@@ -113,13 +150,14 @@ class LMHead(nn.Linear):
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
 
 
-class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
+class GPT(HookedRootModule, PretrainedMixin):
     """GPT-2.
 
-    ``fast=True`` (the default) hands the built model to :func:`gptlearn.fast.enable`; ``fast=False``
-    keeps the plain layers below. ``run_with_cache``, the hooks and ``to_tokens`` come from
-    :class:`~gptlearn.hooks.HookedRootModule`, ``generate`` from :class:`~gptlearn.generate.GenerationMixin`,
-    ``from_pretrained``/``save_pretrained`` from :class:`~gptlearn.pretrained.PretrainedMixin`.
+    ``implementation`` names how the built model runs: ``"fast"`` (the default; :func:`gptlearn.fast.enable`)
+    or ``"plain"`` (the layers below, also ``fast=False``); ``model.implementation`` says which one it runs.
+    ``run_with_cache`` and the hooks come from :class:`~gptlearn.hooks.HookedRootModule`,
+    ``from_pretrained``/``save_pretrained`` from :class:`~gptlearn.pretrained.PretrainedMixin`; text enters
+    through ``to_tokens`` and ``generate`` samples (:mod:`gptlearn.generate`).
 
     >>> model = GPT(GPTConfig.from_preset("tiny"))
     >>> model(torch.zeros(2, 5, dtype=torch.long)).shape   # (B, T, V)
@@ -127,8 +165,12 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
     """
 
     def __init__(self, config: GPTConfig, *, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, fast: bool = True) -> None:
+                 dtype: torch.dtype | None = None, fast: bool = True, implementation: str | None = None) -> None:
         super().__init__()
+        implementation = implementation or ("fast" if fast else "plain")
+        if implementation not in IMPLEMENTATIONS:
+            raise InvalidValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, got "
+                                    f"{implementation!r}")
         config.check_fits()  # an absurd size is refused here, not after minutes of allocation
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
@@ -150,8 +192,8 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
                 nn.init.normal_(p, mean=0.0, std=config.initializer_range / math.sqrt(2 * config.n_layer))
         if device is not None or dtype is not None:
             self.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
-        if fast:  # the speed wing swaps in faster layers: same parameters, same numbers (gptlearn/fast)
-            use_fast_layers(self)
+        self.implementation = implementation
+        IMPLEMENTATIONS[implementation](self)  # "fast": the speed wing swaps in faster layers (gptlearn/fast)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -287,7 +329,72 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, params={self.num_parameters():,}"
+        return (f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, params={self.num_parameters():,}, "
+                f"implementation={self.implementation!r}")
+
+    # ---- text in and out --------------------------------------------------------------------------
+    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,
+                  return_attention_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Text -> token ids (B, T) on the model's device; one text gives (1, T). No BOS token unless
+        ``prepend_bos=True`` (Hugging Face's default; TransformerLens prepends one by default).
+
+        ``prepend_bos=True`` starts every row with ``<|endoftext|>``, as TransformerLens does; the
+        default (no BOS) matches Hugging Face's GPT-2 tokenizer and ``generate``.
+        ``<|endoftext|>`` written in the text becomes that token, as in TransformerLens and Hugging Face.
+        Texts of different lengths are padded on the right with ``<|endoftext|>`` (id 0 for a tokenizer
+        without it); ``return_attention_mask=True`` also returns the (B, T) mask, 1 on real tokens and
+        0 on padding. Real tokens never see the padding after them (attention is causal), so their
+        logits and activations are those of the text alone.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("to_tokens needs at least one text")
+        tok = self.tokenizer
+        encode = tok.encode
+        rows = [encode(t, allowed_special="all") if hasattr(tok, "special_tokens") else encode(t) for t in texts]
+        bos = getattr(tok, "eot_token", None)
+        if prepend_bos:
+            if bos is None:
+                raise ValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
+            rows = [[bos, *r] for r in rows]
+        T = max(len(r) for r in rows)
+        pad = bos if bos is not None else 0
+        ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows], dtype=torch.long, device=self.device)
+        if not return_attention_mask:
+            return ids
+        mask = (torch.arange(T) < torch.tensor([len(r) for r in rows])[:, None]).long()  # (B, T)
+        return ids, mask.to(self.device)
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int] | Sequence[str], *,
+                      prepend_bos: bool = False) -> list[str] | list[list[str]]:
+        """Each token of ``text`` (or of a list/tensor of ids) as its own string; a list of texts gives
+        one list per text."""
+        if isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
+            return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in text]  # type: ignore[misc]
+        if isinstance(text, str):
+            ids = self.to_tokens(text, prepend_bos=prepend_bos)[0].tolist()
+        elif isinstance(text, torch.Tensor):
+            ids = text.flatten().tolist()
+        else:
+            ids = list(text)
+        return self.tokenizer.str_tokens(ids)
+
+    def to_string(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """Token ids -> text."""
+        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.tokenizer.decode(ids)
+
+
+# ---- the cache ----------------------------------------------------------------------------------------
+
+    # ---- sampling (the loop is gptlearn.generate's) -----------------------------------------------
+    def generate(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Sample a continuation; see :func:`gptlearn.generate.generate` for the options."""
+        return _DECODERS["generate"](self, idx, max_new_tokens, **kwargs)
+
+    def generate_stream(self, idx, max_new_tokens: int = 32, **kwargs):
+        """Yield new tokens one at a time; see :func:`gptlearn.generate.generate_stream`."""
+        return _DECODERS["generate_stream"](self, idx, max_new_tokens, **kwargs)
 
 
 def from_pretrained(name_or_path: str = "gpt2", **kwargs) -> GPT:

@@ -8,13 +8,17 @@ One entry point works in a notebook, from ``gptlearn train`` and under
 ``torchrun --nproc_per_node=N -m gptlearn.train ...`` (one process per device, DDP). Every setting of a
 run is a field of :class:`TrainConfig`, which also builds the command line's flags and checks them all.
 
+The file reads top to bottom: the settings, the pure pieces (the schedule, the parameter groups), a
+:class:`Run` (the model, AdamW, the data and the history, with ``step``, ``evaluate`` and ``save``), the
+loop that drives it (:func:`_loop`, on one screen, in nanoGPT's order), and the command line. What a
+checkpoint holds and how it is checked lives in :mod:`gptlearn.checkpoint`; :class:`gptlearn.dist.Dist`
+hides the difference between one process and many.
+
 A run writes to ``out_dir`` a model folder ``GPT.from_pretrained(out_dir)`` loads (Hugging Face layout)
-and, for ``resume=True``, the trainer state: ``trainer_state.json`` (the step, the settings, the
-history, the random generators' scalars) and ``trainer_state.safetensors`` (AdamW's moments and the
-generators' state arrays). Nothing is pickled; a ``trainer_state.pt`` of older versions is refused,
-never loaded. A checkpoint is written only when its weights, AdamW's state and the loss they give are
-finite, so the last checkpoint is always a good one. docs/training.md has the rules of a run folder:
-what it holds, the settings a resumed run may change, the lock, ``--overwrite``.
+and, for ``resume=True``, the trainer state (:mod:`gptlearn.checkpoint`). A checkpoint is written only when
+its weights, AdamW's state and the loss they give are finite, so the last checkpoint is always a good one.
+docs/training.md has the rules of a run folder: what it holds, the settings a resumed run may change, the
+lock, ``--overwrite``.
 
 Legend: B batch, T tokens, C n_embd, H n_head, hs head size, V vocab, L layers.
 """
@@ -24,66 +28,50 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
-import numbers
 import os
 import random
-import signal
 import sys
-import tempfile
-import threading
 import time
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .atomic import recover_folder, write_folder
+from . import checkpoint
+from .checkpoint import (LEGACY_STATE_FILE, STATE_FILE, STATE_FILES, STATE_TENSORS, Interrupts, json_value,
+                         read_state_json, rng_state)
+from .checks import (Rule, add_config_arguments, check_rules, is_int, is_number, is_path, non_finite, optional,
+                     setting, sha256, shown)
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
+from .devices import autocast, free_bytes
+from .dist import Dist
 from .errors import GptlearnError
+from .fast.memory import freed_memory_kept
 from .model import GPT, sinusoidal_positions
-from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, TokenizerLike, load_tokenizer
-
-try:
-    import fcntl
-except ImportError:  # Windows: runs into one folder are not locked
-    fcntl = None
+from .tokenizers import TokenizerLike, load_tokenizer_spec, tokenizer_problem
 
 __all__ = [
     # the settings and the result of a run
     "TrainConfig", "TrainHistory", "STATE_FILE", "STATE_TENSORS", "RESUME_MAY_CHANGE",
     # its pure pieces
-    "lr_at", "param_groups", "make_optimizer", "load_tokenizer_spec",
+    "lr_at", "warmup_cosine_lr", "warmup_linear_lr", "param_groups", "make_optimizer", "load_tokenizer_spec",
     # the trainer state on disk
     "write_trainer_state", "read_trainer_state",
     # the run, and its command line
-    "train", "add_arguments", "register_cli", "main",
+    "Run", "train", "add_arguments", "register_cli", "main",
 ]
-
-STATE_FILE = "trainer_state.json"  # the step, the settings, the history, scalars of the RNG states
-STATE_TENSORS = "trainer_state.safetensors"  # AdamW's moments and the RNG states' arrays
-LEGACY_STATE_FILE = "trainer_state.pt"  # older versions' pickle: refused, never loaded
-STATE_FILES = (STATE_FILE, STATE_TENSORS, LEGACY_STATE_FILE)
-STATE_FORMAT, STATE_VERSION = "gptlearn trainer state", 1
-
 
 # ---- the settings of a run: one dataclass, from which the command line is built ----------------------
 POS_INITS = ("normal", "sinusoidal")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def _setting(default: Any, help: str, *, flag: str | None = None, cli: bool = True, group: str | None = None,
-             **options: Any) -> Any:
-    """A :class:`TrainConfig` field and its command-line flag: ``flag`` replaces ``--field-name``, ``cli=False``
-    keeps the field off the command line, ``group="model"`` makes it exclusive with ``--preset``, and
-    ``options`` go to ``add_argument`` (``required``, ``choices``)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "cli": cli, "group": group, "options": options})
+_setting = setting
 
 
 @dataclass
@@ -143,10 +131,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Refuse a setting that cannot work, in one line naming it (:class:`GptlearnError`); returns self.
         Every field has its rule in ``_RULES`` (a test checks that none is missing)."""
-        for names, ok, rule in _RULES:
-            for name in names:
-                if not ok(getattr(self, name)):
-                    raise GptlearnError(f"{name} must be {rule}, got {_shown(getattr(self, name))}")
+        check_rules(self, _RULES)
         if self.min_lr is not None and self.min_lr > self.lr:
             raise GptlearnError(f"min_lr must be at most lr (the cosine falls from lr to min_lr), got min_lr="
                                 f"{self.min_lr!r} > lr={self.lr!r}")
@@ -167,7 +152,7 @@ class TrainConfig:
     def from_run(cls, out_dir: str | os.PathLike) -> TrainConfig:
         """The settings of the run saved in ``out_dir``, with ``resume=True``: change the ones in
         :data:`RESUME_MAY_CHANGE` (``.replace(steps=2000)``) and pass it to :func:`train` to continue it."""
-        saved = _read_state_json(Path(out_dir).expanduser())["settings"]
+        saved = read_state_json(Path(out_dir).expanduser())["settings"]
         names = {f.name for f in fields(cls)}
         kept = {k: tuple(v) if k == "betas" and isinstance(v, list) else v for k, v in saved.items() if k in names}
         return cls(**kept).replace(out_dir=out_dir, resume=True, overwrite=False)
@@ -179,38 +164,6 @@ RESUME_MAY_CHANGE = ("steps", "eval_every", "eval_iters", "save_every", "sample_
                      "device", "compile", "progress", "out_dir", "resume", "overwrite")  # the last 3: what to do
 
 
-def _is_int(x: Any, lo: int | None = None, hi: int | None = None) -> bool:
-    return (isinstance(x, numbers.Integral) and not isinstance(x, bool) and (lo is None or x >= lo)
-            and (hi is None or x <= hi))
-
-
-def _is_number(x: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
-    """A finite real number in [lo, hi] (bools are not numbers here)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
-
-
-def _is_path(x: Any) -> bool:
-    return isinstance(x, (str, os.PathLike)) and str(os.fspath(x)).strip() != "" and "\0" not in str(os.fspath(x))
-
-
-def _tokenizer_problem(spec: Any) -> str | None:
-    """Why ``spec`` names no tokenizer (see :func:`load_tokenizer_spec`), or None."""
-    if spec is None or not isinstance(spec, (str, os.PathLike)):
-        ok = spec is None or all(hasattr(spec, a) for a in ("encode", "decode", "vocab_size"))
-        return None if ok else "not a tokenizer (it needs encode, decode and vocab_size)"
-    s = str(os.fspath(spec))
-    if s in ("gpt2", "char"):
-        return None
-    if s.startswith("bpe:"):
-        n = s[4:]
-        if not (n.isascii() and n.isdigit()):
-            return "write bpe:N with N the vocabulary size, e.g. bpe:2048"
-        return None if int(n) >= 257 else "N must be at least 257 (256 bytes + <|endoftext|>)"
-    if s.strip() and "\0" not in s and Path(s).expanduser().is_dir():  # Path("") is the working folder
-        return None
-    return "use gpt2, bpe:N, char or a folder with tokenizer files"
-
-
 def _is_device(x: Any) -> bool:
     if x is None or x == "auto":
         return True
@@ -220,37 +173,35 @@ def _is_device(x: Any) -> bool:
         return False
 
 
-def _optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda x: x is None or ok(x)
-
-
-# (fields, the test each value must pass, what it must be): one place for every field's rule
-_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
-    (("steps", "batch_size", "grad_accum", "eval_every", "eval_iters"), lambda x: _is_int(x, 1), "a positive integer"),
-    (("block_size", "save_every"), _optional(lambda x: _is_int(x, 1)), "a positive integer or None"),
-    (("warmup", "sample_tokens"), lambda x: _is_int(x, 0), "an integer, 0 or more"),
-    (("seed",), lambda x: _is_int(x, 0, 2**32 - 1), "an integer from 0 to 2**32 - 1"),
-    (("lr",), lambda x: _is_number(x) and x > 0, "a positive number"),
-    (("min_lr",), _optional(lambda x: _is_number(x, 0)), "a number, 0 or more (or None for lr/10)"),
-    (("weight_decay", "grad_clip"), lambda x: _is_number(x, 0), "a number, 0 or more"),
-    (("betas",), lambda x: isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_number(b, 0) and b < 1 for b in x),
+# (fields, the test each value must pass, what it must be): one place for every field's rule; the upper bounds
+# keep a run (or a tampered checkpoint's settings) from asking for a loop that never ends
+MAX_STEPS = 10**8
+_RULES: tuple[Rule, ...] = (
+    (("steps", "eval_every"), lambda x: is_int(x, 1, MAX_STEPS), f"a positive integer, at most {MAX_STEPS:,}"),
+    (("batch_size",), lambda x: is_int(x, 1), "a positive integer"),  # bounded by the memory it needs
+    (("grad_accum",), lambda x: is_int(x, 1, 4096), "a positive integer, at most 4096"),
+    (("eval_iters",), lambda x: is_int(x, 1, 10_000), "a positive integer, at most 10,000"),
+    (("block_size",), optional(lambda x: is_int(x, 1)), "a positive integer or None"),  # the model's context bounds it
+    (("save_every",), optional(lambda x: is_int(x, 1, MAX_STEPS)),
+     f"a positive integer or None, at most {MAX_STEPS:,}"),
+    (("warmup",), lambda x: is_int(x, 0, MAX_STEPS), f"an integer, 0 or more, at most {MAX_STEPS:,}"),
+    (("sample_tokens",), lambda x: is_int(x, 0, 100_000), "an integer, 0 or more, at most 100,000"),
+    (("seed",), lambda x: is_int(x, 0, 2**32 - 1), "an integer from 0 to 2**32 - 1"),
+    (("lr",), lambda x: is_number(x) and x > 0, "a positive number"),
+    (("min_lr",), optional(lambda x: is_number(x, 0)), "a number, 0 or more (or None for lr/10)"),
+    (("weight_decay", "grad_clip"), lambda x: is_number(x, 0), "a number, 0 or more"),
+    (("betas",), lambda x: isinstance(x, (tuple, list)) and len(x) == 2 and all(is_number(b, 0) and b < 1 for b in x),
      "two numbers in [0, 1)"),
-    (("repeat_frac", "induction_frac"), lambda x: _is_number(x, 0, 1), "a fraction from 0 to 1"),
-    (("val_fraction",), lambda x: _is_number(x, 0) and x < 1, "a fraction from 0 up to (not including) 1"),
+    (("repeat_frac", "induction_frac"), lambda x: is_number(x, 0, 1), "a fraction from 0 to 1"),
+    (("val_fraction",), lambda x: is_number(x, 0) and x < 1, "a fraction from 0 up to (not including) 1"),
     (("pos_init",), lambda x: x in POS_INITS, " or ".join(map(repr, POS_INITS))),
     (("compile", "resume", "overwrite", "progress"), lambda x: isinstance(x, bool), "True or False"),
     (("sample_prompt",), lambda x: isinstance(x, str), "a string"),
-    (("init", "out_dir"), _optional(_is_path), "a path or a name (a non-empty string)"),
-    (("tokenizer",), lambda x: _tokenizer_problem(x) is None,
+    (("init", "out_dir"), optional(is_path), "a path or a name (a non-empty string)"),
+    (("tokenizer",), lambda x: tokenizer_problem(x) is None,
      "gpt2, bpe:N (N at least 257), char, a folder with tokenizer files, or a tokenizer"),
     (("device",), _is_device, "auto, cpu, cuda, cuda:N or mps"),
 )
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)``, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -278,11 +229,29 @@ class TrainHistory:
     def to_dict(self) -> dict[str, list]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_saved(cls, saved: Any, step: int) -> TrainHistory:
+        """The history a checkpoint of ``step`` steps holds, checked: one entry a step, each of its type
+        (a ValueError or TypeError says what is wrong)."""
+        if not isinstance(saved, dict) or set(saved) != {f.name for f in fields(cls)}:
+            raise TypeError("the history is not a TrainHistory")
+        if any(not isinstance(v, list) or len(v) != step for v in saved.values()):  # before anything is built
+            raise ValueError(f"the history does not hold the {step} steps")
+        history = cls(**saved)
+        if any(s != i for i, s in enumerate(history.step, 1)):
+            raise ValueError(f"the history does not hold the {step} steps")
+        kinds = {"train_loss": is_number, "lr": is_number, "tokens_per_sec": is_number,
+                 "val_loss": optional(is_number), "eval_train_loss": optional(is_number),
+                 "samples": optional(lambda x: isinstance(x, str))}
+        if not all(ok(x) for name, ok in kinds.items() for x in getattr(history, name)):
+            raise ValueError("the history holds values of the wrong type")
+        return history
+
 
 # ---- pure pieces ------------------------------------------------------------------------------------
-def lr_at(step: int, *, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
+def warmup_cosine_lr(step: int, *, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
     """Learning rate for (0-based) ``step``: linear warmup to ``max_lr`` over ``warmup`` steps, then a
-    cosine down to ``min_lr`` at ``total``; ``min_lr`` after that.
+    cosine down to ``min_lr`` at ``total``; ``min_lr`` after that. ``train()``'s schedule (nanoGPT's).
 
     >>> lr_at(0, max_lr=1.0, warmup=10, total=100), lr_at(9, max_lr=1.0, warmup=10, total=100)
     (0.1, 1.0)
@@ -295,6 +264,21 @@ def lr_at(step: int, *, max_lr: float, warmup: int, total: int, min_lr: float = 
         return min_lr
     ratio = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+lr_at = warmup_cosine_lr  # its first name
+
+
+def warmup_linear_lr(step: int, *, max_lr: float, warmup: int, total: int) -> float:
+    """Learning rate for (0-based) ``step``: linear warmup to ``max_lr`` over ``warmup`` steps, then a
+    straight line down to 0 at ``total``. ``train_embeddings()``'s schedule (sentence-transformers').
+
+    >>> warmup_linear_lr(0, max_lr=1.0, warmup=10, total=100), warmup_linear_lr(55, max_lr=1.0, warmup=10, total=100)
+    (0.1, 0.5)
+    """
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    return max_lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -323,218 +307,37 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
-def load_tokenizer_spec(spec: str | os.PathLike | TokenizerLike, train_text: str | None = None) -> TokenizerLike:
-    """``"gpt2"``, ``"bpe:N"`` (byte-level BPE with N tokens learned on ``train_text``), ``"char"``
-    (the characters of ``train_text``), a folder with tokenizer files, or a tokenizer object."""
-    problem = _tokenizer_problem(spec)
-    if problem is not None:
-        raise GptlearnError(f"tokenizer {_shown(spec)}: {problem}")
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec
-    s = str(os.fspath(spec))
-    if s == "gpt2":
-        return Tokenizer.gpt2()
-    if s.startswith("bpe:"):
-        return Tokenizer.from_bpe(BPETokenizer.train(train_text or "", int(s[4:])))
-    if s == "char":
-        return CharTokenizer.from_text(train_text or "")
-    try:
-        return load_tokenizer(Path(s).expanduser())
-    except FileNotFoundError as e:
-        raise GptlearnError(str(e)) from None
-
-
-# ---- the trainer state on disk: every tensor in safetensors, the rest in JSON; nothing is pickled ----------
-def _rng_state(data_gen: torch.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "data": data_gen.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict[str, Any], data_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    data_gen.set_state(state["data"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _json_value(v: Any) -> Any:
-    """A setting or an optimizer option as JSON: a path or device as text, a tuple as a list, a one-number
-    tensor as its number, anything else (a tokenizer object) as None."""
-    if isinstance(v, (os.PathLike, torch.device)):
-        return str(os.fspath(v) if isinstance(v, os.PathLike) else v)
-    if isinstance(v, (tuple, list)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _json_value(x) for k, x in v.items()}
-    if torch.is_tensor(v) and v.numel() == 1:
-        return v.item()
-    return v if v is None or isinstance(v, (bool, int, float, str)) else None
-
-
+# ---- the trainer state on disk (gptlearn.checkpoint), in TrainHistory's shape --------------------------------
 def write_trainer_state(folder: str | os.PathLike, *, step: int, settings: dict[str, Any], history: TrainHistory,
                         optimizer: dict[str, Any], rngs: list[dict[str, Any]], data_sha256: str | None = None) -> None:
-    """Write the trainer state into ``folder`` (a checkpoint's temporary folder): every tensor (AdamW's
-    moments, the RNG states' arrays) in ``trainer_state.safetensors``, the rest in ``trainer_state.json``
-    with that file's sha256, so that a damaged or swapped file is caught when read.
-
-    ``optimizer``: a torch optimizer's ``state_dict()``; ``rngs``: one :func:`_rng_state` a process.
-    """
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    tensors: dict[str, torch.Tensor] = {}
-    opt_state: dict[str, dict[str, Any]] = {}
-    for i, entry in optimizer["state"].items():
-        opt_state[str(i)] = {}
-        for name, v in entry.items():
-            if torch.is_tensor(v):
-                tensors[f"optimizer.{i}.{name}"] = v.detach().cpu().contiguous()
-            else:
-                opt_state[str(i)][name] = _json_value(v)
-    rng_scalars = []
-    for r, rng in enumerate(rngs):
-        version, mt, gauss_next = rng["python"]
-        kind, key, pos, has_gauss, cached_gaussian = rng["numpy"]
-        tensors[f"rng.{r}.torch"], tensors[f"rng.{r}.data"] = rng["torch"].cpu(), rng["data"].cpu()
-        tensors[f"rng.{r}.python"] = torch.tensor(mt, dtype=torch.int64)  # 624 words + the position
-        tensors[f"rng.{r}.numpy"] = torch.from_numpy(np.asarray(key, dtype=np.int64))  # 624 uint32 words
-        for d, s in enumerate(rng["cuda"] or []):
-            tensors[f"rng.{r}.cuda.{d}"] = s.cpu()
-        rng_scalars.append({"python": {"version": version, "gauss_next": gauss_next},
-                            "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss),
-                                      "cached_gaussian": float(cached_gaussian)},
-                            "cuda_devices": len(rng["cuda"] or [])})
-    save_file(tensors, str(folder / STATE_TENSORS), metadata={"format": STATE_FORMAT})
-    meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "settings": settings,
-            "data_sha256": data_sha256,
-            "tensors_sha256": hashlib.sha256((folder / STATE_TENSORS).read_bytes()).hexdigest(),
-            "optimizer": {"param_groups": _json_value(optimizer["param_groups"]), "state": opt_state},
-            "rng": rng_scalars, "history": history.to_dict()}
-    meta["sha256"] = _checksum(meta)
-    (folder / STATE_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _checksum(meta: dict[str, Any]) -> str:
-    """The sha256 of ``meta`` (but its own ``sha256`` field) as canonical JSON: any change to the file shows."""
-    body = json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True, separators=(",", ":"),
-                      allow_nan=False)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _damaged(folder: Path, why: str) -> GptlearnError:
-    return GptlearnError(f"the trainer state in {folder} is damaged: {why}; resume from a copy of the run, or "
-                         "start it again with --overwrite")
-
-
-def _read_state_json(folder: Path) -> dict[str, Any]:
-    """``trainer_state.json`` of the run in ``folder``, checked to be one (its tensors are not read)."""
-    path = folder / STATE_FILE
-    if not path.is_file():
-        if (folder / LEGACY_STATE_FILE).exists():
-            raise GptlearnError(
-                f"{folder / LEGACY_STATE_FILE} is the trainer state of an older gptlearn, a pickle, which gptlearn "
-                f"never loads (unpickling can run any code); start the run again with --overwrite, or fine-tune "
-                f"its weights with --init {folder} --out NEW_FOLDER")
-        raise GptlearnError(f"nothing to resume: {folder} holds no {STATE_FILE}; drop --resume to start a new run")
-    try:
-        meta = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as e:  # not JSON (JSONDecodeError), not text, or nested too deep
-        raise _damaged(folder, f"{STATE_FILE} is not valid JSON ({type(e).__name__})") from None
-    except OSError as e:
-        raise GptlearnError(f"cannot read {path} ({e.strerror or e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-        raise _damaged(folder, f"{STATE_FILE} is not a gptlearn trainer state")
-    if meta.get("version") != STATE_VERSION:
-        raise GptlearnError(f"{path} is version {_shown(meta.get('version'))} of the trainer state, which this "
-                            f"gptlearn (version {STATE_VERSION}) does not read; resume it with the gptlearn that "
-                            "wrote it")
-    try:
-        same = meta.get("sha256") == _checksum(meta)
-    except ValueError:  # NaN or infinity, which the JSON of a trainer state never holds
-        same = False
-    if not same:
-        raise _damaged(folder, f"{STATE_FILE} is not as it was saved (its sha256 differs)")
-    if not isinstance(meta.get("settings"), dict):
-        raise _damaged(folder, f"{STATE_FILE} has no settings")
-    return meta
+    """Write the trainer state into ``folder`` (:func:`gptlearn.checkpoint.write_state`)."""
+    checkpoint.write_state(folder, step=step, settings=settings, history=history.to_dict(), optimizer=optimizer,
+                           rngs=rngs, data_sha256=data_sha256)
 
 
 def read_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
-    """The trainer state saved in the run folder ``folder``, checked: ``step``, ``settings``,
+    """The trainer state saved in the run folder ``folder``, every field checked: ``step``, ``settings``,
     ``data_sha256``, ``history`` (a :class:`TrainHistory`), ``optimizer`` (a torch ``state_dict``) and
     ``rng`` (one dict a process). A missing, legacy (``trainer_state.pt``), damaged or non-finite state is
     a :class:`GptlearnError` in one line."""
-    from safetensors.torch import load
-
-    folder = Path(folder).expanduser()
-    meta = _read_state_json(folder)
-    try:
-        blob = (folder / STATE_TENSORS).read_bytes()
-    except FileNotFoundError:
-        raise _damaged(folder, f"{STATE_TENSORS} is missing") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("tensors_sha256"):
-        raise _damaged(folder, f"{STATE_TENSORS} is not the file saved with {STATE_FILE} (its sha256 differs)")
-    try:
-        tensors = load(blob)
-        state = _state_from(meta, tensors)
-    except Exception as e:  # whatever the parsers say of bytes that hold no trainer state: damaged
-        raise _damaged(folder, f"{type(e).__name__}: {_shown(str(e))}") from None
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise GptlearnError(f"the trainer state in {folder} holds non-finite values ({bad[0]}), so it is no good "
-                            "checkpoint; start the run again with --overwrite")
+    state = checkpoint.read_state(folder, TrainHistory.from_saved)
+    saved = {k: tuple(v) if k == "betas" and isinstance(v, list) else v for k, v in state["settings"].items()}
+    try:  # the settings a resumed run takes from the state obey the rules of the command line
+        check_rules(saved, [(tuple(n for n in names if n in saved), ok, rule) for names, ok, rule in _RULES])
+    except GptlearnError as e:
+        raise checkpoint.damaged(Path(folder).expanduser(), f"its setting {e}") from None
     return state
-
-
-def _state_from(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The pieces of ``trainer_state.json`` and its tensors, in the shapes torch, numpy and random take."""
-    step = meta["step"]
-    if not _is_int(step, 0):
-        raise ValueError(f"step is {_shown(step)}")
-    history = TrainHistory(**meta["history"])
-    if history.step != list(range(1, step + 1)) or any(len(v) != step for v in history.to_dict().values()):
-        raise ValueError(f"the history does not hold the {step} steps")
-    kinds = {"train_loss": _is_number, "lr": _is_number, "tokens_per_sec": _is_number,
-             "val_loss": _optional(_is_number), "eval_train_loss": _optional(_is_number),
-             "samples": _optional(lambda x: isinstance(x, str))}
-    if not all(ok(x) for name, ok in kinds.items() for x in getattr(history, name)):
-        raise ValueError("the history holds values of the wrong type")
-    opt = meta["optimizer"]
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-              for g in opt["param_groups"]]
-    opt_state = {int(i): dict(entry) for i, entry in opt["state"].items()}
-    for key, t in tensors.items():
-        kind, *rest = key.split(".")
-        if kind == "optimizer":
-            i, name = rest
-            opt_state[int(i)][name] = t
-        elif kind != "rng":
-            raise ValueError(f"unexpected tensor {key!r}")
-    rngs = []
-    for r, s in enumerate(meta["rng"]):
-        py, npy = s["python"], s["numpy"]
-        rngs.append({
-            "torch": tensors[f"rng.{r}.torch"], "data": tensors[f"rng.{r}.data"],
-            "python": (py["version"], tuple(tensors[f"rng.{r}.python"].tolist()), py["gauss_next"]),
-            "numpy": (npy["kind"], tensors[f"rng.{r}.numpy"].numpy().astype(np.uint32), npy["pos"],
-                      npy["has_gauss"], npy["cached_gaussian"]),
-            "cuda": [tensors[f"rng.{r}.cuda.{d}"] for d in range(s["cuda_devices"])] or None})
-    return {"step": step, "settings": meta["settings"], "data_sha256": meta.get("data_sha256"), "history": history,
-            "optimizer": {"state": opt_state, "param_groups": groups}, "rng": rngs}
 
 
 def _settings_record(args: TrainConfig, **resolved: Any) -> dict[str, Any]:
     """The run's settings as JSON values, with the ``resolved`` ones (block_size, min_lr) in place of None."""
-    return {**{f.name: _json_value(getattr(args, f.name)) for f in fields(args)}, **resolved}
+    return {**{f.name: json_value(getattr(args, f.name)) for f in fields(args)}, **resolved}
 
 
 def _resume_differences(args: TrainConfig, saved: dict[str, Any], **resolved: Any) -> list[str]:
     """The settings of a resumed run that differ from the run's own and may not (see RESUME_MAY_CHANGE)."""
     now = _settings_record(args, **resolved)
-    return [f"{name} {now[name]!r} (the run's: {saved.get(name)!r})" for name in now
+    return [f"{name} {now[name]!r} (the run's: {shown(saved.get(name))})" for name in now
             if name not in RESUME_MAY_CHANGE and now[name] != saved.get(name)
             and not (name in ("tokenizer", "init") and now[name] is None)]  # not given: the run's own
 
@@ -550,68 +353,6 @@ def _model_differences(given: GPTConfig | GPT | None, saved: GPTConfig) -> list[
 
 
 # ---- the run folder: one run at a time, and never over another's work -------------------------------------
-def _check_writable(out_dir: Path, *, parent_only: bool = False) -> None:
-    """Refuse an output folder that is a file, or that (or, with ``parent_only``, whose parent) cannot be
-    created and written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GptlearnError(f"the output folder {out_dir} is a file; choose a folder for --out")
-    folder = out_dir.parent if parent_only else out_dir
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise GptlearnError(f"cannot write to the output folder {out_dir} ({e.strerror or e}); "
-                            "choose another --out") from None
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold an OS lock on the run folder ``out`` while the run lasts: a second run into it is refused.
-
-    The lock file, ``.NAME.lock``, sits beside the folder (the folder itself is swapped at every checkpoint;
-    where its parent cannot be written, checkpoints are written in place and the lock is ``.gptlearn.lock``
-    inside it) and is removed at the end. The kernel drops the lock however the process ends, even when
-    it is killed, so the file a killed run leaves behind locks nothing.
-    """
-    if fcntl is None:
-        yield
-        return
-    real = Path(os.path.realpath(out))  # one lock however the folder is spelled (a symlink, "..")
-    lock = real.parent / f".{real.name}.lock" if os.access(real.parent, os.W_OK) else real / ".gptlearn.lock"
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise GptlearnError(f"cannot write to the output folder {out} ({e.strerror or e}); "
-                                "choose another --out") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise GptlearnError(f"another training run{f' (process {holder})' if holder.isdigit() else ''} is "
-                                f"writing to {out}; wait for it to end, or choose another --out") from None
-        except OSError:  # a file system without locks: run unlocked, as before
-            os.close(fd)
-            yield
-            return
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # its last holder removed the file between our open and our lock: lock the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)  # while still locked: a run waiting on this file sees it gone and retries
-        os.close(fd)
-
-
 def _check_out(out: Path, args: TrainConfig) -> set[str]:
     """Refuse an output folder the run must not write into; returns the names a replaced run leaves there
     (the first checkpoint of an ``overwrite`` run removes them). Hidden entries do not count."""
@@ -639,7 +380,7 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
 def _run_progress(out: Path) -> str:
     """" (300 of 1000 steps)" for the run in ``out``, or "" where its state says nothing readable."""
     try:
-        meta = _read_state_json(out)
+        meta = read_state_json(out)
         step, steps = meta["step"], meta["settings"]["steps"]
         return f" ({step} of {steps} steps{', finished' if step >= steps else ''})"
     except (GptlearnError, KeyError, TypeError):
@@ -650,48 +391,24 @@ def _open_run_folder(out: Path, args: TrainConfig, stack: contextlib.ExitStack) 
     """Make ``out`` ready for this run before any work: locked (until ``stack`` closes), a checkpoint killed
     half-way finished or undone and its leftovers removed (before the folder is created, since a killed
     swap may have moved it aside), writable, and free for this run (:func:`_check_out`)."""
+    from .atomic import recover_folder
+
     if not out.is_dir():
-        _check_writable(out, parent_only=True)  # its parent must take it (and the lock)
-    stack.enter_context(_locked(out))
+        checkpoint.check_writable(out, parent_only=True)  # its parent must take it (and the lock)
+    stack.enter_context(checkpoint.run_lock(out))
     recover_folder(out)
-    _check_writable(out)
+    checkpoint.check_writable(out)
     return _check_out(out, args)
 
 
 # ---- memory: refuse what cannot fit before allocating it ---------------------------------------------
-def _free_bytes(dev: torch.device) -> int | None:
-    """The memory a run on ``dev`` can still take: CUDA's free memory; on the CPU what the kernel calls
-    available plus free swap, within the container's limit (Linux), else the physical memory; None where
-    unknown (MPS)."""
-    if dev.type == "cuda":
-        return torch.cuda.mem_get_info(dev)[0]
-    if dev.type != "cpu":
-        return None
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        free = (int(info["MemAvailable"].split()[0]) + int(info.get("SwapFree", "0 kB").split()[0])) * 1024
-    except (OSError, KeyError, ValueError):
-        try:
-            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, ValueError, OSError):
-            return None
-    try:  # a cgroup (v2) limit, as in a container
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            free = min(free, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return free
-
-
 def _check_memory(config: GPTConfig, args: TrainConfig, block_size: int, dev: torch.device,
                   source: str = "this run") -> None:
     """Refuse a model and batch that cannot fit in ``dev``'s memory (:meth:`GPTConfig.estimate_bytes`, a
     lower bound), before a single weight or batch is allocated."""
     need = config.estimate_bytes(batch_size=args.batch_size, seq_len=block_size, training=True,
                                  activation_bytes=2 if dev.type == "cuda" else 4)  # CUDA trains under bf16 autocast
-    free = _free_bytes(dev)
+    free = free_bytes(dev)
     if free is not None and need > free:
         raise GptlearnError(
             f"{source} needs at least {gib(need)} (a GPT with n_layer={config.n_layer}, "
@@ -713,62 +430,6 @@ def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torc
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return
     _check_memory(config, args, _block_size(args, config), dev, source=f"training the model {path} describes")
-
-
-# ---- Ctrl-C: never between a step's update and its bookkeeping -----------------------------------------
-class _Interrupts:
-    """While a run trains, Ctrl-C (SIGINT) raises KeyboardInterrupt at once, as usual, except inside
-    ``held()``: there it waits until the block ends, so that the update of a step and its bookkeeping (the
-    step count, the RNG states, the history) happen together or not at all, and a checkpoint written on
-    Ctrl-C is always one the run could have written. Signal handlers live in the main thread: elsewhere
-    this changes nothing."""
-
-    def __init__(self) -> None:
-        self.holding = self.pending = False
-        self.previous: Any = None
-        self.installed = False
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
-            self.installed = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.holding:
-            self.pending = True
-        else:
-            self._deliver(signum, frame)
-
-    def _deliver(self, signum: int, frame: Any) -> None:
-        if callable(self.previous):
-            self.previous(signum, frame)  # Python's default handler raises KeyboardInterrupt; Jupyter's too
-        elif self.previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        if self.pending:
-            self.pending = False
-            self._deliver(signal.SIGINT, None)
-
-
-# ---- distributed helpers ----------------------------------------------------------------------------
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) otherwise."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
-    return 0, 0, 1
 
 
 # ---- the model a run trains ---------------------------------------------------------------------------
@@ -816,7 +477,8 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, args
                 raise GptlearnError(str(e)) from None
         if tok.vocab_size > model.config.vocab_size:
             raise GptlearnError(f"the tokenizer has {tok.vocab_size} tokens but the model only "
-                                f"{model.config.vocab_size} embeddings; build the model with vocab_size={tok.vocab_size}")
+                                f"{model.config.vocab_size} embeddings; build the model with "
+                                f"vocab_size={tok.vocab_size}")
         model.tokenizer = tok
         return model, tok
     config = _as_config(config_or_model) or GPTConfig.from_preset("mini")
@@ -835,32 +497,36 @@ def _build_model(config_or_model, init, tokenizer_spec, train_text: str, *, args
     return model, tok
 
 
-def _resumed_model(out: Path, args: TrainConfig, dev: torch.device) -> tuple[GPT, Any]:
-    """The model saved in the run folder ``out`` and its tokenizer, checked to fit and to be finite."""
+def _resumed_model(config_or_model, out: Path, args: TrainConfig, saved: dict[str, Any], dev: torch.device
+                   ) -> tuple[GPT, Any]:
+    """The model saved in the run folder ``out`` and its tokenizer, checked to fit, to be finite, and to be run
+    with the run's own settings (the GPT given is trained in place, loaded with the run's weights)."""
     _check_folder_memory(out, args, dev)
-    saved = GPT.from_pretrained(out)
+    model = GPT.from_pretrained(out)
     try:
-        tok = saved.tokenizer
+        tok = model.tokenizer
     except AttributeError as e:
         raise GptlearnError(str(e)) from None
-    bad = _non_finite(saved)
+    bad = non_finite(model)
     if bad is not None:
         raise GptlearnError(f"the model in {out} is no good checkpoint: {bad}; start the run again with --overwrite")
-    return saved.train(), tok
+    given = config_or_model if isinstance(config_or_model, GPT) else _as_config(config_or_model)
+    differences = (_model_differences(given, model.config) + _resume_differences(
+        args, saved["settings"], block_size=_block_size(args, model.config), min_lr=_min_lr(args)))
+    if differences:
+        raise GptlearnError(
+            f"--resume continues the run in {out} with its own settings, but {'; '.join(differences)}; leave "
+            f"those out (the run's values are kept), or start a new run (another --out, or --overwrite); a "
+            f"resumed run may change only {', '.join(RESUME_MAY_CHANGE[:-3])}")
+    if isinstance(config_or_model, GPT):  # train the model given, in place
+        config_or_model.load_state_dict(model.state_dict())
+        config_or_model.tokenizer = tok
+        model = config_or_model
+    return model.train(), tok
 
 
-def _non_finite(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
-    """What is not finite in the weights or in AdamW's state ("the weight wte.weight is not finite"), or None."""
-    names = {}
-    for name, p in model.named_parameters():
-        names[p] = name
-        if not bool(torch.isfinite(p).all()):
-            return f"the weight {name} is not finite"
-    for p, entry in (optimizer.state.items() if optimizer is not None else ()):
-        for key, v in entry.items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                return f"AdamW's {key} of {names.get(p, 'a weight')} is not finite"
-    return None
+def _min_lr(args: TrainConfig) -> float:
+    return args.lr / 10 if args.min_lr is None else args.min_lr
 
 
 def _diverged(what: str, step: int, out: Path | None, last_good: int | None) -> GptlearnError:
@@ -869,7 +535,302 @@ def _diverged(what: str, step: int, out: Path | None, last_good: int | None) -> 
     return GptlearnError(f"{what} at step {step}; training stopped and {where}; lower --lr or check the data")
 
 
+# ---- a run: what the loop drives ----------------------------------------------------------------------------
+@dataclass(eq=False)
+class Run:
+    """One training run: the model, AdamW, the data and the history, and the few things the loop asks of
+    them (:meth:`step`, :meth:`update`, :meth:`evaluate`, :meth:`save`). Built by :meth:`start`."""
+
+    args: TrainConfig
+    model: GPT  # the weights (what is saved and evaluated)
+    fwd: torch.nn.Module  # what the training forward calls: the model, compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    dataset: TokenDataset
+    history: TrainHistory
+    tokenizer: Any
+    dev: torch.device
+    dist: Dist
+    data_gen: torch.Generator  # the training batches' random stream (each process its own)
+    out: Path | None = None
+    start_step: int = 0
+    last_good: int | None = None  # the step of the last checkpoint written (or resumed from)
+    callback: Callable[[str, TrainHistory], None] | None = None
+    replaced: set[str] = field(default_factory=set)  # what the first checkpoint of --overwrite removes
+    data_sha256: str | None = None
+    whole: bool = True  # the weights, AdamW's state, the step, the RNG states and the history agree
+    bar: Any = None
+
+    def __post_init__(self) -> None:
+        a = self.args
+        self.block_size = _block_size(a, self.model.config)
+        self.min_lr = _min_lr(a)
+        self.save_every = a.save_every or a.eval_every
+        self.tokens_per_step = a.batch_size * self.block_size * a.grad_accum * self.dist.world
+        self.has_val = len(self.dataset.splits["val"]) >= self.block_size + 1
+        self.settings = _settings_record(a, block_size=self.block_size, min_lr=self.min_lr)
+        self.rng = rng_state(self.data_gen)  # what a checkpoint of the steps finished so far holds
+        if a.progress and self.dist.master:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=a.steps, initial=self.start_step, desc="train", dynamic_ncols=True)
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def lr(self, step: int) -> float:
+        """Set and return the learning rate of (0-based) ``step``."""
+        lr = lr_at(step, max_lr=self.args.lr, warmup=self.args.warmup, total=self.args.steps, min_lr=self.min_lr)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def step(self, step: int) -> float:
+        """The gradients of step ``step + 1`` (``grad_accum`` micro-batches, clipped); returns its mean loss."""
+        a = self.args
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.dev)
+        for micro in range(a.grad_accum):
+            x, y = self.dataset.get_batch("train", a.batch_size, self.block_size, self.data_gen,
+                                          repeat_frac=a.repeat_frac, induction_frac=a.induction_frac)
+            x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+            with self.dist.no_sync(self.fwd, last=micro == a.grad_accum - 1):  # DDP averages on the last one
+                with autocast(self.dev):
+                    loss = self.fwd(x, targets=y) / a.grad_accum  # (B, T) -> scalar; no (B, T, V) logits kept
+                loss.backward()
+            loss_sum += loss.detach()
+        loss = self.dist.mean(loss_sum).item()
+        if not math.isfinite(loss):
+            raise _diverged(f"the loss became {loss}", step + 1, self.out, self.last_good)
+        if a.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.grad_clip)
+        return loss
+
+    def update(self, step: int, loss: float, lr: float, t0: float) -> None:
+        """AdamW's update, then its bookkeeping: the step count ``step`` in the history, the RNG states."""
+        self.optimizer.step()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        self.rng = rng_state(self.data_gen)  # for a checkpoint of `step` finished steps
+        self.history.record(step, loss, lr, self.tokens_per_step / max(time.perf_counter() - t0, 1e-9))
+
+    def report(self, step: int) -> None:
+        h = self.history
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", lr=f"{h.lr[-1]:.2e}",
+                                 tok_s=f"{h.tokens_per_sec[-1]:,.0f}")
+
+    def notify(self, event: str) -> None:
+        """Call the user's ``callback(event, history)``: after each ``"step"`` (its eval and checkpoint
+        included) and each ``"eval"``."""
+        if self.callback is not None:
+            self.callback(event, self.history)
+
+    # -- measuring and saving -----------------------------------------------------------------------------
+    def eval_due(self, step: int) -> bool:
+        return step % self.args.eval_every == 0 or step == self.args.steps
+
+    def save_due(self, step: int) -> bool:
+        return step % self.save_every == 0 or step == self.args.steps
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train()
+
+    def eval_generator(self, step: int) -> torch.Generator:
+        """The batches of the eval at ``step`` come from a generator of their own: measuring never touches the
+        training streams."""
+        return torch.Generator().manual_seed(self.args.seed + 7919 * step)
+
+    def mean_loss(self, split: str, iters: int, gen: torch.Generator) -> float:
+        """The loss at the current weights on ``iters`` batches drawn with ``gen``."""
+        total = 0.0
+        for _ in range(iters):
+            x, y = self.dataset.get_batch(split, self.args.batch_size, self.block_size, gen)
+            with autocast(self.dev):
+                total += self.model.loss(x.to(self.dev), y.to(self.dev)).item()
+        return total / iters
+
+    def evaluate(self, step: int) -> None:
+        """Fill ``step``'s eval fields of the history: both losses and a sample."""
+        a = self.args
+        with self.eval_mode():
+            gen = self.eval_generator(step)
+            tr = self.mean_loss("train", a.eval_iters, gen)
+            va = self.mean_loss("val", a.eval_iters, gen) if self.has_val else None
+            sample = self.sample(step) if a.sample_tokens > 0 and self.dist.master else ""
+        for name, value in (("train", tr), ("validation", va)):
+            if value is not None and not math.isfinite(value):  # the weights diverged since the last checkpoint
+                raise _diverged(f"the {name} loss of the evaluation became {value}", step, self.out, self.last_good)
+        self.history.eval_train_loss[-1], self.history.val_loss[-1], self.history.samples[-1] = tr, va, sample
+        if self.dist.master:
+            msg = f"step {step}: train loss {tr:.4f}" + (f", val loss {va:.4f}" if va is not None else "")
+            (self.bar.write if self.bar is not None else print)(msg + (f"\n{sample!r}" if sample else ""))
+        self.notify("eval")
+
+    def sample(self, step: int) -> str:
+        try:
+            prompt = self.tokenizer.encode(self.args.sample_prompt) or [self.tokenizer.eot_token or 0]
+            ids = self.model.generate(torch.tensor([prompt], device=self.dev), self.args.sample_tokens, top_k=40,
+                                      seed=self.args.seed + step)
+            return self.tokenizer.decode(ids[0].tolist())
+        except Exception as e:  # a sample is a nicety; never let it stop training
+            return f"<no sample: {e}>"
+
+    def problem(self, step: int) -> str | None:
+        """Why the state after ``step`` steps is no good checkpoint (a weight, a moment or the loss they give is
+        not finite), or None."""
+        problem = non_finite(self.model, self.optimizer)
+        if problem is None:  # finite weights can still give a non-finite loss (1e30 everywhere)
+            with self.eval_mode():
+                loss = self.mean_loss("train", 1, self.eval_generator(step))  # the first batch an eval draws
+            if not math.isfinite(loss):
+                problem = f"the loss at its weights is {loss}"
+        return problem
+
+    def save(self, step: int) -> str | None:
+        """Write the checkpoint of ``step`` finished steps (the model folder with its trainer state, replaced
+        as one) if it is good. Returns None, or what is not finite; then nothing is written, and the last
+        checkpoint stays the last good one."""
+        from .atomic import write_folder
+
+        problem = self.problem(step) if self.out is not None else None
+        if self.out is None or problem is not None:
+            return problem
+        rngs = self.dist.gather(self.rng)
+        if self.dist.master:
+            def write(tmp: Path) -> None:
+                self.model.save_pretrained(tmp)
+                write_trainer_state(tmp, step=step, settings=self.settings, history=self.history,
+                                    optimizer=self.optimizer.state_dict(), rngs=rngs, data_sha256=self.data_sha256)
+
+            write_folder(self.out, write, owns=(*STATE_FILES, *self.replaced))  # --overwrite: all old files
+            self.replaced = set()
+        self.dist.barrier()  # no process goes on (or writes into the folder) while rank 0 swaps it
+        self.last_good = step
+        return None
+
+    def interrupted(self, step: int) -> None:
+        """Ctrl-C at ``step`` finished steps: save them if that is possible and useful, and say where things are."""
+        out, last_good = self.out, self.last_good
+        if out is None:
+            note = f"interrupted at step {step}"
+        elif not self.whole:  # cut inside an update: what is in memory is no step's state
+            note = (f"interrupted inside step {step + 1}; " + (f"the checkpoint of step {last_good} in {out} stands"
+                    if last_good is not None else "no checkpoint was written"))
+        elif step == last_good:
+            note = f"interrupted at step {step}, whose checkpoint is in {out}"
+        else:
+            problem = self.save(step)
+            note = (f"interrupted at step {step}; a checkpoint is in {out}" if problem is None else
+                    f"interrupted at step {step}, where {problem}; " + (
+                        f"the last good checkpoint (step {last_good}) is in {out}" if last_good is not None
+                        else "no checkpoint was written"))
+        if self.dist.master:
+            print(f"\n{note}" + (" (continue with --resume)" if out is not None else ""), file=sys.stderr)
+
+    # -- building one ----------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, config_or_model, data, args: TrainConfig, *, dev: torch.device, dist: Dist, out: Path | None,
+              replaced: set[str], callback=None) -> Run:
+        """The run :func:`train` describes, fresh or resumed from the checkpoint in ``out``, every size and
+        setting checked before the optimizer is made."""
+        if data is None:
+            raise GptlearnError("no training data: pass a text file, a folder of .txt files or 'tinyshakespeare'")
+        saved = read_trainer_state(out) if args.resume else None
+        if saved is not None:  # the run's own model (its shape and settings checked first)
+            model, tok = _resumed_model(config_or_model, out, args, saved, dev)
+        dataset, text, tokenizer = (data, None, args.tokenizer or data.tokenizer) if isinstance(data, TokenDataset) \
+            else (None, load_text(data), args.tokenizer)
+        train_text = split_text(text, args.val_fraction)[0] if text is not None else None
+        if saved is None:
+            if isinstance(tokenizer, str) and tokenizer.startswith(("bpe:", "char")) and train_text is None:
+                raise GptlearnError(f"tokenizer {tokenizer!r} is learned from text; pass the text, not a TokenDataset")
+            model, tok = _build_model(config_or_model, args.init, tokenizer, train_text or "", args=args, dev=dev)
+        if text is not None:
+            dataset = TokenDataset(text, tok, val_fraction=args.val_fraction)
+        block_size = _block_size(args, model.config)
+        dataset.check_block_size(block_size)
+        _check_memory(model.config, args, block_size, dev)
+        data_sha256 = sha256(np.ascontiguousarray(dataset.tokens).tobytes())
+        if saved is not None and saved["data_sha256"] not in (None, data_sha256):
+            raise GptlearnError(f"--resume continues the run in {out}, but its training tokens differ from the run's "
+                                "(another text, or another split of it); resume with the run's data, or start a new "
+                                "run")
+        model.to(dev)
+        optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay, betas=args.betas)
+        data_gen = _seed_streams(args.seed + dist.rank)
+        history = TrainHistory()
+        if saved is not None:
+            _restore(optimizer, data_gen, saved, out, args, dist)
+            history = saved["history"]
+        fwd = dist.wrap(torch.compile(model) if args.compile else model, dev)
+        return cls(args, model, fwd, optimizer, dataset, history, tok, dev, dist, data_gen, out=out,
+                   start_step=saved["step"] if saved else 0, last_good=saved["step"] if saved else None,
+                   callback=callback, replaced=replaced, data_sha256=data_sha256)
+
+
+def _seed_streams(seed: int) -> torch.Generator:
+    """Seed dropout's, NumPy's and Python's random streams; returns the batches' own generator."""
+    torch.manual_seed(seed)  # dropout
+    np.random.seed(seed % 2**32)  # numpy takes seeds below 2**32
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _restore(optimizer: torch.optim.Optimizer, data_gen: torch.Generator, saved: dict[str, Any], out: Path,
+             args: TrainConfig, dist: Dist) -> None:
+    """Put AdamW's moments and the random streams where the run in ``out`` stopped, each checked first."""
+    try:
+        checkpoint.load_optimizer(optimizer, saved["optimizer"], saved["step"])
+        if dist.rank < len(saved["rng"]):
+            checkpoint.set_rng_state(saved["rng"][dist.rank], data_gen)
+        else:  # a run resumed with more processes: fresh, distinct streams for the new ranks
+            data_gen.manual_seed(args.seed + dist.rank + 1_000_003 * saved["step"])
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as e:
+        raise checkpoint.damaged(out, f"its optimizer or random state does not fit this model ({shown(str(e))})"
+                                 ) from None
+
+
 # ---- the training loop -------------------------------------------------------------------------------
+def _loop(run: Run) -> TrainHistory:
+    """Train ``run`` to ``args.steps`` steps: set the learning rate, compute the step's gradients, update,
+    then evaluate and checkpoint when due. Ctrl-C waits while an update and its bookkeeping happen, so the
+    checkpoint it leaves is one the run could have written."""
+    step, steps = run.start_step, run.args.steps
+    try:
+        with Interrupts() as interrupts:
+            if step and run.eval_due(step) and run.history.eval_train_loss[-1] is None:
+                run.evaluate(step)  # an interrupt cut this eval short: the uninterrupted run made it
+            if step >= steps and run.dist.master:
+                print(f"the run in {run.out} already finished {step} steps; raise --steps to train longer")
+            while step < steps:
+                t0 = time.perf_counter()
+                lr = run.lr(step)
+                loss = run.step(step)
+                with interrupts.held():  # the update and its bookkeeping happen together: Ctrl-C waits for both
+                    run.whole = False
+                    run.update(step + 1, loss, lr, t0)
+                    step += 1
+                    run.whole = True
+                run.report(step)
+                if run.eval_due(step):
+                    run.evaluate(step)
+                if run.save_due(step) and (problem := run.save(step)) is not None:
+                    raise _diverged(problem, step, run.out, run.last_good)
+                run.notify("step")
+    except KeyboardInterrupt:
+        run.interrupted(step)
+        raise
+    finally:
+        if run.bar is not None:
+            run.bar.close()
+    return run.history
+
+
 def train(
     config_or_model: GPTConfig | GPT | str | None = None,
     data: str | os.PathLike | TokenDataset | None = None,
@@ -892,8 +853,9 @@ def train(
     :meth:`TokenDataset.get_batch`); ``induction_frac`` > 0 makes that share random tokens written over
     and over, with loss only where they can be copied; evaluation always uses plain text.
     ``callback(event, history)`` runs after every ``"step"`` and every ``"eval"`` (draw a live curve).
-    On the CPU this calls :func:`gptlearn.fast.memory.keep_freed_memory`: the process keeps freed memory for
-    reuse instead of faulting in fresh pages for every large tensor (bench/README.md has the numbers).
+    On the CPU the run holds :func:`gptlearn.fast.memory.freed_memory_kept`, a process-wide allocator
+    setting: freed memory is kept for reuse instead of fresh pages for every large tensor, and glibc's
+    defaults are back when the run ends.
 
     With ``out_dir``, a checkpoint (the model folder with its trainer state, replaced as a whole) is
     written at every eval (or every ``save_every`` steps), at the end, and on Ctrl-C, each only if its
@@ -904,302 +866,16 @@ def train(
     Everything is checked before any work: the settings, the folder, the memory the model and batch need.
     """
     args = (args or TrainConfig()).replace(**settings).validate()
-    rank, local_rank, world = _dist_env()
-    ddp = world > 1
-    device = args.device
-    if ddp:
-        import torch.distributed as dist
-
-        if device is None or str(device) == "auto":
-            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
-    from .devices import resolve_device
-    from .fast.memory import keep_freed_memory
-
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as e:  # a device this machine does not have
-        raise GptlearnError(str(e)) from None
-    if dev.type == "cpu":
-        keep_freed_memory()  # large tensors reuse freed memory instead of fresh pages (see its docstring)
-    if dev.type == "cuda" and dev.index is None and ddp:
-        dev = torch.device("cuda", local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+    dist = Dist.from_env()
+    dev = dist.device(args.device)
     out = Path(args.out_dir).expanduser() if args.out_dir is not None else None
-    with contextlib.ExitStack() as stack:  # holds the folder's lock until the run ends
-        replaced: set[str] = set()
-        if out is not None and not ddp:
-            replaced = _open_run_folder(out, args, stack)
-        elif out is not None:  # rank 0 opens the folder; every rank stops on its refusal
-            import torch.distributed as dist
-
-            refusal = [None]
-            if rank == 0:
-                try:
-                    replaced = _open_run_folder(out, args, stack)
-                except GptlearnError as e:
-                    refusal = [str(e)]
-            dist.broadcast_object_list(refusal, src=0)
-            if refusal[0] is not None:
-                raise GptlearnError(refusal[0])
-        return _train(config_or_model, data, args, callback=callback, dev=dev, rank=rank, world=world, out=out,
-                      replaced=replaced)
-
-
-def _train(config_or_model, data, args: TrainConfig, *, callback, dev: torch.device, rank: int, world: int,
-           out: Path | None, replaced: set[str]) -> TrainHistory:
-    """:func:`train` once its settings, device and folder are checked."""
-    from .devices import autocast
-
-    ddp, master = world > 1, rank == 0
-    if data is None:
-        raise GptlearnError("no training data: pass a text file, a folder of .txt files or 'tinyshakespeare'")
-    saved = read_trainer_state(out) if args.resume else None
-
-    # 1. the model and its tokenizer: the run's own on resume (its shape and settings checked first)
-    if saved is not None:
-        model, tok = _resumed_model(out, args, dev)
-        given = config_or_model if isinstance(config_or_model, GPT) else _as_config(config_or_model)
-        min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
-        differences = (_model_differences(given, model.config) + _resume_differences(
-            args, saved["settings"], block_size=_block_size(args, model.config), min_lr=min_lr))
-        if differences:
-            raise GptlearnError(
-                f"--resume continues the run in {out} with its own settings, but {'; '.join(differences)}; leave "
-                f"those out (the run's values are kept), or start a new run (another --out, or --overwrite); a "
-                f"resumed run may change only {', '.join(RESUME_MAY_CHANGE[:-3])}")
-        if isinstance(config_or_model, GPT):  # train the model given, in place
-            config_or_model.load_state_dict(model.state_dict())
-            config_or_model.tokenizer = tok
-            model = config_or_model.train()
-    tokenizer, init = args.tokenizer, args.init
-    if isinstance(data, TokenDataset):
-        dataset, text = data, None
-        if tokenizer is None:
-            tokenizer = data.tokenizer
-    else:
-        text = load_text(data)
-    train_text = split_text(text, args.val_fraction)[0] if text is not None else None
-    if saved is None:
-        if isinstance(tokenizer, str) and (tokenizer.startswith("bpe:") or tokenizer == "char") and train_text is None:
-            raise GptlearnError(f"tokenizer {tokenizer!r} is learned from text; pass the text, not a TokenDataset")
-        model, tok = _build_model(config_or_model, init, tokenizer, train_text or "", args=args, dev=dev)
-    if text is not None:
-        dataset = TokenDataset(text, tok, val_fraction=args.val_fraction)
-    block_size = _block_size(args, model.config)
-    min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
-    dataset.check_block_size(block_size)
-    _check_memory(model.config, args, block_size, dev)
-    data_sha256 = hashlib.sha256(np.ascontiguousarray(dataset.tokens)).hexdigest()
-    if saved is not None and saved["data_sha256"] not in (None, data_sha256):
-        raise GptlearnError(f"--resume continues the run in {out}, but its training tokens differ from the run's "
-                            "(another text, or another split of it); resume with the run's data, or start a new run")
-    has_val = len(dataset.splits["val"]) >= block_size + 1
-
-    # 2. the optimizer and the random streams: fresh, or where the run stopped
-    model.to(dev)
-    optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay, betas=args.betas)
-    history = TrainHistory()
-    data_gen = torch.Generator().manual_seed(args.seed + rank)  # each rank its own batches
-    torch.manual_seed(args.seed + rank)  # dropout
-    np.random.seed((args.seed + rank) % 2**32)  # numpy takes seeds below 2**32
-    random.seed(args.seed + rank)
-    start = 0
-    if saved is not None:
-        try:
-            optimizer.load_state_dict(saved["optimizer"])
-            if rank < len(saved["rng"]):
-                _set_rng_state(saved["rng"][rank], data_gen)
-            else:  # a run resumed with more processes: fresh, distinct streams for the new ranks
-                data_gen.manual_seed(args.seed + rank + 1_000_003 * saved["step"])
-        except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as e:
-            raise _damaged(out, f"its optimizer or random state does not fit this model ({_shown(str(e))})") from None
-        start, history = saved["step"], saved["history"]
-
-    raw = model
-    fwd = torch.compile(model) if args.compile else model
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        fwd = DDP(fwd, device_ids=[dev.index] if dev.type == "cuda" else None)
-    settings = _settings_record(args, block_size=block_size, min_lr=min_lr)
-
-    @contextlib.contextmanager
-    def eval_mode() -> Iterator[None]:
-        raw.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            raw.train()
-
-    def mean_loss(split: str, iters: int, gen: torch.Generator) -> float:
-        """The loss at the current weights on ``iters`` batches drawn with ``gen``, a generator of its own:
-        measuring never touches the training streams."""
-        total = 0.0
-        for _ in range(iters):
-            x, y = dataset.get_batch(split, args.batch_size, block_size, gen)
-            with autocast(dev):
-                total += raw.loss(x.to(dev), y.to(dev)).item()
-        return total / iters
-
-    def eval_generator(step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(args.seed + 7919 * step)
-
-    def evaluate(step: int) -> None:
-        """Fill ``step``'s eval fields of the history: both losses and a sample."""
-        with eval_mode():
-            gen = eval_generator(step)
-            tr = mean_loss("train", args.eval_iters, gen)
-            va = mean_loss("val", args.eval_iters, gen) if has_val else None
-            sample = ""
-            if args.sample_tokens > 0 and master:
-                try:
-                    prompt = tok.encode(args.sample_prompt) or [tok.eot_token or 0]
-                    ids = raw.generate(torch.tensor([prompt], device=dev), args.sample_tokens, top_k=40,
-                                       seed=args.seed + step)
-                    sample = tok.decode(ids[0].tolist())
-                except Exception as e:  # a sample is a nicety; never let it stop training
-                    sample = f"<no sample: {e}>"
-        for name, value in (("train", tr), ("validation", va)):
-            if value is not None and not math.isfinite(value):  # the weights diverged since the last checkpoint
-                raise _diverged(f"the {name} loss of the evaluation became {value}", step, out, last_good)
-        history.eval_train_loss[-1], history.val_loss[-1], history.samples[-1] = tr, va, sample
-        if master:
-            msg = f"step {step}: train loss {tr:.4f}" + (f", val loss {va:.4f}" if va is not None else "")
-            (bar.write if bar is not None else print)(msg + (f"\n{sample!r}" if sample else ""))
-        if callback is not None:
-            callback("eval", history)
-
-    def save(step: int, rng: dict[str, Any]) -> str | None:
-        """Write the checkpoint of ``step`` finished steps (the model folder with its trainer state, replaced
-        as one) if it is good: its weights, AdamW's state and the loss they give are finite. Returns None,
-        or what is not finite; then nothing is written, and the last checkpoint stays the last good one."""
-        nonlocal replaced
-        if out is None:
-            return None
-        problem = _non_finite(raw, optimizer)
-        if problem is None:  # finite weights can still give a non-finite loss (1e30 everywhere)
-            with eval_mode():
-                loss = mean_loss("train", 1, eval_generator(step))  # the first batch an eval at `step` draws
-            if not math.isfinite(loss):
-                problem = f"the loss at its weights is {loss}"
-        if problem is not None:
-            return problem
-        rngs = [rng]
-        if ddp:
-            import torch.distributed as dist
-
-            rngs = [None] * world
-            dist.all_gather_object(rngs, rng)
-        if master:
-            state = dict(step=step, settings=settings, history=history, optimizer=optimizer.state_dict(), rngs=rngs,
-                         data_sha256=data_sha256)
-
-            def write(tmp: Path) -> None:
-                raw.save_pretrained(tmp)
-                write_trainer_state(tmp, **state)
-
-            write_folder(out, write, owns=(*STATE_FILES, *replaced))  # the first save of --overwrite: all old files
-            replaced = set()
-        if ddp:
-            dist.barrier()  # no rank goes on (or writes into the folder) while rank 0 swaps it
-        return None
-
-    bar = None
-    if args.progress and master:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=args.steps, initial=start, desc="train", dynamic_ncols=True)
-
-    def eval_due(step: int) -> bool:
-        return step % args.eval_every == 0 or step == args.steps
-
-    save_every = args.save_every or args.eval_every
-    tokens_per_step = args.batch_size * block_size * args.grad_accum * world
-    last_good = start if saved is not None else None
-    raw.train()
-    step = start
-    rng_at_step_start = _rng_state(data_gen)  # what a checkpoint of `step` finished steps holds
-    whole = True  # the weights, AdamW's state, `step`, the RNG states and the history agree
-    try:
-        with _Interrupts() as interrupts:
-            if start and eval_due(start) and history.eval_train_loss[-1] is None:
-                evaluate(start)  # an interrupt cut this eval short: the uninterrupted run made it
-            if start >= args.steps and master:
-                print(f"the run in {out} already finished {start} steps; raise --steps to train longer")
-            while step < args.steps:
-                t0 = time.perf_counter()
-                lr_now = lr_at(step, max_lr=args.lr, warmup=args.warmup, total=args.steps, min_lr=min_lr)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr_now
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), device=dev)
-                for micro in range(args.grad_accum):
-                    x, y = dataset.get_batch("train", args.batch_size, block_size, data_gen,
-                                             repeat_frac=args.repeat_frac, induction_frac=args.induction_frac)
-                    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                    sync = not ddp or micro == args.grad_accum - 1
-                    with fwd.no_sync() if not sync else contextlib.nullcontext():
-                        with autocast(dev):
-                            loss = fwd(x, targets=y) / args.grad_accum  # (B, T) -> scalar; no (B, T, V) logits kept
-                        loss.backward()
-                    loss_sum += loss.detach()
-                if ddp:
-                    import torch.distributed as dist
-
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= world
-                loss_value = loss_sum.item()
-                if not math.isfinite(loss_value):
-                    raise _diverged(f"the loss became {loss_value}", step + 1, out, last_good)
-                if args.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(raw.parameters(), args.grad_clip)
-                with interrupts.held():  # the update and its bookkeeping happen together: Ctrl-C waits for both
-                    whole = False
-                    optimizer.step()
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
-                    step += 1
-                    rng_at_step_start = _rng_state(data_gen)  # for a checkpoint of `step` finished steps
-                    history.record(step, loss_value, lr_now, tokens_per_step / max(time.perf_counter() - t0, 1e-9))
-                    whole = True
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr_now:.2e}",
-                                    tok_s=f"{history.tokens_per_sec[-1]:,.0f}")
-                if eval_due(step):
-                    evaluate(step)
-                if step % save_every == 0 or step == args.steps:
-                    problem = save(step, rng_at_step_start)
-                    if problem is not None:
-                        raise _diverged(problem, step, out, last_good)
-                    last_good = step
-                if callback is not None:
-                    callback("step", history)
-    except KeyboardInterrupt:
-        if out is None:
-            note = f"interrupted at step {step}"
-        elif not whole:  # cut inside an update: what is in memory is no step's state
-            note = (f"interrupted inside step {step + 1}; " + (f"the checkpoint of step {last_good} in {out} stands"
-                    if last_good is not None else "no checkpoint was written"))
-        elif step == last_good:
-            note = f"interrupted at step {step}, whose checkpoint is in {out}"
-        else:
-            problem = save(step, rng_at_step_start)
-            note = (f"interrupted at step {step}; a checkpoint is in {out}" if problem is None else
-                    f"interrupted at step {step}, where {problem}; " + (
-                        f"the last good checkpoint (step {last_good}) is in {out}" if last_good is not None
-                        else "no checkpoint was written"))
-        if master:
-            print(f"\n{note}" + (" (continue with --resume)" if out is not None else ""), file=sys.stderr)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    return history
+    with contextlib.ExitStack() as stack:  # holds the folder's lock and the allocator setting until the run ends
+        replaced = dist.on_master(lambda: _open_run_folder(out, args, stack), set()) if out is not None else set()
+        if dev.type == "cpu":
+            stack.enter_context(freed_memory_kept())  # large tensors reuse freed memory instead of fresh pages
+        run = Run.start(config_or_model, data, args, dev=dev, dist=dist, out=out, replaced=replaced,
+                        callback=callback)
+        return _loop(run)
 
 
 # ---- command line: built from TrainConfig's fields -----------------------------------------------------
@@ -1209,26 +885,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="a text file, a folder of .txt files, or tinyshakespeare")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default=None, help=f"model size: {', '.join(PRESETS)} (default mini)")
-    p.add_argument("--config", default=None, help="JSON overrides of the preset, e.g. '{\"n_layer\": 6}', or a .json file")
-    groups = {"model": model}
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        if not f.metadata["cli"]:
-            continue
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-        to = groups.get(f.metadata["group"], p)
-        # default=SUPPRESS: a flag left out is absent from the parsed namespace, so that TrainConfig's default
-        # (or, on --resume, the run's own value) applies
-        if hints[f.name] is bool:  # a switch: --compile turns a False default on, --no-progress a True one off
-            to.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
-                            default=argparse.SUPPRESS, help=f.metadata["help"])
-            continue
-        types = typing.get_args(hints[f.name]) or (hints[f.name],)  # `int | None` -> int
-        help = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None
-                                     and "default" not in f.metadata["help"] else "")
-        metavar = None if "choices" in f.metadata["options"] else flag[2:].upper().replace("-", "_")
-        to.add_argument(flag, dest=f.name, type=next((t for t in (int, float, str) if t in types), str),
-                        default=argparse.SUPPRESS, metavar=metavar, help=help, **f.metadata["options"])
+    p.add_argument("--config", default=None,
+                   help="JSON overrides of the preset, e.g. '{\"n_layer\": 6}', or a .json file")
+    add_config_arguments(p, TrainConfig, groups={"model": model})
 
 
 def _config_from_args(args: argparse.Namespace) -> GPTConfig:
@@ -1260,7 +919,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     same_model = settings.init is not None or (settings.resume and args.preset is None and args.config is None)
     config = None if same_model else _config_from_args(args)
     history = train(config, args.data, settings)
-    if _dist_env()[0] == 0:
+    if Dist.from_env().master:
         evals = history.evals()
         final = f"; final val loss {evals[-1][2]:.4f}" if evals and evals[-1][2] is not None else ""
         print(f"trained {history.step[-1] if history.step else 0} steps{final}; model saved in {settings.out_dir}")
@@ -1289,13 +948,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     finally:
-        try:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-        except Exception:
-            pass
+        Dist().close()
     return code
 
 

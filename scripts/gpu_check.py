@@ -1,5 +1,5 @@
 """The GPU check: one command that proves gptlearn on a CUDA GPU and measures it, within the few minutes
-a lent GPU gives (issue 20). ``bench/README.md`` ("The GPU check") says how to run it and what to do
+a lent GPU gives. ``bench/README.md`` ("The GPU check") says how to run it and what to do
 with the results; ``scripts/gpu_check.sh`` is the command to type.
 
     bash scripts/gpu_check.sh                        # on the GPU machine: every step, into $OUT

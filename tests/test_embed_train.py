@@ -218,7 +218,9 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
 @pytest.mark.parametrize("setting, value", [
     ("lr", float("nan")), ("lr", -1e-3), ("lr", float("inf")), ("lr", 0.0), ("warmup", -0.1), ("warmup", 1.5),
     ("weight_decay", -0.01), ("weight_decay", float("nan")), ("max_pairs", 0), ("max_pairs", 1), ("seed", 2 ** 64),
-    ("seed", -1), ("epochs", 0), ("batch_size", 1), ("scale", 0.0), ("positive_threshold", float("nan"))])
+    ("seed", -1), ("epochs", 0), ("batch_size", 1), ("scale", 0.0), ("positive_threshold", float("nan")),
+    ("checkpoint_every", 0), ("checkpoint_every", -1), ("similarity_weight", -1.0), ("max_sentences", 0),
+    ("max_sentences", -1), ("epochs", 2**63), ("batch_size", 2.5), ("lr", True)])
 def test_bad_settings_are_named_before_any_work(tiny_model, setting, value):
     # the pairs do not exist: the setting must be refused first
     with pytest.raises(GptlearnError, match=rf"^{setting} must be"):
@@ -327,7 +329,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_config, small_pairs, tmp_p
         train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
                          checkpoint_every=3, callback=stop_at_7)
     saved = sorted(f.name for f in (tmp_path / "b.checkpoint").iterdir())
-    assert not (tmp_path / "b").exists() and {"optimizer.json", "optimizer.safetensors"} <= set(saved)
+    assert not (tmp_path / "b").exists() and {"trainer_state.json", "trainer_state.safetensors"} <= set(saved)
     assert not any(name.endswith((".pt", ".pkl", ".bin")) for name in saved), saved  # nothing to unpickle
     resumed = train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
                                checkpoint_every=3, resume=True)
@@ -406,4 +408,138 @@ def test_cli_training_bad_input_is_one_line_exit_2(model_dir, tmp_path, capsys, 
                  "--model", str(model_dir), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("gptlearn: error: "), err
-    assert {"out-is-file": "is a file", "sentences-not-utf8": "not UTF-8", "empty-sentences": "no sentences"}[case] in err
+    expected = {"out-is-file": "is a file", "sentences-not-utf8": "not UTF-8", "empty-sentences": "no sentences"}
+    assert expected[case] in err
+
+
+# ---- the checkpoint: the trainer's format and checks, Ctrl-C, the lock ---------------------------------------
+def _stopped_run(tiny_config, pairs, out, *, still=True, at=7, **kw):
+    """Train, stopped by a KeyboardInterrupt after step ``at`` (what Ctrl-C does); returns a fresh-model maker."""
+    from gptlearn import GPT, Embedder
+
+    def fresh():
+        torch.manual_seed(0)
+        return Embedder(GPT(_still_config(tiny_config) if still else tiny_config), pooling="mean")
+
+    def stop(h):
+        if h.steps[-1] == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=out, callback=stop, **kw)
+    return fresh
+
+
+def test_a_resumed_run_with_dropout_equals_an_uninterrupted_one(tiny_config, small_pairs, tmp_path, capsys):
+    """Ctrl-C saves the last finished step even without checkpoint_every, and says so; the resumed run restores
+    AdamW's moments and the random streams (dropout here), so its weights equal the uninterrupted run's."""
+    from gptlearn import Embedder
+
+    pairs = small_pairs.head(48)
+    fresh = _stopped_run(tiny_config, pairs, tmp_path / "b", still=False)
+    assert "interrupted at step 7; a checkpoint is in" in capsys.readouterr().err
+    whole = train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "a")
+    resumed = train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
+                               resume=True)
+    assert resumed.losses == whole.losses and resumed.step == whole.step
+    a, b = Embedder.from_pretrained(tmp_path / "a"), Embedder.from_pretrained(tmp_path / "b")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_a_checkpoint_without_its_optimizer_state_is_refused(tiny_config, small_pairs, tmp_path):
+    """AdamW's moments missing from a checkpoint: resuming refuses in one line instead of continuing with fresh
+    moments (which silently changes the run)."""
+    pairs = small_pairs.head(48)
+    fresh = _stopped_run(tiny_config, pairs, tmp_path / "b", checkpoint_every=3)
+    ckpt = tmp_path / "b.checkpoint"
+    moments = [p for p in ckpt.iterdir() if p.suffix == ".safetensors" and p.name != "model.safetensors"]
+    assert moments
+    for p in moments:
+        p.unlink()
+    with pytest.raises(GptlearnError) as e:
+        train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
+                         checkpoint_every=3, resume=True)
+    assert "\n" not in str(e.value)
+
+
+def test_a_tampered_embedding_checkpoint_is_refused(tiny_config, small_pairs, tmp_path):
+    """The trainer's checks hold for this trainer's checkpoints too: AdamW moments of the wrong size, sealed again."""
+    from test_checkpoint import TAMPERS, _seal
+
+    pairs = small_pairs.head(48)
+    fresh = _stopped_run(tiny_config, pairs, tmp_path / "b")
+    for name in ("exp_avg of the wrong size", "NumPy position 1e8", "a step as a string"):
+        ckpt = tmp_path / "b.checkpoint"
+        original = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.name.startswith("trainer_state")}
+        _seal(ckpt, *TAMPERS[name])
+        with pytest.raises(GptlearnError, match="damaged") as e:
+            train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
+                             resume=True)
+        assert "\n" not in str(e.value)
+        for n, data in original.items():
+            (ckpt / n).write_bytes(data)
+
+
+@pytest.mark.parametrize("case", ["no checkpoint", "another model", "another seed"])
+def test_resume_refusals_are_one_line(model_dir, tmp_path, capsys, case):
+    import shutil
+
+    from gptlearn.cli import main
+
+    pairs = _pairs_file(tmp_path)
+    out = tmp_path / "emb"
+    base = ["train-embeddings", "--pairs", str(pairs), "--out", str(out), "--batch-size", "2", "--device", "cpu",
+            "--checkpoint-every", "1", "--epochs", "3"]
+    if case != "no checkpoint":
+        from gptlearn import embed_train
+
+        real = embed_train._EmbedRun.evaluate_epoch
+
+        def stop(self, step):
+            raise KeyboardInterrupt
+
+        embed_train._EmbedRun.evaluate_epoch = stop
+        try:
+            assert main([*base, "--model", str(model_dir)]) == 130
+        finally:
+            embed_train._EmbedRun.evaluate_epoch = real
+        assert (tmp_path / "emb.checkpoint" / "trainer_state.json").is_file()
+    other = tmp_path / "other-model"
+    shutil.copytree(model_dir, other)
+    capsys.readouterr()
+    model = str(other) if case == "another model" else str(model_dir)
+    code = main([*base, "--model", model, "--resume", *(["--seed", "9"] if case == "another seed" else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("gptlearn: error: "), err
+    assert {"no checkpoint": "nothing to resume", "another model": "model", "another seed": "seed 9"}[case] in err
+
+
+def test_one_lock_for_both_trainers(tiny_model, small_pairs, tmp_path):
+    """While a run (of either trainer) writes a folder, train-embeddings into it is refused before any work."""
+    from gptlearn.checkpoint import run_lock
+
+    steps = []
+    with run_lock(tmp_path / "emb"):
+        with pytest.raises(GptlearnError, match="another training run"):
+            train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu",
+                             out_dir=tmp_path / "emb", callback=steps.append)
+    assert steps == []
+
+
+def test_an_unrelated_checkpoint_folder_is_never_removed(tiny_model, small_pairs, tmp_path):
+    (tmp_path / "emb.checkpoint").mkdir()
+    (tmp_path / "emb.checkpoint" / "notes.txt").write_text("mine")
+    train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu",
+                     out_dir=tmp_path / "emb")
+    assert (tmp_path / "emb.checkpoint" / "notes.txt").read_text() == "mine"
+
+
+def test_the_history_is_the_shape_loss_curve_reads(tiny_model, small_pairs):
+    from gptlearn.plotting import loss_curve
+
+    hist = train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu")
+    fig = loss_curve(hist)
+    train = next(t for t in fig.data if t.name == "train")
+    assert list(train.x) == [float(s) for s in hist.step] and list(train.y) == pytest.approx(hist.train_loss)
+    assert hist.steps is hist.step and hist.losses is hist.train_loss  # the earlier names

@@ -98,7 +98,8 @@ def test_the_package_import_graph_has_no_circle():
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
     # the graph is the real one, not an empty reading of it
-    assert {"gptlearn.attention", "gptlearn.generate", "gptlearn.pretrained", "gptlearn.fast"} <= graph["gptlearn.model"]
+    assert {"gptlearn.attention", "gptlearn.pretrained", "gptlearn.hooks"} <= graph["gptlearn.model"]
+    assert {"gptlearn.model", "gptlearn.fast.linear"} <= graph["gptlearn.generate"]
     assert "gptlearn.kv_cache" in graph["gptlearn.attention"]
     assert "gptlearn.fast.fused" in graph["gptlearn.generate"]  # an import inside a function counts
     assert "gptlearn.model" not in graph["gptlearn.kv_cache"]  # a TYPE_CHECKING import does not
@@ -117,6 +118,29 @@ def test_the_checker_finds_circles_through_functions_and_skips_type_checking(tmp
     assert find_cycle(graph) is None
     (pkg / "sub" / "c.py").write_text("import pkg.a\nC = 2\n")  # now outside TYPE_CHECKING
     assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
+
+
+def test_the_model_imports_nothing_above_it():
+    """model.py reads as plain PyTorch: the speed wing and the sampling loop plug into it from outside (their
+    modules import model.py, never the other way), anywhere in its source, functions included."""
+    graph = import_graph(PACKAGE)
+    below = graph["gptlearn.model"]
+    assert not {"gptlearn.fast", "gptlearn.generate"} & below, below
+    assert not any(m.startswith("gptlearn.fast.") for m in below), below
+    assert "gptlearn.model" in graph["gptlearn.fast"] and "gptlearn.model" in graph["gptlearn.generate"]
+
+
+def test_gpt_says_which_implementation_it_runs():
+    import gptlearn
+    from gptlearn.fast import is_enabled
+
+    config = gptlearn.GPTConfig(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=50)
+    fast, plain = gptlearn.GPT(config), gptlearn.GPT(config, fast=False)
+    assert (fast.implementation, plain.implementation) == ("fast", "plain")
+    assert is_enabled(fast) and not is_enabled(plain)
+    assert "implementation='fast'" in repr(fast)
+    with pytest.raises(gptlearn.GptlearnError, match="implementation"):
+        gptlearn.GPT(config, implementation="flash")
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The run folder: checked before any work, locked while a run writes it, never taken over unasked, and
-clean after killed checkpoints (issue 16, classes 2 and 7)."""
+clean after killed checkpoints."""
 from __future__ import annotations
 
 import os
@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from train_kit import CLI_MODEL, FAST, REPO, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
+from train_kit import one_line as _one_line
+from train_kit import run_cli as _cli
 
 import gptlearn.train as gtrain
-from gptlearn import GPTConfig, cli
-from gptlearn.data import TokenDataset
+from gptlearn import GPTConfig
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import read_trainer_state, train
-from train_kit import REPO, FAST, CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
 
 
 def _entries(folder: Path) -> list[str]:

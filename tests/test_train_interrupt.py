@@ -2,10 +2,10 @@
 
 Each test interrupts step 2 of a 3-step run at one point, resumes the run, and compares the final weights
 and history with a run never interrupted (max difference 0.0). The points are every line the step runs in
-gptlearn/train.py (the loop, its update, its eval, its checkpoint) and the first line of each helper it
-calls, found by tracing one uninterrupted step. The interrupt is a real SIGINT raised at that line (what
-Ctrl-C does), and, inside the update, also a KeyboardInterrupt raised there directly (an interrupt the
-signal handler cannot hold back).
+gptlearn/train.py (the loop and its Run: the update, the eval, the checkpoint) and the first line of each
+helper it calls (there and in gptlearn/checkpoint.py and gptlearn/checks.py), found by tracing one
+uninterrupted step. The interrupt is a real SIGINT raised at that line (what Ctrl-C does), and, inside the
+update, also a KeyboardInterrupt raised there directly (an interrupt the signal handler cannot hold back).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import gptlearn.checkpoint as gcheckpoint
+import gptlearn.checks as gchecks
 import gptlearn.train as gtrain
 from gptlearn import GPTConfig
 from gptlearn.data import TokenDataset
@@ -25,7 +27,7 @@ from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import read_trainer_state, train
 
-TRAIN_FILE = gtrain.__file__
+TRAIN_FILES = {gtrain.__file__, gcheckpoint.__file__, gchecks.__file__}
 SETTINGS = dict(steps=3, eval_every=2, save_every=1, batch_size=2, block_size=16, eval_iters=1, sample_tokens=2,
                 progress=False, lr=3e-3, warmup=1, seed=5)
 AFTER = 1  # interrupt the step that follows step 1: step 2, which evaluates and writes a checkpoint
@@ -65,7 +67,7 @@ def run_parts(tmp_path_factory):
 
 
 class _Tracer:
-    """Counts the line events of step AFTER + 1 in gptlearn/train.py's frames (``points``: each distinct
+    """Counts the line events of step AFTER + 1 in the frames of the trainer's files (``points``: each distinct
     (function, line) with the index of its first event), or interrupts the run at event ``fire_at``:
     ``how="signal"`` raises SIGINT, as Ctrl-C does; ``how="raise"`` raises KeyboardInterrupt at that line."""
 
@@ -74,16 +76,16 @@ class _Tracer:
         self.points: dict[tuple[str, int], int] = {}
         self.events = 0
         self.armed = self.fired = False
-        source, first = inspect.getsourcelines(gtrain._train)
-        self.loop_line = first + next(i for i, line in enumerate(source) if "while step < args.steps" in line)
+        source, first = inspect.getsourcelines(gtrain._loop)
+        self.loop_line = first + next(i for i, line in enumerate(source) if "while step < steps" in line)
 
     def _global(self, frame, event, arg):
-        return self._local if frame.f_code.co_filename == TRAIN_FILE and not self.fired else None
+        return self._local if frame.f_code.co_filename in TRAIN_FILES and not self.fired else None
 
     def _local(self, frame, event, arg):
         if event != "line" or self.fired:
             return None if self.fired else self._local
-        if frame.f_code is gtrain._train.__code__ and frame.f_lineno == self.loop_line:
+        if frame.f_code is gtrain._loop.__code__ and frame.f_lineno == self.loop_line:
             self.armed = frame.f_locals["step"] == AFTER
         if self.armed:
             self.events += 1
@@ -107,7 +109,7 @@ class _Tracer:
 
 def _chosen(points: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
     """Every line of the loop and its closures, and of the update's helpers; the first line of the others."""
-    own = ("_train", "_Interrupts", "TrainHistory.record")
+    own = ("_loop", "Run.", "Interrupts", "TrainHistory.record")
     firsts: dict[str, tuple[str, int, int]] = {}
     chosen = []
     for (name, line), index in sorted(points.items(), key=lambda kv: kv[1]):
@@ -139,8 +141,8 @@ def _interrupt_and_resume(run_parts, tmp_path: Path, index: int, how: str) -> in
 def test_the_traced_step_runs_the_update_eval_and_checkpoint(run_parts):
     points = run_parts[-1]
     names = {name for name, _ in points}
-    for inside in ("_Interrupts.held", "TrainHistory.record", "_train.<locals>.evaluate", "_train.<locals>.save",
-                   "write_trainer_state", "_non_finite", "lr_at", "_rng_state"):
+    for inside in ("Interrupts.held", "TrainHistory.record", "Run.evaluate", "Run.save", "Run.step", "Run.update",
+                   "write_trainer_state", "non_finite", "warmup_cosine_lr", "rng_state"):
         assert inside in names, inside
     assert len(_chosen(points)) >= 80
 
@@ -161,11 +163,11 @@ def test_sigint_at_every_line_of_a_step_resumes_exactly(run_parts, tmp_path):
 def test_keyboard_interrupt_inside_the_update_resumes_exactly(run_parts, tmp_path):
     """A KeyboardInterrupt raised inside the update itself (after optimizer.step(), before the step count
     moves on), which no signal handler can defer: nothing of that half-made step is saved."""
-    source, first = inspect.getsourcelines(gtrain._train)
-    update = [first + i for i, line in enumerate(source) if "optimizer.step()" in line or "whole = True" in line]
+    source, first = inspect.getsourcelines(gtrain._loop)
+    update = [first + i for i, line in enumerate(source) if "run.update(" in line or "whole = True" in line]
     inside = [(name, line, index) for name, line, index in _chosen(run_parts[-1])
-              if name in ("TrainHistory.record", "_rng_state")
-              or (name == "_train" and update[0] <= line <= update[-1])]
+              if name in ("Run.update", "TrainHistory.record", "rng_state")
+              or (name == "_loop" and update[0] <= line <= update[-1])]
     assert len(inside) >= 8
     steps = {(name, line): _interrupt_and_resume(run_parts, tmp_path, index, "raise") for name, line, index in inside}
     assert all(s == AFTER for s in steps.values()), steps  # the checkpoint of step 1 stands

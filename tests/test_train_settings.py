@@ -1,25 +1,25 @@
-"""Every setting of a run checked in one place, before any work (issue 16, class 9); a resumed run keeps its
-settings (or names the ones that differ); and sizes that cannot fit are refused before allocating (class 6)."""
+"""Every setting of a run checked in one place, before any work; a resumed run keeps its
+settings (or names the ones that differ); and sizes that cannot fit are refused before allocating."""
 from __future__ import annotations
 
 import math
 import os
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from train_kit import CLI_MODEL, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
+from train_kit import one_line as _one_line
+from train_kit import run_cli as _cli
 
 import gptlearn.train as gtrain
-from gptlearn import GPT, GPTConfig, cli
+from gptlearn import GPT, GPTConfig
 from gptlearn.config import PRESETS
 from gptlearn.errors import GptlearnError
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import RESUME_MAY_CHANGE, TrainConfig, read_trainer_state, train
-from train_kit import CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
 
 
 # ---- every field has a rule, and the rules hold whatever the value -------------------------------------------
@@ -34,14 +34,16 @@ def _allowed(name: str, v) -> bool:
     def number(x, lo=-math.inf, hi=math.inf):
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
 
-    def integer(x, lo):
-        return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+    def integer(x, lo, hi=10**8):  # the upper bounds keep a run from asking for a loop that never ends
+        return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
 
     path = isinstance(v, (str, os.PathLike)) and str(v).strip() != "" and "\0" not in str(v)
     return {
-        "steps": integer(v, 1), "batch_size": integer(v, 1), "grad_accum": integer(v, 1), "eval_every": integer(v, 1),
-        "eval_iters": integer(v, 1), "block_size": v is None or integer(v, 1), "save_every": v is None or integer(v, 1),
-        "warmup": integer(v, 0), "sample_tokens": integer(v, 0), "seed": integer(v, 0) and v < 2**32,
+        "steps": integer(v, 1), "batch_size": integer(v, 1, math.inf), "grad_accum": integer(v, 1, 4096),
+        "eval_every": integer(v, 1), "eval_iters": integer(v, 1, 10_000),
+        "block_size": v is None or integer(v, 1, math.inf),
+        "save_every": v is None or integer(v, 1), "warmup": integer(v, 0), "sample_tokens": integer(v, 0, 100_000),
+        "seed": integer(v, 0, 2**32 - 1),
         "lr": number(v) and v > 0, "min_lr": v is None or (number(v, 0) and v <= 1e-3),  # at most lr (1e-3)
         "weight_decay": number(v, 0), "grad_clip": number(v, 0),
         "betas": isinstance(v, (tuple, list)) and len(v) == 2 and all(number(b, 0) and b < 1 for b in v),
@@ -57,7 +59,9 @@ def _allowed(name: str, v) -> bool:
 
 
 VALUES = st.one_of(
-    st.integers(-3, 3), st.integers(2**31, 2**70), st.integers(max_value=-(2**40)), st.floats(allow_nan=True),
+    st.integers(-3, 3), st.integers(2**31, 2**70), st.sampled_from([4096, 4097, 10_000, 10_001, 100_000, 100_001,
+                                                                     2**20, 2**20 + 1, 10**8, 10**8 + 1]),
+    st.integers(max_value=-(2**40)), st.floats(allow_nan=True),
     st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.0, float("inf"), float("-inf"), float("nan"), 1e-3, 2e-3]),
     st.booleans(), st.none(), st.text(max_size=6),
     st.sampled_from(["gpt2", "char", "bpe:300", "bpe:12", "bpe:x", "bpe:", "cpu", "cuda:0", "meta", "auto", "mps",
@@ -78,7 +82,8 @@ def test_any_value_of_any_field_is_accepted_only_if_allowed_else_one_line(name, 
     except GptlearnError as e:
         accepted = False
         assert str(e).startswith(name) and "\n" not in str(e), str(e)
-    if isinstance(value, str) and name == "tokenizer" and os.path.isdir(value):
+    folder = isinstance(value, str) and "\0" not in value and os.path.isdir(os.path.expanduser(value))
+    if name == "tokenizer" and folder:
         return  # a folder holding tokenizer files is a tokenizer too
     assert accepted == _allowed(name, value), (name, value)
 

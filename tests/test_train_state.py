@@ -1,6 +1,6 @@
 """The trainer state on disk (no pickle, damage caught) and the NaN guard (a checkpoint is always a good one).
 
-Issue 16, classes 1 and 3: a planted ``trainer_state.pt`` is never unpickled; a garbage, empty or truncated
+A planted ``trainer_state.pt`` is never unpickled; a garbage, empty or truncated
 state is one clear line; a run that diverges never writes, nor replaces, a checkpoint that is not finite.
 """
 from __future__ import annotations
@@ -15,15 +15,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from train_kit import CLI_MODEL, FAST, REPO, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
+from train_kit import one_line as _one_line
+from train_kit import run_cli as _cli
 
-from gptlearn import GPT, GPTConfig, cli
+from gptlearn import GPT, GPTConfig
+from gptlearn.checkpoint import LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, _checksum
 from gptlearn.data import TokenDataset
 from gptlearn.errors import GptlearnError
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
-from gptlearn.train import (LEGACY_STATE_FILE, STATE_FILE, STATE_TENSORS, TrainConfig, _checksum, read_trainer_state,
-                            train)
-from train_kit import REPO, FAST, CLI_MODEL, _quiet_and_single_threaded, text_file, run_cli as _cli, one_line as _one_line  # noqa: F401 (fixtures)
+from gptlearn.train import TrainConfig, read_trainer_state, train
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def _folder_bytes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-# ---- class 1: nothing is unpickled ----------------------------------------------------------------------
+# ---- nothing is unpickled -------------------------------------------------------------------------------
 def test_the_state_is_json_and_safetensors_and_reads_back_as_written(tiny, tmp_path):
     config, data = tiny
     train(config, data, out_dir=tmp_path / "run", steps=4, eval_every=2, **FAST)
@@ -120,7 +122,7 @@ def test_the_package_never_unpickles():
     assert offenders == []
 
 
-# ---- class 1: a damaged state is one clear line ---------------------------------------------------------
+# ---- a damaged state is one clear line ------------------------------------------------------------------
 def _rewrite(out: Path, change) -> None:
     """Change trainer_state.json with ``change(meta)`` and seal it again (a crafted file, not a damaged one)."""
     meta = json.loads((out / STATE_FILE).read_text())
@@ -213,7 +215,7 @@ def test_any_truncation_or_corruption_is_refused_or_changes_nothing(good_run, wh
         path.write_bytes(original)
 
 
-# ---- class 3: a checkpoint is written only when it is finite ---------------------------------------------
+# ---- a checkpoint is written only when it is finite ------------------------------------------------------
 POISONS = {  # name -> (what a callback does at the eval of step 4, just before its checkpoint; the message)
     "a NaN weight": (lambda m: m.wte.weight.data.__setitem__((0, 0), float("nan")),
                      r"the weight wte\.weight is not finite"),

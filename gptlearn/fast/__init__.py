@@ -1,10 +1,11 @@
 """The speed wing: faster versions of the model's layers, kept apart from the teaching code.
 
-``gptlearn/model.py`` builds GPT-2 from plain PyTorch layers. :func:`enable` (which ``GPT(config)``
-calls unless ``fast=False``) swaps some of them, in place, for the subclasses below: each keeps its
-parameters, state dict and hooks and overrides only ``forward``, and gives the same numbers within
-float rounding. :func:`disable` swaps them back. Each module says what its trick does; the timings
-are in ``bench/README.md``, and the book's chapter "Making it fast" measures them against the roofline.
+``gptlearn/model.py`` builds GPT-2 from plain PyTorch layers. :func:`enable` (registered as the
+implementation ``"fast"``, which ``GPT(config)`` runs unless ``fast=False``) swaps some of them, in place,
+for the subclasses below: each keeps its parameters, state dict and hooks and overrides only ``forward``,
+and gives the same numbers within float rounding. :func:`disable` swaps them back. Each module says what its
+trick does; the timings are in ``bench/README.md``, and the book's chapter "Making it fast" measures them
+against the roofline.
 
 ================================  ========================  ==============================================
 layer (plain)                     becomes                   the trick
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..model import register_implementation
 from .embedding import Embedding
 from .gelu import GELU
 from .hooks import HookPoint
@@ -50,6 +52,9 @@ def enable(model: nn.Module) -> nn.Module:
             module.plain_class = type(module)  # what disable() puts back
             module.__class__ = wing  # the same object, parameters and hooks; only forward changes
     return model
+
+
+register_implementation("fast", enable)  # GPT(config) runs it unless told "plain"
 
 
 def disable(model: nn.Module) -> nn.Module:

@@ -8,24 +8,27 @@ a page fault per 4 KB before it holds a single number. Two ways round it:
   that nothing refers to any more (a small pool, at most 1 GiB). It touches nothing else in the process.
   The no-autograd logits (:mod:`gptlearn.fast.unembed`) and the (V, C) gradients of the token embedding
   and of the blocked loss use it.
-- :func:`keep_freed_memory`: tell glibc to keep freed memory in the heap for the whole process (what
-  ``train()`` does for CPU runs). The process then does not give that memory back until it exits.
+- :func:`keep_freed_memory`: tell glibc to keep freed memory in the heap for the whole process. The
+  process then does not give that memory back until it exits. :func:`freed_memory_kept` does the same
+  for the length of a ``with`` block and then puts glibc's defaults back (what ``train()`` and
+  ``train_embeddings()`` do for CPU runs).
 
 What each costs and saves is measured in ``bench/README.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import sys
 import threading
 import weakref
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
-__all__ = ["empty_reused", "reused_blocks", "release_reused", "keep_freed_memory"]
+__all__ = ["empty_reused", "reused_blocks", "release_reused", "keep_freed_memory", "freed_memory_kept"]
 
 REUSE_MIN_BYTES = 32 << 20  # smaller blocks glibc reuses by itself (32 MB is its largest mmap threshold)
 REUSE_MAX_BYTES = 1 << 30  # the pool never holds more than this
@@ -96,18 +99,45 @@ def keep_freed_memory() -> bool:
 
     After this call large blocks come from the heap and stay there (up to 1 GiB of free space at its
     top is kept) instead of fresh pages for every new tensor. The price: the process does not give that
-    memory back to the system until it exits. Process-wide and idempotent; ``train()`` and
-    ``train_embeddings()`` call it for CPU runs. Returns True when the setting took effect.
+    memory back to the system until it exits. Process-wide and idempotent (:func:`freed_memory_kept` is
+    the same for a ``with`` block). Returns True when the setting took effect.
     """
     global _kept
     if _kept:
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _kept
+
+
+_GLIBC_DEFAULTS = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024))  # malloc(3)'s documented defaults
+
+
+def _mallopt():
+    """glibc's ``mallopt``, or None (not Linux, or not glibc: musl has none)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[bool]:
+    """:func:`keep_freed_memory` while the block runs (yields whether it took effect); afterwards glibc's
+    defaults are back, so the process again returns freed memory to the system. A setting made before the
+    block by :func:`keep_freed_memory` stays as it was."""
+    global _kept
+    was = _kept
+    took = keep_freed_memory()
+    try:
+        yield took
+    finally:
+        mallopt = _mallopt()
+        if took and not was and mallopt is not None:
+            for param, value in _GLIBC_DEFAULTS:
+                mallopt(param, value)
+            _kept = False

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from .atomic import write_file
+from .folders import expand_path
+from .safeio import read_regular
 from .errors import GptlearnError, InvalidTypeError, InvalidValueError
 from .tokenizers.base import encode_document
 
@@ -100,7 +102,7 @@ DATASETS: dict[str, Dataset] = {
 
 def cache_dir() -> Path:
     """``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gptlearn").expanduser()
+    return expand_path(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "gptlearn"), CACHE_ENV)
 
 
 def _sha256_file(path: Path) -> str:
@@ -229,7 +231,7 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
     except KeyError:
         raise GptlearnError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} or pass a file") from None
     data_dir = os.environ.get(DATA_DIR_ENV)
-    roots = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir()]
+    roots = ([expand_path(data_dir, "the data folder")] if data_dir else []) + [cache_dir()]
     for root in roots:
         if all((root / rel).is_file() for rel in ds.files):
             for rel, sha in ds.files.items():
@@ -246,7 +248,7 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+    data = read_regular(path)  # a FIFO or a device is refused, not read
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -259,7 +261,7 @@ def _read_utf8(path: Path) -> str:
 def load_text(path_or_name: str | os.PathLike) -> str:
     """A UTF-8 text file, a folder of ``.txt`` files (sorted, joined by a blank line), or a named
     data set such as ``"tinyshakespeare"``."""
-    path = Path(path_or_name).expanduser()
+    path = expand_path(path_or_name, "the data")
     if not path.exists() and str(path_or_name) in DATASETS:
         path = dataset_path(str(path_or_name))
     if path.is_dir():
@@ -315,7 +317,7 @@ class TokenDataset:
         self._ordinary_ids: torch.Tensor | None = None  # ids but the special tokens (induction rows), made once
         self.dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
         text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        root = Path(cache).expanduser() if cache is not None else cache_dir() / "tokens"
+        root = expand_path(cache, "the token cache") if cache is not None else cache_dir() / "tokens"
         stem = f"{text_sha}-{tokenizer_id(tokenizer)}-val{val_fraction:g}"
         self.path = root / f"{stem}.bin"
         meta_path = root / f"{stem}.json"
@@ -499,14 +501,14 @@ def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
     ``"book-pairs-dev"`` (shipped in the package, labels 0/1).
     """
     key = str(path)
-    p = Path(path).expanduser()
+    p = expand_path(path, "the file")
     if not p.exists() and key in NAMED_PAIRS:
         p = _named_pairs_path(key)
     if p.is_dir():
         raise GptlearnError(f"{p} is a folder; pass a pair file (TSV) or one of {sorted(NAMED_PAIRS)}")
     if not p.is_file():
         raise GptlearnError(f"pair file {key!r} not found; pass a TSV file or one of {sorted(NAMED_PAIRS)}")
-    data = p.read_bytes()
+    data = read_regular(p)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise GptlearnError(f"{p} is UTF-16 text; save it as UTF-8 (tab-separated) and try again")
     raw_lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not text
@@ -584,10 +586,10 @@ def read_sentences(path: str | os.PathLike) -> list[str]:
     """Unlabelled sentences for distillation: one a line, UTF-8, blank lines skipped, spaces trimmed.
 
     A file that is missing, not UTF-8, or holds no sentence raises :class:`GptlearnError`."""
-    p = Path(path).expanduser()
+    p = expand_path(path, "the file")
     if not p.is_file():
         raise GptlearnError(f"sentence file {str(path)!r} not found; pass a text file with one sentence a line")
-    raw = p.read_bytes()
+    raw = read_regular(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_bool, check_path
 from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError, read_json
 from .model import GPT
 from .tokenizers.base import encode_document
@@ -289,7 +290,8 @@ class Embedder(nn.Module):
         return sign * pairwise(_rows(embeddings1), _rows(embeddings2), self.similarity_fn_name)  # (N,)
 
     # ---- saving and loading ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, *, sentence_transformers: bool | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, *, sentence_transformers: bool | None = None,
+                        overwrite: bool = False) -> Path:
         """Write the model folder (:meth:`GPT.save_pretrained`) plus ``embedder.json`` (pooling, layer,
         max_length, similarity_fn_name, has_projection) and, if there is a projection,
         ``projection.safetensors``; the folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`).
@@ -301,7 +303,8 @@ class Embedder(nn.Module):
         projection. That needs a byte-level BPE tokenizer with ``<|endoftext|>`` and ``layer=-1``
         (sentence-transformers pools the last hidden state). ``sentence_transformers=None`` writes those
         files when this embedder can be exported and skips them otherwise; ``True`` insists (a
-        ValueError says why it cannot); ``False`` never writes them.
+        ValueError says why it cannot); ``False`` never writes them. A folder holding anything gptlearn did
+        not write there for an embedder is refused unless ``overwrite`` (:mod:`gptlearn.folders`).
         """
         from safetensors.torch import save_file
 
@@ -309,6 +312,10 @@ class Embedder(nn.Module):
         from .pretrained import save_pretrained
         from .tokenizers import TOKENIZER_FILES
 
+        check_path(directory, "directory")
+        if sentence_transformers is not None:
+            check_bool(sentence_transformers, "sentence_transformers")
+        check_bool(overwrite, "overwrite")
         directory = Path(directory)
         why_not = self._why_not_sentence_transformers()
         if sentence_transformers and why_not:
@@ -329,7 +336,8 @@ class Embedder(nn.Module):
                 self._write_sentence_transformers_files(tmp)
 
         tokenizer_files = TOKENIZER_FILES if hasattr(self.tokenizer, "save") else ()
-        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files, *_ST_FILES))
+        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files, *_ST_FILES),
+                     kind="embedder", overwrite=overwrite)
         return directory
 
     def _why_not_sentence_transformers(self) -> str | None:
@@ -387,6 +395,7 @@ class Embedder(nn.Module):
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
         from .atomic import recover_folder
+        from .folders import expand_path
         from .model import from_pretrained
         from .pretrained import BUNDLED
 
@@ -394,7 +403,7 @@ class Embedder(nn.Module):
         unknown = set(overrides) - allowed
         if unknown:
             raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
+        folder = recover_folder(expand_path(name_or_path, "the model"), remove=False)  # a save killed half-way
         if not folder.is_dir() and str(name_or_path) in BUNDLED:
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)

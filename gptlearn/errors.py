@@ -63,14 +63,19 @@ class UnavailableError(GptlearnError, RuntimeError):
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """The value in the JSON file ``path``, or an :class:`InvalidFileError` "``path`` is not ``what``: why"
-    (not readable, not UTF-8, not JSON, nested too deeply). A UTF-8 byte-order mark is allowed.
+    (not readable, not a regular file, larger than :data:`gptlearn.safeio.JSON_MAX_BYTES`, not UTF-8, not JSON,
+    nested too deeply). A UTF-8 byte-order mark is allowed.
 
     Callers then check the value's type and fields, with messages in the same form.
     """
+    from .safeio import JSON_MAX_BYTES, read_regular
+
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise InvalidFileError(f"{path} is not {what}: it cannot be read ({e.strerror or e})") from None
+        data = read_regular(path, max_bytes=JSON_MAX_BYTES)  # a FIFO or /dev/zero is refused, not read
+    except MissingFileError:
+        raise InvalidFileError(f"{path} is not {what}: it cannot be read (No such file or directory)") from None
+    except InvalidFileError as e:
+        raise InvalidFileError(f"{path} is not {what}: {str(e).removeprefix(str(path) + ' ')}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from .checks import check_bool, check_device, check_texts, describe
 from .errors import InvalidTypeError, InvalidValueError, UnknownNameError
 
 __all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
@@ -201,9 +202,10 @@ class HookedRootModule(nn.Module):
             return [p for n, p in points.items() if names(n)]
         if isinstance(names, str):
             names = [names]
-        elif not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"names_filter takes a hook name, a list of names or a function name -> bool, "
-                            f"got {type(names).__name__}")
+        elif (not isinstance(names, Iterable) or isinstance(names, (bytes, dict))
+              or not all(isinstance(n, str) for n in names)):
+            raise InvalidTypeError(f"names_filter must be a hook name, a list of names or a function name -> bool, "
+                                   f"got {describe(names)}")
         picked: dict[str, HookPoint] = {}
         for name in names:
             full = get_act_name(name)
@@ -267,6 +269,8 @@ class HookedRootModule(nn.Module):
         are detached and live on ``device`` (default: where they were computed);
         ``remove_batch_dim=True`` drops the batch dimension of a batch of one.
         """
+        check_bool(remove_batch_dim, "remove_batch_dim")
+        check_device(device, "device")
         idx = self._as_ids(idx, "run_with_cache")
         if remove_batch_dim and idx.size(0) != 1:
             raise InvalidValueError(f"remove_batch_dim needs a batch of one, got {idx.size(0)} rows")
@@ -289,7 +293,7 @@ class HookedRootModule(nn.Module):
         if isinstance(idx, str) or (isinstance(idx, (list, tuple)) and idx and all(isinstance(t, str) for t in idx)):
             return self.to_tokens(idx)
         if not isinstance(idx, torch.Tensor):
-            raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
+            raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {describe(idx)}")
         return idx
 
     def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False,
@@ -305,16 +309,18 @@ class HookedRootModule(nn.Module):
         0 on padding. Real tokens never see the padding after them (attention is causal), so their
         logits and activations are those of the text alone.
         """
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = check_texts(text, "text")
+        check_bool(prepend_bos, "prepend_bos")
+        check_bool(return_attention_mask, "return_attention_mask")
         if not texts:
-            raise ValueError("to_tokens needs at least one text")
+            raise InvalidValueError("text must be a str or a non-empty list of str, got an empty list")
         tok = self.tokenizer
         encode = tok.encode
         rows = [encode(t, allowed_special="all") if hasattr(tok, "special_tokens") else encode(t) for t in texts]
         bos = getattr(tok, "eot_token", None)
         if prepend_bos:
             if bos is None:
-                raise ValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
+                raise InvalidValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
             rows = [[bos, *r] for r in rows]
         T = max(len(r) for r in rows)
         pad = bos if bos is not None else 0

@@ -22,9 +22,10 @@ from torch import nn
 from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .devices import resolve_device
-from .errors import InvalidValueError, NoTokenizerError
+from .checks import check_int, describe
+from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
 from .fast import enable as use_fast_layers
-from .generate import GenerationMixin, check_token_ids
+from .generate import GenerationMixin, check_targets, check_token_ids
 from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
@@ -174,6 +175,10 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
         tensors; the attention hooks keep their (B, ...) shapes.
         """
         check_token_ids(idx, self.config.vocab_size)
+        check_int(layer, "layer", low=-1, high=self.config.n_layer - 1)
+        if kv_cache is not None and not isinstance(kv_cache, KVCache):
+            raise InvalidTypeError(f"kv_cache must be a KVCache (KVCache.for_model(model, B)) or None, got "
+                                   f"{describe(kv_cache)}")
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.n_positions:
@@ -181,8 +186,6 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
                 f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions}); "
                 "crop it (generate() does this for you)"
             )
-        if layer < -1 or layer >= self.config.n_layer:
-            raise InvalidValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
         packing = None
         if lengths is not None:
             if kv_cache is not None:
@@ -212,7 +215,8 @@ class GPT(HookedRootModule, GenerationMixin, PretrainedMixin):
             idx = idx.unsqueeze(0)
         x = self.hidden_states(idx, kv_cache=kv_cache)  # (B, T, C)
         if targets is not None:
-            return self.lm_head.loss(x, targets.view(idx.shape))
+            check_targets(targets, idx.shape, self.config.vocab_size)
+            return self.lm_head.loss(x, targets.reshape(idx.shape))
         return self.lm_head(x)  # (B, T, C) -> (B, T, V)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import regex
 
 from ..atomic import write_file
 from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError, read_json
+from ..safeio import JSON_MAX_BYTES, read_regular
 from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
                    check_ids, check_text)
 
@@ -154,7 +155,7 @@ def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
     """Parse a GPT-2 ``vocab.bpe`` / HF ``merges.txt``: a ``#version`` line, then one "a b" pair a line."""
-    data = path.read_bytes()
+    data = read_regular(path, max_bytes=JSON_MAX_BYTES)  # a FIFO or a device is refused, not read
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

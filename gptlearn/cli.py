@@ -310,6 +310,10 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"  # torch's, a RuntimeError
 
 
+def _no_home(e: BaseException) -> bool:
+    return type(e) is RuntimeError and str(e).startswith("Could not determine home directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gptlearn`` command; returns the exit status (0 ok, 2 a user error)."""
     parser = build_parser()
@@ -335,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gptlearn: error: {_one_line(e)}", file=sys.stderr)
             return 2
         except (MemoryError, RuntimeError) as e:
+            if _no_home(e):  # Path.expanduser on "~nosuchuser/..." in a path the user gave
+                print("gptlearn: error: a path starts with ~USER for a user this machine does not have (or ~ with no "
+                      "home folder); give the full path", file=sys.stderr)
+                return 2
             if not _out_of_memory(e):
                 raise  # a bug: its traceback
             print(f"gptlearn: error: out of memory ({_one_line(e)[:200]}); use a smaller model, batch or --device",

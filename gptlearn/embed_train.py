@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .atomic import write_file, write_folder
+from .folders import check_folder, check_name
 from .data import PairData, read_pairs, read_sentences
 from .errors import GptlearnError
 
@@ -358,7 +359,7 @@ def _save_atomically(embedder: Any, out_dir: Path, extra: dict, *, also: Callabl
         if also is not None:
             also(tmp)
 
-    write_folder(out_dir, write, owns=("train_embeddings.json", *owns))
+    write_folder(out_dir, write, owns=("train_embeddings.json", *owns), kind="embedder")
 
 
 def _check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -367,8 +368,8 @@ def _check_out_dir(out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GptlearnError(f"--out {out_dir} is a file; pass a folder to write the embedder into")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
-        raise GptlearnError(f"{out_dir} is a non-empty folder that is not a model folder; pick a new --out folder")
+    check_name(out_dir, "--out")
+    check_folder(out_dir, kind="embedder", what="--out", hint=None)  # gptlearn/folders.py: only its own embedders
     parent = out_dir.absolute().parent  # the swap writes a temporary folder beside out_dir
     while not parent.exists():
         parent = parent.parent

@@ -30,7 +30,7 @@ from typing import Any
 
 from .errors import GptlearnError, InvalidValueError
 
-__all__ = ["MANIFEST", "KINDS", "FolderInUseError", "expand_path", "check_name", "read_manifest",
+__all__ = ["MANIFEST", "KINDS", "FolderInUseError", "NotAFolderError", "expand_path", "check_name", "read_manifest",
            "manifest_data", "check_folder", "refuse_foreign"]
 
 MANIFEST = ".gptlearn-manifest.json"
@@ -41,7 +41,7 @@ TEMP_SUFFIX_CHARS = 48  # what a temporary sibling adds to a name: ".NAME.tmp-PI
 
 _MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.json", "merges.txt",
                 "char_tokenizer.json")
-_LEGACY = {  # kind -> (the files an earlier gptlearn wrote for it)
+_WRITES = {  # kind -> the files a save of that kind writes (and an earlier gptlearn, without manifests, wrote)
     "model": _MODEL_FILES,
     "embedder": (*_MODEL_FILES, "embedder.json", "projection.safetensors", "train_embeddings.json", "modules.json",
                  "sentence_bert_config.json", "config_sentence_transformers.json", "tokenizer_config.json",
@@ -54,6 +54,10 @@ _LEGACY = {  # kind -> (the files an earlier gptlearn wrote for it)
 
 class FolderInUseError(GptlearnError, FileExistsError):
     """A folder that holds things gptlearn did not write, where a save was asked for."""
+
+
+class NotAFolderError(GptlearnError, NotADirectoryError):
+    """A file (or a link to one) where a folder to save into was asked for."""
 
 
 def expand_path(path: str | os.PathLike, what: str = "the path") -> Path:
@@ -164,19 +168,26 @@ def _listing(names: list[str], limit: int = 3) -> str:
 
 
 def check_folder(folder: str | os.PathLike, *, kind: str, overwrite: bool = False, what: str = "the folder",
-                 hint: str = "pass overwrite=True (--overwrite)") -> set[str]:
+                 hint: str | None = "pass overwrite=True") -> set[str]:
     """Refuse to write ``kind`` into ``folder`` unless it is missing, empty, or made by gptlearn for ``kind``
     (or ``overwrite``); returns the names gptlearn wrote there, which a save may replace or remove.
 
-    Raises :class:`FolderInUseError` naming what is there. Hidden bookkeeping of gptlearn's own (the
-    manifest, a lock) does not count.
+    Raises :class:`FolderInUseError` naming what is there; also when a file a save of ``kind`` writes
+    (``config.json``, ``index.html``, ...) is there and gptlearn did not write it. Hidden bookkeeping of
+    gptlearn's own (the manifest, a lock) does not count. ``hint`` says how to ask for ``overwrite``
+    (None: it cannot be asked for).
     """
-    if kind not in KINDS:
+    ours = _check_folder(Path(folder), kind, overwrite, what, hint)
+    refuse_foreign(Path(folder), set(_WRITES.get(kind, ())), ours, what)
+    return ours
+
+
+def _check_folder(folder: Path, kind: str, overwrite: bool, what: str, hint: str | None) -> set[str]:
+    if kind not in KINDS:  # a caller's mistake
         raise InvalidValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    folder = Path(folder)
     if not folder.is_dir():
         if folder.exists() or folder.is_symlink():
-            raise FolderInUseError(f"{what} {folder} is a file, not a folder; choose a folder")
+            raise NotAFolderError(f"{what} {folder} is a file, not a folder; choose a folder")
         return set()
     names = sorted(p.name for p in folder.iterdir() if p.name not in BOOKKEEPING)
     if not names:
@@ -187,14 +198,15 @@ def check_folder(folder: str | os.PathLike, *, kind: str, overwrite: bool = Fals
         if manifest["kind"] == kind or overwrite:
             return ours
         raise FolderInUseError(f"{what} {folder} holds a {manifest['kind']} that gptlearn wrote, not a {kind}; "
-                               f"choose another folder, or {hint} to replace gptlearn's files there")
+                               "choose another folder" + (f", or {hint} to replace gptlearn's files there" if hint else ""))
     legacy = _legacy_kind(folder)
     if legacy is not None and (overwrite or (legacy == kind and kind != "model")):  # a GPT-2 folder may be anyone's
-        return set(_LEGACY[legacy]) & set(names)
+        return set(_WRITES[legacy]) & set(names)
     if overwrite:
         return set()
     raise FolderInUseError(f"{what} {folder} is not empty and gptlearn did not write it: it holds {_listing(names)}; "
-                           f"choose a new or empty folder, or {hint} (which replaces only files gptlearn wrote)")
+                           "choose a new or empty folder"
+                           + (f", or {hint} (which keeps them and replaces only files gptlearn wrote)" if hint else ""))
 
 
 def refuse_foreign(folder: Path, written: set[str], ours: set[str], what: str = "the folder") -> None:

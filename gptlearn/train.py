@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .atomic import recover_folder, write_folder
+from .folders import check_folder, check_name
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
@@ -616,12 +617,12 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
     """Refuse an output folder the run must not write into; returns the names a replaced run leaves there
     (the first checkpoint of an ``overwrite`` run removes them). Hidden entries do not count."""
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    if args.resume or not names:
+    if args.resume:
         return set()  # resume: read_trainer_state says what is wrong with the run, if anything
+    if args.overwrite or not names:  # the folder rule (gptlearn/folders.py): only files gptlearn wrote are replaced
+        return check_folder(out, kind="run", overwrite=args.overwrite, what="--out", hint="pass --overwrite")
     is_run = (out / STATE_FILE).is_file() or (out / LEGACY_STATE_FILE).is_file()
     is_model = (out / "config.json").is_file()
-    if args.overwrite and (is_run or is_model):
-        return names
     if is_run and not (out / STATE_FILE).is_file():  # only an older version's pickle: --resume would refuse it
         raise GptlearnError(f"{out} holds the training run of an older gptlearn ({LEGACY_STATE_FILE}, a pickle, "
                             "never loaded); replace it with --overwrite, or choose another --out")
@@ -632,8 +633,8 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
         raise GptlearnError(f"{out} already holds a model (config.json); replace it with --overwrite, or choose "
                             "another --out")
     raise GptlearnError(f"{out} is not empty and holds no training run ({len(names)} entries, e.g. "
-                        f"{sorted(names)[0]!r}); choose a new or empty folder for --out"
-                        + (" (--overwrite replaces only a run or a model)" if args.overwrite else ""))
+                        f"{sorted(names)[0]!r}); choose a new or empty folder for --out, or pass --overwrite (which "
+                        "keeps them and replaces only files gptlearn wrote)")
 
 
 def _run_progress(out: Path) -> str:
@@ -650,6 +651,7 @@ def _open_run_folder(out: Path, args: TrainConfig, stack: contextlib.ExitStack) 
     """Make ``out`` ready for this run before any work: locked (until ``stack`` closes), a checkpoint killed
     half-way finished or undone and its leftovers removed (before the folder is created, since a killed
     swap may have moved it aside), writable, and free for this run (:func:`_check_out`)."""
+    check_name(out, "--out")  # a name too long for the temporary folder beside it: before any work
     if not out.is_dir():
         _check_writable(out, parent_only=True)  # its parent must take it (and the lock)
     stack.enter_context(_locked(out))
@@ -1102,7 +1104,8 @@ def _train(config_or_model, data, args: TrainConfig, *, callback, dev: torch.dev
                 raw.save_pretrained(tmp)
                 write_trainer_state(tmp, **state)
 
-            write_folder(out, write, owns=(*STATE_FILES, *replaced))  # the first save of --overwrite: all old files
+            write_folder(out, write, owns=(*STATE_FILES, *replaced), kind="run",  # the first save of --overwrite:
+                         overwrite=args.overwrite)  # every file gptlearn wrote there goes; yours stay
             replaced = set()
         if ddp:
             dist.barrier()  # no rank goes on (or writes into the folder) while rank 0 swaps it

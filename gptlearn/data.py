@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import write_file
+from .checks import check_choice, check_generator, check_int, check_number, check_path, describe
 from .folders import expand_path
 from .safeio import read_regular
 from .errors import GptlearnError, InvalidTypeError, InvalidValueError
@@ -57,6 +58,7 @@ DOWNLOAD_TIMEOUT_S = 60.0  # a server silent this long has failed
 DOWNLOAD_MAX_BYTES = 1 << 30  # every named data set is far smaller: a longer reply is not the file
 OFFLINE_ENV = "GPTLEARN_OFFLINE"  # "1": never download a data set (fail at once, with the fix)
 ASSETS = Path(__file__).parent / "assets" / "data"
+MAX_BATCH_TOKENS = 1 << 28  # the most ids one get_batch draws (x and y as int64: 4 GiB); more is a mistake
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,11 @@ class TokenDataset:
             raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
         if not text:
             raise GptlearnError("the text is empty; training needs some text")
+        if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
+            raise InvalidTypeError(f"tokenizer must be a tokenizer (with encode and vocab_size), got {describe(tokenizer)}")
+        check_number(val_fraction, "val_fraction", low=0, high=1)
+        if cache is not None:
+            check_path(cache, "cache")
         self.tokenizer = tokenizer
         self.val_fraction = val_fraction
         self._ordinary_ids: torch.Tensor | None = None  # ids but the special tokens (induction rows), made once
@@ -363,10 +370,16 @@ class TokenDataset:
         written over and over; their targets are ignored (-100) until the first repeat begins, so
         those rows train nothing but copying from context (chapter "Many heads": induction heads).
         """
-        try:
-            ids = self.splits[split]
-        except KeyError:
-            raise InvalidValueError(f"split must be 'train' or 'val', got {split!r}") from None
+        check_choice(split, "split", ("train", "val"))
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        block_size = check_int(block_size, "block_size", low=1)
+        if batch_size * (block_size + 1) > MAX_BATCH_TOKENS:
+            raise InvalidValueError(f"batch_size × (block_size + 1) must be at most {MAX_BATCH_TOKENS:,} tokens "
+                                    f"(x and y: 4 GiB of int64 ids), got {batch_size:,} × {block_size + 1:,}; use a smaller batch")
+        check_generator(generator)
+        check_number(repeat_frac, "repeat_frac", low=0, high=1)
+        check_number(induction_frac, "induction_frac", low=0, high=1)
+        ids = self.splits[split]
         if len(ids) < block_size + 1:
             raise GptlearnError(
                 f"the {split} split has {len(ids)} tokens, fewer than one block of {block_size} + 1; "

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_bool, check_path
+from .checks import check_bool, check_device, check_int, check_path, check_texts, describe
 from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError, read_json
 from .model import GPT
 from .tokenizers.base import encode_document
@@ -127,8 +127,13 @@ class Embedder(nn.Module):
                  max_length: int | None = None, projection: nn.Linear | None = None,
                  similarity_fn_name: str | None = None) -> None:
         super().__init__()
+        if not isinstance(model, GPT):
+            raise InvalidTypeError(f"model must be a gptlearn GPT (e.g. gptlearn.from_pretrained('gptlearn-mini')), "
+                                   f"got {describe(model)}; Embedder.from_pretrained(name) loads one by name")
+        if projection is not None and not isinstance(projection, nn.Linear):
+            raise InvalidTypeError(f"projection must be an nn.Linear (or None), got {describe(projection)}")
         config = model.config
-        if pooling not in POOLING:
+        if not isinstance(pooling, str) or pooling not in POOLING:
             raise InvalidValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
         if _integer(layer) is None or not -1 <= layer < config.n_layer:
             raise InvalidValueError(f"layer must be an integer in -1..{config.n_layer - 1} for this "
@@ -162,7 +167,7 @@ class Embedder(nn.Module):
     def similarity_fn_name(self, name: str) -> None:
         from .similarity import SIMILARITY_FNS
 
-        if name not in SIMILARITY_FNS:
+        if not isinstance(name, str) or name not in SIMILARITY_FNS:
             raise InvalidValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
         self._similarity_fn_name = name
 
@@ -235,14 +240,21 @@ class Embedder(nn.Module):
         Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
         how many were cut. An empty sentence raises ``ValueError``; an empty list gives (0, D).
         """
+        sentences_list = check_texts(sentences, "sentences")
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        for flag, name in ((convert_to_numpy, "convert_to_numpy"), (convert_to_tensor, "convert_to_tensor"),
+                           (normalize_embeddings, "normalize_embeddings")):
+            check_bool(flag, name)
+        if show_progress_bar is not None:
+            check_bool(show_progress_bar, "show_progress_bar")
         if device is not None:
             from .devices import resolve_device
 
-            self.to(resolve_device(device))
+            self.to(resolve_device(check_device(device, "device")))
         if show_progress_bar is None:
             show_progress_bar = _log.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
         single = isinstance(sentences, str)
-        rows = self.tokenize([sentences] if single else sentences)
+        rows = self.tokenize(sentences_list)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
         out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
         batches = token_batches([len(rows[i]) for i in order], batch_size)
@@ -408,8 +420,8 @@ class Embedder(nn.Module):
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
-        if (folder / "embedder.json").is_file():
-            settings = _read_settings(folder, model.config)
+        if (folder / "embedder.json").exists() or (folder / "embedder.json").is_symlink():
+            settings = _read_settings(folder, model.config)  # a FIFO or a device there: refused, named
         settings.update({k: v for k, v in overrides.items() if v is not None})
         embedder = cls(model, **settings)
         if embedder.projection is not None:

@@ -31,7 +31,7 @@ from typing import Any
 from .errors import GptlearnError, InvalidValueError
 
 __all__ = ["MANIFEST", "KINDS", "FolderInUseError", "NotAFolderError", "expand_path", "check_name", "read_manifest",
-           "manifest_data", "check_folder", "refuse_foreign"]
+           "manifest_data", "check_folder", "refuse_foreign", "kind_of"]
 
 MANIFEST = ".gptlearn-manifest.json"
 KINDS = ("model", "embedder", "run", "site", "folder")
@@ -160,6 +160,16 @@ def _legacy_kind(folder: Path) -> str | None:
     if (json_object("config.json") or {}).get("model_type") == "gpt2" and (folder / "model.safetensors").is_file():
         return "model"
     return None
+
+
+def kind_of(folder: str | os.PathLike) -> str | None:
+    """What gptlearn made ``folder`` for ("model", "run", ...), by its manifest or, for a folder an earlier
+    gptlearn wrote, by what only gptlearn writes; None for a folder gptlearn did not make."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    manifest = read_manifest(folder)
+    return manifest["kind"] if manifest is not None else _legacy_kind(folder)
 
 
 def _listing(names: list[str], limit: int = 3) -> str:

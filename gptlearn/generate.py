@@ -37,11 +37,11 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: fl
     """Refuse sampling options that mean nothing, naming them as ``names`` (the command passes its flags):
     ``temperature`` a finite number >= 0 (0 is greedy), ``top_k`` an integer >= 1, ``top_p`` in (0, 1].
     Plain numbers only: a tensor is refused (it would be compared element by element)."""
-    check_number(temperature, names[0] + " (0 = greedy)", low=0)
+    check_number(temperature, names[0], low=0)
     if top_k is not None:
-        check_int(top_k, names[1] + " (or None: every token)", low=1)
+        check_int(top_k, names[1], low=1)
     if top_p is not None:
-        check_number(top_p, names[2] + " (or None: no cut)", low=0, low_open=True, high=1)
+        check_number(top_p, names[2], low=0, low_open=True, high=1)
 
 
 def check_token_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> None:

@@ -112,7 +112,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _find_weights(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
+        if (folder / name).exists() or (folder / name).is_symlink():  # a FIFO or a device: refused when read
             return folder / name
     raise MissingFileError(f"{folder} has no model.safetensors or pytorch_model.bin; pass a folder written by "
                            "save_pretrained, or put the weights file beside its config.json")
@@ -130,6 +130,7 @@ def _read_folder(folder: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     except InvalidValueError as e:  # a field of the wrong type or out of range
         raise InvalidFileError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
     weights = _find_weights(folder)
+    check_regular(weights)  # a FIFO, a device or a folder in its place: said so, never read
     _check_size(config, cfg_path, weights)
     state = hf_to_gptlearn(load_weights_file(weights))
     bad = next((k for k, v in state.items() if not v.is_floating_point()), None)

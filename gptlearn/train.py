@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .atomic import recover_folder, write_folder
-from .folders import check_folder, check_name
+from .folders import check_folder, check_name, kind_of
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
@@ -621,6 +621,8 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
         return set()  # resume: read_trainer_state says what is wrong with the run, if anything
     if args.overwrite or not names:  # the folder rule (gptlearn/folders.py): only files gptlearn wrote are replaced
         return check_folder(out, kind="run", overwrite=args.overwrite, what="--out", hint="pass --overwrite")
+    if kind_of(out) is None:  # not gptlearn's: refused, naming what is there
+        check_folder(out, kind="run", what="--out", hint="pass --overwrite")
     is_run = (out / STATE_FILE).is_file() or (out / LEGACY_STATE_FILE).is_file()
     is_model = (out / "config.json").is_file()
     if is_run and not (out / STATE_FILE).is_file():  # only an older version's pickle: --resume would refuse it

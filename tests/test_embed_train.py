@@ -363,7 +363,7 @@ def test_out_is_checked_before_any_work(tiny_model, small_pairs, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     steps = []
-    for out, message in [(tmp_path / "a-file", "is a file"), (tmp_path / "mine", "not a model folder"),
+    for out, message in [(tmp_path / "a-file", "is a file"), (tmp_path / "mine", "gptlearn did not write it"),
                          (tmp_path / "a-file" / "emb", "cannot write")]:
         with pytest.raises(GptlearnError, match=message):
             train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu",

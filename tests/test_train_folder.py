@@ -36,7 +36,7 @@ def _bad_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "a folder of other things":
         (tmp_path / "photos").mkdir()
         (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
-        return tmp_path / "photos", "is not empty and holds no training run"
+        return tmp_path / "photos", "is not empty and gptlearn did not write it: it holds 'cat.jpg'"
     if kind == "a model folder":
         from_pretrained("gptlearn-mini").save_pretrained(tmp_path / "model")
         return tmp_path / "model", "already holds a model"

@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 
 from .folders import MANIFEST, check_folder, check_name, expand_path, manifest_data, read_manifest, refuse_foreign
 
-__all__ = ["write_file", "write_folder", "recover_folder"]
+__all__ = ["write_file", "write_folder", "recover_folder", "remove_folder"]
 
 # The temporary folders of the saves running in this thread -> the names each save owns (see write_folder).
 _ACTIVE: contextvars.ContextVar[dict[Path, set[str]]] = contextvars.ContextVar("gptlearn_atomic_saves", default={})
@@ -353,3 +353,22 @@ def write_folder(directory: str | os.PathLike, write: Callable[[Path], object], 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return given
+
+
+def remove_folder(directory: str | os.PathLike) -> bool:
+    """Remove what gptlearn wrote in ``directory`` (the files its manifest lists, then the manifest) and the
+    folder itself if nothing else is left; a folder without gptlearn's manifest is not touched. Returns
+    whether the folder is gone."""
+    directory = expand_path(directory)
+    manifest = read_manifest(directory) if directory.is_dir() and not directory.is_symlink() else None
+    if manifest is None:
+        return False
+    for name in manifest["files"]:
+        _remove(directory / name)
+    _clear_stale(directory)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    try:
+        directory.rmdir()  # only when empty: your files keep it
+    except OSError:
+        return False
+    return True

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import write_file, write_folder
+from .atomic import remove_folder, write_file, write_folder
 from .folders import check_folder, check_name
 from .data import PairData, read_pairs, read_sentences
 from .errors import GptlearnError
@@ -705,7 +704,7 @@ def train_embeddings(
                                 f"saved in {out_path}; lower --lr and train again")
         _save_atomically(embedder, out_path, hist.to_dict())
         if ckpt is not None and ckpt.is_dir():
-            shutil.rmtree(ckpt, ignore_errors=True)
+            remove_folder(ckpt)  # only what gptlearn wrote there (its manifest says what): never a folder of yours
     return hist
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 __all__ = ["read_json", "GptlearnError", "InvalidValueError", "InvalidTypeError", "InvalidFileError", "MissingFileError",

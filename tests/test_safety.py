@@ -22,7 +22,7 @@ from gptlearn import GPT, Embedder, GPTConfig, cli
 from gptlearn.atomic import _write_manifest
 from gptlearn.data import TokenDataset
 from gptlearn.errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
-from gptlearn.folders import MANIFEST, FolderInUseError, read_manifest
+from gptlearn.folders import FolderInUseError, read_manifest
 from gptlearn.generate import MAX_NEW_TOKENS, sample_next
 from gptlearn.safeio import read_regular
 from gptlearn.tokenizers import BPETokenizer, Tokenizer
@@ -205,6 +205,13 @@ def test_commands_that_only_read_never_remove_or_rename_anything(capsys, base, t
             "generate": ["generate", "--prompt", "the cat", "--max-new-tokens", "2", "--seed", "0"]}[command]
     assert cli.main([*args, "--model", str(folder)]) == 0, capsys.readouterr().err
     assert snapshot(tmp_path) == before
+
+
+def test_train_embeddings_leaves_a_checkpoint_folder_of_yours_alone(capsys, base, inputs, tmp_path):
+    mine = _yours(tmp_path / "emb.checkpoint", {"notes.txt": b"mine"})
+    before = snapshot(mine)
+    assert cli.main(writer_argv("train-embeddings", tmp_path / "emb", base, inputs)) == 0, capsys.readouterr().err
+    assert snapshot(mine) == before and read_manifest(tmp_path / "emb")["kind"] == "embedder"
 
 
 def test_a_save_removes_only_what_a_killed_save_provably_left(model, tmp_path):

@@ -52,6 +52,9 @@ _WRITES = {  # kind -> the files a save of that kind writes (and an earlier gptl
 }
 
 
+_NO_LONGER_WRITTEN = frozenset({"trainer_state.pt"})  # an earlier version's pickle: recognised, never written
+
+
 class FolderInUseError(GptlearnError, FileExistsError):
     """A folder that holds things gptlearn did not write, where a save was asked for."""
 
@@ -188,7 +191,7 @@ def check_folder(folder: str | os.PathLike, *, kind: str, overwrite: bool = Fals
     (None: it cannot be asked for).
     """
     ours = _check_folder(Path(folder), kind, overwrite, what, hint)
-    refuse_foreign(Path(folder), set(_WRITES.get(kind, ())), ours, what)
+    refuse_foreign(Path(folder), set(_WRITES.get(kind, ())) - _NO_LONGER_WRITTEN, ours, what)
     return ours
 
 

@@ -1,6 +1,7 @@
 """The ``gptlearn`` command: embed, compare and generate text from the terminal.
 
     gptlearn embed --sentence "A cat sat." --sentence "A dog ran."
+    gptlearn embed --file sentences.txt          # one a line, for many (a progress bar on stderr)
     gptlearn similarity --sentence1 "A cat sat." --sentence2 "A dog ran." --all-metrics
     gptlearn generate --prompt "Once upon a time" --max-new-tokens 40 --seed 0
     gptlearn generate --interactive

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 import torch
 from torch import nn
 
-from .checks import check_bool, check_device, check_texts, describe
+from .checks import check_bool, check_callable, check_choice, check_device, check_texts, describe
 from .errors import InvalidTypeError, InvalidValueError, UnknownNameError
 
 __all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
@@ -127,6 +127,10 @@ class HookPoint(nn.Module):
     def add_hook(self, hook: HookFn, dir: Direction = "fwd", *, is_permanent: bool = False,
                  prepend: bool = False) -> LensHandle:
         """Attach ``hook(activation, hook=self)``; ``.remove()`` the returned handle to detach it."""
+        check_callable(hook, "hook")
+        check_choice(dir, "dir", ("fwd", "bwd"))
+        check_bool(is_permanent, "is_permanent")
+        check_bool(prepend, "prepend")
         if dir == "fwd":
             handle = self.register_forward_hook(lambda module, args, out: hook(out, hook=module), prepend=prepend)
         elif dir == "bwd":
@@ -135,8 +139,6 @@ class HookPoint(nn.Module):
                 return None if new is None else (new,)
 
             handle = self.register_full_backward_hook(backward, prepend=prepend)
-        else:
-            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
         lens = LensHandle(handle, is_permanent)
         (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(lens)
         return lens
@@ -237,7 +239,8 @@ class HookedRootModule(nn.Module):
         added: list[LensHandle] = []
         try:
             for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
-                for name, fn in pairs:
+                for pair in _pairs(pairs, f"{direction}_hooks"):
+                    name, fn = pair
                     added += [p.add_hook(fn, direction) for p in self._matching(name)]  # type: ignore[arg-type]
             yield self
         finally:
@@ -348,6 +351,19 @@ class HookedRootModule(nn.Module):
         """Token ids -> text."""
         ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
         return self.tokenizer.decode(ids)
+
+
+def _pairs(pairs: Any, name: str) -> list:
+    """``pairs`` as a list of (name or filter, function) pairs, or an InvalidTypeError naming ``name``."""
+    rule = f"{name} must be a list of (hook name, function) pairs"
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Iterable):
+        raise InvalidTypeError(f"{rule}, got {describe(pairs)}")
+    pairs = list(pairs)
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidTypeError(f"{rule}, but it holds {describe(pair)}")
+        check_callable(pair[1], f"the function of the {name} pair for {pair[0]!r}")
+    return pairs
 
 
 # ---- the cache ----------------------------------------------------------------------------------------

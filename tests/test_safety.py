@@ -564,3 +564,20 @@ def test_exceptions_of_your_callbacks_propagate_unchanged(model):
         model.run_with_hooks(ids, fwd_hooks=[("hook_embed", hook)])
     assert info.value is mine
     assert not any(p.fwd_hooks for p in model.hook_points())  # and the hooks were removed
+
+
+@_api_settings()
+@given(value=st.one_of(st.just("hook_embed"), st.just([("hook_embed",)]), st.just([("hook_embed", 3)]), st.integers(),
+                       st.just({"hook_embed": print}), st.just([("hook_embed", print, 1)])))
+def test_hook_pairs_are_checked(model, value):
+    _refused(lambda: model.run_with_hooks(model.to_tokens("the"), fwd_hooks=value), "fwd_hooks")
+    assert not any(p.fwd_hooks for p in model.hook_points())
+
+
+@_api_settings()
+@given(hook=st.one_of(st.none(), st.integers(), st.text(max_size=3)), direction=st.sampled_from(["fwd", "sideways", 1]))
+def test_add_hook_checks_the_hook_and_its_direction(model, hook, direction):
+    _refused(lambda: model.add_hook("hook_embed", hook, direction), "hook")
+    if direction != "fwd":
+        _refused(lambda: model.add_hook("hook_embed", print, direction), "dir")
+    assert not any(p.fwd_hooks for p in model.hook_points())

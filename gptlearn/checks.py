@@ -54,7 +54,7 @@ def _range(low: Any, high: Any, low_open: bool = False) -> str:
 def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """An integer (Python's, NumPy's or a 0-d integer tensor; not a bool) in ``low..high``."""
     rule = "an integer" + (f" {_range(low, high)}" if low is not None or high is not None else "")
-    if isinstance(value, bool) or getattr(value, "dtype", None) is not None and "bool" in str(value.dtype):
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
         raise InvalidTypeError(f"{name} must be {rule}, got {describe(value)}")
     try:
         number = operator.index(value)
@@ -164,9 +164,9 @@ def check_texts(value: Any, name: str) -> list[str]:
     if isinstance(value, (bytes, bytearray, dict, set, frozenset)) or not isinstance(value, Sequence):
         raise InvalidTypeError(f"{name} must be a str or a list of str, got {describe(value)}")
     texts = list(value)
-    bad = next((t for t in texts if not isinstance(t, str)), None)
-    if bad is not None or any(not isinstance(t, str) for t in texts):
-        raise InvalidTypeError(f"{name} must be a str or a list of str, but it holds {describe(bad)}")
+    for t in texts:
+        if not isinstance(t, str):
+            raise InvalidTypeError(f"{name} must be a str or a list of str, but it holds {describe(t)}")
     return texts
 
 

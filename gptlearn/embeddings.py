@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_bool, check_device, check_int, check_path, check_texts, describe
-from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError, read_json
+from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
+from .safeio import read_json
 from .model import GPT
 from .tokenizers.base import encode_document
 
@@ -415,7 +416,7 @@ class Embedder(nn.Module):
         unknown = set(overrides) - allowed
         if unknown:
             raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = recover_folder(expand_path(name_or_path, "the model"), remove=False)  # a save killed half-way
+        folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way
         if not folder.is_dir() and str(name_or_path) in BUNDLED:
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)

@@ -22,13 +22,16 @@ set()
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import json
 import os
 import pwd
 from pathlib import Path
 from typing import Any
 
-from .errors import GptlearnError, InvalidValueError
+from .checks import describe
+from .errors import GptlearnError, InvalidTypeError, InvalidValueError
+from .safeio import read_regular
 
 __all__ = ["MANIFEST", "KINDS", "FolderInUseError", "NotAFolderError", "expand_path", "check_name", "read_manifest",
            "manifest_data", "check_folder", "refuse_foreign", "kind_of"]
@@ -66,6 +69,8 @@ class NotAFolderError(GptlearnError, NotADirectoryError):
 def expand_path(path: str | os.PathLike, what: str = "the path") -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded; a user that does not exist is an
     :class:`InvalidValueError` naming ``what`` (``Path.expanduser`` raises a bare RuntimeError)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise InvalidTypeError(f"{what} must be a path (a str or a pathlib.Path), got {describe(path)}")
     text = os.fspath(path)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
@@ -112,18 +117,21 @@ def check_name(path: str | os.PathLike, what: str = "the folder") -> Path:
     return path
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gptlearn")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def manifest_data(kind: str, files: list[str], save: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a manifest holds: the maker, the kind, the files written (sorted) and the save that wrote them."""
-    from . import __version__
-
-    return {"made_by": f"gptlearn {__version__}", "kind": kind, "files": sorted(files), "save": save or {}}
+    return {"made_by": f"gptlearn {_version()}", "kind": kind, "files": sorted(files), "save": save or {}}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of ``folder``, or None where there is none or it is not one gptlearn wrote (a regular
     file, at most 1 MiB, a JSON object with a ``kind`` and a list of file names)."""
-    from .safeio import read_regular
-
     path = Path(folder) / MANIFEST
     try:
         raw = json.loads(read_regular(path, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8"))
@@ -140,8 +148,6 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def _legacy_kind(folder: Path) -> str | None:
     """The kind of a folder an earlier gptlearn wrote (before manifests), told by what only it writes."""
-    from .safeio import read_regular
-
     def json_object(name: str) -> dict | None:
         try:
             value = json.loads(read_regular(folder / name, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8-sig"))

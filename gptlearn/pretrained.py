@@ -24,9 +24,9 @@ import torch
 from .config import GPTConfig, physical_memory
 from .devices import resolve_device
 from .errors import (GptlearnError, InvalidFileError, InvalidValueError, MissingFileError, NoTokenizerError,
-                     UnavailableError, read_json)
+                     UnavailableError)
 from .checks import check_bool, check_path
-from .safeio import check_regular, read_regular
+from .safeio import check_regular, read_json, read_regular
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -251,7 +251,7 @@ def _resolve(name_or_path: str | Path) -> Path:
     from .folders import expand_path
 
     key = str(name_or_path)
-    path = recover_folder(expand_path(name_or_path, "the model"), remove=False)  # a save killed half-way: finish it
+    path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way: finish it
     if path.is_dir():
         return path
     if key in BUNDLED:

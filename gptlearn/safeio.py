@@ -13,13 +13,15 @@ InvalidFileError: /dev/zero is not a regular file but a character device; pass a
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidFileError, MissingFileError
 
-__all__ = ["JSON_MAX_BYTES", "read_regular", "check_regular", "file_kind"]
+__all__ = ["JSON_MAX_BYTES", "read_regular", "check_regular", "read_json", "file_kind"]
 
 JSON_MAX_BYTES = 256 << 20  # the largest JSON file gptlearn parses (GPT-2's vocab.json is 1 MB)
 
@@ -86,3 +88,31 @@ def read_regular(path: str | os.PathLike, *, max_bytes: int | None = None, whole
         raise InvalidFileError(f"{path} cannot be read ({e.strerror or e})") from None
     finally:
         os.close(fd)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The value in the JSON file ``path``, or an :class:`InvalidFileError` "``path`` is not ``what``: why"
+    (not readable, not a regular file, larger than :data:`gptlearn.safeio.JSON_MAX_BYTES`, not UTF-8, not JSON,
+    nested too deeply). A UTF-8 byte-order mark is allowed.
+
+    Callers then check the value's type and fields, with messages in the same form.
+    """
+    try:
+        data = read_regular(path, max_bytes=JSON_MAX_BYTES)  # a FIFO or /dev/zero is refused, not read
+    except MissingFileError:
+        raise InvalidFileError(f"{path} is not {what}: it cannot be read (No such file or directory)") from None
+    except InvalidFileError as e:
+        raise InvalidFileError(f"{path} is not {what}: {str(e).removeprefix(str(path) + ' ')}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidFileError(f"{path} is not {what}: it is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                               f"offset {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidFileError(f"{path} is not {what}: it is not valid JSON ({e.msg} at line {e.lineno}, "
+                               f"column {e.colno})") from None
+    except (RecursionError, ValueError) as e:  # nested thousands deep; an integer of thousands of digits
+        why = "it nests too deeply" if isinstance(e, RecursionError) else f"it holds a number JSON readers refuse ({e})"
+        raise InvalidFileError(f"{path} is not {what}: {why}") from None

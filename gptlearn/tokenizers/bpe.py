@@ -28,8 +28,8 @@ from typing import Any, Sequence, TypeVar
 import regex
 
 from ..atomic import write_file
-from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError, read_json
-from ..safeio import JSON_MAX_BYTES, read_regular
+from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError
+from ..safeio import JSON_MAX_BYTES, read_json, read_regular
 from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
                    check_ids, check_text)
 

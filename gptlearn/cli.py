@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gptlearn`` command; returns the exit status (0 ok, 2 a user error)."""
     parser = build_parser()
     given = list(sys.argv[1:] if argv is None else argv)
-    repeated = sum(a == "--sentence" or a.startswith("--sentence=") for a in given)
+    repeated = sum(str(a) == "--sentence" or str(a).startswith("--sentence=") for a in given)
     if repeated > MAX_SENTENCE_ARGS:
         print(f"gptlearn: error: {repeated:,} --sentence arguments are more than the {MAX_SENTENCE_ARGS:,} the command "
               "line takes; put the sentences in a file, one a line, and pass --file FILE", file=sys.stderr)

@@ -615,7 +615,8 @@ def _locked(out: Path) -> Iterator[None]:
 
 def _check_out(out: Path, args: TrainConfig) -> set[str]:
     """Refuse an output folder the run must not write into; returns the names a replaced run leaves there
-    (the first checkpoint of an ``overwrite`` run removes them). Hidden entries do not count."""
+    (the first checkpoint of an ``overwrite`` run removes them): only files gptlearn wrote there
+    (:func:`gptlearn.folders.check_folder`)."""
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     if args.resume:
         return set()  # resume: read_trainer_state says what is wrong with the run, if anything

@@ -102,7 +102,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     except MissingFileError:
         raise InvalidFileError(f"{path} is not {what}: it cannot be read (No such file or directory)") from None
     except InvalidFileError as e:
-        raise InvalidFileError(f"{path} is not {what}: {str(e).removeprefix(str(path) + ' ')}") from None
+        raise InvalidFileError(f"{path} is not {what}: it {str(e).removeprefix(str(path) + ' ')}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -45,6 +45,7 @@ import torch
 
 from .atomic import recover_folder, write_folder
 from .folders import check_folder, check_name, kind_of
+from .safeio import JSON_MAX_BYTES, read_regular
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
 from .errors import GptlearnError
@@ -433,7 +434,7 @@ def _damaged(folder: Path, why: str) -> GptlearnError:
 def _read_state_json(folder: Path) -> dict[str, Any]:
     """``trainer_state.json`` of the run in ``folder``, checked to be one (its tensors are not read)."""
     path = folder / STATE_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):  # a FIFO or a device there is refused by name when read
         if (folder / LEGACY_STATE_FILE).exists():
             raise GptlearnError(
                 f"{folder / LEGACY_STATE_FILE} is the trainer state of an older gptlearn, a pickle, which gptlearn "
@@ -441,7 +442,9 @@ def _read_state_json(folder: Path) -> dict[str, Any]:
                 f"its weights with --init {folder} --out NEW_FOLDER")
         raise GptlearnError(f"nothing to resume: {folder} holds no {STATE_FILE}; drop --resume to start a new run")
     try:
-        meta = json.loads(path.read_bytes())
+        meta = json.loads(read_regular(path, max_bytes=JSON_MAX_BYTES))  # a FIFO or a device: refused, not read
+    except GptlearnError:
+        raise
     except (ValueError, RecursionError) as e:  # not JSON (JSONDecodeError), not text, or nested too deep
         raise _damaged(folder, f"{STATE_FILE} is not valid JSON ({type(e).__name__})") from None
     except OSError as e:
@@ -473,7 +476,7 @@ def read_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder).expanduser()
     meta = _read_state_json(folder)
     try:
-        blob = (folder / STATE_TENSORS).read_bytes()
+        blob = read_regular(folder / STATE_TENSORS)  # a FIFO or /dev/zero: refused, not read
     except FileNotFoundError:
         raise _damaged(folder, f"{STATE_TENSORS} is missing") from None
     if hashlib.sha256(blob).hexdigest() != meta.get("tensors_sha256"):
@@ -713,7 +716,7 @@ def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torc
     folder (``gpt2``) or a config.json that does not read is left to ``GPT.from_pretrained``, which says why."""
     path = Path(os.fspath(folder)).expanduser() / "config.json"
     try:
-        config = GPTConfig.from_hf_dict(json.loads(path.read_text(encoding="utf-8")))
+        config = GPTConfig.from_hf_dict(json.loads(read_regular(path, max_bytes=JSON_MAX_BYTES).decode("utf-8")))
         config.estimate_bytes(training=True)  # its sizes are numbers
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return

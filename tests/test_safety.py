@@ -581,3 +581,15 @@ def test_add_hook_checks_the_hook_and_its_direction(model, hook, direction):
     if direction != "fwd":
         _refused(lambda: model.add_hook("hook_embed", print, direction), "dir")
     assert not any(p.fwd_hooks for p in model.hook_points())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("name", ["trainer_state.json", "trainer_state.safetensors"])
+def test_a_special_file_in_a_run_folder_is_one_line_on_resume(capsys, base, inputs, tmp_path, name, kind):
+    out = tmp_path / "run"
+    args = writer_argv("train", out, base, inputs)
+    assert cli.main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    _make_special(out / name, kind)
+    resume = ["train", "--data", str(inputs / "text.txt"), "--out", str(out), "--resume", "--steps", "2"]
+    assert "not a regular file" in one_line(capsys, cli.main(resume))

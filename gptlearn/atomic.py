@@ -10,46 +10,56 @@ written the same way as a whole:
 4. the old one is removed.
 
 Killed at any instant, this leaves the old or the new folder complete: under ``NAME``, or (between
-steps 2 and 3) as the ``.tmp-`` sibling, which :func:`recover_folder` renames into place. Every save
-and every load of a folder calls it first, and it also removes what killed saves left behind
-(siblings whose process ``PID``, started at ``START``, is gone).
+steps 2 and 3) as the ``.tmp-`` sibling, which :func:`recover_folder` renames into place.
 
-Files in the old folder that the new save does not write (a ``trainer_state.pt``, your notes) are
-carried into the new one as hard links, unless the save names them in ``owns``. Files that another
-process writes into the folder *during* a save may be lost.
+What a killed save leaves behind is removed only when gptlearn can prove it wrote it: every temporary
+folder holds gptlearn's manifest (:mod:`gptlearn.folders`) naming the save (its process, when that
+process started, and a random token) that the folder's name repeats, and an ``.old-`` sibling goes only
+when the folder that replaced it names the same save. A name that merely looks like one of these (your
+``.NAME.old-20240601`` backup, a ``.tmp-notes`` file) is never touched. Saves clean up; loads never remove
+anything (:func:`recover_folder` with ``remove=False``).
+
+Which folders may be written at all, and which of their files replaced, is :mod:`gptlearn.folders`'
+rule: an empty folder, or one whose manifest says gptlearn made it for the same purpose. Files in the old
+folder that gptlearn did not write (your notes) are carried into the new one as hard links; the mode
+and owner of the folder and of each replaced file are kept. Files that another process writes into the
+folder *during* a save may be lost.
 
 >>> def write(tmp):                                                      # doctest: +SKIP
 ...     (tmp / "config.json").write_text("{}")
 ...     torch.save(state, tmp / "weights.pt")
->>> write_folder("runs/model", write)                                    # doctest: +SKIP
+>>> write_folder("runs/model", write, kind="model")                      # doctest: +SKIP
 """
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable, Iterable
 
-__all__ = ["write_file", "write_folder", "recover_folder"]
+from .folders import MANIFEST, check_folder, check_name, expand_path, manifest_data, read_manifest, refuse_foreign
+
+__all__ = ["write_file", "write_folder", "recover_folder", "remove_folder"]
 
 # The temporary folders of the saves running in this thread -> the names each save owns (see write_folder).
 _ACTIVE: contextvars.ContextVar[dict[Path, set[str]]] = contextvars.ContextVar("gptlearn_atomic_saves", default={})
-# What a temporary name ends with: this package's "PID.START-8 hex digits" (START: when that process
-# started, where /proc tells; a PID alone can be reused, e.g. by the next container's first process), or
-# the random suffix of tempfile.mkdtemp/mkstemp (8 characters) that earlier versions used.
-_TOKEN = re.compile(r"(?:(?P<pid>\d+)(?:\.(?P<start>\d+))?-[0-9a-f]{8}|[a-z0-9_]{8})(?:\.[A-Za-z0-9]+)?")
+# What a temporary name ends with: "PID.START-8 hex digits" (START: when that process started, where /proc
+# tells; a PID alone can be reused, e.g. by the next container's first process).
+_TOKEN = re.compile(r"(?P<pid>\d+)(?:\.(?P<start>\d+))?-[0-9a-f]{8}")
 
 
 def _start_time(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, from /proc), or None where that is unknown."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name before it may hold spaces
+    return text.rsplit(")", 1)[1].split()[19]  # field 22; the command name before it may hold spaces
 
 
 def _token() -> str:
@@ -63,8 +73,6 @@ def _is_stale(token: str) -> bool:
     m = _TOKEN.fullmatch(token)
     if m is None:
         return False  # not one of ours: leave it alone
-    if m["pid"] is None:
-        return True  # an earlier version's name: its save is long over
     pid = int(m["pid"])
     if pid != os.getpid():
         try:
@@ -77,10 +85,34 @@ def _is_stale(token: str) -> bool:
     return m["start"] is not None and start is not None and start != m["start"]  # the PID was reused
 
 
+def _save_of(folder: Path) -> dict:
+    """The save recorded in ``folder``'s manifest (token, process, complete), or {} where there is none."""
+    if folder.is_symlink() or not folder.is_dir():
+        return {}
+    manifest = read_manifest(folder)
+    return manifest["save"] if manifest is not None else {}
+
+
+def _ours(entry: Path, token: str) -> bool:
+    """Whether ``entry`` is a temporary folder gptlearn made for the save ``token``: its manifest says so."""
+    return _TOKEN.fullmatch(token) is not None and _save_of(entry).get("token") == token
+
+
+def _make_temp(tmp: Path, kind: str, token: str) -> None:
+    """Create the temporary folder ``tmp`` with the manifest that proves it is this save's."""
+    tmp.mkdir(parents=True)
+    _write_manifest(tmp, kind, [], token, complete=False)
+
+
+def _write_manifest(folder: Path, kind: str, files: Iterable[str], token: str, *, complete: bool) -> None:
+    save = {"token": token, "pid": os.getpid(), "complete": complete}
+    (folder / MANIFEST).write_text(json.dumps(manifest_data(kind, sorted(set(files)), save), indent=1) + "\n")
+
+
 def _fsync(path: Path) -> None:
     """Flush a file, or a folder's list of names, to the disk."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:
@@ -98,69 +130,105 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _keep_mode(old: Path, new: Path) -> None:
+    """Give ``new`` the permission bits and (where allowed) the owner of ``old``, which it replaces."""
+    try:
+        st = os.stat(old, follow_symlinks=False)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return
+    try:
+        os.chmod(new, stat.S_IMODE(st.st_mode))
+        mine = os.stat(new)
+        if (mine.st_uid, mine.st_gid) != (st.st_uid, st.st_gid):
+            os.chown(new, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # another user's file: it stays ours
+
+
+def _clear_stale(folder: Path) -> None:
+    """Remove the ``.tmp-TOKEN`` folders that killed writes left in ``folder``, where gptlearn's manifest
+    inside proves the write was gptlearn's and its process is gone."""
+    try:
+        entries = list(folder.glob(".tmp-*"))
+    except OSError:
+        return
+    for p in entries:
+        token = p.name[len(".tmp-"):]
+        if _ours(p, token) and _is_stale(token):
+            _remove(p)
+
+
 def write_file(path: str | os.PathLike, data: bytes | str | Callable[[Path], object]) -> Path:
     """Replace the file ``path`` in one step: ``data`` (bytes, or text written as UTF-8), or whatever
     ``data(tmp)`` writes to the temporary path it is given (e.g. ``lambda p: torch.save(obj, p)``).
 
-    Stale temporary files of earlier, killed writes in the same folder are removed first.
+    The temporary file sits in a ``.tmp-TOKEN`` folder beside ``path`` that holds gptlearn's manifest;
+    such folders of earlier, killed writes are removed first. The mode of a replaced file is kept.
     """
-    path = Path(path)
+    path = expand_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for p in path.parent.glob(".tmp-*"):
-        if p.is_file() and _is_stale(p.name[len(".tmp-"):]):
-            p.unlink(missing_ok=True)
-    tmp = path.parent / f".tmp-{_token()}{path.suffix}"
+    _clear_stale(path.parent)
+    token = _token()
+    folder = path.parent / f".tmp-{token}"
+    _make_temp(folder, "folder", token)
+    tmp = folder / path.name
     try:
         if callable(data):
             data(tmp)
         else:
             tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         _fsync(tmp)
+        _keep_mode(path, tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
     return path
 
 
-def recover_folder(directory: str | os.PathLike) -> Path:
-    """Finish or undo a folder save that was killed, and remove what killed saves left behind.
+def recover_folder(directory: str | os.PathLike, *, remove: bool = True) -> Path:
+    """Finish a folder save that was killed, and (with ``remove``) remove what killed saves left behind.
 
-    If ``directory`` is missing but a killed save had moved it aside, the new folder (complete by then)
-    is renamed into place, or else the old one is put back. Stale ``.NAME.tmp-*`` / ``.NAME.old-*``
-    siblings and ``.tmp-*`` entries inside the folder are then removed. Nothing else is touched;
-    errors (a read-only folder) are ignored. Returns ``directory``.
+    If ``directory`` is missing but a killed save had moved it aside after its new folder was complete,
+    the new folder is renamed into place. With ``remove``, the ``.NAME.tmp-TOKEN`` / ``.NAME.old-TOKEN``
+    siblings and ``.tmp-TOKEN`` entries inside the folder that gptlearn's manifests prove were written by a
+    save whose process is gone are removed; nothing else is touched. Loads pass ``remove=False``: a command
+    that only reads never removes anything. Errors (a read-only folder) are ignored. Returns ``directory``.
     """
-    directory = Path(directory).expanduser()
+    directory = expand_path(directory)
     parent, prefix = directory.parent, f".{directory.name}."
     try:
-        stale = {kind: {} for kind in ("tmp", "old")}  # kind -> token -> path
+        tmps: dict[str, Path] = {}
+        olds: dict[str, Path] = {}
         if parent.is_dir():
             for p in parent.iterdir():
-                for kind in stale:
+                for kind, found in (("tmp", tmps), ("old", olds)):
                     if p.name.startswith(prefix + kind + "-"):
                         token = p.name[len(prefix + kind + "-"):]
-                        if _is_stale(token):
-                            stale[kind][token] = p
-        if not directory.exists():
-            for token, old in stale["old"].items():  # killed between steps 2 and 3
-                new = stale["tmp"].pop(token, None)
-                if new is not None and new.is_dir():
-                    os.rename(new, directory)  # roll forward: the new folder was complete
-                elif (old / "model").is_dir():  # an earlier version's layout: .NAME.old-XXXXXXXX/model
-                    os.rename(old / "model", directory)
-                else:
-                    os.rename(old, directory)  # roll back
-                break
-        if directory.is_dir():  # only then may an old copy go
-            for p in [*stale["tmp"].values(), *stale["old"].values()]:
-                if p.exists():
-                    _remove(p)
-            for p in directory.glob(".tmp-*"):
-                if _is_stale(p.name[len(".tmp-"):]):
-                    _remove(p)
-        else:
-            for p in stale["tmp"].values():  # a first save, killed while writing: nothing complete
+                        if _TOKEN.fullmatch(token) and _is_stale(token):
+                            found[token] = p
+        tmps = {token: p for token, p in tmps.items() if _ours(p, token)}
+        if not os.path.lexists(directory):
+            for token, new in tmps.items():  # killed between steps 2 and 3: the new folder was complete
+                if token in olds and _save_of(new).get("complete"):
+                    os.rename(new, directory)
+                    del tmps[token]
+                    break
+        if not remove:
+            return directory
+        if directory.is_dir():
+            current = _save_of(directory).get("token")
+            for token, old in olds.items():
+                if token == current:  # the save that moved it aside put `directory` in its place
+                    _remove(old)
+            for p in tmps.values():
                 _remove(p)
+            _clear_stale(directory)
+        elif not os.path.lexists(directory):
+            for token, p in tmps.items():
+                if token not in olds:  # a first save, killed while writing: nothing complete
+                    _remove(p)
     except OSError:
         pass
     return directory
@@ -174,13 +242,19 @@ def _can_swap(directory: Path) -> bool:
                 or not os.access(directory.parent, os.W_OK))
 
 
-def _carry_over(old: Path, new: Path, owned: set[str]) -> None:
-    """Hard-link (or copy) into ``new`` every entry of ``old`` that the save neither wrote nor owns."""
+def _is_temp(p: Path) -> bool:
+    """A temporary folder of a gptlearn write, finished or not (never carried into a new folder)."""
+    return p.name.startswith(".tmp-") and _ours(p, p.name[len(".tmp-"):])
+
+
+def _carry_over(old: Path, new: Path, skip: set[str]) -> None:
+    """Hard-link (or copy) into ``new`` every entry of ``old`` that is not in ``skip`` and not written."""
     for p in old.iterdir():
-        if p.name in owned or p.name.startswith(".tmp-") or (new / p.name).exists():
+        if p.name in skip or p.name == MANIFEST or _is_temp(p) or os.path.lexists(new / p.name):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.copytree(p, new / p.name, symlinks=True, copy_function=_link_or_copy)
+            shutil.copystat(p, new / p.name)
         else:
             _link_or_copy(p, new / p.name)
 
@@ -196,20 +270,24 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
 
 
 def write_folder(directory: str | os.PathLike, write: Callable[[Path], object], *,
-                 owns: Iterable[str] = ()) -> Path:
+                 owns: Iterable[str] = (), kind: str = "folder", overwrite: bool = False) -> Path:
     """Write a folder as a whole: ``write(tmp)`` fills an empty temporary folder, which then replaces
     ``directory`` (created if missing) in one rename; see the module's docstring.
 
-    ``owns``: names this save is responsible for: an old file of that name does not survive the save
-    even when ``write`` does not write it (e.g. an embedder saved without its projection). Other old
-    entries are carried over. A save made inside ``write`` (a model saved into an embedder's folder)
-    writes straight into the outer save's temporary folder, and the outer swap makes the whole atomic.
-    When the folder cannot be swapped (this process's working directory is inside it, it is a mount
-    point, or its parent is read-only) its files are replaced one by one instead, each in one step.
-    Returns ``directory``.
+    ``kind`` says what the folder holds ("model", "embedder", "run", "site"; :mod:`gptlearn.folders`): a
+    folder that is not empty and was not made by gptlearn for that kind is refused before ``write`` runs
+    (:class:`gptlearn.folders.FolderInUseError`), unless ``overwrite``; and a save that would replace a
+    file gptlearn did not write is refused before anything changes.
+    ``owns``: names this save is responsible for: an old file of that name that gptlearn wrote does not
+    survive the save even when ``write`` does not write it (e.g. an embedder saved without its
+    projection); with ``overwrite``, none of gptlearn's old files survive. Other entries are carried
+    over. A save made inside ``write`` (a model saved into an embedder's folder) writes straight into the
+    outer save's temporary folder, and the outer swap makes the whole atomic. When the folder cannot be
+    swapped (this process's working directory is inside it, it is a mount point, or its parent is
+    read-only) its files are replaced one by one instead, each in one step. Returns ``directory``.
     """
     given = Path(directory)
-    directory = Path(os.path.realpath(given.expanduser()))  # a symlink: swap the folder it names
+    directory = Path(os.path.realpath(expand_path(given, "the folder")))  # a symlink: swap the folder it names
     active = _ACTIVE.get()
     if directory in active:  # nested inside another save: that save's swap covers this one
         write(directory)
@@ -217,12 +295,14 @@ def write_folder(directory: str | os.PathLike, write: Callable[[Path], object], 
         return given
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory} is a file, not a folder; pass a folder to save into")
+    check_name(directory)  # a name the file system cannot take with a temporary suffix: before any work
     directory.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(directory)
+    ours = check_folder(directory, kind=kind, overwrite=overwrite)  # before `write` runs
     swap = _can_swap(directory)
     token = _token()
     tmp = directory.parent / f".{directory.name}.tmp-{token}" if swap else directory / f".tmp-{token}"
-    tmp.mkdir(parents=True)
+    _make_temp(tmp, kind, token)
     owned = set(owns)
     try:
         reset = _ACTIVE.set({**active, tmp: owned})
@@ -230,21 +310,31 @@ def write_folder(directory: str | os.PathLike, write: Callable[[Path], object], 
             write(tmp)
         finally:
             _ACTIVE.reset(reset)
-        written = {p.name for p in tmp.iterdir()}
+        written = {p.name for p in tmp.iterdir()} - {MANIFEST}
+        refuse_foreign(directory, written, ours)
+        drop = (ours if overwrite else ours & owned) - written  # gptlearn's old files that go
+        kept = ours - drop - written  # gptlearn's old files carried into the new folder
         for p in tmp.rglob("*"):
             if p.is_file():
                 _fsync(p)
+        for name in written:
+            _keep_mode(directory / name, tmp / name)
         if not swap:  # one file at a time, each replaced in one rename
             for name in written:
                 if (directory / name).is_dir() and not (directory / name).is_symlink():
                     shutil.rmtree(directory / name)
                 os.replace(tmp / name, directory / name)
-            for name in owned - written:
+            for name in drop:
                 _remove(directory / name)
+            _write_manifest(tmp, kind, written | kept, token, complete=True)
+            os.replace(tmp / MANIFEST, directory / MANIFEST)
             _fsync(directory)
             return given
         if directory.is_dir():
-            _carry_over(directory, tmp, owned)
+            _carry_over(directory, tmp, drop)
+            _keep_mode(directory, tmp)
+            _write_manifest(tmp, kind, written | kept, token, complete=True)
+            _fsync(tmp / MANIFEST)
             old = directory.parent / f".{directory.name}.old-{token}"
             os.rename(directory, old)  # 2. the old folder steps aside
             try:
@@ -255,9 +345,30 @@ def write_folder(directory: str | os.PathLike, write: Callable[[Path], object], 
             _fsync(directory.parent)
             shutil.rmtree(old, ignore_errors=True)  # 4.
         else:
+            _write_manifest(tmp, kind, written, token, complete=True)
+            _fsync(tmp / MANIFEST)
             os.rename(tmp, directory)
             _fsync(directory.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return given
+
+
+def remove_folder(directory: str | os.PathLike) -> bool:
+    """Remove what gptlearn wrote in ``directory`` (the files its manifest lists, then the manifest) and the
+    folder itself if nothing else is left; a folder without gptlearn's manifest is not touched. Returns
+    whether the folder is gone."""
+    directory = expand_path(directory)
+    manifest = read_manifest(directory) if directory.is_dir() and not directory.is_symlink() else None
+    if manifest is None:
+        return False
+    for name in manifest["files"]:
+        _remove(directory / name)
+    _clear_stale(directory)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    try:
+        directory.rmdir()  # only when empty: your files keep it
+    except OSError:
+        return False
+    return True

@@ -1,14 +1,31 @@
-"""One way to check each kind of input: a setting against its rule, a tensor for NaN and infinity, a file
-that must be a regular file of bounded size, a digest.
+"""One way to check each kind of input.
 
-Settings are checked with rules, ``(names, test, what it must be)``; :func:`check_rules` raises the first
-that fails in one line, "lr must be a positive number, got -1".
+**Arguments of public functions**, where they enter: ``check_int``, ``check_number``, ``check_bool``, ...
+return the value (normalised: a NumPy integer becomes an ``int``) or raise
+:class:`~gptlearn.errors.InvalidTypeError` (the wrong kind of value) or
+:class:`~gptlearn.errors.InvalidValueError` (the right kind, out of range), with one message that names
+the argument, what it got and what it takes:
+
+>>> check_int(2.5, "batch_size", low=1)
+Traceback (most recent call last):
+...
+gptlearn.errors.InvalidTypeError: batch_size must be an integer >= 1, got 2.5 (a float)
+>>> check_number(0.5, "temperature", low=0)
+0.5
+
+``True`` is not an integer here and ``"no"`` is not a bool: Python would take both, silently.
+
+**Settings** (a trainer's, a config's) are checked with rules, ``(names, test, what it must be)``;
+:func:`check_rules` raises the first that fails in one line, "lr must be a positive number, got -1".
 
 >>> RULES = ((("steps", "batch_size"), lambda x: is_int(x, 1), "a positive integer"),)
 >>> check_rules({"steps": 10, "batch_size": 0}, RULES)
 Traceback (most recent call last):
 ...
 gptlearn.errors.InvalidValueError: batch_size must be a positive integer, got 0
+
+Also here: a tensor check for NaN and infinity (:func:`non_finite`), a bounded regular-file reader for
+trainer states (:func:`read_regular`) and a digest (:func:`sha256`).
 """
 from __future__ import annotations
 
@@ -17,18 +34,172 @@ import dataclasses
 import hashlib
 import math
 import numbers
+import operator
 import os
 import stat
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import torch
 
-from .errors import InvalidFileError, InvalidValueError
+from .errors import InvalidFileError, InvalidTypeError, InvalidValueError
 
-__all__ = ["is_int", "is_number", "is_path", "optional", "shown", "check_rules", "Rule", "non_finite",
+__all__ = ["describe", "check_int", "check_number", "check_bool", "check_choice", "check_str", "check_path",
+           "check_callable", "check_generator", "check_device", "check_texts", "check_optional",
+           "is_int", "is_number", "is_path", "optional", "shown", "check_rules", "Rule", "non_finite",
            "read_regular", "sha256", "setting", "add_config_arguments"]
+
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """``value`` as a message shows it: a short repr and, where the repr does not say it, its type."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that raises: the type is all we can say
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    obvious = (type(value) in (str, bool, type(None))) or type(value).__name__ in text[:40]
+    kind = type(value).__name__
+    return text if obvious else f"{text} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
+
+
+def _range(low: Any, high: Any, low_open: bool = False) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        parts.append(f"<= {high}")
+    return " and ".join(parts)
+
+
+def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer (Python's, NumPy's or a 0-d integer tensor; not a bool) in ``low..high``."""
+    rule = "an integer" + (f" {_range(low, high)}" if low is not None or high is not None else "")
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
+        raise InvalidTypeError(f"{name} must be {rule}, got {describe(value)}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be {rule}, got {describe(value)}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InvalidValueError(f"{name} must be {rule}, got {number}")
+    return number
+
+
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """A finite real number (int, float, NumPy's; not a bool, not a tensor) in ``low..high`` (``low_open``:
+    strictly above ``low``)."""
+    rule = "a finite number" + (f" {_range(low, high, low_open)}" if low is not None or high is not None else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidTypeError(f"{name} must be {rule}, got {describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise InvalidValueError(f"{name} must be {rule}, got {describe(value)}") from None
+    if (not math.isfinite(number) or (low is not None and (number <= low if low_open else number < low))
+            or (high is not None and number > high)):
+        raise InvalidValueError(f"{name} must be {rule}, got {describe(value)}")
+    return number
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """True or False (NumPy's bool too); a string such as ``"no"`` is refused, not read as true."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise InvalidTypeError(f"{name} must be True or False, got {describe(value)}")
+
+
+def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
+    """One of ``choices`` (compared by equality; a value that cannot be hashed is refused)."""
+    try:
+        ok = value in choices and not isinstance(value, bool)
+    except TypeError:
+        ok = False
+    if not ok:
+        shown = ", ".join(repr(c) for c in choices)
+        raise InvalidValueError(f"{name} must be one of {shown}, got {describe(value)}")
+    return value
+
+
+def check_str(value: Any, name: str, *, empty: bool = True) -> str:
+    """A ``str`` (not bytes); with ``empty=False``, one holding something."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be text (a str), got {describe(value)}")
+    if not empty and not value:
+        raise InvalidValueError(f"{name} must not be empty")
+    return value
+
+
+def check_path(value: Any, name: str) -> str | os.PathLike:
+    """A path (a str or ``os.PathLike``), not empty and without NUL bytes."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(f"{name} must be a path (a str or a pathlib.Path), got {describe(value)}")
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text or "\0" in text:
+        raise InvalidValueError(f"{name} must be a path, got {describe(value)}")
+    return value
+
+
+def check_callable(value: Any, name: str) -> Callable:
+    if not callable(value):
+        raise InvalidTypeError(f"{name} must be a function, got {describe(value)}")
+    return value
+
+
+def check_generator(value: Any, name: str = "generator"):
+    """None or a ``torch.Generator``."""
+    import torch
+
+    if value is not None and not isinstance(value, torch.Generator):
+        raise InvalidTypeError(f"{name} must be a torch.Generator (or None), got {describe(value)}")
+    return value
+
+
+def check_device(value: Any, name: str = "device"):
+    """A device torch knows the name of ("cpu", "cuda:0", a ``torch.device``), as a ``torch.device``;
+    None and "auto" come back unchanged. Whether it is present is the caller's question."""
+    import torch
+
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidTypeError(f"{name} must be a device name such as 'cpu' or 'cuda' (or a torch.device), "
+                               f"got {describe(value)}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise InvalidValueError(f"{name} must be a device name such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps', "
+                                f"got {describe(value)}") from None
+
+
+def check_texts(value: Any, name: str) -> list[str]:
+    """One text or an ordered sequence of texts (a list, a tuple), as a list; a dict, a set, bytes or a
+    sequence holding anything but strings is refused."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, bytearray, dict, set, frozenset)) or not isinstance(value, Sequence):
+        raise InvalidTypeError(f"{name} must be a str or a list of str, got {describe(value)}")
+    texts = list(value)
+    for t in texts:
+        if not isinstance(t, str):
+            raise InvalidTypeError(f"{name} must be a str or a list of str, but it holds {describe(t)}")
+    return texts
+
+
+def check_optional(check: Callable[..., Any], value: Any, name: str, **kwargs: Any) -> Any:
+    """``None``, or ``check(value, name, **kwargs)``."""
+    return None if value is None else check(value, name, **kwargs)
+
+
+# ---- settings rules, finite checks, files and digests ---------------------------------------------
 
 Rule = tuple[tuple[str, ...], Callable[[Any], bool], str]  # (the settings, the test each passes, what it must be)
 

@@ -1,6 +1,7 @@
 """The ``gptlearn`` command: embed, compare and generate text from the terminal.
 
     gptlearn embed --sentence "A cat sat." --sentence "A dog ran."
+    gptlearn embed --file sentences.txt          # one a line, for many (a progress bar on stderr)
     gptlearn similarity --sentence1 "A cat sat." --sentence2 "A dog ran." --all-metrics
     gptlearn generate --prompt "Once upon a time" --max-new-tokens 40 --seed 0
     gptlearn generate --interactive
@@ -32,6 +33,8 @@ __all__ = ["main", "build_parser"]
 DEFAULT_MODEL = "gptlearn-mini"
 DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
 _PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web", "gptlearn.finetune")  # modules that add subcommands when present
+MAX_SENTENCE_ARGS = 1000  # argparse reads repeated options in quadratic time: more go in a --file
+PROGRESS_FROM = 256  # embed shows a progress bar on stderr from this many sentences
 _TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we encode or echo (paths may be any bytes)
 
 
@@ -86,12 +89,20 @@ def _json(obj) -> None:
 def _embed(args: argparse.Namespace) -> int:
     import numpy as np
 
+    sentences = list(args.sentence or [])
+    if args.file is not None:
+        from .data import read_sentences
+
+        sentences += read_sentences(args.file)  # one a line; a FIFO or a device is refused
+    if not sentences:
+        raise GptlearnError("give the sentences to embed: --sentence TEXT (repeat it) or --file FILE (one a line)")
     embedder = _load_embedder(args)
-    vectors = embedder.encode(args.sentence, normalize_embeddings=args.normalize)  # (N, D)
+    vectors = embedder.encode(sentences, normalize_embeddings=args.normalize,  # (N, D)
+                              show_progress_bar=len(sentences) > PROGRESS_FROM)  # a bar on stderr for long inputs
     if not np.isfinite(vectors).all():
         raise GptlearnError("the embeddings hold NaN or infinity (the model overflowed); try --device cpu or another model")
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
-             for s, v in zip(args.sentence, vectors)]
+             for s, v in zip(sentences, vectors)]
     _json(items[0] if len(items) == 1 else items)
     return 0
 
@@ -266,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("embed", help="print sentence embeddings as JSON")
-    p.add_argument("--sentence", action="append", required=True, help="a sentence to embed (repeat for several)")
+    p.add_argument("--sentence", action="append", help="a sentence to embed (repeat for several, up to "
+                   f"{MAX_SENTENCE_ARGS:,})")
+    p.add_argument("--file", metavar="FILE", help="a text file of sentences to embed, one a line (for many)")
     p.add_argument("--normalize", action="store_true", help="scale each embedding to length 1")
     _common(p, embedding=True)
     p.set_defaults(func=_embed)
@@ -321,11 +334,21 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"  # torch's, a RuntimeError
 
 
+def _no_home(e: BaseException) -> bool:
+    return type(e) is RuntimeError and str(e).startswith("Could not determine home directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gptlearn`` command; returns the exit status (0 ok, 2 a user error)."""
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    repeated = sum(str(a) == "--sentence" or str(a).startswith("--sentence=") for a in given)
+    if repeated > MAX_SENTENCE_ARGS:
+        print(f"gptlearn: error: {repeated:,} --sentence arguments are more than the {MAX_SENTENCE_ARGS:,} the command "
+              "line takes; put the sentences in a file, one a line, and pass --file FILE", file=sys.stderr)
+        return 2
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(given)
     except SystemExit as e:  # --help, --version, or a usage error (argparse printed it, status 2)
         return e.code if isinstance(e.code, int) else 2
     if hasattr(sys.stdout, "reconfigure") and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
@@ -346,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gptlearn: error: {_one_line(e)}", file=sys.stderr)
             return 2
         except (MemoryError, RuntimeError) as e:
+            if _no_home(e):  # Path.expanduser on "~nosuchuser/..." in a path the user gave
+                print("gptlearn: error: a path starts with ~USER for a user this machine does not have (or ~ with no "
+                      "home folder); give the full path", file=sys.stderr)
+                return 2
             if not _out_of_memory(e):
                 raise  # a bug: its traceback
             print(f"gptlearn: error: out of memory ({_one_line(e)[:200]}); use a smaller model, batch or --device",

@@ -34,8 +34,10 @@ import numpy as np
 import torch
 
 from .atomic import write_file
-from .checks import sha256
+from .checks import check_choice, check_generator, check_int, check_number, check_path, describe, sha256
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError
+from .folders import expand_path
+from .safeio import read_regular
 from .tokenizers.base import encode_document
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ DOWNLOAD_TIMEOUT_S = 60.0  # a server silent this long has failed
 DOWNLOAD_MAX_BYTES = 1 << 30  # every named data set is far smaller: a longer reply is not the file
 OFFLINE_ENV = "GPTLEARN_OFFLINE"  # "1": never download a data set (fail at once, with the fix)
 ASSETS = Path(__file__).parent / "assets" / "data"
+MAX_BATCH_TOKENS = 1 << 28  # the most ids one get_batch draws (x and y as int64: 4 GiB); more is a mistake
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ DATASETS: dict[str, Dataset] = {
 
 def cache_dir() -> Path:
     """``GPTLEARN_CACHE`` or ``~/.cache/gptlearn``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gptlearn").expanduser()
+    return expand_path(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "gptlearn"), CACHE_ENV)
 
 
 def _check_sha(path: Path, expected: str, name: str) -> None:
@@ -224,7 +227,7 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
     except KeyError:
         raise GptlearnError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} or pass a file") from None
     data_dir = os.environ.get(DATA_DIR_ENV)
-    roots = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir()]
+    roots = ([expand_path(data_dir, "the data folder")] if data_dir else []) + [cache_dir()]
     for root in roots:
         if all((root / rel).is_file() for rel in ds.files):
             for rel, sha in ds.files.items():
@@ -241,7 +244,7 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+    data = read_regular(path)  # a FIFO or a device is refused, not read
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -254,7 +257,7 @@ def _read_utf8(path: Path) -> str:
 def load_text(path_or_name: str | os.PathLike) -> str:
     """A UTF-8 text file, a folder of ``.txt`` files (sorted, joined by a blank line), or a named
     data set such as ``"tinyshakespeare"``."""
-    path = Path(path_or_name).expanduser()
+    path = expand_path(path_or_name, "the data")
     if not path.exists() and str(path_or_name) in DATASETS:
         path = dataset_path(str(path_or_name))
     if path.is_dir():
@@ -305,6 +308,11 @@ class TokenDataset:
             raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
         if not text:
             raise GptlearnError("the text is empty; training needs some text")
+        if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
+            raise InvalidTypeError(f"tokenizer must be a tokenizer (with encode and vocab_size), got {describe(tokenizer)}")
+        check_number(val_fraction, "val_fraction", low=0, high=1)
+        if cache is not None:
+            check_path(cache, "cache")
         text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
         def ids() -> tuple[list[int], list[int]]:
@@ -352,7 +360,7 @@ class TokenDataset:
         self.tokenizer = tokenizer
         self._ordinary_ids: torch.Tensor | None = None  # ids but the special tokens (induction rows), made once
         self.dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
-        root = Path(cache).expanduser() if cache is not None else cache_dir() / "tokens"
+        root = expand_path(cache, "the token cache") if cache is not None else cache_dir() / "tokens"
         self.path = root / f"{stem}.bin"
         meta_path = root / f"{stem}.json"
         self.cached = self.path.is_file() and meta_path.is_file()
@@ -394,10 +402,16 @@ class TokenDataset:
         written over and over; their targets are ignored (-100) until the first repeat begins, so
         those rows train nothing but copying from context (chapter "Many heads": induction heads).
         """
-        try:
-            ids = self.splits[split]
-        except KeyError:
-            raise InvalidValueError(f"split must be 'train' or 'val', got {split!r}") from None
+        check_choice(split, "split", ("train", "val"))
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        block_size = check_int(block_size, "block_size", low=1)
+        if batch_size * (block_size + 1) > MAX_BATCH_TOKENS:
+            raise InvalidValueError(f"batch_size × (block_size + 1) must be at most {MAX_BATCH_TOKENS:,} tokens "
+                                    f"(x and y: 4 GiB of int64 ids), got {batch_size:,} × {block_size + 1:,}; use a smaller batch")
+        check_generator(generator)
+        check_number(repeat_frac, "repeat_frac", low=0, high=1)
+        check_number(induction_frac, "induction_frac", low=0, high=1)
+        ids = self.splits[split]
         if len(ids) < block_size + 1:
             raise GptlearnError(
                 f"the {split} split has {len(ids)} tokens, fewer than one block of {block_size} + 1; "
@@ -532,14 +546,14 @@ def read_pairs(path: str | os.PathLike, *, warn: bool = True) -> PairData:
     ``"book-pairs-dev"`` (shipped in the package, labels 0/1).
     """
     key = str(path)
-    p = Path(path).expanduser()
+    p = expand_path(path, "the file")
     if not p.exists() and key in NAMED_PAIRS:
         p = _named_pairs_path(key)
     if p.is_dir():
         raise GptlearnError(f"{p} is a folder; pass a pair file (TSV) or one of {sorted(NAMED_PAIRS)}")
     if not p.is_file():
         raise GptlearnError(f"pair file {key!r} not found; pass a TSV file or one of {sorted(NAMED_PAIRS)}")
-    data = p.read_bytes()
+    data = read_regular(p)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise GptlearnError(f"{p} is UTF-16 text; save it as UTF-8 (tab-separated) and try again")
     raw_lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not text
@@ -617,10 +631,10 @@ def read_sentences(path: str | os.PathLike) -> list[str]:
     """Unlabelled sentences for distillation: one a line, UTF-8, blank lines skipped, spaces trimmed.
 
     A file that is missing, not UTF-8, or holds no sentence raises :class:`GptlearnError`."""
-    p = Path(path).expanduser()
+    p = expand_path(path, "the file")
     if not p.is_file():
         raise GptlearnError(f"sentence file {str(path)!r} not found; pass a text file with one sentence a line")
-    raw = p.read_bytes()
+    raw = read_regular(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -11,6 +11,7 @@ from typing import ContextManager
 
 import torch
 
+from .checks import check_device
 from .errors import UnavailableError
 
 __all__ = ["device", "resolve_device", "autocast", "autocast_enabled", "free_bytes"]
@@ -29,9 +30,9 @@ def device() -> torch.device:
 def resolve_device(requested: str | torch.device | None) -> torch.device:
     """``None``/"auto" picks :func:`device`; an explicit request is honoured or refused, never
     silently replaced by the CPU."""
-    if requested is None or requested == "auto":
+    if requested is None or (isinstance(requested, str) and requested == "auto"):
         return device()
-    dev = torch.device(requested)
+    dev = check_device(requested, "device")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UnavailableError(
             f"device {str(requested)!r} was requested but CUDA is not available; "

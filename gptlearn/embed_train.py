@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -41,7 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint
-from .atomic import write_folder
+from .atomic import remove_folder, write_folder
+from .folders import check_folder, check_name
 from .checkpoint import Interrupts, json_value, rng_state
 from .checks import Rule, add_config_arguments, check_rules, is_int, is_number, is_path, non_finite, optional, shown
 from .checks import setting as _setting
@@ -354,7 +354,7 @@ def _save_atomically(embedder: Embedder, out_dir: Path, extra: dict) -> None:
         embedder.save_pretrained(tmp)  # into this save's temporary folder: one swap for everything
         (tmp / "train_embeddings.json").write_text(json.dumps(extra, indent=2) + "\n")
 
-    write_folder(out_dir, write, owns=("train_embeddings.json",))
+    write_folder(out_dir, write, owns=("train_embeddings.json",), kind="embedder")
 
 
 def _check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -363,8 +363,8 @@ def _check_out_dir(out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GptlearnError(f"--out {out_dir} is a file; pass a folder to write the embedder into")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
-        raise GptlearnError(f"{out_dir} is a non-empty folder that is not a model folder; pick a new --out folder")
+    check_name(out_dir, "--out")
+    check_folder(out_dir, kind="embedder", what="--out", hint=None)  # gptlearn/folders.py: only its own embedders
     parent = out_dir.absolute().parent  # the swap writes a temporary folder beside out_dir
     while not parent.exists():
         parent = parent.parent
@@ -727,7 +727,7 @@ class _EmbedRun:
             checkpoint.write_state(tmp, step=step, settings=self.settings, history=self.hist.to_dict(),
                                    optimizer=self.optimizer.state_dict(), rngs=[self.rng], trainer=TRAINER)
 
-        write_folder(self.ckpt, write, owns=checkpoint.STATE_FILES)
+        write_folder(self.ckpt, write, owns=checkpoint.STATE_FILES, kind="run")
         self.last_saved = step
         if not quiet:
             quick = ""
@@ -769,7 +769,7 @@ class _EmbedRun:
             hist.out_dir = str(self.out)
             _save_atomically(self.embedder, self.out, hist.to_dict())
             if self.ckpt.is_dir() and not self.ckpt.is_symlink() and _is_our_checkpoint(self.ckpt):
-                shutil.rmtree(self.ckpt, ignore_errors=True)  # only this trainer's checkpoint, never another folder
+                remove_folder(self.ckpt)  # only what gptlearn wrote there (its manifest says what): never a folder of yours
         return hist
 
 

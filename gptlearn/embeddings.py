@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError, read_json
+from .checks import check_bool, check_device, check_int, check_path, check_texts, describe
+from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
+from .safeio import read_json
 from .model import GPT
 from .tokenizers.base import encode_document
 
@@ -125,8 +127,13 @@ class Embedder(nn.Module):
                  max_length: int | None = None, projection: nn.Linear | None = None,
                  similarity_fn_name: str | None = None) -> None:
         super().__init__()
+        if not isinstance(model, GPT):
+            raise InvalidTypeError(f"model must be a gptlearn GPT (e.g. gptlearn.from_pretrained('gptlearn-mini')), "
+                                   f"got {describe(model)}; Embedder.from_pretrained(name) loads one by name")
+        if projection is not None and not isinstance(projection, nn.Linear):
+            raise InvalidTypeError(f"projection must be an nn.Linear (or None), got {describe(projection)}")
         config = model.config
-        if pooling not in POOLING:
+        if not isinstance(pooling, str) or pooling not in POOLING:
             raise InvalidValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
         if _integer(layer) is None or not -1 <= layer < config.n_layer:
             raise InvalidValueError(f"layer must be an integer in -1..{config.n_layer - 1} for this "
@@ -160,7 +167,7 @@ class Embedder(nn.Module):
     def similarity_fn_name(self, name: str) -> None:
         from .similarity import SIMILARITY_FNS
 
-        if name not in SIMILARITY_FNS:
+        if not isinstance(name, str) or name not in SIMILARITY_FNS:
             raise InvalidValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
         self._similarity_fn_name = name
 
@@ -233,14 +240,21 @@ class Embedder(nn.Module):
         Sentences longer than ``max_length`` tokens are truncated with a ``UserWarning`` that says
         how many were cut. An empty sentence raises ``ValueError``; an empty list gives (0, D).
         """
+        sentences_list = check_texts(sentences, "sentences")
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        for flag, name in ((convert_to_numpy, "convert_to_numpy"), (convert_to_tensor, "convert_to_tensor"),
+                           (normalize_embeddings, "normalize_embeddings")):
+            check_bool(flag, name)
+        if show_progress_bar is not None:
+            check_bool(show_progress_bar, "show_progress_bar")
         if device is not None:
             from .devices import resolve_device
 
-            self.to(resolve_device(device))
+            self.to(resolve_device(check_device(device, "device")))
         if show_progress_bar is None:
             show_progress_bar = _log.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
         single = isinstance(sentences, str)
-        rows = self.tokenize([sentences] if single else sentences)
+        rows = self.tokenize(sentences_list)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
         out = torch.empty(len(rows), self.dimensions, device=self.device)  # (N, D)
         batches = token_batches([len(rows[i]) for i in order], batch_size)
@@ -288,7 +302,8 @@ class Embedder(nn.Module):
         return sign * pairwise(_rows(embeddings1), _rows(embeddings2), self.similarity_fn_name)  # (N,)
 
     # ---- saving and loading ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, *, sentence_transformers: bool | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, *, sentence_transformers: bool | None = None,
+                        overwrite: bool = False) -> Path:
         """Write the model folder (:meth:`GPT.save_pretrained`) plus ``embedder.json`` (pooling, layer,
         max_length, similarity_fn_name, has_projection) and, if there is a projection,
         ``projection.safetensors``; the folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`).
@@ -300,7 +315,8 @@ class Embedder(nn.Module):
         projection. That needs a byte-level BPE tokenizer with ``<|endoftext|>`` and ``layer=-1``
         (sentence-transformers pools the last hidden state). ``sentence_transformers=None`` writes those
         files when this embedder can be exported and skips them otherwise; ``True`` insists (a
-        ValueError says why it cannot); ``False`` never writes them.
+        ValueError says why it cannot); ``False`` never writes them. A folder holding anything gptlearn did
+        not write there for an embedder is refused unless ``overwrite`` (:mod:`gptlearn.folders`).
         """
         from safetensors.torch import save_file
 
@@ -308,6 +324,10 @@ class Embedder(nn.Module):
         from .pretrained import save_pretrained
         from .tokenizers import TOKENIZER_FILES
 
+        check_path(directory, "directory")
+        if sentence_transformers is not None:
+            check_bool(sentence_transformers, "sentence_transformers")
+        check_bool(overwrite, "overwrite")
         directory = Path(directory)
         why_not = self._why_not_sentence_transformers()
         if sentence_transformers and why_not:
@@ -328,7 +348,8 @@ class Embedder(nn.Module):
                 self._write_sentence_transformers_files(tmp)
 
         tokenizer_files = TOKENIZER_FILES if hasattr(self.tokenizer, "save") else ()
-        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files, *_ST_FILES))
+        write_folder(directory, write, owns=("embedder.json", "projection.safetensors", *tokenizer_files, *_ST_FILES),
+                     kind="embedder", overwrite=overwrite)
         return directory
 
     def _why_not_sentence_transformers(self) -> str | None:
@@ -386,6 +407,7 @@ class Embedder(nn.Module):
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
         from .atomic import recover_folder
+        from .folders import expand_path
         from .model import from_pretrained
         from .pretrained import BUNDLED
 
@@ -393,13 +415,13 @@ class Embedder(nn.Module):
         unknown = set(overrides) - allowed
         if unknown:
             raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = recover_folder(Path(name_or_path).expanduser())  # finish or undo a save killed half-way
+        folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way
         if not folder.is_dir() and str(name_or_path) in BUNDLED:
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
-        if (folder / "embedder.json").is_file():
-            settings = _read_settings(folder, model.config)
+        if (folder / "embedder.json").exists() or (folder / "embedder.json").is_symlink():
+            settings = _read_settings(folder, model.config)  # a FIFO or a device there: refused, named
         settings.update({k: v for k, v in overrides.items() if v is not None})
         embedder = cls(model, **settings)
         if embedder.projection is not None:

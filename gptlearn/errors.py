@@ -9,12 +9,7 @@ True
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
-
-__all__ = ["read_json", "GptlearnError", "InvalidValueError", "InvalidTypeError", "InvalidFileError", "MissingFileError",
+__all__ = ["GptlearnError", "InvalidValueError", "InvalidTypeError", "InvalidFileError", "MissingFileError",
            "TokenIdError", "UnknownNameError", "NoTokenizerError", "UnavailableError"]
 
 
@@ -59,28 +54,3 @@ class NoTokenizerError(GptlearnError):
 
 class UnavailableError(GptlearnError, RuntimeError):
     """Something this machine lacks: a device, a compiler, a download."""
-
-
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """The value in the JSON file ``path``, or an :class:`InvalidFileError` "``path`` is not ``what``: why"
-    (not readable, not UTF-8, not JSON, nested too deeply). A UTF-8 byte-order mark is allowed.
-
-    Callers then check the value's type and fields, with messages in the same form.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise InvalidFileError(f"{path} is not {what}: it cannot be read ({e.strerror or e})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InvalidFileError(f"{path} is not {what}: it is not UTF-8 text (byte 0x{data[e.start]:02x} at "
-                               f"offset {e.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidFileError(f"{path} is not {what}: it is not valid JSON ({e.msg} at line {e.lineno}, "
-                               f"column {e.colno})") from None
-    except (RecursionError, ValueError) as e:  # nested thousands deep; an integer of thousands of digits
-        why = "it nests too deeply" if isinstance(e, RecursionError) else f"it holds a number JSON readers refuse ({e})"
-        raise InvalidFileError(f"{path} is not {what}: {why}") from None

@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import POOLING, Embedder
-from .errors import (GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError,
-                     read_json)
+from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
 from .lora import LoRALinear, add_lora, check_rank, lora_layers, merge_lora
 from .model import GPT
+from .safeio import read_json
 
 __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "FinetuneResult", "Classifier",
            "read_tsv", "wordnet_glosses", "load_glosses", "GLOSS_TOPICS", "is_classifier_folder", "trainable_parameters", "finetune", "register_cli"]

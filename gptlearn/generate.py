@@ -14,38 +14,37 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
+from .checks import check_bool, check_generator, check_int, check_number, describe
 from .errors import InvalidTypeError, InvalidValueError
 from .fast.linear import split_matvecs
 from .kv_cache import KVCache
-from .model import check_token_ids, register_decoder
+from .model import check_targets, check_token_ids, register_decoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import GPT
 
-__all__ = ["sample_next", "check_sampling", "check_token_ids", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
+# Temperatures below this are greedy: logits / 1e-7 can overflow float32, and no two tokens whose logits
+# differ by more than float rounding are ever close at such a temperature.
+GREEDY_BELOW = 1e-6
+# The most tokens one call generates: more is no use (a model's context is at most thousands of tokens)
+# and would keep the call running for days.
+MAX_NEW_TOKENS = 1 << 20
+
+__all__ = ["sample_next", "check_targets", "GREEDY_BELOW", "MAX_NEW_TOKENS", "check_sampling", "check_token_ids", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
 
 
 def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, *,
                    names: Sequence[str] = ("temperature", "top_k", "top_p")) -> None:
     """Refuse sampling options that mean nothing, naming them as ``names`` (the command passes its flags):
-    ``temperature`` a finite number >= 0 (0 is greedy), ``top_k`` an integer >= 1, ``top_p`` in (0, 1]."""
-    if not _is_number(temperature) or temperature < 0:
-        raise InvalidValueError(f"{names[0]} must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not _is_integer(top_k) or top_k < 1):
-        raise InvalidValueError(f"{names[1]} must be an integer >= 1 (or None: every token), got {top_k!r}")
-    if top_p is not None and (not _is_number(top_p) or not 0.0 < top_p <= 1.0):
-        raise InvalidValueError(f"{names[2]} must be in (0, 1] (or None: no cut), got {top_p!r}")
+    ``temperature`` a finite number >= 0 (0 is greedy), ``top_k`` an integer >= 1, ``top_p`` in (0, 1].
+    Plain numbers only: a tensor is refused (it would be compared element by element)."""
+    check_number(temperature, names[0], low=0)
+    if top_k is not None:
+        check_int(top_k, names[1], low=1)
+    if top_p is not None:
+        check_number(top_p, names[2], low=0, low_open=True, high=1)
 
 
-def _is_integer(x) -> bool:
-    return hasattr(x, "__index__") and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    try:
-        return not isinstance(x, bool) and math.isfinite(x)
-    except (TypeError, ValueError, OverflowError):  # not a number, or an integer beyond any float
-        return False
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -53,12 +52,17 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next token from last-position logits (B, V) -> ids (B,).
 
-    ``do_sample=False`` or ``temperature=0`` is greedy (argmax). Otherwise logits are divided by
+    ``do_sample=False`` or ``temperature`` below :data:`GREEDY_BELOW` is greedy (argmax): dividing by so
+    small a number would overflow, and it leaves only ties to choose between anyway. Otherwise logits are divided by
     ``temperature``, cut to the ``top_k`` most likely tokens and/or the smallest set whose probability
     reaches ``top_p`` (nucleus), and one token is drawn.
     """
     check_sampling(temperature, top_k, top_p)
-    if not do_sample or temperature == 0:
+    check_bool(do_sample, "do_sample")
+    check_generator(generator)
+    if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point or logits.dim() < 1:
+        raise InvalidTypeError(f"logits must be a floating-point (B, V) tensor, got {describe(logits)}")
+    if not do_sample or temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
@@ -86,24 +90,44 @@ def next_token_logits(model: "GPT", idx: torch.Tensor, cache: KVCache | None = N
         return model.lm_head(h)  # (B, C) -> (B, V)
 
 
+def _as_id_tensor(idx) -> torch.Tensor:
+    """A list of ids, a list of such lists (rows of one length) or a NumPy array -> a long tensor."""
+    rule = "idx must be text, a list of token ids, a list of such lists or a (B, T) tensor"
+    if hasattr(idx, "__array__") and not isinstance(idx, (list, tuple)):
+        import numpy as np
+
+        arr = np.asarray(idx)
+        if arr.dtype.kind not in "iu":
+            raise InvalidTypeError(f"{rule}, got an array of {arr.dtype}")
+        return torch.as_tensor(arr, dtype=torch.long)
+    if not isinstance(idx, (list, tuple)):
+        raise InvalidTypeError(f"{rule}, got {describe(idx)}")
+    rows = list(idx) if idx and isinstance(idx[0], (list, tuple)) else [idx]
+    for row in rows:
+        if not isinstance(row, (list, tuple)):
+            raise InvalidTypeError(f"{rule}, got a list holding {describe(row)}")
+        for t in row:
+            check_int(t, "each token id in idx")
+    if len({len(r) for r in rows}) > 1:
+        raise InvalidValueError(f"idx must hold rows of one length, got lengths {sorted({len(r) for r in rows})}")
+    return torch.tensor([list(r) for r in rows], dtype=torch.long)
+
+
 def _prepare(model: "GPT", idx, seed: int | None, generator: torch.Generator | None):
     as_text = isinstance(idx, str)
     if as_text:
         idx = model.to_tokens(idx)
     elif not isinstance(idx, torch.Tensor):
-        try:
-            idx = torch.tensor([list(idx)] if idx and isinstance(idx[0], int) else idx, dtype=torch.long)
-        except (TypeError, ValueError, RuntimeError):
-            raise InvalidTypeError(f"generate takes text, a list of token ids or a (B, T) tensor, got "
-                                   f"{type(idx).__name__}") from None
+        idx = _as_id_tensor(idx)
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     if idx.numel() == 0:
         raise InvalidValueError("generation needs a prompt of at least one token")
     check_token_ids(idx.cpu(), model.config.vocab_size)  # once, wherever the model runs
     idx = idx.to(model.device)
-    if seed is not None and (not _is_integer(seed) or not 0 <= seed < 2 ** 64):
-        raise InvalidValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
+    if seed is not None:
+        seed = check_int(seed, "seed", low=0, high=2 ** 64 - 1)
+    check_generator(generator)
     if generator is None and seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
     return as_text, idx, generator
@@ -122,8 +146,11 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     ``fused=True`` decodes each token after the prompt with one C++ call on the CPU
     (:mod:`gptlearn.fast.fused`: one fp32 sequence, no hooks; built on first use).
     """
-    if not _is_integer(max_new_tokens) or max_new_tokens < 0:
-        raise InvalidValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=0, high=MAX_NEW_TOKENS)
+    for flag, name in ((do_sample, "do_sample"), (use_cache, "use_cache"), (fused, "fused")):
+        check_bool(flag, name)  # before anything is built: fused="yes" would compile the C++ extension
+    if eos_token_id is not None:
+        eos_token_id = check_int(eos_token_id, "eos_token_id", low=0, high=model.config.vocab_size - 1)
     if fused and not use_cache:
         raise InvalidValueError("fused decoding works on the KV cache: use_cache must be True")
     check_sampling(temperature, top_k, top_p)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from .checks import check_bool, check_callable, check_choice, check_device, check_texts, describe
 from .errors import InvalidTypeError, InvalidValueError, UnknownNameError
 
 __all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
@@ -128,6 +129,10 @@ class HookPoint(nn.Module):
     def add_hook(self, hook: HookFn, dir: Direction = "fwd", *, is_permanent: bool = False,
                  prepend: bool = False) -> LensHandle:
         """Attach ``hook(activation, hook=self)``; ``.remove()`` the returned handle to detach it."""
+        check_callable(hook, "hook")
+        check_choice(dir, "dir", ("fwd", "bwd"))
+        check_bool(is_permanent, "is_permanent")
+        check_bool(prepend, "prepend")
         if dir == "fwd":
             handle = self.register_forward_hook(lambda module, args, out: hook(out, hook=module), prepend=prepend)
         elif dir == "bwd":
@@ -136,8 +141,6 @@ class HookPoint(nn.Module):
                 return None if new is None else (new,)
 
             handle = self.register_full_backward_hook(backward, prepend=prepend)
-        else:
-            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
         lens = LensHandle(handle, is_permanent)
         (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(lens)
         return lens
@@ -203,9 +206,10 @@ class HookedRootModule(nn.Module):
             return [p for n, p in points.items() if names(n)]
         if isinstance(names, str):
             names = [names]
-        elif not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"names_filter takes a hook name, a list of names or a function name -> bool, "
-                            f"got {type(names).__name__}")
+        elif (not isinstance(names, Iterable) or isinstance(names, (bytes, dict))
+              or not all(isinstance(n, str) for n in names)):
+            raise InvalidTypeError(f"names_filter must be a hook name, a list of names or a function name -> bool, "
+                                   f"got {describe(names)}")
         picked: dict[str, HookPoint] = {}
         for name in names:
             full = get_act_name(name)
@@ -237,7 +241,8 @@ class HookedRootModule(nn.Module):
         added: list[LensHandle] = []
         try:
             for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
-                for name, fn in pairs:
+                for pair in _pairs(pairs, f"{direction}_hooks"):
+                    name, fn = pair
                     added += [p.add_hook(fn, direction) for p in self._matching(name)]  # type: ignore[arg-type]
             yield self
         finally:
@@ -269,6 +274,8 @@ class HookedRootModule(nn.Module):
         are detached and live on ``device`` (default: where they were computed);
         ``remove_batch_dim=True`` drops the batch dimension of a batch of one.
         """
+        check_bool(remove_batch_dim, "remove_batch_dim")
+        check_device(device, "device")
         idx = self._as_ids(idx, "run_with_cache")
         if remove_batch_dim and idx.size(0) != 1:
             raise InvalidValueError(f"remove_batch_dim needs a batch of one, got {idx.size(0)} rows")
@@ -291,7 +298,7 @@ class HookedRootModule(nn.Module):
         if isinstance(idx, str) or (isinstance(idx, (list, tuple)) and idx and all(isinstance(t, str) for t in idx)):
             return self.to_tokens(idx)
         if not isinstance(idx, torch.Tensor):
-            raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {type(idx).__name__}")
+            raise InvalidTypeError(f"{what} takes token ids (a (B, T) tensor) or text, got {describe(idx)}")
         return idx
 
 
@@ -321,6 +328,19 @@ def _apply_slice(t: torch.Tensor, index: Any, dim: int) -> torch.Tensor:
         return t.index_select(dim, ids % t.shape[dim])
     raise InvalidTypeError(f"a position/batch slice is an int, a slice, a tuple or a list of ints, got "
                            f"{type(index).__name__}")
+
+
+def _pairs(pairs: Any, name: str) -> list:
+    """``pairs`` as a list of (name or filter, function) pairs, or an InvalidTypeError naming ``name``."""
+    rule = f"{name} must be a list of (hook name, function) pairs"
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Iterable):
+        raise InvalidTypeError(f"{rule}, got {describe(pairs)}")
+    pairs = list(pairs)
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidTypeError(f"{rule}, but it holds {describe(pair)}")
+        check_callable(pair[1], f"the function of the {name} pair for {pair[0]!r}")
+    return pairs
 
 
 # ---- the cache ----------------------------------------------------------------------------------------

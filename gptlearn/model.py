@@ -26,13 +26,14 @@ from torch import nn
 from .attention import CausalSelfAttention, Packing
 from .config import GPTConfig
 from .devices import resolve_device
+from .checks import check_bool, check_int, check_texts, describe
 from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError, TokenIdError
 from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
 
 __all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model",
-           "check_token_ids", "IMPLEMENTATIONS", "register_implementation", "register_decoder"]
+           "check_token_ids", "check_targets", "IMPLEMENTATIONS", "register_implementation", "register_decoder"]
 
 # What the package plugs in from outside this file. IMPLEMENTATIONS: name -> a function that makes a built
 # model run that way, in place ("fast" is gptlearn.fast's; "plain" changes nothing). _DECODERS: the loop behind
@@ -51,22 +52,37 @@ def register_decoder(generate: Callable[..., Any], generate_stream: Callable[...
     _DECODERS.update(generate=generate, generate_stream=generate_stream)
 
 
-def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
+def check_token_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> None:
     """Refuse what is not a (B, T) tensor of ids in 0..V-1 with an error that names it, instead of an
     IndexError from deep inside the embedding. On a GPU the range is not checked: that would wait for
     the GPU at every step (the prompt is checked where it enters, in generate and to_tokens)."""
-    if not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dim() != 2:
-        what = (f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor)
-                else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}")
-        raise InvalidTypeError(f"the model takes token ids, a (B, T) or (T,) integer tensor, got {what}; "
-                               "turn text into ids with model.to_tokens(text)")
+    if (not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex
+            or idx.dtype == torch.bool or idx.dim() != 2):
+        what = f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}"
+        raise InvalidTypeError(f"{name} must be token ids: the model takes token ids, a (B, T) or (T,) integer "
+                               f"tensor, got {what}; turn text into ids with model.to_tokens(text)")
     if idx.device.type == "cpu" and idx.numel():
         lo, hi = torch.aminmax(idx)
         if lo < 0 or hi >= vocab_size:
             bad = int(hi) if hi >= vocab_size else int(lo)
-            raise TokenIdError(f"token id {bad} is outside this model's vocabulary of {vocab_size} "
-                               f"(ids 0..{vocab_size - 1}); "
+            raise TokenIdError(f"{name} holds token id {bad}, outside this model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}); "
                                "were the ids made by another tokenizer?")
+
+
+def check_targets(targets: torch.Tensor, shape: torch.Size, vocab_size: int) -> None:
+    """Refuse loss targets that are not an integer tensor of ``shape``'s size holding ids in 0..V-1 or
+    -100 (the ignored position, as in ``F.cross_entropy``); checked on the CPU only, as the ids are."""
+    if (not isinstance(targets, torch.Tensor) or targets.dtype.is_floating_point or targets.dtype.is_complex
+            or targets.dtype == torch.bool):
+        what = f"a {targets.dtype} tensor" if isinstance(targets, torch.Tensor) else describe(targets)
+        raise InvalidTypeError(f"targets must be an integer tensor of token ids, got {what}")
+    if targets.numel() != math.prod(shape):
+        raise InvalidValueError(f"targets must have the shape of the ids {tuple(shape)}, got {tuple(targets.shape)}")
+    if targets.device.type == "cpu" and targets.numel():
+        bad = targets[(targets != -100) & ((targets < 0) | (targets >= vocab_size))]
+        if bad.numel():
+            raise TokenIdError(f"targets holds {int(bad[0])}; targets must be token ids in 0..{vocab_size - 1}, "
+                               "or -100 for a position to ignore")
 
 
 def sinusoidal_positions(n_positions: int, n_embd: int) -> torch.Tensor:
@@ -216,6 +232,10 @@ class GPT(HookedRootModule, PretrainedMixin):
         tensors; the attention hooks keep their (B, ...) shapes.
         """
         check_token_ids(idx, self.config.vocab_size)
+        check_int(layer, "layer", low=-1, high=self.config.n_layer - 1)
+        if kv_cache is not None and not isinstance(kv_cache, KVCache):
+            raise InvalidTypeError(f"kv_cache must be a KVCache (KVCache.for_model(model, B)) or None, got "
+                                   f"{describe(kv_cache)}")
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.n_positions:
@@ -223,8 +243,6 @@ class GPT(HookedRootModule, PretrainedMixin):
                 f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions}); "
                 "crop it (generate() does this for you)"
             )
-        if layer < -1 or layer >= self.config.n_layer:
-            raise InvalidValueError(f"layer must be in -1..{self.config.n_layer - 1}, got {layer}")
         packing = None
         if lengths is not None:
             if kv_cache is not None:
@@ -254,7 +272,8 @@ class GPT(HookedRootModule, PretrainedMixin):
             idx = idx.unsqueeze(0)
         x = self.hidden_states(idx, kv_cache=kv_cache)  # (B, T, C)
         if targets is not None:
-            return self.lm_head.loss(x, targets.view(idx.shape))
+            check_targets(targets, idx.shape, self.config.vocab_size)
+            return self.lm_head.loss(x, targets.reshape(idx.shape))
         return self.lm_head(x)  # (B, T, C) -> (B, T, V)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -346,16 +365,18 @@ class GPT(HookedRootModule, PretrainedMixin):
         0 on padding. Real tokens never see the padding after them (attention is causal), so their
         logits and activations are those of the text alone.
         """
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = check_texts(text, "text")
+        check_bool(prepend_bos, "prepend_bos")
+        check_bool(return_attention_mask, "return_attention_mask")
         if not texts:
-            raise ValueError("to_tokens needs at least one text")
+            raise InvalidValueError("text must be a str or a non-empty list of str, got an empty list")
         tok = self.tokenizer
         encode = tok.encode
         rows = [encode(t, allowed_special="all") if hasattr(tok, "special_tokens") else encode(t) for t in texts]
         bos = getattr(tok, "eot_token", None)
         if prepend_bos:
             if bos is None:
-                raise ValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
+                raise InvalidValueError("prepend_bos needs an <|endoftext|> token, and this tokenizer has none")
             rows = [[bos, *r] for r in rows]
         T = max(len(r) for r in rows)
         pad = bos if bos is not None else 0

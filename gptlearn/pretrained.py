@@ -23,8 +23,10 @@ import torch
 
 from .config import GPTConfig, physical_memory
 from .devices import resolve_device
-from .errors import (InvalidFileError, InvalidValueError, MissingFileError, NoTokenizerError, UnavailableError,
-                     read_json)
+from .errors import (GptlearnError, InvalidFileError, InvalidValueError, MissingFileError, NoTokenizerError,
+                     UnavailableError)
+from .checks import check_bool, check_path
+from .safeio import check_regular, read_json, read_regular
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -94,8 +96,11 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
             # read into memory: load_file would memory-map the file, and a process whose weights are
             # mapped dies (SIGBUS) when someone overwrites that file, e.g. by retraining in place
-            return load(path.read_bytes())
+            return load(read_regular(path))
+        check_regular(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except GptlearnError:
+        raise  # not a regular file: say so, not "corrupt"
     except Exception as e:  # corrupt, truncated, or not a weights file
         why = " ".join(str(e).split())[:200]
         raise InvalidFileError(f"cannot read weights from {path}: the file is corrupt or not a weights file ({why}); "
@@ -107,7 +112,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _find_weights(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
+        if (folder / name).exists() or (folder / name).is_symlink():  # a FIFO or a device: refused when read
             return folder / name
     raise MissingFileError(f"{folder} has no model.safetensors or pytorch_model.bin; pass a folder written by "
                            "save_pretrained, or put the weights file beside its config.json")
@@ -125,6 +130,7 @@ def _read_folder(folder: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     except InvalidValueError as e:  # a field of the wrong type or out of range
         raise InvalidFileError(f"{cfg_path} is not a valid GPT-2 config: {e}") from None
     weights = _find_weights(folder)
+    check_regular(weights)  # a FIFO, a device or a folder in its place: said so, never read
     _check_size(config, cfg_path, weights)
     state = hf_to_gptlearn(load_weights_file(weights))
     bad = next((k for k, v in state.items() if not v.is_floating_point()), None)
@@ -242,9 +248,10 @@ def _quiet_hub():
 def _resolve(name_or_path: str | Path) -> Path:
     """A local folder, the bundled ``gptlearn-mini`` or a Hub name -> the folder holding the model."""
     from .atomic import recover_folder
+    from .folders import expand_path
 
     key = str(name_or_path)
-    path = recover_folder(Path(name_or_path).expanduser())  # a save killed half-way: finish or undo it
+    path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way: finish it
     if path.is_dir():
         return path
     if key in BUNDLED:
@@ -258,16 +265,22 @@ def _resolve(name_or_path: str | Path) -> Path:
     raise InvalidValueError(f"unknown model {key!r}: not a folder, not one of {sorted([*HUB_MODELS, *BUNDLED])}")
 
 
-def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer: bool = True) -> Path:
+def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer: bool = True,
+                    overwrite: bool = False) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's ``vocab.json``/``merges.txt``)
     in Hugging Face's layout; ``transformers.GPT2LMHeadModel.from_pretrained(directory)`` loads it.
     The folder is replaced as a whole (:func:`gptlearn.atomic.write_folder`): a crash leaves the old
-    folder or the new one, never a mixture."""
+    folder or the new one, never a mixture. A folder that holds anything gptlearn did not write there
+    for a model is refused unless ``overwrite``, which still replaces only gptlearn's files
+    (:mod:`gptlearn.folders`)."""
     from safetensors.torch import save_file
 
     from .atomic import write_folder
     from .tokenizers import TOKENIZER_FILES
 
+    check_path(directory, "directory")
+    check_bool(save_tokenizer, "save_tokenizer")
+    check_bool(overwrite, "overwrite")
     directory = Path(directory)
     state = gptlearn_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
 
@@ -283,7 +296,7 @@ def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer
                 tok.save(tmp)
 
     owns = ("model.safetensors", "config.json", *(TOKENIZER_FILES if save_tokenizer else ()))
-    write_folder(directory, write, owns=owns)
+    write_folder(directory, write, owns=owns, kind="model", overwrite=overwrite)
     return directory
 
 
@@ -318,6 +331,7 @@ class PretrainedMixin:
             model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
         return model.eval()
 
-    def save_pretrained(self, directory: str | Path, *, save_tokenizer: bool = True) -> Path:
-        """Write a folder ``transformers.GPT2LMHeadModel.from_pretrained`` loads unchanged."""
-        return save_pretrained(self, directory, save_tokenizer=save_tokenizer)
+    def save_pretrained(self, directory: str | Path, *, save_tokenizer: bool = True, overwrite: bool = False) -> Path:
+        """Write a folder ``transformers.GPT2LMHeadModel.from_pretrained`` loads unchanged (see
+        :func:`save_pretrained` for the folders it writes into)."""
+        return save_pretrained(self, directory, save_tokenizer=save_tokenizer, overwrite=overwrite)

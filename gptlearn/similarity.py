@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidValueError
+from .checks import describe
+from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["cosine", "euclidean", "manhattan", "dot", "pairwise", "METRICS", "SIMILARITY_FNS"]
 
@@ -37,11 +38,28 @@ Array = Union[np.ndarray, torch.Tensor]
 _EPS = 1e-12  # zero vectors get cosine 0 instead of 0/0 (as torch.nn.functional.normalize does)
 
 
+def _as_tensor(x, name: str) -> torch.Tensor:
+    """An embedding argument as a tensor: a tensor, an array or a (nested) list of real numbers."""
+    if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
+        raise InvalidTypeError(f"{name} must be embeddings (a tensor, an array or a list of numbers), got {describe(x)}")
+    if not isinstance(x, torch.Tensor):
+        try:
+            arr = np.ascontiguousarray(x)
+        except ValueError:  # ragged lists
+            raise InvalidValueError(f"{name} must be embeddings of one width, got rows of different lengths") from None
+        if arr.dtype.kind not in "iuf":
+            raise InvalidTypeError(f"{name} must hold real numbers, got an array of {arr.dtype}")
+        x = torch.as_tensor(arr)
+    elif x.dtype == torch.bool or x.dtype.is_complex:
+        raise InvalidTypeError(f"{name} must hold real numbers, got a {x.dtype} tensor")
+    return x
+
+
 def _as_torch(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Both inputs as float tensors on one device, and whether to hand back numpy."""
     to_numpy = not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor)
     like = a if isinstance(a, torch.Tensor) else b if isinstance(b, torch.Tensor) else None
-    ta, tb = (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(x)) for x in (a, b))
+    ta, tb = (_as_tensor(x, name) for x, name in ((a, "a"), (b, "b")))
     if like is not None:
         ta, tb = ta.to(like.device), tb.to(like.device)
     dtype = torch.promote_types(ta.dtype, tb.dtype)
@@ -149,7 +167,7 @@ def pairwise(a: Array, b: Array, metric: str = "cosine"):
 
     ``metric`` is one of ``METRICS``: "cosine", "euclidean", "manhattan" or "dot".
     """
-    if metric not in _PAIRWISE:
+    if not isinstance(metric, str) or metric not in _PAIRWISE:
         raise InvalidValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
     ta, tb, to_numpy = _as_torch(a, b)
     if ta.shape != tb.shape:

@@ -51,8 +51,10 @@ from .data import TokenDataset, load_text, split_text
 from .devices import autocast, free_bytes
 from .dist import Dist
 from .errors import GptlearnError
+from .folders import check_folder, check_name, kind_of
 from .fast.memory import freed_memory_kept
 from .model import GPT, sinusoidal_positions
+from .safeio import JSON_MAX_BYTES, read_regular
 from .tokenizers import TokenizerLike, load_tokenizer_spec, tokenizer_problem
 
 __all__ = [
@@ -355,14 +357,17 @@ def _model_differences(given: GPTConfig | GPT | None, saved: GPTConfig) -> list[
 # ---- the run folder: one run at a time, and never over another's work -------------------------------------
 def _check_out(out: Path, args: TrainConfig) -> set[str]:
     """Refuse an output folder the run must not write into; returns the names a replaced run leaves there
-    (the first checkpoint of an ``overwrite`` run removes them). Hidden entries do not count."""
+    (the first checkpoint of an ``overwrite`` run removes them): only files gptlearn wrote there
+    (:func:`gptlearn.folders.check_folder`)."""
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    if args.resume or not names:
+    if args.resume:
         return set()  # resume: read_trainer_state says what is wrong with the run, if anything
+    if args.overwrite or not names:  # the folder rule (gptlearn/folders.py): only files gptlearn wrote are replaced
+        return check_folder(out, kind="run", overwrite=args.overwrite, what="--out", hint="pass --overwrite")
+    if kind_of(out) is None:  # not gptlearn's: refused, naming what is there
+        check_folder(out, kind="run", what="--out", hint="pass --overwrite")
     is_run = (out / STATE_FILE).is_file() or (out / LEGACY_STATE_FILE).is_file()
     is_model = (out / "config.json").is_file()
-    if args.overwrite and (is_run or is_model):
-        return names
     if is_run and not (out / STATE_FILE).is_file():  # only an older version's pickle: --resume would refuse it
         raise GptlearnError(f"{out} holds the training run of an older gptlearn ({LEGACY_STATE_FILE}, a pickle, "
                             "never loaded); replace it with --overwrite, or choose another --out")
@@ -373,8 +378,8 @@ def _check_out(out: Path, args: TrainConfig) -> set[str]:
         raise GptlearnError(f"{out} already holds a model (config.json); replace it with --overwrite, or choose "
                             "another --out")
     raise GptlearnError(f"{out} is not empty and holds no training run ({len(names)} entries, e.g. "
-                        f"{sorted(names)[0]!r}); choose a new or empty folder for --out"
-                        + (" (--overwrite replaces only a run or a model)" if args.overwrite else ""))
+                        f"{sorted(names)[0]!r}); choose a new or empty folder for --out, or pass --overwrite (which "
+                        "keeps them and replaces only files gptlearn wrote)")
 
 
 def _run_progress(out: Path) -> str:
@@ -393,6 +398,7 @@ def _open_run_folder(out: Path, args: TrainConfig, stack: contextlib.ExitStack) 
     swap may have moved it aside), writable, and free for this run (:func:`_check_out`)."""
     from .atomic import recover_folder
 
+    check_name(out, "--out")  # a name too long for the temporary folder beside it: before any work
     if not out.is_dir():
         checkpoint.check_writable(out, parent_only=True)  # its parent must take it (and the lock)
     stack.enter_context(checkpoint.run_lock(out))
@@ -425,7 +431,7 @@ def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torc
     folder (``gpt2``) or a config.json that does not read is left to ``GPT.from_pretrained``, which says why."""
     path = Path(os.fspath(folder)).expanduser() / "config.json"
     try:
-        config = GPTConfig.from_hf_dict(json.loads(path.read_text(encoding="utf-8")))
+        config = GPTConfig.from_hf_dict(json.loads(read_regular(path, max_bytes=JSON_MAX_BYTES).decode("utf-8")))
         config.estimate_bytes(training=True)  # its sizes are numbers
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return
@@ -707,7 +713,8 @@ class Run:
                 write_trainer_state(tmp, step=step, settings=self.settings, history=self.history,
                                     optimizer=self.optimizer.state_dict(), rngs=rngs, data_sha256=self.data_sha256)
 
-            write_folder(self.out, write, owns=(*STATE_FILES, *self.replaced))  # --overwrite: all old files
+            write_folder(self.out, write, owns=(*STATE_FILES, *self.replaced), kind="run",  # --overwrite: every file
+                         overwrite=self.args.overwrite)  # gptlearn wrote there goes; yours stay
             self.replaced = set()
         self.dist.barrier()  # no process goes on (or writes into the folder) while rank 0 swaps it
         self.last_good = step

@@ -10,13 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from gptlearn.atomic import recover_folder, write_file, write_folder
+from gptlearn.atomic import _write_manifest, recover_folder, write_file, write_folder
+from gptlearn.folders import MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tree(folder: Path) -> dict[str, str | dict]:
-    return {p.name: _tree(p) if p.is_dir() else p.read_text() for p in sorted(folder.iterdir())}
+    """The folder's entries and their text, without gptlearn's manifest."""
+    return {p.name: _tree(p) if p.is_dir() else p.read_text() for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+
+
+def _killed_temp(path: Path, token: str, *, complete: bool = False, files: dict[str, str] | None = None) -> Path:
+    """A temporary folder as a killed gptlearn save leaves it: its manifest names the save ``token``."""
+    path.mkdir()
+    for name, text in (files or {}).items():
+        (path / name).write_text(text)
+    _write_manifest(path, "folder", list(files or {}), token, complete=complete)
+    return path
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -51,15 +62,27 @@ def test_write_file_replaces_in_one_step(tmp_path):
     assert path.read_text() == "third" and sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
 
 
-def test_write_file_clears_stale_temporary_files_only(tmp_path):
-    dead = tmp_path / ".tmp-999999999-0123abcd.bin"  # no such process
-    legacy = tmp_path / ".tmp-k2j4_x9q.pt"  # an earlier version's mkstemp name
-    alive = tmp_path / f".tmp-{os.getppid()}-0123abcd.bin"  # a running process's write: left alone
-    mine = tmp_path / ".tmp-notes.txt"  # not one of ours
-    for p in (dead, legacy, alive, mine):
+def test_write_file_clears_only_what_a_killed_write_provably_left(tmp_path):
+    dead = _killed_temp(tmp_path / ".tmp-999999999-0123abcd", "999999999-0123abcd")  # its process is gone
+    alive = _killed_temp(tmp_path / f".tmp-{os.getppid()}-0123abcd", f"{os.getppid()}-0123abcd")  # still running
+    lookalike = tmp_path / ".tmp-999999998-0123abcd"  # the same kind of name, but no manifest: not provably ours
+    lookalike.mkdir()
+    mine = [tmp_path / ".tmp-notes123", tmp_path / ".tmp-k2j4_x9q.pt", tmp_path / ".tmp-999999997-0123abcd.bin"]
+    for p in mine:
         p.write_text("x")
+    other = _killed_temp(tmp_path / ".tmp-999999996-0123abcd", "999999995-0123abcd")  # names another save
     write_file(tmp_path / "b.bin", b"1")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b.bin", alive.name, mine.name])
+    assert not dead.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["b.bin", alive.name, lookalike.name, other.name, *(p.name for p in mine)])
+
+
+def test_write_file_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    path = tmp_path / "secret.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    write_file(path, "new")
+    assert path.read_text() == "new" and (path.stat().st_mode & 0o777) == 0o600
 
 
 # ---- folders ------------------------------------------------------------------------------------------
@@ -100,7 +123,7 @@ def test_a_save_inside_a_save_writes_into_the_outer_folder(tmp_path):
     def outer(tmp):
         seen.append(tmp)
         assert write_folder(tmp, _write({"model": "new"}), owns=("projection",)) == tmp  # no swap of its own
-        assert sorted(p.name for p in tmp.iterdir()) == ["model"]
+        assert sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST) == ["model"]
         (tmp / "embedder.json").write_text("new")
 
     write_folder(folder, outer)
@@ -196,23 +219,43 @@ def test_recovery_leaves_running_saves_and_other_names_alone(tmp_path):
 def test_a_reused_pid_does_not_keep_a_dead_save_alive(tmp_path):
     """A restarted container's first process gets the PID the killed one had: the start time tells them apart."""
     folder = tmp_path / "model"
-    old = tmp_path / f".model.old-{os.getpid()}.1-0123abcd"  # this PID, but a process that started at tick 1
-    new = tmp_path / f".model.tmp-{os.getpid()}.1-0123abcd"
-    for d, text in ((old, "old"), (new, "new")):
-        d.mkdir()
-        (d / "w").write_text(text)
+    token = f"{os.getpid()}.1-0123abcd"  # this PID, but a process that started at tick 1
+    old = tmp_path / f".model.old-{token}"
+    old.mkdir()
+    (old / "w").write_text("old")
+    _killed_temp(tmp_path / f".model.tmp-{token}", token, complete=True, files={"w": "new"})
     recover_folder(folder)
     assert _tree(folder) == {"w": "new"} and _leftovers(folder) == []
 
 
-def test_recovery_of_an_earlier_versions_layout(tmp_path):
-    """Earlier versions moved the old folder to .NAME.old-XXXXXXXX/model before renaming the new one in."""
+def test_names_that_only_look_like_leftovers_are_never_touched(tmp_path):
+    """A backup named like a killed save's sibling, an earlier version's layout, a file named .tmp-...: none
+    carries gptlearn's manifest, so neither a save nor a load renames or removes it."""
     folder = tmp_path / "model"
-    old = tmp_path / ".model.old-abcd1234" / "model"
-    old.mkdir(parents=True)
-    (old / "w").write_text("old")
+    write_folder(folder, _write({"w": "1"}))
+    kept = [tmp_path / ".model.old-20240601", tmp_path / ".model.old-abcd1234", tmp_path / ".model.tmp-12345678",
+            tmp_path / f".model.old-999999999-0123abcd", folder / ".tmp-notes123", folder / ".tmp-999999999-0123abcd"]
+    for p in kept:
+        p.mkdir()
+        (p / "model").mkdir()
+        (p / "model" / "w").write_text("mine")
     recover_folder(folder)
-    assert _tree(folder) == {"w": "old"} and _leftovers(folder) == []
+    write_folder(folder, _write({"w": "2"}))
+    assert all((p / "model" / "w").read_text() == "mine" for p in kept)
+    assert _tree(folder)["w"] == "2" and ".tmp-notes123" in _tree(folder)  # carried into the new folder
+    other = tmp_path / "gone"
+    (tmp_path / ".gone.old-abcd1234" / "model").mkdir(parents=True)
+    recover_folder(other)
+    assert not other.exists()  # an earlier version's layout is not renamed into place either
+
+
+def test_a_private_folder_stays_private(tmp_path):
+    folder = tmp_path / "run"
+    write_folder(folder, _write({"w": "1"}))
+    folder.chmod(0o700)
+    (folder / "w").chmod(0o600)
+    write_folder(folder, _write({"w": "2"}))
+    assert (folder.stat().st_mode & 0o777) == 0o700 and ((folder / "w").stat().st_mode & 0o777) == 0o600
 
 
 MODEL_KILL = """
@@ -246,8 +289,11 @@ def test_a_model_save_killed_between_the_renames_loads_the_new_weights(tmp_path)
     r = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert r.returncode == -signal.SIGKILL and not folder.exists(), r.stderr[-2000:]
-    loaded = GPT.from_pretrained(folder)  # the load finishes the save
+    loaded = GPT.from_pretrained(folder)  # the load finishes the save (a rename), and removes nothing
     expected = torch.load(str(folder) + ".expected.pt")
     for k, v in loaded.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
-    assert loaded.tokenizer.encode("Hello world") == [15496, 995] and _leftovers(folder) == []
+    assert loaded.tokenizer.encode("Hello world") == [15496, 995]
+    assert [n.split("-")[0] for n in _leftovers(folder)] == [".model.old"]
+    loaded.save_pretrained(folder)  # the next save clears what the killed one left
+    assert _leftovers(folder) == []

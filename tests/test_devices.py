@@ -52,7 +52,7 @@ def test_mps_request_without_mps_raises():
 
 
 def test_bad_device_string_raises():
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="device must be a device name"):  # InvalidValueError, named
         resolve_device("not-a-device")
 
 

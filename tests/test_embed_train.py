@@ -125,7 +125,7 @@ def test_saved_embedder_loads_with_same_embeddings(tiny_model, small_pairs, tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["emb"]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    with pytest.raises(GptlearnError, match="not a model folder"):
+    with pytest.raises(GptlearnError, match="gptlearn did not write it"):
         train_embeddings(loaded, small_pairs.head(16), epochs=1, batch_size=8, device="cpu",
                          out_dir=tmp_path / "notes")
 
@@ -365,7 +365,7 @@ def test_out_is_checked_before_any_work(tiny_model, small_pairs, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     steps = []
-    for out, message in [(tmp_path / "a-file", "is a file"), (tmp_path / "mine", "not a model folder"),
+    for out, message in [(tmp_path / "a-file", "is a file"), (tmp_path / "mine", "gptlearn did not write it"),
                          (tmp_path / "a-file" / "emb", "cannot write")]:
         with pytest.raises(GptlearnError, match=message):
             train_embeddings(_embedder(tiny_model), small_pairs.head(16), epochs=1, batch_size=8, device="cpu",

@@ -128,7 +128,7 @@ def test_encode_options(model):
     assert isinstance(t, torch.Tensor) and t.shape == (2, 32) and not t.requires_grad
     assert embedder.encode("Hi").shape == (32,)
     assert embedder.encode([]).shape == (0, 32)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         embedder.encode(SENTENCES, batch_size=0)
     np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress_bar=True), embedder.encode(SENTENCES), atol=1e-6)
     assert embedder.dimensions == 32
@@ -162,7 +162,7 @@ def test_empty_sentence_is_a_clear_error(model):
     embedder = Embedder(model)
     with pytest.raises(ValueError, match=r"sentence 3 \(index 2\) is empty"):
         embedder.encode(["a", "b", "", "d"])
-    with pytest.raises(TypeError, match="not a str"):
+    with pytest.raises(TypeError, match="must be a str or a list of str"):
         embedder.encode(["a", 3])
     with pytest.raises(TypeError, match="wrap it in a list"):
         embedder("one sentence")

@@ -156,7 +156,7 @@ def test_forward_accepts_1d_and_refuses_too_long(tiny_model, tiny_config):
         too_long = torch.zeros(1, tiny_config.n_positions + 1, dtype=torch.long)
         with pytest.raises(ValueError, match=r"longer than the context.*crop"):
             tiny_model(too_long)
-        with pytest.raises(ValueError, match="layer must be in"):
+        with pytest.raises(ValueError, match="layer must be an integer"):
             tiny_model.hidden_states(idx[None], layer=tiny_config.n_layer)
 
 

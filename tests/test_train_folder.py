@@ -14,7 +14,9 @@ from train_kit import one_line as _one_line
 from train_kit import run_cli as _cli
 
 import gptlearn.train as gtrain
-from gptlearn import GPTConfig
+from gptlearn import GPTConfig, cli
+from gptlearn.data import TokenDataset
+from gptlearn.folders import MANIFEST, read_manifest
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer
 from gptlearn.train import read_trainer_state, train
@@ -35,7 +37,7 @@ def _bad_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "a folder of other things":
         (tmp_path / "photos").mkdir()
         (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
-        return tmp_path / "photos", "is not empty and holds no training run"
+        return tmp_path / "photos", "is not empty and gptlearn did not write it: it holds 'cat.jpg'"
     if kind == "a model folder":
         from_pretrained("gptlearn-mini").save_pretrained(tmp_path / "model")
         return tmp_path / "model", "already holds a model"
@@ -62,11 +64,24 @@ def test_a_bad_out_is_one_line_before_any_work(text_file, tmp_path, capsys, monk
     assert _entries(tmp_path) == before  # nothing written beside it either (no lock file left)
 
 
-def test_overwrite_replaces_only_a_run_or_a_model(text_file, tmp_path, capsys):
+def test_overwrite_keeps_what_gptlearn_did_not_write(text_file, tmp_path, capsys):
     out, _ = _bad_out("a folder of other things", tmp_path)
     code, err = _cli(capsys, "--data", text_file, "--out", out, *CLI_MODEL, "--steps", "2", "--overwrite")
-    assert code == 2 and "--overwrite replaces only a run or a model" in _one_line(err)
-    assert _entries(out) == ["cat.jpg"]
+    assert code == 0, err
+    assert (out / "cat.jpg").read_bytes() == b"\xff\xd8" and (out / "trainer_state.json").is_file()
+    assert "cat.jpg" not in read_manifest(out)["files"]  # the run's files are listed, the photo is not
+
+
+def test_overwrite_never_replaces_a_file_gptlearn_did_not_write(text_file, tmp_path, capsys, monkeypatch):
+    """An unrelated project that happens to hold a config.json: refused before any work, nothing touched."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"name": "my project"}')
+    (out / "main.py").write_text("print(1)")
+    monkeypatch.setattr(gtrain, "load_text", lambda *a, **k: pytest.fail("the data were read before --out was checked"))
+    code, err = _cli(capsys, "--data", text_file, "--out", out, *CLI_MODEL, "--steps", "2", "--overwrite")
+    assert code == 2 and "'config.json', which gptlearn did not write" in _one_line(err)
+    assert _entries(out) == ["config.json", "main.py"] and (out / "config.json").read_text() == '{"name": "my project"}'
 
 
 # ---- class 7: a finished run is not taken over unasked --------------------------------------------------
@@ -222,5 +237,5 @@ def test_a_checkpoint_killed_mid_write_leaves_nothing_after_the_next_start(text_
     train(config, text_file, tokenizer=None if resume else tok, out_dir=out, steps=4, eval_every=2, resume=resume,
           **FAST)
     assert _entries(runs) == ["run"], left  # no .run.tmp-*, .run.old-* nor .run.lock
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != MANIFEST] == []
     assert read_trainer_state(out)["step"] == 4

@@ -62,7 +62,7 @@ def test_unknown_name_is_an_error_naming_the_nearest(model, ids, bad, nearest):
 
 
 def test_bad_names_filter_and_inputs_are_type_errors(model, ids):
-    with pytest.raises(TypeError, match="names_filter takes"):
+    with pytest.raises(TypeError, match="names_filter must be"):
         model.run_with_cache(ids, names_filter=3)
     with pytest.raises(TypeError, match="run_with_cache takes token ids"):
         model.run_with_cache(None)

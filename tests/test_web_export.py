@@ -13,6 +13,7 @@ import torch
 
 from gptlearn import GPT, GPTConfig
 from gptlearn.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
+from gptlearn.folders import MANIFEST
 from gptlearn.web import (CHECK_TEXT, DATA_FILE, FORMAT, STATIC_FILES, export, page_model, payload, read_export,
                           static_dir)
 import gptlearn.web.exporter as web_export
@@ -36,7 +37,7 @@ def bpe_model():
 def test_round_trip_is_exact(bpe_model, tmp_path):
     path = export(bpe_model, tmp_path / "site")
     assert path == tmp_path / "site" / DATA_FILE
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted([DATA_FILE, "index.html", *STATIC_FILES])
+    assert sorted(p.name for p in path.parent.iterdir() if p.name != MANIFEST) == sorted([DATA_FILE, "index.html", *STATIC_FILES])
     back = read_export(path.parent)
     assert back["format"] == FORMAT and back["name"] == "tiny-bpe" and back["book_model"] is None
     assert back["num_parameters"] == bpe_model.num_parameters()

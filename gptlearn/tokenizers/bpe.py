@@ -28,7 +28,8 @@ from typing import Any, Sequence, TypeVar
 import regex
 
 from ..atomic import write_file
-from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError, read_json
+from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError
+from ..safeio import JSON_MAX_BYTES, read_json, read_regular
 from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
                    check_ids, check_text)
 
@@ -48,6 +49,10 @@ T = TypeVar("T")
 # runs of digits, runs of other symbols (each optionally led by one space), and whitespace.
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _SPLIT_RE = regex.compile(GPT2_SPLIT_PATTERN)
+# The trainer cuts pre-tokens longer than this (a line of millions of letters with no space) into pieces of
+# this many bytes: a merge rewrites every word holding its pair, and a word of L bytes is rewritten at most
+# L - 1 times, so with words of at most W bytes training costs at most W times the text's length.
+MAX_TRAIN_WORD_BYTES = 64
 
 # The shipped GPT-2 files and the SHA-256 hashes tiktoken pins for them (tiktoken_ext/openai_public.py).
 GPT2_ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "gpt2"
@@ -154,7 +159,7 @@ def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
     """Parse a GPT-2 ``vocab.bpe`` / HF ``merges.txt``: a ``#version`` line, then one "a b" pair a line."""
-    data = path.read_bytes()
+    data = read_regular(path, max_bytes=JSON_MAX_BYTES)  # a FIFO or a device is refused, not read
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -169,6 +174,52 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
             raise InvalidFileError(f"{path}:{lineno}: expected two tokens separated by one space, got {line[:60]!r}")
         merges.append((parts[0], parts[1]))
     return merges
+
+
+def _merge_counting(word: list[int], pair: tuple[int, int], new_id: int, count: int, index: int,
+                    stats: dict[tuple[int, int], int], where: dict[tuple[int, int], set[int]],
+                    changed: set[tuple[int, int]]) -> list[int]:
+    """:func:`merge` for the trainer: replace ``pair`` in ``word`` (which occurs ``count`` times, as word
+    number ``index``) and update the pair counts ``stats`` and the index ``where`` at each occurrence's
+    neighbours only, so a merge costs its occurrences, not the word's length.
+
+    Each occurrence ``x a b y`` loses ``(x, a)``, ``(a, b)`` and ``(b, y)`` and gains ``(x, ab)`` and
+    ``(ab, y)``; ``x`` is read from the merged output, so ``a b a b`` gives one ``(ab, ab)``.
+    """
+    a, b = pair
+    out: list[int] = []
+    start, n = 0, len(word)
+    while True:
+        try:
+            j = word.index(a, start)
+        except ValueError:
+            break
+        if j + 1 >= n:
+            break
+        if word[j + 1] != b:
+            out.extend(word[start:j + 1])
+            start = j + 1
+            continue
+        out.extend(word[start:j])
+        stats[pair] -= count
+        if out:
+            left = out[-1]
+            stats[(left, a)] -= count
+            stats[(left, new_id)] += count
+            where[(left, new_id)].add(index)
+            changed.update(((left, a), (left, new_id)))
+        if j + 2 < n:
+            right = word[j + 2]
+            stats[(b, right)] -= count
+            stats[(new_id, right)] += count
+            where[(new_id, right)].add(index)
+            changed.update(((b, right), (new_id, right)))
+        out.append(new_id)
+        start = j + 2
+    if not out:
+        return word  # no occurrence (the word was listed under a pair it no longer holds)
+    out.extend(word[start:])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +320,9 @@ class BPETokenizer(BaseTokenizer):
         Ids: 0..255 are the raw bytes (id == byte value), then one id per merge in the order learned,
         then ``special_tokens``. The text is pre-tokenized with GPT-2's regex (merges never cross a
         pre-token) and counted once per unique pre-token, so each step only revisits the words that
-        contain the chosen pair. Ties between equally frequent pairs go to the smaller pair of ids.
+        contain the chosen pair. A pre-token longer than :data:`MAX_TRAIN_WORD_BYTES` bytes is cut into
+        pieces of that many bytes, which keeps the time linear in the text's length (no token learned is
+        longer than that). Ties between equally frequent pairs go to the smaller pair of ids.
         ``merge_history`` records ``((left, right), merged, count)`` for each step, as text.
 
         >>> tok = BPETokenizer.train("low lower lowest " * 20, 256 + 3 + 1)
@@ -293,8 +346,13 @@ class BPETokenizer(BaseTokenizer):
         word_counts: Counter[str] = Counter()
         for part in text_parts:
             word_counts.update(_SPLIT_RE.findall(_fix_surrogates(part)))
-        words: list[list[int]] = [list(w.encode("utf-8")) for w in word_counts]
-        counts: list[int] = list(word_counts.values())
+        pieces: Counter[bytes] = Counter()
+        for w, c in word_counts.items():
+            b = w.encode("utf-8")
+            for start in range(0, len(b), MAX_TRAIN_WORD_BYTES):
+                pieces[b[start:start + MAX_TRAIN_WORD_BYTES]] += c
+        words: list[list[int]] = [list(w) for w in pieces]
+        counts: list[int] = list(pieces.values())
 
         # 2. Pair counts over all words, which words hold each pair, and a max-heap of pairs by count.
         stats: dict[tuple[int, int], int] = defaultdict(int)
@@ -332,24 +390,11 @@ class BPETokenizer(BaseTokenizer):
             if verbose:
                 print(f"merge {len(merges)}/{n_merges}: {left!r} + {right!r} -> {new!r} ({count} times)")
 
-            # 4. Merge the pair inside every word that holds it, updating the pair counts.
-            changed: set[tuple[int, int]] = set()
+            # 4. Merge the pair inside every word that holds it, updating the pair counts around each
+            #    occurrence only (a word may stay listed under a pair it no longer holds: it is skipped).
+            changed: set[tuple[int, int]] = {pair}
             for i in sorted(where.pop(pair)):
-                word, c = words[i], counts[i]
-                old_pairs = list(zip(word, word[1:]))
-                new_word = merge(word, pair, new_id)
-                new_pairs = list(zip(new_word, new_word[1:]))
-                for p in old_pairs:
-                    stats[p] -= c
-                for p in new_pairs:
-                    stats[p] += c
-                    where[p].add(i)
-                for p in set(old_pairs) - set(new_pairs):
-                    if p in where:
-                        where[p].discard(i)
-                changed.update(old_pairs)
-                changed.update(new_pairs)
-                words[i] = new_word
+                words[i] = _merge_counting(words[i], pair, new_id, counts[i], i, stats, where, changed)
             for p in changed:
                 if stats.get(p, 0) > 0:
                     heapq.heappush(heap, (-stats[p], p))

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..atomic import write_file
-from ..errors import InvalidFileError, InvalidValueError, MissingFileError, read_json
+from ..errors import InvalidFileError, InvalidValueError, MissingFileError
+from ..safeio import read_json
 from .base import CHAR_FILE, BaseTokenizer, check_ids, check_text
 
 __all__ = ["CharTokenizer"]

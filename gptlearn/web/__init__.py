@@ -34,13 +34,18 @@ def register_cli(subparsers: Any) -> None:
                    help="model name or folder (default gptlearn-mini)")
     p.add_argument("--out", required=True, help="folder to write into (created if missing)")
     p.add_argument("--name", default=None, help="the model's name on the page (default: --model)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that holds other things (only files gptlearn wrote are replaced)")
     p.set_defaults(func=_cli_main)
 
 
 def _cli_main(args: Any) -> int:
+    from ..folders import check_folder, check_name
     from ..model import from_pretrained
 
+    check_folder(check_name(args.out, "--out"), kind="site", overwrite=args.overwrite, what="--out",
+                 hint="pass --overwrite")  # before the model is loaded
     model = from_pretrained(args.model, device="cpu")
-    path = export(model, args.out, name=args.name)
+    path = export(model, args.out, name=args.name, overwrite=args.overwrite)
     print(f"wrote {path.parent} ({path.stat().st_size / 1e6:.1f} MB of model data); open {path.parent / 'index.html'}")
     return 0

@@ -137,18 +137,26 @@ def _index_html(label: str) -> str:
 """
 
 
-def export(model, folder: str | Path, *, name: str | None = None, book_model: str | None = None) -> Path:
+def export(model, folder: str | Path, *, name: str | None = None, book_model: str | None = None,
+           overwrite: bool = False) -> Path:
     """Write ``gptlearn-live-data.js``, the explorer's scripts and ``index.html`` into ``folder``.
 
     ``name`` labels the model on the page (default ``model.name_or_path``); ``book_model`` names the
     model the book was built with when the page runs a smaller one. Everything is checked before
-    anything is written, and each file is replaced whole. Returns the data file's path.
+    anything is written, and each file is replaced whole. A folder holding anything gptlearn did not
+    write there for a page (your own ``index.html``) is refused unless ``overwrite``, which still replaces
+    only gptlearn's files (:mod:`gptlearn.folders`). Returns the data file's path.
 
     >>> gptlearn.web.export(gptlearn.load_model("gptlearn-mini"), "site")   # doctest: +SKIP
     PosixPath('site/gptlearn-live-data.js')
     """
     from ..atomic import write_folder
+    from ..checks import check_bool, check_path
+    from ..folders import check_folder, check_name
 
+    check_path(folder, "folder")
+    check_bool(overwrite, "overwrite")
+    check_folder(check_name(folder, "folder"), kind="site", overwrite=overwrite)  # before the work
     data = payload(model, name=name, book_model=book_model)
     text = _PREFIX + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + _SUFFIX
     folder = Path(folder)
@@ -161,7 +169,7 @@ def export(model, folder: str | Path, *, name: str | None = None, book_model: st
             shutil.copyfile(static_dir() / f, tmp / f)
         (tmp / "index.html").write_text(_index_html(data["label"]), encoding="utf-8")
 
-    write_folder(folder, write, owns=(DATA_FILE, *STATIC_FILES, "index.html"))
+    write_folder(folder, write, owns=(DATA_FILE, *STATIC_FILES, "index.html"), kind="site", overwrite=overwrite)
     return folder / DATA_FILE
 
 

@@ -241,9 +241,13 @@ def umap_2d(x: torch.Tensor | np.ndarray, *, metric: str = "cosine", n_neighbors
         raise ImportError("umap_2d needs umap-learn: pip install umap-learn (or use pca_2d)") from None
     reducer = umap.UMAP(n_components=2, metric=metric, n_neighbors=min(n_neighbors, a.shape[0] - 1),
                         min_dist=min_dist, init="random", random_state=seed, n_jobs=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
-        return np.asarray(reducer.fit_transform(a), dtype=np.float64)
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numba/umap chatter about threads and spectral init
+            return np.asarray(reducer.fit_transform(a), dtype=np.float64)
+    finally:  # numba's start-up can change PyTorch's thread count, slowing every later matmul: put it back
+        torch.set_num_threads(threads)
 
 
 # ---- do sentence embeddings group by topic? (book chapters 9 and 10) --------------------------------

@@ -38,6 +38,20 @@ def test_umap_2d_is_repeatable_and_handles_tiny_inputs(blobs):
     assert analysis.umap_2d(x[:4]).shape == (4, 2)  # n=4: n_neighbors capped, random init
 
 
+@pytest.mark.slow
+def test_umap_2d_leaves_pytorchs_thread_count_as_it_was(blobs, monkeypatch):
+    """numba's start-up inside UMAP can change PyTorch's thread count (seen: 1 -> 2, and every later
+    encode 3-6x slower on two cores); umap_2d puts it back."""
+    pytest.importorskip("umap")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        analysis.umap_2d(blobs[0][::2], seed=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_pca_2d_takes_tensors(blobs):
     x, _ = blobs
     np.testing.assert_allclose(analysis.pca_2d(torch.tensor(x, dtype=torch.float32)),

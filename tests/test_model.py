@@ -81,7 +81,8 @@ def test_loss_matches_transformers(fast, random_hf, to_gptlearn):
     with torch.no_grad():
         logits = model(idx[:, :-1])
         expected = F.cross_entropy(logits[:, 5:].reshape(-1, 1000), idx[:, 6:].reshape(-1))
-        assert model.loss(idx[:, :-1], targets).item() == pytest.approx(expected.item(), abs=1e-6)
+        # float32 sums in another order (the blocked loss): a few ulps, 1e-6 relative (~7e-6 here)
+        assert model.loss(idx[:, :-1], targets).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 @FAST

@@ -129,7 +129,8 @@ def embed_runs(model_dir: Path, args) -> dict:
     sents = sentences(48 if args.smoke else args.sentences)
     runs = {}
     for side in ("before", "after"):
-        emb = importlib.import_module(f"{PACKAGES[side]}.embeddings").Embedder.from_pretrained(model_dir, pooling="mean")
+        emb = importlib.import_module(f"{PACKAGES[side]}.embeddings").Embedder.from_pretrained(
+            model_dir, pooling="mean")
         runs[side] = (lambda emb=emb: emb.encode(sents, batch_size=32))
     word = models.Transformer(str(model_dir))
     word.tokenizer.pad_token = word.tokenizer.eos_token
@@ -175,7 +176,8 @@ def main(argv=None) -> list[dict]:
                 runs.update(streams)
             t = common.interleaved(runs, reps=args.reps, warmup=args.warmup)
             med = {k: common.med(v) for k, v in t.items()}
-            row = {"row": f"ab-{name}", "shape": preset, "seconds": med, "new_tokens": args.new if name == "generate" else None,
+            row = {"row": f"ab-{name}", "shape": preset, "seconds": med,
+                   "new_tokens": args.new if name == "generate" else None,
                    "after_vs_before": med["before"] / med["after"],
                    "speedup_before": med["transformers"] / med["before"],
                    "speedup_after": med["transformers"] / med["after"]}

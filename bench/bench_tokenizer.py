@@ -82,7 +82,8 @@ def main(argv=None) -> list[dict]:
         "gptlearn_bpe_mb_s": slow_mb / common.med(t_bpe["gptlearn_bpe"]),
         "speedup": common.med(t["tiktoken"]) / common.med(t["gptlearn"]),
         "bpe_vs_tiktoken": (slow_mb / common.med(t_bpe["gptlearn_bpe"])) / (mb / common.med(t["tiktoken"])),
-        "same_ids": ids["gptlearn"] == ids["tiktoken"] and ids["gptlearn_bpe"] == ids["tiktoken"][: len(ids["gptlearn_bpe"])],
+        "same_ids": (ids["gptlearn"] == ids["tiktoken"]
+                     and ids["gptlearn_bpe"] == ids["tiktoken"][: len(ids["gptlearn_bpe"])]),
     }
     return [common.emit(row, times=t, reps=args.reps, memory=mem)]
 

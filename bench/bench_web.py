@@ -40,7 +40,7 @@ TYPE_AND_WATCH = """() => new Promise((resolve) => {
     .observe({ type: "longtask" });
   window.__longest = longest;
   resolve(true);
-})"""
+})"""  # noqa: E501 (the script runs in the page as written)
 
 
 def flops(T: int, cfg) -> float:
@@ -79,7 +79,8 @@ def main(argv=None) -> list[dict]:
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page()
         page.goto((Path(tmp) / "index.html").as_uri())
-        page.wait_for_function("() => document.querySelector('.gl-check') && document.querySelector('.gl-check').textContent")
+        page.wait_for_function("() => document.querySelector('.gl-check') && "
+                               "document.querySelector('.gl-check').textContent")
         out = page.evaluate("(t) => gptlearn.live.forward(t)", model.tokenizer.decode(ids))
         with torch.no_grad():
             logits, _ = model.run_with_cache(idx)

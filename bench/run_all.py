@@ -70,7 +70,8 @@ def table(rows: list[dict]) -> str:
                      f"({r['bandwidth_gb_s']:.1f} GB/s); {r['fused_vs_eager']:.2f}x the eager step")
         elif kind.startswith("train"):
             g, ref = f"{r['gptlearn_tok_s']:.0f} tok/s", f"{r['transformers_tok_s']:.0f} tok/s (transformers)"
-            check = f"first loss {r['first_loss'][0]:.4f} vs {r['first_loss'][1]:.4f}; GEMM {r['gemm_gflops']:.0f} GFLOP/s"
+            check = (f"first loss {r['first_loss'][0]:.4f} vs {r['first_loss'][1]:.4f}; "
+                     f"GEMM {r['gemm_gflops']:.0f} GFLOP/s")
         elif kind == "embed":
             g, ref = f"{r['gptlearn_sent_s']:.0f} sent/s", f"{r['st_sent_s']:.0f} sent/s (sentence-transformers)"
             check = f"min cosine {r['min_cosine']:.6f}"
@@ -83,7 +84,8 @@ def table(rows: list[dict]) -> str:
             check = f"same ids {r['same_ids']}; BPETokenizer = {100 * r['bpe_vs_tiktoken']:.1f}% of tiktoken"
         else:
             continue
-        lines.append(f"| {kind} | {r['shape']} | {g} | {ref} | {r['speedup']:.2f}x | {pct(r.get('gptlearn_roofline'))} | "
+        lines.append(f"| {kind} | {r['shape']} | {g} | {ref} | {r['speedup']:.2f}x | {pct(r.get('gptlearn_roofline'))} "
+                     "| "
                      f"{pct(r.get('transformers_roofline'))} | {check} | {mem(r)} |")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from .hooks import ActivationCache, HookPoint
 from .attention import CausalSelfAttention
 from .kv_cache import KVCache
 from .model import GPT, MLP, Block, from_pretrained, load_model
-from . import fast  # registers the "fast" implementation GPT(config) runs
+from . import fast  # noqa: F401 (imported to register the "fast" implementation GPT(config) runs)
 from .generate import sample_next  # model.generate() / model.generate_stream() are the entry points
 from .pretrained import PretrainedNotAvailableError, save_pretrained
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer

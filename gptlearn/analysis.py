@@ -260,15 +260,18 @@ TOPIC_SENTENCES: dict[str, list[str]] = {
     "food": [
         "I baked fresh bread this morning.", "The soup needs more salt.", "We ordered pizza for dinner.",
         "She made a chocolate cake for the party.", "Fresh strawberries taste sweet in summer.",
-        "He grilled vegetables on the barbecue.", "The pasta was cooked perfectly.", "Coffee with milk, no sugar, please.",
+        "He grilled vegetables on the barbecue.", "The pasta was cooked perfectly.",
+        "Coffee with milk, no sugar, please.",
     ],
     "sports": [
         "The team won the championship.", "She scored a goal in the last minute.", "The marathon starts at dawn.",
-        "He hit a home run in the ninth inning.", "The tennis match lasted five hours.", "Our coach runs practice every day.",
+        "He hit a home run in the ninth inning.", "The tennis match lasted five hours.",
+        "Our coach runs practice every day.",
         "The swimmer broke the world record.", "Fans cheered as the players took the field.",
     ],
     "technology": [
-        "My laptop battery died again.", "The new phone has a better camera.", "Install the update and restart the computer.",
+        "My laptop battery died again.", "The new phone has a better camera.",
+        "Install the update and restart the computer.",
         "The website crashed under heavy traffic.", "She writes software for a startup.", "The printer is out of ink.",
         "Cloud storage keeps my files safe.", "The app asks for my password every time.",
     ],

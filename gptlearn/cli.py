@@ -32,7 +32,8 @@ __all__ = ["main", "build_parser"]
 
 DEFAULT_MODEL = "gptlearn-mini"
 DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
-_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web", "gptlearn.finetune")  # modules that add subcommands when present
+_PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web",
+            "gptlearn.finetune")  # modules that add subcommands when present
 MAX_SENTENCE_ARGS = 1000  # argparse reads repeated options in quadratic time: more go in a --file
 PROGRESS_FROM = 256  # embed shows a progress bar on stderr from this many sentences
 _TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we encode or echo (paths may be any bytes)
@@ -100,7 +101,8 @@ def _embed(args: argparse.Namespace) -> int:
     vectors = embedder.encode(sentences, normalize_embeddings=args.normalize,  # (N, D)
                               show_progress_bar=len(sentences) > PROGRESS_FROM)  # a bar on stderr for long inputs
     if not np.isfinite(vectors).all():
-        raise GptlearnError("the embeddings hold NaN or infinity (the model overflowed); try --device cpu or another model")
+        raise GptlearnError("the embeddings hold NaN or infinity (the model overflowed); try --device cpu or another "
+                            "model")
     items = [{"sentence": s, "embedding": v.tolist(), "dimensions": int(v.shape[0])}
              for s, v in zip(sentences, vectors)]
     _json(items[0] if len(items) == 1 else items)

@@ -161,7 +161,8 @@ def _unpack_bundled(ds: Dataset, root: Path) -> None:
                             f"be read ({e}); reinstall gptlearn") from None
     got = hashlib.sha256(data).hexdigest()
     if got != sha:
-        raise GptlearnError(f"the copy of data set {ds.name!r} shipped in the package has sha256 {got}, expected {sha}; "
+        raise GptlearnError(f"the copy of data set {ds.name!r} shipped in the package has sha256 {got}, expected "
+                            f"{sha}; "
                             "reinstall gptlearn")
     write_file(root / rel, data)
 
@@ -305,11 +306,13 @@ class TokenDataset:
     def __init__(self, text: str, tokenizer: TokenizerLike, *, val_fraction: float = 0.1,
                  cache: str | os.PathLike | None = None) -> None:
         if not isinstance(text, str):
-            raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) first")
+            raise InvalidTypeError(f"TokenDataset takes text (str), got {type(text).__name__}; use load_text(path) "
+                                   "first")
         if not text:
             raise GptlearnError("the text is empty; training needs some text")
         if not callable(getattr(tokenizer, "encode", None)) or not hasattr(tokenizer, "vocab_size"):
-            raise InvalidTypeError(f"tokenizer must be a tokenizer (with encode and vocab_size), got {describe(tokenizer)}")
+            raise InvalidTypeError("tokenizer must be a tokenizer (with encode and vocab_size), got "
+                                   f"{describe(tokenizer)}")
         check_number(val_fraction, "val_fraction", low=0, high=1)
         if cache is not None:
             check_path(cache, "cache")
@@ -407,7 +410,8 @@ class TokenDataset:
         block_size = check_int(block_size, "block_size", low=1)
         if batch_size * (block_size + 1) > MAX_BATCH_TOKENS:
             raise InvalidValueError(f"batch_size × (block_size + 1) must be at most {MAX_BATCH_TOKENS:,} tokens "
-                                    f"(x and y: 4 GiB of int64 ids), got {batch_size:,} × {block_size + 1:,}; use a smaller batch")
+                                    f"(x and y: 4 GiB of int64 ids), got {batch_size:,} × {block_size + 1:,}; use a "
+                                    "smaller batch")
         check_generator(generator)
         check_number(repeat_frac, "repeat_frac", low=0, high=1)
         check_number(induction_frac, "induction_frac", low=0, high=1)

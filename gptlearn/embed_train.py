@@ -769,7 +769,8 @@ class _EmbedRun:
             hist.out_dir = str(self.out)
             _save_atomically(self.embedder, self.out, hist.to_dict())
             if self.ckpt.is_dir() and not self.ckpt.is_symlink() and _is_our_checkpoint(self.ckpt):
-                remove_folder(self.ckpt)  # only what gptlearn wrote there (its manifest says what): never a folder of yours
+                # only what gptlearn wrote there (its manifest says what): never a folder of yours
+                remove_folder(self.ckpt)
         return hist
 
 

@@ -61,7 +61,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str = "mean") -> to
     if strategy not in POOLING:
         raise InvalidValueError(f"unknown pooling {strategy!r}; choose one of {', '.join(POOLING)}")
     if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
-        raise InvalidValueError(f"expected hidden (B, T, C) and mask (B, T), got {tuple(hidden.shape)} and {tuple(mask.shape)}")
+        raise InvalidValueError(f"expected hidden (B, T, C) and mask (B, T), got {tuple(hidden.shape)} and "
+                                f"{tuple(mask.shape)}")
     mask = mask.bool()
     if strategy in ("mean", "weighted_mean"):
         w = mask.cumsum(dim=1) * mask if strategy == "weighted_mean" else mask  # weights 1..n on real tokens
@@ -190,7 +191,8 @@ class Embedder(nn.Module):
             if not isinstance(s, str):
                 raise InvalidTypeError(f"sentence {i + 1} (index {i}) is a {type(s).__name__}, not a str")
             if not s:
-                raise InvalidValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one token")
+                raise InvalidValueError(f"sentence {i + 1} (index {i}) is empty; every sentence needs at least one "
+                                        "token")
         # sentences are data: special-token text in them is plain text (tiktoken's encode_ordinary_batch)
         encode_batch = getattr(self.tokenizer, "encode_ordinary_batch", None)
         rows = encode_batch(sentences) if encode_batch else [encode_document(self.tokenizer, s) for s in sentences]
@@ -377,9 +379,10 @@ class Embedder(nn.Module):
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
         dump(folder / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
-        dump(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": self.model.config.n_embd,
-                                                    **{key: key == _ST_POOLING[self.pooling] for key in _ST_POOLING.values()},
-                                                    "include_prompt": True})
+        dump(folder / "1_Pooling" / "config.json",
+             {"word_embedding_dimension": self.model.config.n_embd,
+              **{key: key == _ST_POOLING[self.pooling] for key in _ST_POOLING.values()},
+              "include_prompt": True})
         if self.projection is not None:
             modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
             dump(folder / "2_Dense" / "config.json", {
@@ -394,7 +397,8 @@ class Embedder(nn.Module):
         eot = "<|endoftext|>"  # GPT-2's: beginning, end, unknown and (here) padding token; padding on the right
         dump(folder / "tokenizer_config.json", {
             "tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot, "pad_token": eot,
-            "padding_side": "right", "add_prefix_space": False, "model_max_length": self.max_length, "errors": "replace"})
+            "padding_side": "right", "add_prefix_space": False, "model_max_length": self.max_length,
+            "errors": "replace"})
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "gptlearn-embed", *, device: str | torch.device | None = None,
@@ -414,8 +418,10 @@ class Embedder(nn.Module):
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
         if unknown:
-            raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes {sorted(allowed)}")
-        folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way
+            raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes "
+                                   f"{sorted(allowed)}")
+        folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"),
+                                remove=False)  # a save killed half-way
         if not folder.is_dir() and str(name_or_path) in BUNDLED:
             folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
@@ -429,7 +435,8 @@ class Embedder(nn.Module):
         return embedder
 
     def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}, layer={self.layer}, max_length={self.max_length}, dimensions={self.dimensions}"
+        return (f"pooling={self.pooling!r}, layer={self.layer}, max_length={self.max_length}, "
+                f"dimensions={self.dimensions}")
 
 
 def _rows(x: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -467,7 +474,8 @@ def _read_settings(folder: Path, config) -> dict[str, Any]:
         "max_length": (f"an integer from 1 to {config.n_positions}",
                        lambda v: type(v) is int and 1 <= v <= config.n_positions),
         "has_projection": ("true or false", lambda v: isinstance(v, bool)),
-        "similarity_fn_name": (f"one of {', '.join(SIMILARITY_FNS)}", lambda v: isinstance(v, str) and v in SIMILARITY_FNS),
+        "similarity_fn_name": (f"one of {', '.join(SIMILARITY_FNS)}",
+                               lambda v: isinstance(v, str) and v in SIMILARITY_FNS),
     }
     for key, (rule, ok) in rules.items():
         if raw.get(key) is not None and not ok(raw[key]):

@@ -517,7 +517,8 @@ def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> Check
             C, V = cfg.n_embd, cfg.vocab_size
             label = f"n_layer={cfg.n_layer}, n_embd={C}, vocab_size={V}, n_positions={cfg.n_positions}"
             if got - want == V * C:
-                raise _Fail(f"{label}: {got:,} counts the unembedding separately; lm_head IS wte (tied), count it once.")
+                raise _Fail(f"{label}: {got:,} counts the unembedding separately; lm_head IS wte (tied), count it "
+                            "once.")
             if got - want == -2 * C:
                 raise _Fail(f"{label}: {got:,} is 2C short: the final LayerNorm ln_f has a weight and a bias.")
             if want - got == cfg.n_positions * C:
@@ -556,7 +557,8 @@ def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         m = mask.unsqueeze(-1).float()
         _match_variants(got, [
             (hidden.mean(1), "the padding was averaged in: multiply by the mask before summing."),
-            ((hidden * m).sum(1) / T, "you divided by T (every position); divide by the number of REAL tokens, mask.sum(1)."),
+            ((hidden * m).sum(1) / T, "you divided by T (every position); divide by the number of REAL tokens, "
+                                      "mask.sum(1)."),
             ((hidden * m).sum(1), "that is the sum; divide by the number of real tokens."),
         ])
         if not _close(got, want):
@@ -607,8 +609,10 @@ def check_logit_lens(fn: Callable[[Any, torch.Tensor], torch.Tensor], *, quiet: 
                 (model.lm_head(resid), "you unembedded the raw stream: apply the final LayerNorm (model.ln_f) "
                                        "before the unembedding, as the model does after its last block."),
                 (model.lm_head(model.ln_f(model.ln_f(resid))), "the final LayerNorm was applied twice."),
-                (model.lm_head(bare), "you normalised but left out ln_f's weight and bias (gamma, beta): call model.ln_f."),
-                (model.lm_head(model.blocks[1].ln_1(resid)), "that is block 1's ln_1; the unembedding reads ln_f's output."),
+                (model.lm_head(bare), "you normalised but left out ln_f's weight and bias (gamma, beta): call "
+                                      "model.ln_f."),
+                (model.lm_head(model.blocks[1].ln_1(resid)),
+                 "that is block 1's ln_1; the unembedding reads ln_f's output."),
             ])
             if not _close(got, want):
                 raise _mismatch(got, want, "model.lm_head(model.ln_f(resid))")
@@ -635,10 +639,12 @@ def check_logit_diff(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
                     "logits[torch.arange(B), -1, correct]."})
         probs = logits.softmax(-1)
         _match_variants(got, [
-            (-want, "wrong sign: it is logit(correct) - logit(wrong), positive when the model prefers the right answer."),
+            (-want, "wrong sign: it is logit(correct) - logit(wrong), positive when the model prefers the right "
+                    "answer."),
             (logits[rows, 0, correct] - logits[rows, 0, wrong], "that is the first position; the prediction is read "
                                                                  "at the last one, logits[:, -1]."),
-            (logits[rows, -2, correct] - logits[rows, -2, wrong], "that is the second-to-last position; use logits[:, -1]."),
+            (logits[rows, -2, correct] - logits[rows, -2, wrong],
+             "that is the second-to-last position; use logits[:, -1]."),
             (probs[rows, -1, correct] - probs[rows, -1, wrong], "that is a difference of probabilities; use the raw "
                                                                  "logits (the softmax would add every other token)."),
         ])
@@ -694,7 +700,8 @@ def check_residual_direction(fn: Callable[[Any, int], torch.Tensor], *, quiet: b
         ])
         if not _close(got, want):
             raise _mismatch(got, want, "model.tokens_to_residual_directions(token)")
-        return "gamma times the unembedding row: dotting it with the normalised stream gives the logit, less a constant."
+        return ("gamma times the unembedding row: dotting it with the normalised stream gives the logit, "
+                "less a constant.")
 
     return _finish("check_residual_direction", check, quiet)
 
@@ -721,7 +728,8 @@ def check_direct_logit_attribution(fn: Callable[[Any, Any, int], torch.Tensor], 
                           "by the cached ln_f scale (cache['ln_f.hook_scale']) and use gamma * W_U[t]."),
             (centred @ (W_U * gamma), "not divided by the LayerNorm's scale: divide by cache['ln_f.hook_scale'] at "
                                       "that position (the whole stream's, so the parts still add up)."),
-            (centred / scale @ W_U, "ln_f's weight gamma is missing from the direction: use W_U[t] * model.ln_f.weight."),
+            (centred / scale @ W_U, "ln_f's weight gamma is missing from the direction: use W_U[t] * "
+                                    "model.ln_f.weight."),
             (model.lm_head(model.ln_f(stack))[:, token], "you ran ln_f on each component alone: each gets its own "
                                                          "scale and its own copy of beta, so the parts no longer sum "
                                                          "to the logit; use the whole stream's cached scale."),
@@ -732,7 +740,8 @@ def check_direct_logit_attribution(fn: Callable[[Any, Any, int], torch.Tensor], 
             raise _mismatch(got, want, "cache.logit_attrs(stack, token)")
         total = float(got.detach().sum() + model.ln_final_bias_logits(token))
         if abs(total - float(logits[0, -1, token])) > 1e-3:
-            raise _Fail(f"the attributions plus the constant give {total:.4f}, not the logit {float(logits[0, -1, token]):.4f}.")
+            raise _Fail(f"the attributions plus the constant give {total:.4f}, not the logit "
+                        f"{float(logits[0, -1, token]):.4f}.")
         return "each component's share of the logit; with the constant they sum to it exactly."
 
     return _finish("check_direct_logit_attribution", check, quiet)
@@ -835,7 +844,8 @@ def check_mean_ablation(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Te
             (with_head(torch.zeros(4)), "that is zero-ablation; mean-ablation puts the head's average output there."),
             (with_head(ref_z[:, :, 1].mean(dim=0)),
              "you averaged over the batch only: average over the positions too, dim=(0, 1)."),
-            (with_head(z[:, :, 1].mean(dim=(0, 1))), "you averaged this input's z; the mean comes from the reference inputs."),
+            (with_head(z[:, :, 1].mean(dim=(0, 1))), "you averaged this input's z; the mean comes from the reference "
+                                                     "inputs."),
             (z, "nothing changed: write the mean into z[:, :, head]."),
         ])
         if not _close(got, want):
@@ -898,7 +908,8 @@ def check_bytes_per_token(fn: Callable[[Any, str], float], *, quiet: bool = Fals
             if abs(got - want) < 1e-9:
                 continue
             if abs(got - n_chars / n_tokens) < 1e-9:
-                raise _Fail(f"on {text!r} you counted characters ({n_chars}), not bytes ({n_bytes}): use len(text.encode()).")
+                raise _Fail(f"on {text!r} you counted characters ({n_chars}), not bytes ({n_bytes}): use "
+                            "len(text.encode()).")
             if abs(got - n_tokens / n_bytes) < 1e-9:
                 raise _Fail("that is tokens per byte: divide the bytes by the tokens.")
             raise _Fail(f"on {text!r}: expected {want:.3f} bytes per token, got {got:.3f}.")
@@ -927,7 +938,8 @@ def check_previous_token_score(fn: Callable[[torch.Tensor], Any], *, quiet: bool
         if abs(got - stripe.sum().item() / T) < 1e-6:
             raise _Fail("you divided by T: only the T-1 queries i >= 1 have a previous token.")
         if abs(got - pattern.diagonal().double().mean().item()) < 1e-6:
-            raise _Fail("that is the attention to the token itself (the main diagonal); the previous token is offset=-1.")
+            raise _Fail("that is the attention to the token itself (the main diagonal); the previous token is "
+                        "offset=-1.")
         if abs(got - pattern.diagonal(offset=1).double().mean().item()) < 1e-6:
             raise _Fail("offset=+1 is above the diagonal, the masked future (all zeros); use offset=-1.")
         raise _Fail(f"expected {want:.4f}, got {got:.4f}.")
@@ -945,7 +957,8 @@ def check_normalize_rows(fn: Callable[[Any], Any], *, quiet: bool = False) -> Ch
         got = np.asarray(_call(fn, E.copy()), dtype=float)
         want = E / np.linalg.norm(E, axis=1, keepdims=True)
         if got.shape != want.shape:
-            raise _Fail(f"wrong shape: expected {want.shape} = (N, C), got {got.shape}: keepdims=True keeps the division row-wise.")
+            raise _Fail(f"wrong shape: expected {want.shape} = (N, C), got {got.shape}: keepdims=True keeps the "
+                        "division row-wise.")
         if np.allclose(got, E / np.linalg.norm(E, axis=0, keepdims=True)):
             raise _Fail("you scaled the columns (axis=0); each ROW (one sentence) must get length 1: axis=1.")
         if np.allclose(got, E / (np.linalg.norm(E, axis=1, keepdims=True) ** 2)):
@@ -1008,10 +1021,13 @@ def check_cosent(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> Che
             return "the same loss as cosent_loss, ties included."
         if torch.allclose(got.reshape(()), torch.logsumexp(diff[above], 0), atol=1e-5):
             raise _Fail("the extra 0 is missing: CoSENT is log(1 + sum e^...), so logsumexp over [0, terms...].")
-        if torch.allclose(got.reshape(()), torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), (-diff)[above]]), 0), atol=1e-5):
-            raise _Fail("the sign is flipped: a violation is cos_j > cos_i when pair i scored higher, e^(scale (cos_j - cos_i)).")
+        if torch.allclose(got.reshape(()),
+                          torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), (-diff)[above]]), 0), atol=1e-5):
+            raise _Fail("the sign is flipped: a violation is cos_j > cos_i when pair i scored higher, e^(scale (cos_j "
+                        "- cos_i)).")
         ge = scores[:, None] >= scores[None, :]
-        if torch.allclose(got.reshape(()), torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), diff[ge]]), 0), atol=1e-5):
+        if torch.allclose(got.reshape(()), torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), diff[ge]]), 0),
+                          atol=1e-5):
             raise _Fail("ties (and each pair with itself) were counted: keep only scores[i] > scores[j], strictly.")
         raise _Fail(f"expected {want.item():.4f}, got {got.reshape(-1)[0].item():.4f}.")
 
@@ -1037,7 +1053,8 @@ def check_in_batch_negatives(fn: Callable[..., torch.Tensor], *, quiet: bool = F
         if torch.allclose(got.reshape(()), torch.nn.functional.cross_entropy(cos, torch.arange(5)).double(), atol=1e-4):
             raise _Fail("the cosines were not multiplied by scale (20): small logits make a nearly uniform softmax.")
         if not torch.allclose(got.reshape(()), want, atol=1e-4):
-            raise _Fail(f"expected {want.item():.4f}, got {got.reshape(-1)[0].item():.4f}: row i's right answer is column i.")
+            raise _Fail(f"expected {want.item():.4f}, got {got.reshape(-1)[0].item():.4f}: row i's right answer is "
+                        "column i.")
         return "cross-entropy over the batch's scaled cosines, the right partner on the diagonal."
 
     return _finish("check_in_batch_negatives", check, quiet)

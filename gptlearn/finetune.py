@@ -49,12 +49,13 @@ from torch import nn
 
 from .embeddings import POOLING, Embedder
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
-from .lora import LoRALinear, add_lora, check_rank, lora_layers, merge_lora
+from .lora import add_lora, check_rank, lora_layers, merge_lora
 from .model import GPT
 from .safeio import read_json
 
 __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "FinetuneResult", "Classifier",
-           "read_tsv", "wordnet_glosses", "load_glosses", "GLOSS_TOPICS", "is_classifier_folder", "trainable_parameters", "finetune", "register_cli"]
+           "read_tsv", "wordnet_glosses", "load_glosses", "GLOSS_TOPICS", "is_classifier_folder",
+           "trainable_parameters", "finetune", "register_cli"]
 
 METHODS = ("probe", "last_block", "full", "lora")
 CLASSIFIER_FILE = "classifier.json"  # labels, base model, pooling, LoRA settings
@@ -609,7 +610,8 @@ def _check_out(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
             raise MissingFileError(f"--resume: {out} holds no fine-tuning run ({STATE_FILE} is missing); drop "
                                    "--resume to start one")
         state = read_json(out / STATE_FILE, "a valid fine-tuning state")
-        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("settings"), dict)
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+                and isinstance(state.get("settings"), dict)
                 and isinstance(state.get("history"), dict)):
             raise InvalidFileError(f"{out / STATE_FILE} is not a valid fine-tuning state; start again with --overwrite")
         return state
@@ -768,7 +770,8 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
                 _save_run(clf, out, cfg, optimizer, result, epoch + 1)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{train_loss:.3f}", **({"dev_acc": f"{dev_acc:.3f}"} if dev_acc is not None else {}))
+                bar.set_postfix(loss=f"{train_loss:.3f}",
+                                **({"dev_acc": f"{dev_acc:.3f}"} if dev_acc is not None else {}))
     finally:
         if bar is not None:
             bar.close()
@@ -829,7 +832,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = finetune(args.data, args.dev, **given)
     dev = result.dev_accuracy[-1] if result.dev_accuracy else None
     shown = f"; dev accuracy {dev:.4f}" if dev is not None else ""
-    print(f"fine-tuned ({result.method}, {result.trainable:,} trainable parameters) for {result.epoch[-1] if result.epoch else 0} "
+    print(f"fine-tuned ({result.method}, {result.trainable:,} trainable parameters) for "
+          f"{result.epoch[-1] if result.epoch else 0} "
           f"epochs{shown}; classifier saved in {given.get('out_dir')}")
     return 0
 

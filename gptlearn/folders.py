@@ -217,7 +217,8 @@ def _check_folder(folder: Path, kind: str, overwrite: bool, what: str, hint: str
         if manifest["kind"] == kind or overwrite:
             return ours
         raise FolderInUseError(f"{what} {folder} holds a {manifest['kind']} that gptlearn wrote, not a {kind}; "
-                               "choose another folder" + (f", or {hint} to replace gptlearn's files there" if hint else ""))
+                               "choose another folder"
+                               + (f", or {hint} to replace gptlearn's files there" if hint else ""))
     legacy = _legacy_kind(folder)
     if legacy is not None and (overwrite or (legacy == kind and kind != "model")):  # a GPT-2 folder may be anyone's
         return set(_WRITES[legacy]) & set(names)

@@ -9,7 +9,6 @@ Face's pattern: this module never imports the model).
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
@@ -30,7 +29,8 @@ GREEDY_BELOW = 1e-6
 # and would keep the call running for days.
 MAX_NEW_TOKENS = 1 << 20
 
-__all__ = ["sample_next", "check_targets", "GREEDY_BELOW", "MAX_NEW_TOKENS", "check_sampling", "check_token_ids", "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
+__all__ = ["sample_next", "check_targets", "GREEDY_BELOW", "MAX_NEW_TOKENS", "check_sampling", "check_token_ids",
+           "next_token_logits", "generate", "generate_stream", "GenerationMixin"]
 
 
 def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, *,

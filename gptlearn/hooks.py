@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, Union
 import torch
 from torch import nn
 
-from .checks import check_bool, check_callable, check_choice, check_device, check_texts, describe
+from .checks import check_bool, check_callable, check_choice, check_device, describe
 from .errors import InvalidTypeError, InvalidValueError, UnknownNameError
 
 __all__ = ["HookPoint", "LensHandle", "HookedRootModule", "ActivationCache", "get_act_name", "NamesFilter"]
@@ -494,7 +494,8 @@ class ActivationCache:
         if mode not in ("all", "attn", "mlp"):
             raise InvalidValueError(f"decompose_resid: mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         if mlp_input and layer == self.n_layer:
-            raise InvalidValueError("decompose_resid: mlp_input needs a layer below n_layer (the final stream has no MLP)")
+            raise InvalidValueError("decompose_resid: mlp_input needs a layer below n_layer (the final stream has no "
+                                    "MLP)")
         components, labels = [], []
         if incl_embeds:
             components += [self["hook_embed"], self["hook_pos_embed"]]

@@ -58,14 +58,16 @@ def check_token_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> No
     the GPU at every step (the prompt is checked where it enters, in generate and to_tokens)."""
     if (not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex
             or idx.dtype == torch.bool or idx.dim() != 2):
-        what = f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}"
+        what = (f"a {type(idx).__name__}" if not isinstance(idx, torch.Tensor)
+                else f"a {idx.dtype} tensor of shape {tuple(idx.shape)}")
         raise InvalidTypeError(f"{name} must be token ids: the model takes token ids, a (B, T) or (T,) integer "
                                f"tensor, got {what}; turn text into ids with model.to_tokens(text)")
     if idx.device.type == "cpu" and idx.numel():
         lo, hi = torch.aminmax(idx)
         if lo < 0 or hi >= vocab_size:
             bad = int(hi) if hi >= vocab_size else int(lo)
-            raise TokenIdError(f"{name} holds token id {bad}, outside this model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}); "
+            raise TokenIdError(f"{name} holds token id {bad}, outside this model's vocabulary of {vocab_size} (ids "
+                               f"0..{vocab_size - 1}); "
                                "were the ids made by another tokenizer?")
 
 

@@ -104,13 +104,15 @@ def _by_layer_and_pos(model, corrupted_tokens, clean_cache, patching_metric, act
 def get_act_patch_resid_pre(model, corrupted_tokens, clean_cache: ActivationCache,
                             patching_metric: Metric) -> torch.Tensor:
     """(L, T): the metric after copying the clean ``resid_pre`` of one layer at one position into the corrupted run."""
-    return _by_layer_and_pos(model, corrupted_tokens, clean_cache, patching_metric, "resid_pre", "get_act_patch_resid_pre")
+    return _by_layer_and_pos(model, corrupted_tokens, clean_cache, patching_metric, "resid_pre",
+                             "get_act_patch_resid_pre")
 
 
 def get_act_patch_attn_out(model, corrupted_tokens, clean_cache: ActivationCache,
                            patching_metric: Metric) -> torch.Tensor:
     """(L, T): the same for one layer's attention output at one position."""
-    return _by_layer_and_pos(model, corrupted_tokens, clean_cache, patching_metric, "attn_out", "get_act_patch_attn_out")
+    return _by_layer_and_pos(model, corrupted_tokens, clean_cache, patching_metric, "attn_out",
+                             "get_act_patch_attn_out")
 
 
 def get_act_patch_mlp_out(model, corrupted_tokens, clean_cache: ActivationCache,

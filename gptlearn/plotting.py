@@ -255,7 +255,8 @@ def attention_heads_figure(patterns: Any, tokens: Sequence[str], *, mode: str = 
         for h in range(H):
             trace = go.Heatmap(
                 z=z[l, h], x=labels, y=labels, coloraxis="coloraxis",
-                hovertemplate=hover.replace("{l}", str(l)).replace("{h}", str(h)), visible=(l == layer and (mode == "grid" or h == head)),
+                hovertemplate=hover.replace("{l}", str(l)).replace("{h}", str(h)),
+                visible=(l == layer and (mode == "grid" or h == head)),
                 name=f"layer {l} head {h}",
             )
             if mode == "grid":
@@ -409,7 +410,8 @@ def loss_curve(history: Any = None, *, fig: Any = None, title: str = "Loss", log
         fig = go.Figure()
         for name, dash in (("train", None), ("val", "dot")):
             fig.add_trace(go.Scatter(x=[], y=[], name=name, mode="lines+markers" if name == "val" else "lines",
-                                     line=dict(dash=dash), hovertemplate="step %{x}: %{y:.4f}<extra>" + name + "</extra>"))
+                                     line=dict(dash=dash),
+                                     hovertemplate="step %{x}: %{y:.4f}<extra>" + name + "</extra>"))
         fig.update_layout(title=title, xaxis_title="step", yaxis_title="cross-entropy loss (nats)", height=380,
                           margin=dict(l=60, r=20, t=50, b=50), yaxis_type="log" if log_y else None)
     for trace in fig.data:

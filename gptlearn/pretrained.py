@@ -223,7 +223,8 @@ def _download(name: str) -> Path:
 
 
 def _is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and any((path / w).is_file() for w in ("model.safetensors", "pytorch_model.bin"))
+    return (path / "config.json").is_file() and any((path / w).is_file() for w in (
+        "model.safetensors", "pytorch_model.bin"))
 
 
 @contextlib.contextmanager
@@ -251,12 +252,14 @@ def _resolve(name_or_path: str | Path) -> Path:
     from .folders import expand_path
 
     key = str(name_or_path)
-    path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)  # a save killed half-way: finish it
+    path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"),
+                          remove=False)  # a save killed half-way: finish it
     if path.is_dir():
         return path
     if key in BUNDLED:
         if not (BUNDLED[key] / "config.json").is_file():
-            raise PretrainedNotAvailableError(f"the bundled model {key!r} is missing from this installation ({BUNDLED[key]})")
+            raise PretrainedNotAvailableError(f"the bundled model {key!r} is missing from this installation "
+                                              f"({BUNDLED[key]})")
         return BUNDLED[key]
     if key in HUB_MODELS or (key.count("/") == 1 and not path.exists() and not key.startswith((".", "/", "~"))):
         return _download(key)

@@ -41,7 +41,8 @@ _EPS = 1e-12  # zero vectors get cosine 0 instead of 0/0 (as torch.nn.functional
 def _as_tensor(x, name: str) -> torch.Tensor:
     """An embedding argument as a tensor: a tensor, an array or a (nested) list of real numbers."""
     if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
-        raise InvalidTypeError(f"{name} must be embeddings (a tensor, an array or a list of numbers), got {describe(x)}")
+        raise InvalidTypeError(f"{name} must be embeddings (a tensor, an array or a list of numbers), got "
+                               f"{describe(x)}")
     if not isinstance(x, torch.Tensor):
         try:
             arr = np.ascontiguousarray(x)

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 # PIP_SPEC = "gptlearn[notebooks]"; then run this script (README, "The book on Colab").
 PIP_SPEC = "gptlearn[notebooks] @ git+{repository}"
 SETUP_MARK = "# Set-up, hidden in the web book."
-_SETUP_BLOCK = re.compile(r"```\{code-cell\} ipython3\n:tags: \[remove-cell\]\n\n# Set-up, hidden in the web book\..*?\n```\n",
+_SETUP_BLOCK = re.compile(r"```\{code-cell\} ipython3\n:tags: \[remove-cell\]\n\n# Set-up, hidden in the web "
+                          r"book\..*?\n```\n",
                           re.S)
 
 

@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
         return 1
     if "--check" in argv:
         ok = LINE.search(js).group(0) == line
-        print("live_fast.js holds linear.wat's bytes" if ok else "live_fast.js is stale: run scripts/build_live_wasm.py",
+        print("live_fast.js holds linear.wat's bytes" if ok
+              else "live_fast.js is stale: run scripts/build_live_wasm.py",
               file=sys.stderr)
         return 0 if ok else 1
     js_path.write_text(LINE.sub(line, js), encoding="utf-8")

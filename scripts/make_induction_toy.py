@@ -37,7 +37,8 @@ def main() -> None:
         loss.backward()
         opt.step()
     names = [name for name, _ in model.named_parameters()]
-    out = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    out = {f"model.{k}": v.detach().clone().contiguous() for k,
+           v in model.state_dict().items() if k != "lm_head.weight"}
     for i, name in enumerate(names):
         state = opt.state[opt.param_groups[0]["params"][i]]
         out[f"adam.exp_avg.{name}"] = state["exp_avg"].to(torch.bfloat16).contiguous()

@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 source scripts/env.sh   # the .venv setup.sh made, if it made one
 export GPTLEARN_DATA_DIR=${GPTLEARN_DATA_DIR:-$(pwd)/../shared/data}
+"${PYTHON:-python3}" -m ruff check .   # lint first ([tool.ruff] in pyproject.toml): a finding fails the run
 "${PYTHON:-python3}" -m pytest -m "book or not book" "$@"

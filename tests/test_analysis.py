@@ -64,7 +64,8 @@ def test_induction_scores_leave_out_the_tokenizers_special_tokens(monkeypatch, r
     tokenizer attached has no special token to leave out."""
     seen = []
     real = analysis.repeated_random_tokens
-    monkeypatch.setattr(analysis, "repeated_random_tokens", lambda *a, **kw: seen.append(kw["exclude"]) or real(*a, **kw))
+    monkeypatch.setattr(analysis, "repeated_random_tokens", lambda *a,
+                        **kw: seen.append(kw["exclude"]) or real(*a, **kw))
     model = random_gpt(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=vocab)
     assert analysis.induction_scores(model, seq_len=8, batch=2).shape == (1, 2)
     assert seen == [want]

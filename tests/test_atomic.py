@@ -234,7 +234,7 @@ def test_names_that_only_look_like_leftovers_are_never_touched(tmp_path):
     folder = tmp_path / "model"
     write_folder(folder, _write({"w": "1"}))
     kept = [tmp_path / ".model.old-20240601", tmp_path / ".model.old-abcd1234", tmp_path / ".model.tmp-12345678",
-            tmp_path / f".model.old-999999999-0123abcd", folder / ".tmp-notes123", folder / ".tmp-999999999-0123abcd"]
+            tmp_path / ".model.old-999999999-0123abcd", folder / ".tmp-notes123", folder / ".tmp-999999999-0123abcd"]
     for p in kept:
         p.mkdir()
         (p / "model").mkdir()

@@ -30,7 +30,8 @@ NUMBERS = {
                        "bound_tok_s", "gptlearn_roofline", "transformers_roofline"],
     "train-tiny": ["gptlearn_tok_s", "transformers_tok_s", "speedup", "gptlearn_roofline", "transformers_roofline"],
     "embed": ["gptlearn_sent_s", "st_sent_s", "speedup"],
-    "embedder": ["gptlearn_sent_s", "st_sent_s", "speedup", "gptlearn_roofline", "transformers_roofline", "gemm_gflops"],
+    "embedder": ["gptlearn_sent_s", "st_sent_s", "speedup", "gptlearn_roofline", "transformers_roofline",
+                 "gemm_gflops"],
     "tokenizer": ["gptlearn_mb_s", "tiktoken_mb_s", "gptlearn_bpe_mb_s", "speedup"],
 }
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,8 @@ def test_setup_cell_installs_from_the_repository_in_config():
     extras = re.search(r"gptlearn\[([\w,]+)\]", PIP_SPEC)[1].split(",")
     pyproject = (REPO / "pyproject.toml").read_text()
     for extra in extras:
-        assert re.search(rf"^{extra} = \[", pyproject, re.M), f"the set-up cell asks for gptlearn[{extra}], not in pyproject"
+        assert re.search(rf"^{extra} = \[", pyproject,
+                         re.M), f"the set-up cell asks for gptlearn[{extra}], not in pyproject"
 
 
 
@@ -235,7 +235,8 @@ def binder_python() -> Path:
     for args in (["-r", str(venv / "requirements.txt")], REPO2DOCKER_BASE):
         proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], cwd=REPO,  # -e . is the repo
                               capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, f"pip install {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (f"pip install {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n"
+                                      f"{proc.stderr[-3000:]}")
     done.write_text(req)
     print(f"binder venv installed in {time.perf_counter() - start:.0f} s: {venv}")
     return python

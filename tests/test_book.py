@@ -32,7 +32,8 @@ from book_sync_ipynb import is_notebook, toc_files  # noqa: E402
 # Known upstream console noise (see /work/shared/BOOK-NOTES.md): sphinx-thebe declares THEBE_JS_URL twice,
 # MathJax gets loaded twice (`Cannot set property Package`), FigureWidget + MathJax 3 (`reading 'Queue'`).
 ALLOWED_CONSOLE = ("THEBE_JS_URL", "Cannot set property Package", "reading 'Queue'")
-FIGURE_MARKERS = re.compile(  # calls that make plotly figures (the hidden set-up cell imports gptlearn.plotting everywhere)
+# calls that make plotly figures (the hidden set-up cell imports gptlearn.plotting everywhere)
+FIGURE_MARKERS = re.compile(
     r"\b(attention_heatmap|attention_heads_figure|heatmap|loss_curve|LiveLossCurve|go\.Figure|make_subplots|px\.\w+)\(")
 MANY_HEADS = "book/04_many_heads"
 PAGE_LIMIT = 3_000_000  # bytes; one page inlining plotly.js (~4.8 MB) would exceed it
@@ -152,7 +153,8 @@ def test_plotly_js_is_served_once_not_inlined(built_book):
         html = _html(doc)
         assert len(html.encode()) < PAGE_LIMIT, f"{doc}.html is {len(html.encode()):,} bytes"
         assert "* plotly.js v" not in html, f"{doc}.html inlines plotly.js"
-        assert re.search(r'<script src="(\.\./)*_static/plotly\.min\.js', html), f"{doc}.html does not load plotly.min.js"
+        assert re.search(r'<script src="(\.\./)*_static/plotly\.min\.js',
+                         html), f"{doc}.html does not load plotly.min.js"
 
 
 # ---- (b) headless Chromium ----------------------------------------------------------------------------
@@ -199,7 +201,8 @@ def _open(browser, url: str):
 
     page.route("**/*", route)
     page.on("console", on_console)
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}") if not any(a in str(e) for a in ALLOWED_CONSOLE) else None)
+    page.on("pageerror",
+            lambda e: errors.append(f"page error: {e}") if not any(a in str(e) for a in ALLOWED_CONSOLE) else None)
     page.goto(url, wait_until="load")
     return page, errors, blocked
 

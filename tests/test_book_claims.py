@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from book_sync_ipynb import is_notebook, toc_files  # noqa: E402
 
 GLUE_REF = re.compile(r"\{glue(?::text|:)?\}`([^`:]+)(?::[^`]*)?`")           # {glue:text}`name:.2f`
-GLUE_CALL = re.compile(r"\bglue\(\s*(f?)([\"'])(.+?)\2")                        # glue("name", ...) / glue(f"x_{k}", ...)
+GLUE_CALL = re.compile(r"\bglue\(\s*(f?)([\"'])(.+?)\2")  # glue("name", ...) / glue(f"x_{k}", ...)
 HIDDEN = {"remove-cell", "remove-input"}
 ASSERTION = re.compile(r"^\s*(assert\b|torch\.testing\.assert_close\(|np\.testing\.assert_\w+\()", re.M)
 COMPUTED_PROSE = re.compile(r"^\s*Markdown\(", re.M)                           # a hidden cell that writes prose
@@ -70,7 +70,8 @@ def test_the_counter_counts_glue_and_hidden_assertions(tmp_path):
         "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n    format_version: 0.13\n"
         "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
         "The loss fell to {glue:text}`loss:.2f`, and {glue:text}`other` too; {glue:text}`bpt_GPT_cor`.\n\n"
-        "```{code-cell} ipython3\nglue(\"loss\", 1.0)\nglue(f\"bpt_{k}\", 2)\nassert True   # visible: not counted\n```\n\n"
+        "```{code-cell} ipython3\nglue(\"loss\", 1.0)\nglue(f\"bpt_{k}\", 2)\nassert True   # visible: not "
+        "counted\n```\n\n"
         "```{code-cell} ipython3\n:tags: [remove-cell]\nassert 1 < 2\ntorch.testing.assert_close(a, b)\n```\n\n"
         "```{code-cell} ipython3\n:tags: [remove-input]\nMarkdown(f\"the best layer is {l}\")\n```\n",
         encoding="utf-8")
@@ -139,4 +140,5 @@ def test_solutions_never_overwrite_the_learners_functions(tmp_path):
         "```{solution-end}\n```\n", encoding="utf-8")
     assert solution_rebinds(page) == ["my_f"]
     found = {path.stem: solution_rebinds(path) for path in _chapters()}
-    assert not {k: v for k, v in found.items() if v}, f"solutions that overwrite functions defined outside them: {found}"
+    assert not {k: v for k,
+                v in found.items() if v}, f"solutions that overwrite functions defined outside them: {found}"

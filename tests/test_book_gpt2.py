@@ -43,7 +43,8 @@ def test_gpt2_shaped_folder_is_gpt2(gpt2_folder):
 
     model = gptlearn.load_model(str(gpt2_folder), verbose=False)
     assert model.num_parameters() == 124_439_808
-    assert (model.config.n_layer, model.config.n_head, model.config.n_embd, model.config.vocab_size) == (12, 12, 768, 50257)
+    assert (model.config.n_layer, model.config.n_head, model.config.n_embd, model.config.vocab_size) \
+        == (12, 12, 768, 50257)
     text = "GPT-2's own tokenizer: 吾輩は猫である 🙂"
     assert model.tokenizer.encode(text) == Tokenizer.gpt2().encode(text)
 

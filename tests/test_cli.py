@@ -211,7 +211,8 @@ def corrupt_dir(tmp_path_factory) -> Path:
     (["generate", "--model", "{model}"], "give either --prompt TEXT or --interactive"),
     (["generate", "--model", "{model}", "--prompt", ""], "the prompt is empty"),
     (["generate", "--model", "{model}", "--prompt", "x", "--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),
-    (["generate", "--model", "{model}", "--prompt", "x", "--top-p", "2"], "--top-p must be a finite number > 0 and <= 1"),
+    (["generate", "--model", "{model}", "--prompt", "x", "--top-p", "2"],
+     "--top-p must be a finite number > 0 and <= 1"),
     (["embed", "--sentence", "x", "--model", "{model}", "--layer", "5"], "layer must be an integer in -1..1"),
 ])
 def test_user_errors_are_one_line(capsys, model_dir, corrupt_dir, tmp_path, argv, message):

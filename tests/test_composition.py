@@ -26,7 +26,7 @@ def model():
 def test_qk_and_ov_reproduce_scores_and_head_outputs(model):
     tokens = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(0))
     _, cache = model.run_with_cache(tokens)
-    H, hs = model.config.n_head, model.config.n_embd // model.config.n_head
+    hs = model.config.n_embd // model.config.n_head
     for layer in range(3):
         W_QK, W_OV = head_qk_ov(model, layer)  # (H, C, C)
         x = cache["resid_pre", layer]

@@ -132,7 +132,8 @@ class _Response(io.BytesIO):
 def test_download_verifies_and_caches(monkeypatch, cache):
     monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
     blob = b"To be, or not to be\n"
-    ds = gdata.Dataset("toy", "https://example.invalid/toy.txt", {"toy.txt": hashlib.sha256(blob).hexdigest()}, "toy.txt")
+    ds = gdata.Dataset("toy", "https://example.invalid/toy.txt", {"toy.txt": hashlib.sha256(blob).hexdigest()},
+                       "toy.txt")
     monkeypatch.setitem(DATASETS, "toy", ds)
     calls = []
     monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: calls.append(url) or _Response(blob))
@@ -151,7 +152,8 @@ def test_stsb_tarball_extraction(monkeypatch, cache):
     are taken, matched by name, and checked against their sha256."""
     monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
     train, dev = b"main-captions\tMSRvid\t2012test\t0001\t5.000\tA plane.\tAn airplane.\n", b"dev row\n"
-    files = {"stsb/sts-train.csv": hashlib.sha256(train).hexdigest(), "stsb/sts-dev.csv": hashlib.sha256(dev).hexdigest()}
+    files = {"stsb/sts-train.csv": hashlib.sha256(train).hexdigest(),
+             "stsb/sts-dev.csv": hashlib.sha256(dev).hexdigest()}
     ds = gdata.Dataset("stsb", DATASETS["stsb"].url, files, "stsb")
     monkeypatch.setitem(DATASETS, "stsb", ds)
     blob = tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": dev,

@@ -230,7 +230,8 @@ TARBALL = tarball({"stsbenchmark/sts-train.csv": TRAIN, "stsbenchmark/sts-dev.cs
 
 
 def stsb(monkeypatch, url: str) -> None:
-    files = {"stsb/sts-train.csv": hashlib.sha256(TRAIN).hexdigest(), "stsb/sts-dev.csv": hashlib.sha256(DEV).hexdigest()}
+    files = {"stsb/sts-train.csv": hashlib.sha256(TRAIN).hexdigest(),
+             "stsb/sts-dev.csv": hashlib.sha256(DEV).hexdigest()}
     monkeypatch.setitem(DATASETS, "stsb", gdata.Dataset("stsb", url, files, "stsb"))
 
 

@@ -130,7 +130,8 @@ def test_encode_options(model):
     assert embedder.encode([]).shape == (0, 32)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         embedder.encode(SENTENCES, batch_size=0)
-    np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress_bar=True), embedder.encode(SENTENCES), atol=1e-6)
+    np.testing.assert_allclose(embedder.encode(SENTENCES, show_progress_bar=True), embedder.encode(SENTENCES),
+                               atol=1e-6)
     assert embedder.dimensions == 32
 
 

@@ -123,7 +123,8 @@ def test_an_output_folder_under_a_file_is_one_line(capsys, tmp_path):
 def test_train_refuses_absurd_sizes_before_allocating(capsys, tmp_path, flags, words):
     (tmp_path / "text.txt").write_text("the cat sat on the mat. " * 40)
     code, out, err = run(capsys, "train", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
-                         "--preset", "tiny", "--tokenizer", "char", "--block-size", "8", "--steps", "1", "--no-progress", *flags)
+                         "--preset", "tiny", "--tokenizer", "char", "--block-size", "8", "--steps", "1",
+                         "--no-progress", *flags)
     one_line(code, err, "GiB", *words)
 
 
@@ -196,7 +197,8 @@ def test_arguments_that_are_not_utf8_are_refused(capsys, model_dir, argv, flag):
 
 @pytest.mark.slow  # a subprocess: real bytes in argv, real bytes out
 def test_bytes_in_argv_never_make_invalid_utf8_output(model_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for locale in ("C.UTF-8", "C"):
         proc = subprocess.run([sys.executable, "-m", "gptlearn", "embed", "--sentence", b"caf\xe9",
                                "--model", str(model_dir)], capture_output=True, env={**env, "LC_ALL": locale},
@@ -248,7 +250,8 @@ def test_token_ids_outside_the_vocabulary_are_named(ids, fast):
     flat = [v for row in ([ids] if isinstance(ids[0], int) else ids) for v in row]
     bad = max(flat) if max(flat) >= 100 else min(flat)
     for call in (lambda: model(torch.tensor(ids)), lambda: model.run_with_cache(torch.tensor(ids)),
-                 lambda: model.generate(torch.tensor(ids), 2), lambda: model.hidden_states(torch.tensor(ids).view(1, -1))):
+                 lambda: model.generate(torch.tensor(ids), 2),
+                 lambda: model.hidden_states(torch.tensor(ids).view(1, -1))):
         with pytest.raises(GptlearnError, match=rf"{bad}\b.*100") as info:
             call()
         assert isinstance(info.value, IndexError)  # what it raised before, for old callers
@@ -279,7 +282,8 @@ def test_cosine_does_not_depend_on_the_scale(x, y_seed, exponent):
         x[0] = 1.0
     y = np.random.default_rng(y_seed).uniform(-1, 1, size=x.shape).astype(np.float32)
     scale = np.float32(10.0 ** exponent)
-    want = float(np.dot(x.astype(np.float64), y) / np.linalg.norm(x.astype(np.float64)) / np.linalg.norm(y.astype(np.float64)))
+    want = float(np.dot(x.astype(np.float64),
+                        y) / np.linalg.norm(x.astype(np.float64)) / np.linalg.norm(y.astype(np.float64)))
     for a, b in ((x * scale, y * scale), (torch.from_numpy(x * scale), torch.from_numpy(y * scale))):
         assert float(cosine(a, a)) == pytest.approx(1.0, abs=1e-5)
         assert float(cosine(a, b)) == pytest.approx(want, abs=1e-4)

@@ -69,7 +69,8 @@ def test_direct_logit_attribution():
     fails_with(ex.check_direct_logit_attribution(lambda m, c, t: _dla(m, c, t, scale=False), quiet=True),
                "not divided by the LayerNorm's scale")
     fails_with(ex.check_direct_logit_attribution(lambda m, c, t: _dla(m, c, t, gamma=False), quiet=True), "gamma")
-    fails_with(ex.check_direct_logit_attribution(lambda m, c, t: _dla(m, c, t, beta=True), quiet=True), "beta was added")
+    fails_with(ex.check_direct_logit_attribution(lambda m, c, t: _dla(m, c, t, beta=True), quiet=True),
+               "beta was added")
     fails_with(ex.check_direct_logit_attribution(
         lambda m, c, t: m.lm_head(m.ln_f(c.decompose_resid()[:, 0, -1]))[:, t], quiet=True), "ran ln_f on each")
 

@@ -66,7 +66,8 @@ def test_with_and_without_the_wing_the_numbers_agree(random_gpt, vocab):
     idx = torch.randint(0, vocab, (3, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # 3 x 40 x 256 MLP activations: the x·σ(2z) GELU
         torch.testing.assert_close(wing(idx), plain(idx), rtol=0, atol=1e-5)
-        torch.testing.assert_close(wing.hidden_states(idx, layer=0), plain.hidden_states(idx, layer=0), rtol=0, atol=1e-5)
+        torch.testing.assert_close(wing.hidden_states(idx, layer=0), plain.hidden_states(idx, layer=0), rtol=0,
+                                   atol=1e-5)
     logits_w, cache_w = wing.run_with_cache(idx)
     logits_p, cache_p = plain.run_with_cache(idx)
     torch.testing.assert_close(logits_w, logits_p, rtol=0, atol=1e-5)
@@ -77,7 +78,8 @@ def test_with_and_without_the_wing_the_numbers_agree(random_gpt, vocab):
         m.zero_grad()
         (m(idx[:, :-1], targets=idx[:, 1:]) / 2).backward()  # a scaled loss, as grad_accum makes
         m.eval()
-    assert wing.loss(idx[:, :-1], idx[:, 1:]).item() == pytest.approx(plain.loss(idx[:, :-1], idx[:, 1:]).item(), rel=1e-6)
+    assert wing.loss(idx[:, :-1], idx[:, 1:]).item() == \
+        pytest.approx(plain.loss(idx[:, :-1], idx[:, 1:]).item(), rel=1e-6)
     for (name, pw), pp in zip(wing.named_parameters(), plain.parameters()):
         torch.testing.assert_close(pw.grad, pp.grad, rtol=1e-4, atol=1e-7, msg=name)
     prompt = idx[:1, :5]
@@ -90,7 +92,8 @@ def test_from_pretrained_gives_the_wing_and_saves_the_same_folder(random_gpt, tm
     loaded = GPT.from_pretrained(tmp_path / "plain")
     assert fast.is_enabled(loaded)
     loaded.save_pretrained(tmp_path / "wing")
-    assert (tmp_path / "plain" / "model.safetensors").read_bytes() == (tmp_path / "wing" / "model.safetensors").read_bytes()
+    assert ((tmp_path / "plain" / "model.safetensors").read_bytes()
+            == (tmp_path / "wing" / "model.safetensors").read_bytes())
 
 
 # ---- the blocked unembedding and loss ------------------------------------------------------------

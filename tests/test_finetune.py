@@ -120,7 +120,8 @@ def test_full_finetuning_fits_the_training_set(model_dir, data):
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_saved_folder_loads_back_with_the_same_scores(model_dir, data, tmp_path, method):
     out = tmp_path / "clf"
-    result = finetune(*data, model=str(model_dir), out_dir=out, method=method, lora_rank=4 if method == "lora" else None,
+    result = finetune(*data, model=str(model_dir), out_dir=out, method=method,
+                      lora_rank=4 if method == "lora" else None,
                       epochs=3, progress=False)
     meta = json.loads((out / CLASSIFIER_FILE).read_text())
     assert meta["labels"] == ["animal", "food", "weather"] and meta["base_model"] == str(model_dir)

@@ -389,7 +389,8 @@ def test_any_embedder_value_is_loaded_or_refused(bases, tmp_path_factory, key, v
 def test_any_char_tokenizer_value_is_loaded_or_refused(bases, tmp_path_factory, value, whole):
     folder = tmp_path_factory.mktemp("p")
     shutil.copytree(bases["char"], folder, dirs_exist_ok=True)
-    (write("char_tokenizer.json", json.dumps(value)) if whole else set_field("char_tokenizer.json", "chars", value))(folder)
+    (write("char_tokenizer.json", json.dumps(value)) if whole
+     else set_field("char_tokenizer.json", "chars", value))(folder)
     tok = _loads_or_refuses(lambda: load_tokenizer(folder), "char_tokenizer.json")
     if tok is not None:
         assert tok.decode(tok.encode(tok.decode([0]))) == tok.decode([0])

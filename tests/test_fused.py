@@ -159,7 +159,8 @@ def test_kernel_checks_its_arguments(kernel, random_model):
     with pytest.raises(RuntimeError, match="block 1 have the wrong shapes"):
         kernel.decode_step(1, 0, swapped, cache.k, cache.v, 3, 1e-5, False)
     with pytest.raises(RuntimeError, match="lm_head"):
-        kernel.decode_step(1, 0, dec.params[:4] + [dec.params[4][:-1]] + dec.params[5:], cache.k, cache.v, 3, 1e-5, False)
+        kernel.decode_step(1, 0, dec.params[:4] + [dec.params[4][:-1]] + dec.params[5:], cache.k, cache.v, 3, 1e-5,
+                           False)
 
 
 def test_unavailable_compiler_is_one_clear_error(monkeypatch):

@@ -162,7 +162,8 @@ def test_hooks_removed_afterwards_even_on_error(model, tokens):
             model(tokens)
     assert not any(p.active for p in points)
     with pytest.raises(KeyError, match="no hook point named"):  # a bad name after a good one
-        with model.hooks([("blocks.0.hook_resid_pre", lambda t, hook: None), ("blocks.9.hook_z", lambda t, hook: None)]):
+        with model.hooks([("blocks.0.hook_resid_pre", lambda t, hook: None),
+                          ("blocks.9.hook_z", lambda t, hook: None)]):
             pass
     assert not any(p.active for p in points)
     with pytest.raises(ValueError):  # a forward that raises inside run_with_cache
@@ -196,7 +197,8 @@ def test_head_ablation_via_hook_z_changes_logits(model, tokens):
 
 def test_zero_ablating_all_heads_equals_removing_attention(model, tokens):
     with torch.no_grad():
-        ablated = model.run_with_hooks(tokens, [(lambda n: n.endswith("attn.hook_z"), lambda z, hook: torch.zeros_like(z))])
+        ablated = model.run_with_hooks(tokens,
+                                       [(lambda n: n.endswith("attn.hook_z"), lambda z, hook: torch.zeros_like(z))])
         # the same network written out without attention: only W_O's bias reaches the residual stream
         pos = torch.arange(tokens.size(1))
         x = model.wte(tokens) + model.wpe(pos)

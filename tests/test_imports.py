@@ -112,7 +112,8 @@ def test_the_checker_finds_circles_through_functions_and_skips_type_checking(tmp
     (pkg / "a.py").write_text("from . import b\nA = 1\n")
     (pkg / "b.py").write_text("def f():\n    from .sub.c import C\n")
     (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import A\nC = 2\n")
+    (pkg / "sub" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import A\nC = "
+                                      "2\n")
     graph = import_graph(pkg)
     assert graph == {"pkg": {"pkg.a"}, "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.sub.c"}, "pkg.sub": set(), "pkg.sub.c": set()}
     assert find_cycle(graph) is None

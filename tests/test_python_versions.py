@@ -35,10 +35,12 @@ def test_requires_python_is_the_oldest_version_checked():
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_package_compiles(version):
-    python = sys.executable if f"{sys.version_info.major}.{sys.version_info.minor}" == version else _interpreter(version)
+    python = (sys.executable if f"{sys.version_info.major}.{sys.version_info.minor}" == version
+              else _interpreter(version))
     if python is None:
         pytest.skip(f"no python{version} here")
-    out = subprocess.run([python, str(COMPILE_ALL), str(REPO / "gptlearn")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([python, str(COMPILE_ALL), str(REPO / "gptlearn")], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "" and out.stderr == "", out.stdout + out.stderr
 
 

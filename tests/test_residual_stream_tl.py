@@ -31,7 +31,8 @@ def pair(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method, kwargs", [
-    ("decompose_resid", {}), ("decompose_resid", {"layer": 1, "mlp_input": True}), ("decompose_resid", {"mode": "attn"}),
+    ("decompose_resid", {}), ("decompose_resid", {"layer": 1, "mlp_input": True}),
+    ("decompose_resid", {"mode": "attn"}),
     ("accumulated_resid", {}), ("accumulated_resid", {"layer": 1, "incl_mid": True}),
     ("stack_head_results", {}), ("stack_head_results", {"layer": 1, "incl_remainder": True}),
     ("decompose_resid", {"apply_ln": True, "pos_slice": -1}), ("stack_head_results", {"apply_ln": True}),

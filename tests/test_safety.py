@@ -83,7 +83,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             st_ = p.lstat()
-            content = os.readlink(p) if stat.S_ISLNK(st_.st_mode) else p.read_bytes() if stat.S_ISREG(st_.st_mode) else b""
+            content = (os.readlink(p) if stat.S_ISLNK(st_.st_mode)
+                       else p.read_bytes() if stat.S_ISREG(st_.st_mode) else b"")
             found[str(p.relative_to(root))] = (stat.S_IMODE(st_.st_mode), content)
     return found
 
@@ -221,7 +222,7 @@ def test_a_save_removes_only_what_a_killed_save_provably_left(model, tmp_path):
     proven = tmp_path / f".M.tmp-{dead}"
     proven.mkdir()
     _write_manifest(proven, "model", [], dead, complete=False)
-    lookalikes = [tmp_path / ".M.old-20240601", tmp_path / f".M.tmp-999999998-0123abcd", folder / ".tmp-notes123"]
+    lookalikes = [tmp_path / ".M.old-20240601", tmp_path / ".M.tmp-999999998-0123abcd", folder / ".tmp-notes123"]
     for p in lookalikes:
         p.mkdir()
     model.save_pretrained(folder)

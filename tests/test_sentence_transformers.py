@@ -55,7 +55,8 @@ def test_encode_has_sentence_transformers_names_and_defaults(st):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"convert_to_tensor": True}, {"convert_to_numpy": False},
-                                    {"normalize_embeddings": True}, {"convert_to_tensor": True, "convert_to_numpy": False},
+                                    {"normalize_embeddings": True},
+                                    {"convert_to_tensor": True, "convert_to_numpy": False},
                                     {"batch_size": 1, "device": "cpu"}], ids=str)
 @pytest.mark.parametrize("single", [False, True], ids=["list", "str"])
 def test_encode_returns_what_sentence_transformers_returns(model, st, tmp_path_factory, kwargs, single):

@@ -58,7 +58,8 @@ def test_externally_managed_python_gets_a_venv(repo, tmp_path):
     # build_book.sh and test.sh source env.sh: it picks the .venv from then on
     out = subprocess.run(["bash", "-c", "source scripts/env.sh; echo $VIRTUAL_ENV; command -v python"], cwd=tmp_path,
                          capture_output=True, text=True,
-                         env={**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PYTHON": str(tmp_path / "bin/python"),
+                         env={**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+                              "PYTHON": str(tmp_path / "bin/python"),
                               "FAKE_LOG": str(tmp_path / "calls.log")})
     assert out.stdout.split() == [str(tmp_path / ".venv"), str(tmp_path / ".venv" / "bin" / "python")]
 

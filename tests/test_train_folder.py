@@ -14,8 +14,7 @@ from train_kit import one_line as _one_line
 from train_kit import run_cli as _cli
 
 import gptlearn.train as gtrain
-from gptlearn import GPTConfig, cli
-from gptlearn.data import TokenDataset
+from gptlearn import GPTConfig
 from gptlearn.folders import MANIFEST, read_manifest
 from gptlearn.model import from_pretrained
 from gptlearn.tokenizers import CharTokenizer

@@ -162,7 +162,8 @@ def test_hooks_context_and_reset_hooks_end(model, ids):
 
 def test_hook_dict(model):
     names = list(model.hook_dict)
-    assert {"hook_embed", "hook_pos_embed", "ln_f.hook_scale", "hook_ln_final", "blocks.1.ln_2.hook_scale"} <= set(names)
+    assert {"hook_embed", "hook_pos_embed", "ln_f.hook_scale", "hook_ln_final",
+            "blocks.1.ln_2.hook_scale"} <= set(names)
     assert len(names) == 2 * 15 + 4 and all(model.hook_dict[n].name == n for n in names)
     assert list(model.hook_points()) == list(model.hook_dict.values())
 

@@ -24,7 +24,8 @@ def test_bench_web_smoke():
     rows = [json.loads(ln[len("RESULT "):]) for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
     assert [r["row"] for r in rows] == ["web"]
     row = rows[0]
-    for key in ("page_ms", "torch_ms", "page_plain_js_ms", "simd_speedup", "page_gflops", "gemm_gflops_1core", "page_roofline",
+    for key in ("page_ms", "torch_ms", "page_plain_js_ms", "simd_speedup", "page_gflops", "gemm_gflops_1core",
+                "page_roofline",
                 "longest_task_ms_worker", "longest_task_ms_page"):
         assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
     assert row["max_abs_logit_diff"] < 1e-3

@@ -28,7 +28,8 @@ NEEDS_EXPLORER = ["book/00_start_here", "book/03_attention_one_head", "book/04_m
                   "book/05_concatenate_and_project", "book/06_the_block_and_gpt2", "book/08_sentence_embeddings",
                   "book/05b_reading_the_residual_stream", "book/05c_the_induction_circuit_tested"]
 TEXTS = [  # over twenty: scripts, emoji, whitespace runs, contractions, one character, nothing, too long
-    "The big red car drove quickly", "Hello, world!", "日本語のテキストです。", "こんにちは世界", "Ελληνικά και русский",
+    "The big red car drove quickly", "Hello, world!", "日本語のテキストです。", "こんにちは世界",
+    "Ελληνικά και русский",
     "emoji 🙂👍🏽 and 👨‍👩‍👧 family", "    four spaces before", "trailing spaces    ", "tabs\tand\nnewlines\n\n\n",
     "\u00a0non-breaking\u3000ideographic", "don't I'll we've they're she'd it's", "x", "🙂", " ", "",
     "numbers 1234567890 3.14159 and ½", "<|endoftext|> stays plain text", "CamelCaseWordsAndsnake_case",
@@ -42,7 +43,8 @@ def _pages() -> list[str]:
 
 
 def _explorer_pages() -> list[str]:
-    return [d for d in _pages() if (REPO / f"{d}.md").is_file() and MARKER in (REPO / f"{d}.md").read_text(encoding="utf-8")]
+    return [d for d in _pages()
+            if (REPO / f"{d}.md").is_file() and MARKER in (REPO / f"{d}.md").read_text(encoding="utf-8")]
 
 
 def show(token: str) -> str:
@@ -181,7 +183,8 @@ def test_forward_parity_with_pytorch(browser, built_book, exported):
             torch.testing.assert_close(got_logits, logits[0, -1], atol=1e-3, rtol=0)
             torch.testing.assert_close(got_attention, cache.stack("pattern")[:, 0], atol=1e-4, rtol=0)
             worst["logits"] = max(worst["logits"], (got_logits - logits[0, -1]).abs().max().item())
-            worst["attention"] = max(worst["attention"], (got_attention - cache.stack("pattern")[:, 0]).abs().max().item())
+            worst["attention"] = max(worst["attention"],
+                                     (got_attention - cache.stack("pattern")[:, 0]).abs().max().item())
         too_long = results[-1]
         assert "reads at most" in too_long["message"]
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ def bpe_model():
 def test_round_trip_is_exact(bpe_model, tmp_path):
     path = export(bpe_model, tmp_path / "site")
     assert path == tmp_path / "site" / DATA_FILE
-    assert sorted(p.name for p in path.parent.iterdir() if p.name != MANIFEST) == sorted([DATA_FILE, "index.html", *STATIC_FILES])
+    assert sorted(p.name for p in path.parent.iterdir() if p.name != MANIFEST) \
+        == sorted([DATA_FILE, "index.html", *STATIC_FILES])
     back = read_export(path.parent)
     assert back["format"] == FORMAT and back["name"] == "tiny-bpe" and back["book_model"] is None
     assert back["num_parameters"] == bpe_model.num_parameters()

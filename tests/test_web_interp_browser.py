@@ -64,7 +64,8 @@ def test_ablate_and_lens_in_chromium(browser, site, mini):
         ids = mini.tokenizer.encode_ordinary(TEXT)
         # the page's API under ablation and with the lens, against PyTorch
         for heads in ([], [(0, 2)], [(1, 4), (1, 1)], [(l, h) for l in range(4) for h in range(0, 8, 3)]):
-            out = page.evaluate("([t, a]) => gptlearn.live.forward(t, {ablate: a, lens: true})", [TEXT, [list(p) for p in heads]])
+            out = page.evaluate("([t, a]) => gptlearn.live.forward(t, {ablate: a, lens: true})",
+                                [TEXT, [list(p) for p in heads]])
             assert out["message"] is None and out["ids"] == ids
             with torch.no_grad(), ablate_heads(mini, heads):
                 logits, cache = mini.run_with_cache(torch.tensor([ids]))

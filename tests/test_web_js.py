@@ -18,7 +18,8 @@ from gptlearn.web.js import LiveJS, js_source  # noqa: E402
 # over twenty texts: scripts, emoji (with modifiers and joiners), whitespace runs, contractions, digits,
 # the special token's text (plain text here), one character, nothing at all
 TEXTS = [
-    "The big red car drove quickly", "Hello, world!", "日本語のテキストです。", "こんにちは世界", "Ελληνικά και русский",
+    "The big red car drove quickly", "Hello, world!", "日本語のテキストです。", "こんにちは世界",
+    "Ελληνικά και русский",
     "emoji 🙂👍🏽 and 👨‍👩‍👧 family", "    four spaces before", "trailing spaces    ", "tabs\tand\nnewlines\n\n\n",
     "\u00a0non-breaking\u3000ideographic\u2028line", "don't I'll we've they're she'd it's", "'S 'T 'RE", "x", "🙂", " ",
     "", "numbers 1234567890 3.14159 and ½ ⅔", "<|endoftext|> stays plain text", "CamelCaseWordsAndsnake_case",
@@ -93,12 +94,13 @@ def test_cosine_matches_gptlearn_similarity(mini_js):
     from gptlearn import similarity
 
     a, b = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-    assert mini_js.call("cosine", a, b) == pytest.approx(float(similarity.cosine(torch.tensor(a), torch.tensor(b))), abs=1e-6)
+    assert mini_js.call("cosine", a, b) == pytest.approx(float(similarity.cosine(torch.tensor(a), torch.tensor(b))),
+                                                         abs=1e-6)
 
 
 def test_the_pieces_match_the_models_activations(mini, mini_js):
     ids = mini.tokenizer.encode("The big red car drove quickly down the hill")
-    T, C, H = len(ids), mini.config.n_embd, mini.config.n_head
+    C, H = mini.config.n_embd, mini.config.n_head
     _, cache = mini.run_with_cache(torch.tensor([ids]))
     out = mini_js.call("runWithCache", ids, LiveJS.weights, {"attnResult": True})
     got = out["cache"]
@@ -135,7 +137,8 @@ def test_linear_is_nn_linear_with_and_without_simd(mini_js, fast, T, n_in, n_out
     mini_js.set_fast(fast)
     try:
         g = torch.Generator().manual_seed(T * 1000 + n_in * 10 + n_out)
-        x, w, b = torch.randn(T, n_in, generator=g), torch.randn(n_out, n_in, generator=g), torch.randn(n_out, generator=g)
+        x, w, b = torch.randn(T, n_in, generator=g), torch.randn(n_out, n_in, generator=g), \
+            torch.randn(n_out, generator=g)
         torch.testing.assert_close(torch.from_numpy(mini_js.call("linear", x, T, w, b)),
                                    torch.nn.functional.linear(x, w, b).reshape(-1), atol=2e-5, rtol=1e-5)
         w2 = torch.randn(n_out, n_in, generator=g)  # a second weight of the same shape is placed separately
@@ -181,7 +184,8 @@ def test_a_char_tokenizer_model():
     js = LiveJS(model)
     out = js.forward("a bad cab")
     assert out["ids"] == model.tokenizer.encode("a bad cab") and out["tokens"] == list("a bad cab")
-    torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float32), reference(model, out["ids"])[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float32), reference(model, out["ids"])[0],
+                               atol=1e-4, rtol=0)
     bad = js.forward("abz")
     assert bad["logits"] is None and '"z" is not in this model' in bad["message"]
 
@@ -217,7 +221,9 @@ def test_a_half_precision_model_travels_as_float16_and_computes_the_same(tmp_pat
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.half().float())
-    model.tokenizer = Tokenizer.from_bpe(BPETokenizer.train("It was the best of times, it was the worst of times; the cat sat on the mat. Über naïve café 1234 5678\n" * 40, 300))
+    model.tokenizer = Tokenizer.from_bpe(BPETokenizer.train("It was the best of times, it was the worst of times; the "
+                                                            "cat sat on the mat. Über naïve café 1234 5678\n" * 40,
+                                                            300))
     data = payload(model)
     assert data["weights_dtype"] == "float16"
     state = read_export(export(model, tmp_path / "site"))["state_dict"]

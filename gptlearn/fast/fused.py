@@ -125,11 +125,13 @@ class FusedDecoder:
         if any(p.dtype != torch.float32 for p in model.parameters()) or cache.k.dtype != torch.float32:
             raise InvalidValueError("the fused decoding step needs an fp32 model (model.float())")
         if autocast_enabled("cpu"):
-            raise InvalidValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use fused=False")
+            raise InvalidValueError("the fused decoding step computes in fp32: leave torch.autocast off, or use "
+                                    "fused=False")
         if cache.k.size(1) != 1:
             raise InvalidValueError(f"the fused decoding step decodes one sequence at a time, not {cache.k.size(1)}")
         if hooks_attached(model):
-            raise InvalidValueError("the fused decoding step skips the hook points: remove the hooks, or use fused=False")
+            raise InvalidValueError("the fused decoding step skips the hook points: remove the hooks, or use "
+                                    "fused=False")
         if model.training:
             raise InvalidValueError("the fused decoding step has no dropout: call model.eval() first")
         params = [model.wte.weight, model.wpe.weight, model.ln_f.weight, model.ln_f.bias, model.lm_head.weight]

@@ -30,7 +30,7 @@ from typing import AbstractSet, Any, Collection, Iterable, Literal, Protocol, Se
 
 import regex
 
-from ..errors import InvalidTypeError, InvalidValueError, TokenIdError
+from ..errors import InvalidTypeError, TokenIdError
 
 __all__ = [
     "ENDOFTEXT",

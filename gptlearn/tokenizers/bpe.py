@@ -293,7 +293,8 @@ class BPETokenizer(BaseTokenizer):
         try:
             return cls(vocab, merges)
         except InvalidValueError as e:
-            raise InvalidFileError(f"{vocab_file} and {Path(merges_file).name} do not make a BPE tokenizer: {e}") from None
+            raise InvalidFileError(f"{vocab_file} and {Path(merges_file).name} do not make a BPE tokenizer: "
+                                   f"{e}") from None
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike) -> BPETokenizer:

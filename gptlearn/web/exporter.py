@@ -94,7 +94,8 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
         raise InvalidValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
-        raise InvalidValueError(f"weights {bad[:3]} hold NaN or infinity; export a model that trained without diverging")
+        raise InvalidValueError(f"weights {bad[:3]} hold NaN or infinity; export a model that trained without "
+                                "diverging")
     spec = _tokenizer_spec(model.tokenizer)
     tensors, offset = [], 0
     for key, value in state.items():
@@ -107,7 +108,8 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
         check_text = model.tokenizer.decode(list(range(min(config.vocab_size, 8))))
         ids = model.tokenizer.encode(check_text)
     if not 0 < len(ids) <= config.n_positions:
-        raise InvalidValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of 1..{config.n_positions}")
+        raise InvalidValueError(f"the check text {check_text!r} is {len(ids)} tokens; give one of "
+                                f"1..{config.n_positions}")
     with torch.no_grad():
         was_training = model.training
         model.eval()
@@ -134,7 +136,7 @@ def _index_html(label: str) -> str:
 <h1>gptlearn live</h1>
 <div class="gptlearn-live" data-parts="tokens next attention grid heads lens ablate embedding" data-sentences="The cat is sleeping|A feline is resting|The stock market fell sharply today"></div>
 </body></html>
-"""
+"""  # noqa: E501 (the page exactly as written: one long attribute line)
 
 
 def export(model, folder: str | Path, *, name: str | None = None, book_model: str | None = None,
@@ -189,7 +191,8 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
     dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
     if dtype is None:
-        raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or float16")
+        raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or "
+                                "float16")
     flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype=dtype).astype("<f4"))
     state = {}
     for t in data["tensors"]:
@@ -197,7 +200,8 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
         state[t["name"]] = flat[t["offset"]:t["offset"] + size].view(t["shape"])
     state["lm_head.weight"] = state["wte.weight"]
     data["state_dict"] = state
-    data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]), dtype="<f4").copy())
+    data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]),
+                                                          dtype="<f4").copy())
     spec = data["tokenizer"]
     if spec["kind"] == "bpe":
         data["tokenizer_object"] = BPETokenizer(spec["vocab"], [tuple(m) for m in spec["merges"]])

@@ -18,8 +18,9 @@ Data comes as TSV files with a header ``sentence<TAB>label`` (GLUE SST-2's layou
 strings) or as (sentence, label) pairs. A run writes to ``out_dir`` a folder that
 :meth:`Classifier.from_pretrained` loads: the model (Hugging Face layout, unmerged), ``classifier.json``
 (the labels, the base model, the pooling, the LoRA settings) and ``classifier.safetensors`` (the head
-and the adapters), plus ``finetune_state.json``/``.safetensors`` (the epoch, the history, AdamW's
-moments) so that ``resume=True`` continues it. Nothing is pickled, every folder is written atomically
+and the adapters), plus the trainer state every trainer writes (:mod:`gptlearn.checkpoint`:
+``trainer_state.json``/``.safetensors``, the epoch, the history, AdamW's moments, checked field by field when
+read) so that ``resume=True`` continues it. Nothing is pickled, every folder is written atomically
 (:mod:`gptlearn.atomic`), and a save happens only when every weight and moment is finite.
 
 >>> result = finetune("train.tsv", "dev.tsv", out_dir="runs/topics", lora_rank=8)   # doctest: +SKIP
@@ -47,6 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint
+from .checkpoint import STATE_FILE, STATE_FILES
+from .checks import shown
 from .embeddings import POOLING, Embedder
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
 from .lora import add_lora, check_rank, lora_layers, merge_lora
@@ -60,7 +64,7 @@ __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "Finetun
 METHODS = ("probe", "last_block", "full", "lora")
 CLASSIFIER_FILE = "classifier.json"  # labels, base model, pooling, LoRA settings
 HEAD_FILE = "classifier.safetensors"  # the head, and the LoRA adapters (unmerged)
-STATE_FILE, STATE_TENSORS = "finetune_state.json", "finetune_state.safetensors"  # for resume
+TRAINER = "finetune"  # the trainer state (gptlearn/checkpoint.py) of a run says which trainer wrote it
 FORMAT, VERSION = "gptlearn classifier", 1
 
 
@@ -286,10 +290,12 @@ class Classifier(nn.Module):
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     def save_pretrained(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None,
-                        write_more=None) -> Path:
+                        write_more=None, kind: str = "model", overwrite: bool = False) -> Path:
         """Write the classifier as one folder (atomically): the model in Hugging Face's layout (without the
         LoRA adapters), ``classifier.json`` and ``classifier.safetensors`` (the head and the adapters).
-        Refused if a weight is NaN or infinite, so a good folder is never replaced by a diverged one."""
+        Refused if a weight is NaN or infinite, so a good folder is never replaced by a diverged one, and
+        refused (:mod:`gptlearn.folders`) for a folder gptlearn did not write as a ``kind`` (a model; a
+        fine-tuning run saves a "run") unless ``overwrite``."""
         from safetensors.torch import save_file
 
         from .atomic import write_folder
@@ -311,7 +317,8 @@ class Classifier(nn.Module):
             if write_more is not None:
                 write_more(tmp)
 
-        write_folder(directory, write, owns=(CLASSIFIER_FILE, HEAD_FILE, STATE_FILE, STATE_TENSORS))
+        write_folder(directory, write, owns=(CLASSIFIER_FILE, HEAD_FILE, *STATE_FILES), kind=kind,
+                     overwrite=overwrite)
         return directory
 
     @classmethod
@@ -576,31 +583,29 @@ def _accuracy(clf: Classifier, rows: list[list[int]], y: torch.Tensor, batch_siz
     return int((pred == y).sum()) / len(y)
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"{i}.{key}"] = (value if isinstance(value, torch.Tensor) else torch.tensor(value)).detach().cpu()
-    return out
-
-
-def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    sd = optimizer.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = value
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise InvalidFileError(f"{where} does not fit this run's optimizer ({' '.join(str(e).split())[:120]}); "
-                               "start again with --overwrite") from None
+def _history(saved: Any, epochs: int) -> dict[str, list]:
+    """The history a trainer state holds, checked: one entry an epoch, each a number of its kind (a
+    ValueError names the first that is not)."""
+    if not (isinstance(saved, dict) and all(isinstance(saved.get(k), list) and len(saved[k]) == epochs
+                                            for k in ("epoch", "train_loss", "dev_accuracy"))):
+        raise ValueError(f"the history does not hold one epoch, train_loss and dev_accuracy for each of {epochs} "
+                         "epochs")
+    if saved["epoch"] != list(range(1, epochs + 1)) or any(type(e) is not int for e in saved["epoch"]):
+        raise ValueError(f"the history's epochs are not 1 to {epochs}")
+    if not all(type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in saved["train_loss"]):
+        raise ValueError("a training loss in the history is not a finite number")
+    if not all(x is None or (type(x) in (int, float) and 0 <= x <= 1) for x in saved["dev_accuracy"]):
+        raise ValueError("a dev accuracy in the history is not a number from 0 to 1")
+    return {k: list(saved[k]) for k in ("epoch", "train_loss", "dev_accuracy")}
 
 
 def _check_out(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
-    """What to do with ``out``: None for a fresh run; the saved trainer state for ``resume``. Refuses a
-    folder that holds something unless ``resume`` or ``overwrite`` says what to do with it."""
+    """What to do with ``out`` (locked by the caller): None for a fresh run; the saved trainer state for
+    ``resume`` (:func:`gptlearn.checkpoint.read_state`, every field checked). Refuses a folder that holds
+    something unless ``resume`` or ``overwrite`` says what to do with it, and a folder gptlearn did not
+    write (:mod:`gptlearn.folders`), as ``gptlearn train`` does."""
     from .atomic import recover_folder
+    from .folders import check_folder, kind_of
 
     recover_folder(out)
     if out.exists() and not out.is_dir():
@@ -609,13 +614,13 @@ def _check_out(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
         if not (out / STATE_FILE).is_file():
             raise MissingFileError(f"--resume: {out} holds no fine-tuning run ({STATE_FILE} is missing); drop "
                                    "--resume to start one")
-        state = read_json(out / STATE_FILE, "a valid fine-tuning state")
-        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
-                and isinstance(state.get("settings"), dict)
-                and isinstance(state.get("history"), dict)):
-            raise InvalidFileError(f"{out / STATE_FILE} is not a valid fine-tuning state; start again with --overwrite")
-        return state
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        return checkpoint.read_state(out, _history, trainer=TRAINER)
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+    if cfg.overwrite or not names:  # only files gptlearn wrote are replaced
+        check_folder(out, kind="run", overwrite=cfg.overwrite, what="--out", hint="pass --overwrite")
+    else:
+        if kind_of(out) is None:  # not gptlearn's: refused, naming what is there
+            check_folder(out, kind="run", what="--out", hint="pass --overwrite")
         raise InvalidValueError(f"--out {out} already holds files; pass --resume to continue its run or --overwrite "
                                 "to replace it")
     if not os.access(out if out.is_dir() else _existing_parent(out), os.W_OK):
@@ -651,6 +656,21 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
         model_obj, cfg = cfg.model, cfg.replace(model=getattr(cfg.model, "name_or_path", None) or "a GPT")
     cfg.validate()
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir is not None else None
+    with contextlib.ExitStack() as stack:
+        if out is not None:  # one run at a time in a folder: the lock both trainers take
+            from .folders import check_name
+
+            check_name(out, "--out")
+            if not out.is_dir():
+                checkpoint.check_writable(out, parent_only=True)
+            stack.enter_context(checkpoint.run_lock(out))
+        return _finetune(train, dev, cfg, settings, out, model_obj if model_given else None)
+
+
+def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any], out: Path | None,
+              model_obj: GPT | None) -> FinetuneResult:
+    """:func:`finetune` once ``out`` is locked."""
+    model_given = model_obj is not None
     saved = _check_out(out, cfg) if out is not None else None
     if saved is not None:  # resume: the run's own settings, but for those a resumed run may change
         differ = [k for k, v in saved["settings"].items()
@@ -710,10 +730,14 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
     result = FinetuneResult(clf, method, trainable_parameters(clf))
     start = 0
     if saved is not None:
-        from .pretrained import load_weights_file
-
-        _load_optimizer_tensors(optimizer, load_weights_file(out / STATE_TENSORS), out / STATE_TENSORS)
-        start = saved["epoch"]
+        start = saved["step"]  # a fine-tuning run's step is the epoch it finished
+        if start > cfg.epochs:
+            raise InvalidValueError(f"--resume: the run in {out} finished {start} epochs already; ask for "
+                                    f"--epochs {start} or more")
+        try:  # every AdamW tensor checked against this optimizer's parameters before torch sees it
+            checkpoint.load_optimizer(optimizer, saved["optimizer"], max(1, start * steps_per_epoch))
+        except (ValueError, TypeError, KeyError) as e:
+            raise checkpoint.damaged(out, f"its optimizer state does not fit this run ({shown(str(e))})") from None
         h = saved["history"]
         result.epoch, result.train_loss, result.dev_accuracy = (list(h.get("epoch", [])), list(h.get("train_loss", [])),
                                                                  list(h.get("dev_accuracy", [])))
@@ -782,24 +806,25 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
 
 def _save_run(clf: Classifier, out: Path, cfg: FinetuneConfig, optimizer: torch.optim.Optimizer,
               result: FinetuneResult, epoch: int) -> None:
-    """The classifier and what resume needs, in one atomic folder save; refused unless all is finite."""
-    from safetensors.torch import save_file
+    """The classifier and the trainer state (:func:`gptlearn.checkpoint.write_state`: the epoch as its step,
+    the settings, the history, AdamW's moments, sha256 of both files) in one atomic save of a run folder;
+    refused unless all is finite."""
+    opt_state = optimizer.state_dict()
+    for i, entry in opt_state["state"].items():
+        bad = next((k for k, v in entry.items() if torch.is_tensor(v) and v.is_floating_point()
+                    and not bool(v.isfinite().all())), None)
+        if bad is not None:
+            raise GptlearnError(f"AdamW's state {i}.{bad} holds NaN or infinity in epoch {epoch}, so it was not saved; "
+                                "lower --lr")
+    settings = {k: checkpoint.json_value(v) for k, v in _saved_settings(cfg).items()}
 
-    tensors = _optimizer_tensors(optimizer)
-    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
-    if bad is not None:
-        raise GptlearnError(f"AdamW's state {bad} holds NaN or infinity in epoch {epoch}, so it was not saved; "
-                            "lower --lr")
-    state = {"format": "gptlearn fine-tuning state", "epoch": epoch, "method": result.method,
-             "settings": _saved_settings(cfg), "history": result.history()}
-
-    def write_more(tmp: Path) -> None:
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    def write_more(tmp: Path) -> None:  # every epoch reseeds its own generators: the RNG state is kept for the format
+        checkpoint.write_state(tmp, step=epoch, settings=settings, history=result.history(), optimizer=opt_state,
+                               rngs=[checkpoint.rng_state(torch.Generator())], trainer=TRAINER)
 
     last = result.dev_accuracy[-1] if result.dev_accuracy else None
     clf.save_pretrained(out, extra={"method": result.method, "epochs": epoch, "dev_accuracy": last},
-                        write_more=write_more)
+                        write_more=write_more, kind="run", overwrite=cfg.overwrite)
 
 
 # ---- command line ---------------------------------------------------------------------------------------

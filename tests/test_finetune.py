@@ -245,7 +245,102 @@ def test_resume_and_overwrite_from_the_command_line(capsys, model_dir, data, tmp
     assert code == 2 and "--lr" in err and err.count("\n") == 1
     code, stdout, _ = run_main(capsys, *common, "--resume", "--epochs", "2")
     assert code == 0 and "probe" in stdout and "for 2 epochs" in stdout
-    assert json.loads((out / "finetune_state.json").read_text())["history"]["epoch"] == [1, 2]
+    assert json.loads((out / "trainer_state.json").read_text())["history"]["epoch"] == [1, 2]
     code, stdout, _ = run_main(capsys, *common, "--model", str(model_dir), "--epochs", "1", "--overwrite")
     assert code == 0 and "full" in stdout
-    assert json.loads((out / "finetune_state.json").read_text())["history"]["epoch"] == [1]
+    assert json.loads((out / "trainer_state.json").read_text())["history"]["epoch"] == [1]
+
+
+# ---- the trainer's kit: the shared checked trainer state, the run lock, the folder rule ---------------------
+def _seal(out: Path, change_meta=None, change_tensors=None) -> None:
+    """Edit the trainer state and recompute both sha256s, as a forger would (the checksums catch accidents)."""
+    from safetensors.torch import load_file, save_file
+
+    from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, _checksum
+    from gptlearn.checks import sha256
+
+    tensors = load_file(out / STATE_TENSORS)
+    if change_tensors is not None:
+        change_tensors(tensors)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / STATE_TENSORS))
+    meta = json.loads((out / STATE_FILE).read_text())
+    meta["tensors_sha256"] = sha256(out / STATE_TENSORS)
+    if change_meta is not None:
+        change_meta(meta)
+    meta["sha256"] = _checksum(meta)
+    (out / STATE_FILE).write_text(json.dumps(meta))
+
+
+def _wrong_exp_avg_shape(tensors):
+    key = next(k for k in tensors if k.startswith("optimizer.") and k.endswith(".exp_avg"))
+    tensors[key] = torch.zeros(*tensors[key].shape, 2)
+
+
+def _param_listed_twice(meta):
+    params = meta["optimizer"]["param_groups"][0]["params"]
+    params[1] = params[0]
+
+
+def _step_as_text(meta):
+    meta["step"] = str(meta["step"])
+
+
+@pytest.mark.parametrize("tamper, want", [
+    (dict(change_tensors=_wrong_exp_avg_shape), "exp_avg of parameter"),
+    (dict(change_meta=_param_listed_twice), "lists other parameters"),
+    (dict(change_meta=_step_as_text), "step is '1', not an integer"),
+    (dict(change_meta=lambda m: m["history"]["train_loss"].__setitem__(0, "low")), "training loss"),
+])
+def test_a_tampered_trainer_state_is_one_error_line(capsys, model_dir, data, tmp_path, tamper, want):
+    out = tmp_path / "clf"
+    finetune(*data, model=str(model_dir), out_dir=out, method="lora", lora_rank=2, epochs=1, progress=False)
+    assert json.loads((out / "trainer_state.json").read_text())["trainer"] == "finetune"  # the shared format
+    _seal(out, **tamper)
+    with pytest.raises(GptlearnError, match="damaged"):
+        finetune(*data, out_dir=out, epochs=2, resume=True, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, err = run_main(capsys, "finetune", "--data", str(data[0]), "--out", str(out), "--resume",
+                                 "--epochs", "2", "--no-progress")
+    assert code == 2 and stdout == "" and err.startswith("gptlearn: error: ") and err.count("\n") == 1, err
+    assert "is damaged" in err and want in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+
+
+def test_train_refuses_to_resume_a_finetuning_run(model_dir, data, tmp_path):
+    from gptlearn.checkpoint import read_state_json
+
+    out = tmp_path / "clf"
+    finetune(*data, model=str(model_dir), out_dir=out, method="probe", epochs=1, progress=False)
+    with pytest.raises(GptlearnError, match="holds a run of gptlearn 'finetune', not of gptlearn train"):
+        read_state_json(out)
+
+
+def test_two_runs_on_one_out_refuse_each_other(capsys, model_dir, data, tmp_path):
+    from gptlearn.checkpoint import run_lock
+
+    out = tmp_path / "clf"
+    with run_lock(out):  # what `gptlearn train` or a first `gptlearn finetune` holds while it writes
+        code, stdout, err = run_main(capsys, "finetune", "--data", str(data[0]), "--out", str(out),
+                                     "--model", str(model_dir), "--method", "probe", "--epochs", "1", "--no-progress")
+        assert code == 2 and err.count("\n") == 1 and "another training run" in err and str(out) in err
+        assert not out.exists()
+    code, _, _ = run_main(capsys, "finetune", "--data", str(data[0]), "--out", str(out), "--model", str(model_dir),
+                          "--method", "probe", "--epochs", "1", "--no-progress")
+    assert code == 0 and (out / CLASSIFIER_FILE).is_file()
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())  # the lock goes with the run
+
+
+def test_out_refuses_a_folder_gptlearn_did_not_write(capsys, model_dir, data, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    common = ["finetune", "--data", str(data[0]), "--out", str(out), "--model", str(model_dir), "--method", "probe",
+              "--epochs", "1", "--no-progress"]
+    code, stdout, err = run_main(capsys, *common)
+    assert code == 2 and err.count("\n") == 1 and "gptlearn did not write it" in err and "notes.txt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    code, _, _ = run_main(capsys, *common, "--overwrite")  # keeps them, writes beside them
+    assert code == 0 and (out / "notes.txt").read_text() == "my notes" and (out / CLASSIFIER_FILE).is_file()
+    manifest = json.loads((out / ".gptlearn-manifest.json").read_text())
+    assert manifest["kind"] == "run" and "notes.txt" not in manifest["files"]
+    assert {"classifier.json", "trainer_state.json", "model.safetensors"} <= set(manifest["files"])

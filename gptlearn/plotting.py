@@ -14,19 +14,18 @@ which keeps a page with 144 heads under a megabyte.
 from __future__ import annotations
 
 import html as _html
-import os
-import sys
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .book import BOOK_RENDERER, setup_book
 from .errors import InvalidValueError
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
 
 __all__ = [
-    # a chapter's set-up
+    # a chapter's set-up (defined in gptlearn.book; chapters call gptlearn.plotting.setup_book())
     "setup_book", "BOOK_RENDERER",
     # tokens
     "TokenSpans", "token_spans", "display_token",
@@ -38,47 +37,8 @@ __all__ = [
     "embedding_scatter", "embedding_side_by_side",
 ]
 
-BOOK_RENDERER = "gptlearn_book"
 _PALETTE = ["#fde68a", "#bfdbfe", "#fecaca", "#bbf7d0", "#ddd6fe", "#fed7aa", "#a5f3fc", "#fbcfe8"]
 _ATTN_COLORSCALE = "Blues"
-
-
-# ----------------------------------------------------------------------------------------------
-# Book set-up
-
-
-def setup_book(*, book_build: bool | None = None, seed: int | None = 0) -> str:
-    """Prepare a chapter's kernel; the hidden first cell of every chapter calls it.
-
-    During ``jupyter-book build`` (``GPTLEARN_BOOK_BUILD=1``, set by ``scripts/book_plotly.py``) plotly
-    figures are rendered by :data:`BOOK_RENDERER`: HTML that uses the page's shared
-    ``_static/plotly.min.js`` instead of embedding ~5 MB of plotly.js per page. It emits ONLY
-    ``text/html``: myst-nb renders every mime type of a bundle and warns about (so ``-W`` fails on) the
-    plotly JSON type. In Jupyter, Binder, VS Code or Colab plotly's own default renderer (the plotly
-    mimetype, or Colab's) is kept, so figures show there as usual. Also seeds torch.
-    Returns the name of the renderer in use.
-    """
-    import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer
-
-    class _BookRenderer(MimetypeRenderer):
-        def __init__(self, config=None):
-            self.config = dict(config) if config else {}
-
-        def to_mimebundle(self, fig_dict):
-            html = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, config=self.config, validate=False)
-            return {"text/html": html}
-
-    pio.renderers[BOOK_RENDERER] = _BookRenderer(config={"responsive": True, "displaylogo": False})
-    if book_build is None:
-        book_build = os.environ.get("GPTLEARN_BOOK_BUILD", "") not in ("", "0")
-    if book_build and "google.colab" not in sys.modules:
-        pio.renderers.default = BOOK_RENDERER
-    if seed is not None:
-        import torch
-
-        torch.manual_seed(seed)
-    return pio.renderers.default
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,19 +14,18 @@ which keeps a page with 144 heads under a megabyte.
 from __future__ import annotations
 
 import html as _html
-import os
-import sys
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidValueError
+from .book import BOOK_RENDERER, setup_book
+from .errors import InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
 
 __all__ = [
-    # a chapter's set-up
+    # a chapter's set-up (defined in gptlearn.book; chapters call gptlearn.plotting.setup_book())
     "setup_book", "BOOK_RENDERER",
     # tokens
     "TokenSpans", "token_spans", "display_token",
@@ -38,47 +37,8 @@ __all__ = [
     "embedding_scatter", "embedding_side_by_side",
 ]
 
-BOOK_RENDERER = "gptlearn_book"
 _PALETTE = ["#fde68a", "#bfdbfe", "#fecaca", "#bbf7d0", "#ddd6fe", "#fed7aa", "#a5f3fc", "#fbcfe8"]
 _ATTN_COLORSCALE = "Blues"
-
-
-# ----------------------------------------------------------------------------------------------
-# Book set-up
-
-
-def setup_book(*, book_build: bool | None = None, seed: int | None = 0) -> str:
-    """Prepare a chapter's kernel; the hidden first cell of every chapter calls it.
-
-    During ``jupyter-book build`` (``GPTLEARN_BOOK_BUILD=1``, set by ``scripts/book_plotly.py``) plotly
-    figures are rendered by :data:`BOOK_RENDERER`: HTML that uses the page's shared
-    ``_static/plotly.min.js`` instead of embedding ~5 MB of plotly.js per page. It emits ONLY
-    ``text/html``: myst-nb renders every mime type of a bundle and warns about (so ``-W`` fails on) the
-    plotly JSON type. In Jupyter, Binder, VS Code or Colab plotly's own default renderer (the plotly
-    mimetype, or Colab's) is kept, so figures show there as usual. Also seeds torch.
-    Returns the name of the renderer in use.
-    """
-    import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer
-
-    class _BookRenderer(MimetypeRenderer):
-        def __init__(self, config=None):
-            self.config = dict(config) if config else {}
-
-        def to_mimebundle(self, fig_dict):
-            html = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, config=self.config, validate=False)
-            return {"text/html": html}
-
-    pio.renderers[BOOK_RENDERER] = _BookRenderer(config={"responsive": True, "displaylogo": False})
-    if book_build is None:
-        book_build = os.environ.get("GPTLEARN_BOOK_BUILD", "") not in ("", "0")
-    if book_build and "google.colab" not in sys.modules:
-        pio.renderers.default = BOOK_RENDERER
-    if seed is not None:
-        import torch
-
-        torch.manual_seed(seed)
-    return pio.renderers.default
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,6 +429,36 @@ class LiveLossCurve:
 _TOPIC_COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d"]
 
 
+def _embedding_maps(caller: str, maps: Any, groups: Any, texts: Any
+                    ) -> tuple[list[str], dict[str, np.ndarray], list[str], list[str], list[str]]:
+    """The checked inputs of an embedding map: (map names, name -> (N, 2) coordinates, groups, texts, groups
+    in order of first appearance). Both map plots use this one check, so they refuse bad input alike."""
+    if not isinstance(maps, Mapping):
+        raise InvalidTypeError(f"{caller}: maps must be a mapping of name -> (N, 2) coordinates, "
+                               f"got {type(maps).__name__}")
+    for arg, value in (("groups", groups), ("texts", texts)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise InvalidTypeError(f"{caller}: {arg} must be a sequence with one entry per point, "
+                                   f"got {type(value).__name__}")
+    if not maps:
+        raise InvalidValueError(f"{caller}: needs at least one map")
+    groups, texts = [str(g) for g in groups], [str(t) for t in texts]
+    if len(groups) != len(texts):
+        raise InvalidValueError(f"{caller}: groups ({len(groups)}) and texts ({len(texts)}) must have one entry "
+                                "per point")
+    coords = {}
+    for key in maps:
+        name = str(key)
+        c = _np(maps[key])
+        if c.shape != (len(texts), 2):
+            raise InvalidValueError(f"{caller}: map {name!r} must be (N, 2) = ({len(texts)}, 2), "
+                                    f"got {tuple(c.shape)}")
+        if not np.isfinite(c).all():
+            raise InvalidValueError(f"{caller}: map {name!r} has non-finite coordinates")
+        coords[name] = c
+    return list(coords), coords, groups, texts, list(dict.fromkeys(groups))
+
+
 def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Sequence[str], *,
                       title: str = "Sentence embeddings", height: int = 520):
     """Several 2-D maps of the same N points in ONE plotly figure; buttons switch maps (chapters 9-10).
@@ -481,19 +471,7 @@ def embedding_scatter(maps: Mapping[str, Any], groups: Sequence[str], texts: Seq
     """
     import plotly.graph_objects as go
 
-    names = list(maps)
-    if not names:
-        raise InvalidValueError("embedding_scatter needs at least one map")
-    groups, texts = [str(g) for g in groups], [str(t) for t in texts]
-    if len(groups) != len(texts):
-        raise InvalidValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
-    coords = {}
-    for name in names:
-        c = _np(maps[name])
-        if c.shape != (len(texts), 2):
-            raise InvalidValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
-        coords[name] = c
-    order = list(dict.fromkeys(groups))  # groups in order of first appearance
+    names, coords, groups, texts, order = _embedding_maps("embedding_scatter", maps, groups, texts)
     fig = go.Figure()
     for m, name in enumerate(names):
         for g, group in enumerate(order):
@@ -529,18 +507,10 @@ def embedding_side_by_side(maps: Mapping[str, Any], groups: Sequence[str], texts
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    names = list(maps)
-    if not names:
-        raise ValueError("embedding_side_by_side needs at least one map")
-    groups, texts = [str(g) for g in groups], [str(t) for t in texts]
-    if len(groups) != len(texts):
-        raise ValueError(f"groups ({len(groups)}) and texts ({len(texts)}) must have one entry per point")
-    order = list(dict.fromkeys(groups))
+    names, coords, groups, texts, order = _embedding_maps("embedding_side_by_side", maps, groups, texts)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
     for m, name in enumerate(names):
-        c = _np(maps[name])
-        if c.shape != (len(texts), 2):
-            raise ValueError(f"map {name!r} must be (N, 2) = ({len(texts)}, 2), got {tuple(c.shape)}")
+        c = coords[name]
         for g, group in enumerate(order):
             rows = [i for i, x in enumerate(groups) if x == group]
             fig.add_trace(go.Scatter(

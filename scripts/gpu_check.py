@@ -7,17 +7,9 @@ with the results; ``scripts/gpu_check.sh`` is the command to type.
     bash scripts/gpu_check.sh --dry-run --out DIR    # the same steps on the CPU with tiny sizes (CI)
     bash scripts/gpu_check.sh --only tests,generate  # some steps again
 
-Steps, each in a fresh process under its own time limit, in the order of what they prove:
-
-    install     wheels carried in .gpu_carry/whl (if any), then the project itself (pip install -e .)
-    env         versions, driver, the GPU, one product on it checked against the CPU (nothing runs without it)
-    tests       the ``cuda``-marked tests (tests/test_cuda.py and the others that carry the mark)
-    generate    greedy tokens of gptlearn-mini on the GPU (KV cache, no cache, batch of 4) against the CPU's
-    train       a short bf16-autocast training run (gptlearn.train, TinyShakespeare): its loss must fall
-    embed       Embedder.encode: GPU against CPU embeddings, then sentences/s by batch size, fp32 and bf16
-    roofline    the GPU's ceilings (bench/gpu_roofline.py): bf16/fp16/fp32/TF32 GEMM, HBM streaming read
-    bench       bench/run_all.py --device cuda --memory, one benchmark at a time, references in the same run
-    bench_bf16  the same with --bf16 (autocast on both sides), without --memory
+Steps, each in a fresh process under its own time limit, in the order of what they prove: the list STEPS
+near the end of this file holds each step's name, time limit, function and what it proves
+(``bash scripts/gpu_check.sh --help`` prints it).
 
 The device tool brings back at most 8 files, so OUT gets 7: gpu_check.json (everything), gpu_check.md
 (the report), gpu_check.log (every step's output) and run_all's tables, bench.json/md and
@@ -39,12 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".gpu_carry"  # ignored by git; the device tool's `carry` sends it along
-STEPS = ["install", "env", "tests", "generate", "train", "embed", "roofline", "bench", "bench_bf16"]
-LIMIT_S = {"install": 90, "env": 60, "tests": 180, "generate": 90, "train": 90, "embed": 90, "roofline": 60,
-           "bench": 330, "bench_bf16": 200}  # the most each step may take
 MIN_START_S = 20  # a step starts only with at least this much of the budget left
 BUDGET_S = 450  # all steps together: with Python's start and the report, within 8 minutes
 DRY_SLACK = 3  # the dry run's limits and budget are 3x: a shared CPU under load is slow, and it proves no speed
@@ -431,9 +421,40 @@ def write_bench_tables(base: Path, rows: list[dict], runs: list[dict], machine: 
     atomic_write(base.with_suffix(".md"), md)
 
 
-STEP_FUNCTIONS = {"install": step_install, "env": step_env, "tests": step_tests, "generate": step_generate,
-                  "train": step_train, "embed": step_embed, "roofline": step_roofline, "bench": step_bench,
-                  "bench_bf16": lambda ctx: step_bench(ctx, bf16=True)}
+class Step(NamedTuple):
+    name: str
+    limit_s: int  # the most it may take
+    run: Callable[[argparse.Namespace], dict]
+    proves: str
+
+
+STEPS = [  # the one list of steps, in the order of what they prove
+    Step("install", 90, step_install, "wheels carried in .gpu_carry/whl (if any), then the project itself "
+         "(pip install -e .)"),
+    Step("env", 60, step_env, "versions, driver, the GPU, one product on it checked against the CPU "
+         "(nothing runs without it)"),
+    Step("tests", 180, step_tests, "the cuda-marked tests (tests/test_cuda.py and the others that carry the mark)"),
+    Step("generate", 90, step_generate, "greedy tokens of gptlearn-mini on the GPU (KV cache, no cache, batch "
+         "of 4) against the CPU's"),
+    Step("train", 90, step_train, "a short bf16-autocast training run (gptlearn.train, TinyShakespeare): its "
+         "loss must fall"),
+    Step("embed", 90, step_embed, "Embedder.encode: GPU against CPU embeddings, then sentences/s by batch "
+         "size, fp32 and bf16"),
+    Step("roofline", 60, step_roofline, "the GPU's ceilings (bench/gpu_roofline.py): bf16/fp16/fp32/TF32 GEMM, "
+         "HBM streaming read"),
+    Step("bench", 330, step_bench, "bench/run_all.py --device cuda --memory, one benchmark at a time, "
+         "references in the same run"),
+    Step("bench_bf16", 200, lambda ctx: step_bench(ctx, bf16=True), "the same with --bf16 (autocast on both "
+         "sides), without --memory"),
+]
+STEP_NAMES = [step.name for step in STEPS]
+STEP_BY_NAME = {step.name: step for step in STEPS}
+
+
+def steps_help() -> str:
+    """The steps as a table for --help."""
+    width = max(len(name) for name in STEP_NAMES)
+    return "steps (in order):\n" + "\n".join(f"  {s.name:<{width}}  {s.limit_s:>3} s  {s.proves}" for s in STEPS)
 
 
 # ---- the report --------------------------------------------------------------------------------------
@@ -620,15 +641,16 @@ def prepare(wheels: str | None) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=steps_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for the results (default: $OUT)")
     p.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes (what CI runs)")
-    p.add_argument("--only", default=None, help="comma-separated steps: " + ",".join(STEPS))
+    p.add_argument("--only", default=None, help="comma-separated steps: " + ",".join(STEP_NAMES))
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds for all steps (default {BUDGET_S}; {DRY_SLACK}x that in a dry run)")
     p.add_argument("--prepare", action="store_true", help="copy the data into .gpu_carry/ for the device tool")
     p.add_argument("--wheels", default=None, help="with --prepare: 'NAME==VERSION ...' to download into .gpu_carry/whl")
-    p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal: run one step
+    p.add_argument("--step", choices=STEP_NAMES, help=argparse.SUPPRESS)  # internal: run one step
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -642,13 +664,13 @@ def main(argv=None) -> int:
     if args.step:  # a child: run the step, write its result
         ctx = argparse.Namespace(device="cpu" if args.dry_run else "cuda", dry=args.dry_run, work=Path(args.work),
                                  deadline=args.deadline)
-        result = STEP_FUNCTIONS[args.step](ctx)
+        result = STEP_BY_NAME[args.step].run(ctx)
         (ctx.work / f"{args.step}.json").write_text(json.dumps(result, default=str))
         return 0
-    selected = STEPS if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in selected if s not in STEPS]
+    selected = STEP_NAMES if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in selected if s not in STEP_BY_NAME]
     if unknown or not selected:
-        return fail(f"unknown steps {', '.join(unknown) or '(none given)'}; choose from {', '.join(STEPS)}")
+        return fail(f"unknown steps {', '.join(unknown) or '(none given)'}; choose from {', '.join(STEP_NAMES)}")
     if not args.out:
         return fail("say where the results go: --out DIR, or set OUT (the device tool sets it)")
     if args.budget is not None and not args.budget > 0:
@@ -677,7 +699,7 @@ def main(argv=None) -> int:
         elif left < MIN_START_S:
             step = {"status": "skipped", "summary": f"out of time: {left:.0f} s of the budget left"}
         else:
-            step = run_step(name, args, work, child_env(work), log, min(LIMIT_S[name] * slack, left))
+            step = run_step(name, args, work, child_env(work), log, min(STEP_BY_NAME[name].limit_s * slack, left))
         report["steps"][name] = step
         for f in ("bench", "bench_bf16"):  # run_all's tables, as far as they got
             for suffix in (".json", ".md"):

@@ -50,7 +50,7 @@ def _no_network(monkeypatch) -> list[str]:
         tried.append(url)
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(gdata.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(gdata.datasets.urllib.request, "urlopen", offline)
     return tried
 
 
@@ -92,7 +92,7 @@ def test_a_damaged_shipped_copy_is_refused(tmp_path, monkeypatch, cache):
     assets = tmp_path / "assets"
     assets.mkdir()
     (assets / "tinyshakespeare.txt.gz").write_bytes(gzip.compress(b"First Citizen: not the real text\n"))
-    monkeypatch.setattr(gdata, "ASSETS", assets)
+    monkeypatch.setattr(gdata.datasets, "ASSETS", assets)
     with pytest.raises(GptlearnError, match="shipped in the package has sha256 .*reinstall gptlearn"):
         dataset_path("tinyshakespeare")
     (assets / "tinyshakespeare.txt.gz").write_bytes(b"not gzip")
@@ -136,7 +136,8 @@ def test_download_verifies_and_caches(monkeypatch, cache):
                        "toy.txt")
     monkeypatch.setitem(DATASETS, "toy", ds)
     calls = []
-    monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: calls.append(url) or _Response(blob))
+    monkeypatch.setattr(gdata.datasets.urllib.request, "urlopen",
+                        lambda url, timeout=None: calls.append(url) or _Response(blob))
     path = dataset_path("toy")
     assert path == cache / "toy.txt" and path.read_bytes() == blob
     assert dataset_path("toy") == path and len(calls) == 1  # second call: from the cache
@@ -158,7 +159,7 @@ def test_stsb_tarball_extraction(monkeypatch, cache):
     monkeypatch.setitem(DATASETS, "stsb", ds)
     blob = tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": dev,
                      "stsbenchmark/sts-test.csv": b"test\n", "../../evil.csv": b"x"})
-    monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob))
+    monkeypatch.setattr(gdata.datasets.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob))
     folder = dataset_path("stsb")
     assert folder == cache / "stsb"
     assert (folder / "sts-train.csv").read_bytes() == train and (folder / "sts-dev.csv").read_bytes() == dev
@@ -167,7 +168,7 @@ def test_stsb_tarball_extraction(monkeypatch, cache):
     # a tarball whose csv differs from the pinned hash is refused
     (folder / "sts-dev.csv").unlink()
     blob2 = tarball({"stsbenchmark/sts-train.csv": train, "stsbenchmark/sts-dev.csv": b"changed\n"})
-    monkeypatch.setattr(gdata.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob2))
+    monkeypatch.setattr(gdata.datasets.urllib.request, "urlopen", lambda url, timeout=None: _Response(blob2))
     with pytest.raises(GptlearnError, match="sts-dev.csv"):
         dataset_path("stsb")
 

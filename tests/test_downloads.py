@@ -179,8 +179,8 @@ def serve():
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GPTLEARN_DATA_DIR", raising=False)
-    monkeypatch.setattr(gdata, "DOWNLOAD_TIMEOUT_S", 1.0, raising=False)
-    monkeypatch.setattr(gdata, "DOWNLOAD_MAX_BYTES", 1 << 20, raising=False)
+    monkeypatch.setattr(gdata.datasets, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(gdata.datasets, "DOWNLOAD_MAX_BYTES", 1 << 20)
     return tmp_path / "cache"
 
 

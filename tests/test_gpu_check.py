@@ -37,9 +37,9 @@ def test_dry_run_runs_every_step_and_reports_what_it_measured(tmp_path, data_dir
                                                      "gpu_check.json", "gpu_check.log", "gpu_check.md"]
     report = json.loads((out / "gpu_check.json").read_text())
     steps = report["steps"]
-    assert list(steps) == gpu_check.STEPS and all(s["status"] == "pass" for s in steps.values()), \
+    assert list(steps) == gpu_check.STEP_NAMES and all(s["status"] == "pass" for s in steps.values()), \
         {k: (s["status"], s["summary"]) for k, s in steps.items()}
-    assert report["verdict"] == f"{len(gpu_check.STEPS)} of {len(gpu_check.STEPS)} steps passed"
+    assert report["verdict"] == f"{len(gpu_check.STEP_NAMES)} of {len(gpu_check.STEP_NAMES)} steps passed"
 
     assert steps["env"]["data"]["gptlearn"] == str(REPO / "gptlearn")  # this checkout's code ran
     tests = steps["tests"]["data"]  # on the CPU every cuda test is collected and skipped, none fails
@@ -73,7 +73,7 @@ def test_dry_run_runs_every_step_and_reports_what_it_measured(tmp_path, data_dir
                     "## Embedder.encode", "## bench/run_all.py: fp32", "## bench/run_all.py: bf16"):
         assert heading in md
     log = (out / "gpu_check.log").read_text()
-    assert all(f"==== {name} " in log for name in gpu_check.STEPS)
+    assert all(f"==== {name} " in log for name in gpu_check.STEP_NAMES)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
@@ -85,6 +85,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert r.returncode == 2 and r.stderr.startswith(f"gpu_check: error: {says}"), r.stderr
         assert len(r.stderr.splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written before the input was checked
+
+
+def test_help_lists_every_step_in_order_with_its_limit():
+    """--help prints the one list of steps: each name, its time limit and what it proves, in running order."""
+    r = run("--help", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout[r.stdout.index("steps (in order):"):].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == gpu_check.STEP_NAMES
+    assert [int(row.split()[1]) for row in rows] == [step.limit_s for step in gpu_check.STEPS]
+    assert all(callable(step.run) and step.proves for step in gpu_check.STEPS)
 
 
 def test_a_spent_budget_skips_steps_and_still_writes_the_report(tmp_path):

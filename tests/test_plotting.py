@@ -13,6 +13,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("matplotlib")
 
 from gptlearn import plotting  # noqa: E402
+from gptlearn.errors import GptlearnError, InvalidTypeError, InvalidValueError  # noqa: E402
 
 
 def _patterns(L=3, H=4, T=6, seed=0):
@@ -212,11 +213,30 @@ def test_embedding_scatter_buttons_switch_whole_maps(blobs):
     assert list(fig.data[1].text) == texts[6:12]
 
 
-def test_embedding_scatter_checks_shapes():
-    with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        plotting.embedding_scatter({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
-    with pytest.raises(ValueError, match="one entry per point"):
-        plotting.embedding_scatter({"a": np.zeros((3, 2))}, ["x"] * 3, ["t"] * 2)
+_BAD_MAPS = [  # (maps, groups, texts), the error class, what the message says
+    ({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3, InvalidValueError,
+     r"map 'a' must be \(N, 2\) = \(3, 2\), got \(3, 3\)"),
+    ({"a": np.zeros((2, 2))}, ["x"] * 3, ["t"] * 3, InvalidValueError, r"must be \(N, 2\) = \(3, 2\), got \(2, 2\)"),
+    ({"a": np.zeros((3, 2))}, ["x"] * 3, ["t"] * 2, InvalidValueError,
+     r"groups \(3\) and texts \(2\) must have one entry"),
+    ({}, ["x"] * 3, ["t"] * 3, InvalidValueError, "needs at least one map"),
+    ({"a": np.array([[0.0, 1.0], [np.nan, 0.0]])}, ["x"] * 2, ["t"] * 2, InvalidValueError, "non-finite"),
+    ([np.zeros((3, 2))], ["x"] * 3, ["t"] * 3, InvalidTypeError, "maps must be a mapping"),
+    ({"a": np.zeros((3, 2))}, "xyz", ["t"] * 3, InvalidTypeError, "groups must be a sequence"),
+    ({"a": np.zeros((3, 2))}, ["x"] * 3, 3, InvalidTypeError, "texts must be a sequence"),
+]
+
+
+@pytest.mark.parametrize("plot", ["embedding_scatter", "embedding_side_by_side"])
+@pytest.mark.parametrize("maps, groups, texts, error, message", _BAD_MAPS)
+def test_embedding_maps_refuse_bad_input_alike(plot, maps, groups, texts, error, message):
+    """Both map plots check their input with one check: same error class, same message, named by the plot."""
+    with pytest.raises(error, match=f"^{plot}: .*{message}") as caught:
+        getattr(plotting, plot)(maps, groups, texts)
+    assert isinstance(caught.value, GptlearnError)
+
+
+def test_embedding_scatter_with_one_map_has_no_buttons():
     fig = plotting.embedding_scatter({"only": np.zeros((2, 2))}, ["x", "y"], ["t", "u"])
     assert not fig.layout.updatemenus
 
@@ -234,8 +254,6 @@ def test_embedding_side_by_side_puts_each_map_in_its_own_panel(blobs):
         xs = np.concatenate([t.x for t in fig.data[3 * m:3 * m + 3]])
         np.testing.assert_allclose(np.sort(xs), np.sort(coords[:, 0]))
     assert [a.text for a in fig.layout.annotations] == list(maps)
-    with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        plotting.embedding_side_by_side({"a": np.zeros((3, 3))}, ["x"] * 3, ["t"] * 3)
 
 
 def test_live_loss_curve_updates_one_display_in_place(monkeypatch):

@@ -648,3 +648,32 @@ def test_a_damaged_token_cache_entry_is_tokenized_again(tmp_path, model, damage)
     assert not again.cached and np.array_equal(again.tokens, first.tokens)
     assert json.loads(meta.read_text()) == good
     assert TokenDataset(TEXT, tok, cache=tmp_path).cached
+
+
+# ---- absurd shapes are refused before anything is built ----------------------------------------------------
+@pytest.mark.parametrize("field,value", [("n_positions", 10**7), ("n_layer", 10_000), ("vocab_size", 10**9),
+                                         ("n_embd", 2**20), ("n_head", 4096), ("n_inner", 10**9)])
+def test_a_config_json_with_an_absurd_shape_is_one_line_naming_the_figure(capsys, base, tmp_path, field, value):
+    import shutil
+
+    folder = tmp_path / "M"
+    shutil.copytree(base, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    if field == "n_head":
+        config["n_embd"] = 4096 * 2  # divisible, so only the head count is absurd
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidFileError, match=f"config.json is not a valid GPT-2 config: .*{field} must be .*at most "
+                                               f".*got {value}"):
+        GPT.from_pretrained(folder)
+    line = one_line(capsys, cli.main(["info", "--model", str(folder)]))
+    assert field in line and str(value) in line, line
+
+
+@pytest.mark.parametrize("preset", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
+def test_every_released_gpt2_shape_is_within_the_limits(preset):
+    from gptlearn.config import LIMITS
+
+    cfg = GPTConfig.from_preset(preset)
+    assert GPTConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    assert all(getattr(cfg, k) <= hi for k, (hi, _) in LIMITS.items() if getattr(cfg, k) is not None)

@@ -13,7 +13,7 @@ from typing import Any
 from .checks import Rule, check_rules, is_int, is_number, optional, shown
 from .errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["GPTConfig", "PRESETS"]
+__all__ = ["GPTConfig", "PRESETS", "LIMITS"]
 
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu")
 
@@ -180,10 +180,23 @@ def gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**30 * 1e6 else f"about 10^{len(str(n // 2**30))} GiB"
 
 
+# the largest shape gptlearn builds, field by field: far above every released GPT (GPT-2 XL: 1,024 positions,
+# 48 layers, 25 heads, 1,600 wide, 50,257 tokens), far below what would take minutes to build before failing
+LIMITS: dict[str, tuple[int, str]] = {
+    "vocab_size": (1 << 21, "the largest tokenizers in use have about 256k tokens"),
+    "n_positions": (1 << 17, "one head's attention scores over the context are n_positions² numbers: 64 GiB at this"),
+    "n_embd": (1 << 16, "the widest published transformers are about 25k wide"),
+    "n_layer": (1024, "the deepest published GPTs have about 100 layers"),
+    "n_head": (1024, "the published GPTs have at most about 128 heads"),
+    "n_inner": (1 << 18, "4 × the widest n_embd"),
+}
+
 # what each field may hold (JSON can put anything anywhere: a string, null, a list, NaN)
 _RULES: tuple[Rule, ...] = (
-    (("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"), lambda v: is_int(v, 1), "a positive integer"),
-    (("n_inner",), optional(lambda v: is_int(v, 1)), "None or a positive integer"),
+    *(((name,), lambda v, hi=hi: is_int(v, 1, hi), f"a positive integer, at most {hi:,} ({why})")
+      for name, (hi, why) in LIMITS.items() if name != "n_inner"),
+    (("n_inner",), optional(lambda v: is_int(v, 1, LIMITS["n_inner"][0])),
+     f"None or a positive integer, at most {LIMITS['n_inner'][0]:,} ({LIMITS['n_inner'][1]})"),
     (("activation_function",), lambda v: isinstance(v, str) and v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
     (("resid_pdrop", "embd_pdrop", "attn_pdrop"), lambda v: is_number(v, 0, 1), "a number from 0 to 1"),
     (("layer_norm_epsilon",), lambda v: is_number(v) and v > 0, "a positive number"),

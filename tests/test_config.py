@@ -135,9 +135,9 @@ def test_num_parameters_counts_the_built_model(shape):
 
 
 @pytest.mark.parametrize("changes, words", [
-    (dict(n_layer=200_000), ["n_layer=200000", "its weights"]),
-    (dict(vocab_size=10 ** 9), ["vocab_size=1000000000"]),
-    (dict(n_layer=10 ** 30), ["n_layer=10000000000"]),
+    (dict(n_layer=1000, n_embd=4096), ["n_layer=1000", "its weights"]),  # within LIMITS, beyond 8 GiB
+    (dict(vocab_size=2_000_000, n_embd=4096), ["vocab_size=2000000"]),
+    (dict(n_layer=1024, n_embd=65536), ["n_layer=1024", "n_embd=65536"]),  # the largest shape LIMITS allow
 ])
 def test_a_model_too_large_for_the_machine_is_refused_before_allocating(monkeypatch, changes, words):
     import gptlearn.config as config_module

@@ -118,14 +118,16 @@ def test_an_output_folder_under_a_file_is_one_line(capsys, tmp_path):
     one_line(code, err, "file")
 
 
-@pytest.mark.parametrize("flags, words", [(["--batch-size", "100000000"], ["100,000,000 × "]),
-                                          (["--config", '{"n_layer": 10000000}'], ["n_layer=10000000"])])
+@pytest.mark.parametrize("flags, words", [(["--batch-size", "100000000"], ["GiB", "100,000,000 × "]),
+                                          (["--config", '{"n_layer": 1000, "n_embd": 4096, "n_head": 16}'],
+                                           ["GiB", "n_layer=1000"]),
+                                          (["--config", '{"n_layer": 10000000}'], ["n_layer", "at most 1,024"])])
 def test_train_refuses_absurd_sizes_before_allocating(capsys, tmp_path, flags, words):
     (tmp_path / "text.txt").write_text("the cat sat on the mat. " * 40)
     code, out, err = run(capsys, "train", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
                          "--preset", "tiny", "--tokenizer", "char", "--block-size", "8", "--steps", "1",
                          "--no-progress", *flags)
-    one_line(code, err, "GiB", *words)
+    one_line(code, err, *words)
 
 
 # ---- class 9: values for generation and embedding ------------------------------------------------------------

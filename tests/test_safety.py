@@ -594,3 +594,86 @@ def test_a_special_file_in_a_run_folder_is_one_line_on_resume(capsys, base, inpu
     _make_special(out / name, kind)
     resume = ["train", "--data", str(inputs / "text.txt"), "--out", str(out), "--resume", "--steps", "2"]
     assert "not a regular file" in one_line(capsys, cli.main(resume))
+
+
+# ---- a tokenizer's save obeys the folder rule --------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: Tokenizer.from_bpe(BPETokenizer.train(TEXT, 270)),
+                                  lambda: BPETokenizer.train(TEXT, 270)])
+def test_a_tokenizer_save_never_replaces_files_it_did_not_write(tmp_path, make):
+    tok = make()
+    fresh = tok.save(tmp_path / "new")  # a new folder: written, with a manifest, read back the same
+    assert type(tok).from_directory(fresh).encode(TEXT) == tok.encode(TEXT)
+    assert set(read_manifest(fresh)["files"]) == {"vocab.json", "merges.txt"}
+    tok.save(fresh)  # its own files: replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "vocab.json").write_text("my notes")
+    (mine / "other.txt").write_text("keep")
+    with pytest.raises(FolderInUseError, match="did not write"):
+        tok.save(mine)
+    with pytest.raises(FolderInUseError, match="vocab.json"):
+        tok.save(mine, overwrite=True)  # even overwrite never replaces a vocab.json gptlearn did not write
+    assert (mine / "vocab.json").read_text() == "my notes" and not (mine / "merges.txt").exists()
+
+
+def test_a_tokenizer_saved_into_a_gptlearn_model_folder_keeps_the_model(tmp_path, model):
+    folder = tmp_path / "m"
+    model.save_pretrained(folder, save_tokenizer=False)
+    (folder / "notes.txt").write_text("keep")
+    model.tokenizer.save(folder)
+    again = GPT.from_pretrained(folder)
+    assert again.tokenizer.encode(TEXT) == model.tokenizer.encode(TEXT)
+    assert (folder / "notes.txt").read_text() == "keep"
+    assert {"vocab.json", "merges.txt", "config.json", "model.safetensors"} <= set(read_manifest(folder)["files"])
+
+
+# ---- the token cache's metadata is read like any input -----------------------------------------------------
+@pytest.mark.parametrize("damage", ["not json", '{"n_train": "x"}', '{"n_train": 5, "n_val": 0, "dtype": "uint16", '
+                                    '"vocab_size": 280}', "fifo", "folder"])
+def test_a_damaged_token_cache_entry_is_tokenized_again(tmp_path, model, damage):
+    tok = model.tokenizer
+    first = TokenDataset(TEXT, tok, cache=tmp_path)
+    meta = first.path.with_suffix(".json")
+    good = json.loads(meta.read_text())
+    meta.unlink()
+    if damage in ("fifo", "folder"):
+        _make_special(meta, damage)
+    else:
+        meta.write_text(damage)
+    if damage == "folder":  # a folder is not replaced: one clear error naming it
+        with pytest.raises(InvalidFileError, match="holds a folder at .*json"):
+            TokenDataset(TEXT, tok, cache=tmp_path)
+        return
+    again = TokenDataset(TEXT, tok, cache=tmp_path)  # no hang, no KeyError: the entry is rebuilt
+    assert not again.cached and np.array_equal(again.tokens, first.tokens)
+    assert json.loads(meta.read_text()) == good
+    assert TokenDataset(TEXT, tok, cache=tmp_path).cached
+
+
+# ---- absurd shapes are refused before anything is built ----------------------------------------------------
+@pytest.mark.parametrize("field,value", [("n_positions", 10**7), ("n_layer", 10_000), ("vocab_size", 10**9),
+                                         ("n_embd", 2**20), ("n_head", 4096), ("n_inner", 10**9)])
+def test_a_config_json_with_an_absurd_shape_is_one_line_naming_the_figure(capsys, base, tmp_path, field, value):
+    import shutil
+
+    folder = tmp_path / "M"
+    shutil.copytree(base, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    if field == "n_head":
+        config["n_embd"] = 4096 * 2  # divisible, so only the head count is absurd
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidFileError, match=f"config.json is not a valid GPT-2 config: .*{field} must be .*at most "
+                                               f".*got {value}"):
+        GPT.from_pretrained(folder)
+    line = one_line(capsys, cli.main(["info", "--model", str(folder)]))
+    assert field in line and str(value) in line, line
+
+
+@pytest.mark.parametrize("preset", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
+def test_every_released_gpt2_shape_is_within_the_limits(preset):
+    from gptlearn.config import LIMITS
+
+    cfg = GPTConfig.from_preset(preset)
+    assert GPTConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    assert all(getattr(cfg, k) <= hi for k, (hi, _) in LIMITS.items() if getattr(cfg, k) is not None)

@@ -227,17 +227,32 @@ def test_estimate_bytes_adds_up():
     assert one == 4 * 1024 * (12 * (8 * 768 + 2 * 3072) + 2 * 768)  # a row of 1,024 tokens
     assert gpt2.estimate_bytes(training=True, batch_size=8) - train_weights == 8 * one
     assert gpt2.estimate_bytes(training=True, batch_size=8, activation_bytes=2) - train_weights == 4 * one
-    huge = GPTConfig(n_layer=200_000).estimate_bytes(training=True, batch_size=10**8)
+    huge = GPTConfig(n_layer=1024, n_embd=65536, n_head=16).estimate_bytes(training=True, batch_size=10**8)
     assert isinstance(huge, int) and huge > 10**18  # Python integers: no overflow
 
 
 ABSURD = [
     (["--batch-size", "100000000"], "the activations of 100,000,000 × 128 tokens"),
-    (["--config", '{"n_layer": 200000}'], "needs at least"),
-    (["--config", '{"n_embd": 1048576, "n_head": 1}'], "needs at least"),
-    (["--config", '{"n_positions": 100000000}', "--block-size", "100000000"], "× 100,000,000 tokens"),
-    (["--config", '{"n_inner": 10000000000}'], "needs at least"),
+    (["--config", '{"n_layer": 1000, "n_embd": 4096, "n_head": 16}'], "needs at least"),  # within GPTConfig's LIMITS
+    (["--config", '{"n_embd": 65536, "n_head": 1}'], "needs at least"),
+    (["--config", '{"n_positions": 131072}', "--block-size", "131072", "--batch-size", "4096"], "× 131,072 tokens"),
 ]
+BEYOND_LIMITS = [('{"n_layer": 200000}', "n_layer must be a positive integer, at most 1,024"),
+                 ('{"n_embd": 1048576, "n_head": 1}', "n_embd must be a positive integer, at most 65,536"),
+                 ('{"n_positions": 100000000}', "n_positions must be a positive integer, at most 131,072"),
+                 ('{"n_inner": 10000000000}', "n_inner must be None or a positive integer, at most 262,144")]
+
+
+@pytest.mark.parametrize("config, message", BEYOND_LIMITS)
+def test_a_shape_beyond_the_limits_is_one_line_naming_it(text_file, tmp_path, capsys, monkeypatch, config, message):
+    def no_model(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(GPT, "__init__", no_model)
+    code, err = _cli(capsys, "--data", text_file, "--out", tmp_path / "run", "--preset", "tiny", "--tokenizer", "char",
+                     "--steps", "2", "--no-progress", "--config", config)
+    line = _one_line(err)
+    assert code == 2 and message in line, line
 
 
 @pytest.mark.parametrize("flags, message", ABSURD, ids=[" ".join(f) for f, _ in ABSURD])
@@ -256,12 +271,12 @@ def test_an_absurd_size_is_refused_before_allocating(text_file, tmp_path, capsys
 def test_an_absurd_config_json_is_refused_before_the_model_is_built(finished, text_file, tmp_path, capsys, monkeypatch,
                                                                    how):
     """The issue's case: a model folder (to fine-tune, or a run to resume) whose config.json says
-    n_layer 200000 (at GPT-2's width: 1.4e12 parameters) is refused from its numbers alone, without
-    building a single layer."""
+    n_layer 1000 at width 4096 (2e11 parameters, within GPTConfig's LIMITS) is refused from its numbers
+    alone, without building a single layer."""
     import json
 
     config = json.loads((finished / "config.json").read_text())
-    (finished / "config.json").write_text(json.dumps({**config, "n_layer": 200_000, "n_embd": 768, "n_head": 12}))
+    (finished / "config.json").write_text(json.dumps({**config, "n_layer": 1000, "n_embd": 4096, "n_head": 16}))
 
     def no_model(*a, **k):
         raise AssertionError("a model was built")

@@ -11,16 +11,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..atomic import write_file
 from ..checks import check_choice, check_generator, check_int, check_number, check_path, describe
-from ..errors import GptlearnError, InvalidTypeError, InvalidValueError
+from ..errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError
 from ..folders import expand_path
-from ..tokenizers.base import encode_document
+from ..safeio import check_regular, read_regular
+from ..tokenizers.base import TOKENIZER_FILES, encode_document
 
 from .datasets import cache_dir, split_text
 
@@ -35,9 +36,28 @@ def tokenizer_id(tokenizer: TokenizerLike) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
         h = hashlib.sha256(type(tokenizer).__name__.encode())
-        for p in sorted(Path(tmp).iterdir()):
+        for p in sorted(p for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES):  # not the save's manifest
             h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
+
+
+TOKEN_META_MAX_BYTES = 1 << 16
+
+
+def _read_meta(meta_path: Path, bin_path: Path, dtype: Any, vocab_size: int) -> dict[str, Any] | None:
+    """The token cache's ``stem.json`` if it describes ``bin_path`` (regular files both, the right fields,
+    counts that add up to the ``.bin``'s size); None otherwise (missing, not JSON, a FIFO, wrong fields)."""
+    try:
+        meta = json.loads(read_regular(meta_path, max_bytes=TOKEN_META_MAX_BYTES).decode("utf-8"))
+        size = check_regular(bin_path)
+    except (OSError, GptlearnError, ValueError, RecursionError):
+        return None
+    if not (isinstance(meta, dict) and meta.get("dtype") == np.dtype(dtype).name
+            and meta.get("vocab_size") == vocab_size
+            and all(type(meta.get(k)) is int and meta[k] >= 0 for k in ("n_train", "n_val"))
+            and (meta["n_train"] + meta["n_val"]) * np.dtype(dtype).itemsize == size):
+        return None
+    return meta
 
 
 class TokenDataset:
@@ -112,10 +132,13 @@ class TokenDataset:
         root = expand_path(cache, "the token cache") if cache is not None else cache_dir() / "tokens"
         self.path = root / f"{stem}.bin"
         meta_path = root / f"{stem}.json"
-        self.cached = self.path.is_file() and meta_path.is_file()
-        if self.cached:
-            meta = json.loads(meta_path.read_text())
-        else:
+        meta = _read_meta(meta_path, self.path, self.dtype, tokenizer.vocab_size)
+        self.cached = meta is not None  # a missing or damaged cache entry is tokenized again and replaced
+        if meta is None:
+            for path in (self.path, meta_path):  # a file replaces a FIFO or a damaged file, never a folder
+                if path.is_dir():
+                    raise InvalidFileError(f"the token cache holds a folder at {path}, where gptlearn keeps a "
+                                           "file; move it away or pass another cache folder")
             train_ids, val_ids = ids()
             arr = np.asarray(list(train_ids) + list(val_ids), dtype=self.dtype)
             root.mkdir(parents=True, exist_ok=True)

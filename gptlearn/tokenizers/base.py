@@ -137,8 +137,9 @@ class BaseTokenizer(ABC):
         """The bytes token ``i`` stands for (a special token: its UTF-8 text)."""
 
     @abstractmethod
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write this tokenizer's files into ``directory``; :meth:`from_directory` reads them back."""
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write this tokenizer's files into ``directory``; :meth:`from_directory` reads them back.
+        The folder rule of :mod:`gptlearn.folders` applies (see :func:`save_files`)."""
 
     @classmethod
     @abstractmethod
@@ -340,3 +341,26 @@ class BaseTokenizer(ABC):
 
     def __len__(self) -> int:
         return self.vocab_size
+
+
+def save_files(directory: str | os.PathLike, files: dict[str, str], *, overwrite: bool = False) -> Path:
+    """Write a tokenizer's ``files`` (name -> text) into ``directory`` under the folder rule of
+    :mod:`gptlearn.folders`: a missing or empty folder, or one gptlearn made (a model, a run, ...), takes
+    them, replacing only tokenizer files gptlearn wrote there; a folder that holds other things is refused
+    unless ``overwrite``, and a ``vocab.json`` or ``merges.txt`` gptlearn did not write is never replaced.
+    Inside a save of a whole folder (``save_pretrained``) the files go straight into that save's folder."""
+    from ..atomic import write_folder
+    from ..checks import check_bool, check_path
+    from ..folders import kind_of
+
+    check_path(directory, "directory")
+    check_bool(overwrite, "overwrite")
+    directory = Path(directory)
+
+    def write(tmp: Path) -> None:
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+
+    kind = kind_of(directory) or "model"  # a model folder is where a tokenizer's files belong
+    write_folder(directory, write, owns=TOKENIZER_FILES, kind=kind, overwrite=overwrite)
+    return directory

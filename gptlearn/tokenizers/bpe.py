@@ -27,10 +27,9 @@ from typing import Any, Sequence, TypeVar
 
 import regex
 
-from ..atomic import write_file
 from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError
 from ..safeio import JSON_MAX_BYTES, read_json, read_regular
-from .base import (ENDOFTEXT, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
+from .base import (ENDOFTEXT, save_files, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
                    check_ids, check_text)
 
 __all__ = [
@@ -514,17 +513,16 @@ class BPETokenizer(BaseTokenizer):
         """All tokens (byte-unicode strings and special tokens) -> ids, ordered by id."""
         return dict(sorted({**self.encoder, **self.special_tokens}.items(), key=lambda kv: kv[1]))
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``vocab.json`` + ``merges.txt`` (GPT-2 / Hugging Face format) into ``directory``.
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``vocab.json`` + ``merges.txt`` (GPT-2 / Hugging Face format) into ``directory``, under the
+        folder rule (:func:`~gptlearn.tokenizers.base.save_files`: files gptlearn did not write are never replaced).
 
         For GPT-2 these files are byte-identical to ``encoder.json`` and ``vocab.bpe``, and
         ``transformers.GPT2Tokenizer.from_pretrained(directory)`` can load them.
         """
-        directory = Path(directory)
-        write_file(directory / VOCAB_FILE, json.dumps(self.vocab()))
         lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in self.merges]
-        write_file(directory / MERGES_FILE, "\n".join(lines) + "\n")
-        return directory
+        return save_files(directory, {VOCAB_FILE: json.dumps(self.vocab()), MERGES_FILE: "\n".join(lines) + "\n"},
+                          overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (

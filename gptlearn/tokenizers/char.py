@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..atomic import write_file
 from ..errors import InvalidFileError, InvalidValueError, MissingFileError
 from ..safeio import read_json
-from .base import CHAR_FILE, BaseTokenizer, check_ids, check_text
+from .base import CHAR_FILE, BaseTokenizer, save_files, check_ids, check_text
 
 __all__ = ["CharTokenizer"]
 
@@ -76,11 +75,11 @@ class CharTokenizer(BaseTokenizer):
         """Number of distinct characters (V)."""
         return len(self.chars)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``char_tokenizer.json`` into ``directory``."""
-        directory = Path(directory)
-        write_file(directory / CHAR_FILE, json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False))
-        return directory
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``char_tokenizer.json`` into ``directory``, under the folder rule
+        (:func:`~gptlearn.tokenizers.base.save_files`)."""
+        return save_files(directory, {CHAR_FILE: json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False)},
+                          overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"

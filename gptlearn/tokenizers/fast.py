@@ -105,9 +105,9 @@ class Tokenizer(BaseTokenizer):
         """Special token text -> id (GPT-2: ``{"<|endoftext|>": 50256}``)."""
         return self.bpe.special_tokens
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``vocab.json`` + ``merges.txt`` (see :meth:`BPETokenizer.save`)."""
-        return self.bpe.save(directory)
+        return self.bpe.save(directory, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (

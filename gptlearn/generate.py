@@ -72,6 +72,7 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # tokens after the set already reached top_p
+        drop[..., 0] = False  # the most likely token always stays (a top_p below float32's range rounds to 0)
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)

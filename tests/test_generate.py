@@ -133,7 +133,8 @@ def test_top_k_never_leaves_top_k_set(k):
     _check(freq, allowed)
 
 
-@pytest.mark.parametrize("top_p, n_kept", [(0.25, 1), (0.29, 1), (0.31, 2), (0.6, 3), (0.66, 4), (0.9, 6)])
+@pytest.mark.parametrize("top_p, n_kept", [(1e-300, 1), (1e-30, 1), (0.25, 1), (0.29, 1), (0.31, 2), (0.6, 3),
+                                           (0.66, 4), (0.9, 6)])
 def test_top_p_never_leaves_nucleus(top_p, n_kept):
     # nucleus: the fewest most-likely tokens whose probability reaches top_p
     freq, probs = _draw(top_p=top_p)

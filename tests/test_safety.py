@@ -445,6 +445,8 @@ def test_temperature_is_a_plain_number(model, value):
 def test_sampling_integers_are_checked(model, name, value):
     if name == "top_k" and type(value) is int and value >= 1:
         return  # any top_k from 1 up is valid
+    if name == "top_p" and type(value) is float and 0 < value <= 1:
+        return  # top_p is a share in (0, 1], not an integer
     _refused(lambda: model.generate(model.to_tokens("the"), 2, **{name: value}), name)
 
 

@@ -7,7 +7,6 @@ would hang the run or fill the memory, and special files where the state's files
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,12 +16,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file, save_file
-from train_kit import FAST, REPO, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
+from safetensors.torch import load_file
+from train_kit import FAST, REPO, _quiet_and_single_threaded, seal_state, text_file  # noqa: F401 (fixtures)
 
 from gptlearn import GPTConfig
-from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, _checksum, run_lock
-from gptlearn.checks import sha256
+from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, run_lock
 from gptlearn.data import TokenDataset
 from gptlearn.errors import GptlearnError
 from gptlearn.tokenizers import CharTokenizer
@@ -53,20 +51,6 @@ def run(saved_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     return config, data, copy
-
-
-def _seal(out: Path, change_meta=None, change_tensors=None) -> None:
-    """Edit the state (JSON and/or tensors) and recompute both sha256s, as a forger would."""
-    tensors = load_file(out / STATE_TENSORS)
-    if change_tensors is not None:
-        change_tensors(tensors)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / STATE_TENSORS))
-    meta = json.loads((out / STATE_FILE).read_text())
-    meta["tensors_sha256"] = sha256(out / STATE_TENSORS)
-    if change_meta is not None:
-        change_meta(meta)
-    meta["sha256"] = _checksum(meta)
-    (out / STATE_FILE).write_text(json.dumps(meta))
 
 
 def _first(prefix: str, name: str):
@@ -136,7 +120,7 @@ def _resume(config, data, out: Path, **extra):
 def test_a_tampered_state_is_refused_in_one_line(run, tamper):
     config, data, out = run
     change_meta, change_tensors = TAMPERS[tamper]
-    _seal(out, change_meta, change_tensors)
+    seal_state(out, change_meta, change_tensors)
     with pytest.raises(GptlearnError) as e:
         _resume(config, data, out)
     assert "\n" not in str(e.value) and str(out) in str(e.value), str(e.value)
@@ -145,7 +129,7 @@ def test_a_tampered_state_is_refused_in_one_line(run, tamper):
 def test_the_untampered_copy_resumes(run):
     """The control: the same copy, sealed again without a change, resumes (so the refusals above are the edits')."""
     config, data, out = run
-    _seal(out)
+    seal_state(out)
     assert _resume(config, data, out).step[-1] == 6
 
 
@@ -163,7 +147,7 @@ def test_any_optimizer_tensor_of_another_shape_or_dtype_is_refused(run, which, s
     if bad.shape == good.shape and bad.dtype == good.dtype:
         return  # the parameter's own layout: not a tamper
     try:
-        _seal(out, None, lambda t: t.__setitem__(key, bad))
+        seal_state(out, None, lambda t: t.__setitem__(key, bad))
         with pytest.raises(GptlearnError) as e:
             _resume(config, data, out, steps=4)  # 4: the run is finished, so nothing trains
         assert "\n" not in str(e.value)
@@ -187,7 +171,7 @@ def test_any_numpy_random_state_is_checked_before_numpy_sees_it(run, pos, has_ga
 
     try:
         try:
-            _seal(out, change)
+            seal_state(out, change)
         except ValueError:
             return  # NaN or infinity: not JSON, so no state file can hold it
         try:
@@ -258,7 +242,7 @@ def test_states_that_crashed_in_native_code_exit_2_in_one_line(run, text_file, t
     """The three states that crashed the process (SIGSEGV) end the CLI with one error line and exit 2."""
     config, data, out = run
     change_meta, change_tensors = TAMPERS[tamper]
-    _seal(out, change_meta, change_tensors)
+    seal_state(out, change_meta, change_tensors)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", SEGV, str(text_file), str(out)], capture_output=True, text=True,
                        env=env, timeout=300)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from train_kit import seal_state
+
 from gptlearn import GPT, GPTConfig, GptlearnError, cli
 from gptlearn.embeddings import Embedder
 from gptlearn.finetune import (CLASSIFIER_FILE, Classifier, FinetuneConfig, finetune, read_tsv,
@@ -252,25 +254,6 @@ def test_resume_and_overwrite_from_the_command_line(capsys, model_dir, data, tmp
 
 
 # ---- the trainer's kit: the shared checked trainer state, the run lock, the folder rule ---------------------
-def _seal(out: Path, change_meta=None, change_tensors=None) -> None:
-    """Edit the trainer state and recompute both sha256s, as a forger would (the checksums catch accidents)."""
-    from safetensors.torch import load_file, save_file
-
-    from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, _checksum
-    from gptlearn.checks import sha256
-
-    tensors = load_file(out / STATE_TENSORS)
-    if change_tensors is not None:
-        change_tensors(tensors)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / STATE_TENSORS))
-    meta = json.loads((out / STATE_FILE).read_text())
-    meta["tensors_sha256"] = sha256(out / STATE_TENSORS)
-    if change_meta is not None:
-        change_meta(meta)
-    meta["sha256"] = _checksum(meta)
-    (out / STATE_FILE).write_text(json.dumps(meta))
-
-
 def _wrong_exp_avg_shape(tensors):
     key = next(k for k in tensors if k.startswith("optimizer.") and k.endswith(".exp_avg"))
     tensors[key] = torch.zeros(*tensors[key].shape, 2)
@@ -295,7 +278,7 @@ def test_a_tampered_trainer_state_is_one_error_line(capsys, model_dir, data, tmp
     out = tmp_path / "clf"
     finetune(*data, model=str(model_dir), out_dir=out, method="lora", lora_rank=2, epochs=1, progress=False)
     assert json.loads((out / "trainer_state.json").read_text())["trainer"] == "finetune"  # the shared format
-    _seal(out, **tamper)
+    seal_state(out, **tamper)
     with pytest.raises(GptlearnError, match="damaged"):
         finetune(*data, out_dir=out, epochs=2, resume=True, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}

@@ -3,6 +3,7 @@ character model's settings, a short text file, one-threaded quiet runs, and the 
 Import the fixtures into a test module to use them."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,23 @@ def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gptlearn: error: ") and "Traceback" not in err, err
     return lines[0]
+
+
+def seal_state(out: Path, change_meta=None, change_tensors=None) -> None:
+    """Edit a trainer state (JSON and/or tensors) and recompute both sha256s, as a forger would (the
+    checksums catch accidents, not edits)."""
+    from safetensors.torch import load_file, save_file
+
+    from gptlearn.checkpoint import STATE_FILE, STATE_TENSORS, _checksum
+    from gptlearn.checks import sha256
+
+    tensors = load_file(out / STATE_TENSORS)
+    if change_tensors is not None:
+        change_tensors(tensors)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / STATE_TENSORS))
+    meta = json.loads((out / STATE_FILE).read_text())
+    meta["tensors_sha256"] = sha256(out / STATE_TENSORS)
+    if change_meta is not None:
+        change_meta(meta)
+    meta["sha256"] = _checksum(meta)
+    (out / STATE_FILE).write_text(json.dumps(meta))

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "_build" / "screenshots"
 sys.path.insert(0, str(REPO / "scripts"))
 from book_sync_ipynb import toc_files  # noqa: E402
+from browser_kit import open_page  # noqa: E402
 
 MARKER = 'class="gptlearn-live"'
 NEEDS_EXPLORER = ["book/00_start_here", "book/03_attention_one_head", "book/04_many_heads",
@@ -68,23 +69,8 @@ def exported(built_book):
 
 
 def _open(browser, built_book: Path, doc: str):
-    """The page from disk; returns (page, errors, external): console errors and aborted non-file: URLs."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    external: list[str] = []
-
-    def route(r):
-        if r.request.url.startswith("file:"):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.goto((built_book / f"{doc}.html").as_uri(), wait_until="load")
-    return page, errors, external
+    """The book's page ``doc`` from disk; returns (page, errors, external) (:func:`browser_kit.open_page`)."""
+    return open_page(browser, built_book / f"{doc}.html")
 
 
 def _shoot(page, box, name: str) -> None:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from browser_kit import open_page
 
 from gptlearn import GPT
 from gptlearn.patching import ablate_heads
@@ -29,20 +30,7 @@ def site(mini, tmp_path_factory):
 
 
 def _open(browser, site):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors, external = [], []
-
-    def route(r):
-        if r.request.url.startswith("file:"):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.goto(site.as_uri(), wait_until="load")
+    page, errors, external = open_page(browser, site)
     page.wait_for_function("() => document.querySelector('.gptlearn-live').dataset.rendered "
                            "&& document.querySelector('.gl-check').textContent", timeout=60_000)
     return page, errors, external

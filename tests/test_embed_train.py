@@ -465,14 +465,15 @@ def test_a_checkpoint_without_its_optimizer_state_is_refused(tiny_config, small_
 
 def test_a_tampered_embedding_checkpoint_is_refused(tiny_config, small_pairs, tmp_path):
     """The trainer's checks hold for this trainer's checkpoints too: AdamW moments of the wrong size, sealed again."""
-    from test_checkpoint import TAMPERS, _seal
+    from test_checkpoint import TAMPERS
+    from train_kit import seal_state
 
     pairs = small_pairs.head(48)
     fresh = _stopped_run(tiny_config, pairs, tmp_path / "b")
     for name in ("exp_avg of the wrong size", "NumPy position 1e8", "a step as a string"):
         ckpt = tmp_path / "b.checkpoint"
         original = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.name.startswith("trainer_state")}
-        _seal(ckpt, *TAMPERS[name])
+        seal_state(ckpt, *TAMPERS[name])
         with pytest.raises(GptlearnError, match="damaged") as e:
             train_embeddings(fresh(), pairs, epochs=2, batch_size=8, device="cpu", seed=3, out_dir=tmp_path / "b",
                              resume=True)

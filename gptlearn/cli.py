@@ -27,11 +27,12 @@ import warnings
 from typing import Sequence
 
 from .errors import GptlearnError, InvalidValueError, NoTokenizerError
+from .names import OFFLINE_EMBEDDER, OFFLINE_MODEL
 
 __all__ = ["main", "build_parser"]
 
-DEFAULT_MODEL = "gptlearn-mini"
-DEFAULT_EMBEDDER = "gptlearn-embed"  # a GPT-2 trained into a sentence embedder (docs/gptlearn-embed.md)
+DEFAULT_MODEL = OFFLINE_MODEL
+DEFAULT_EMBEDDER = OFFLINE_EMBEDDER
 _PLUGINS = ("gptlearn.train", "gptlearn.embed_train", "gptlearn.web",
             "gptlearn.finetune")  # modules that add subcommands when present
 MAX_SENTENCE_ARGS = 1000  # argparse reads repeated options in quadratic time: more go in a --file

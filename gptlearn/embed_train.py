@@ -49,6 +49,7 @@ from .data import PairData, read_pairs, read_sentences
 from .devices import autocast, resolve_device
 from .embeddings import POOLING, Embedder
 from .errors import GptlearnError
+from .names import OFFLINE_MODEL
 from .fast.memory import freed_memory_kept
 from .model import GPT
 from .teacher import TEACHER_NAME, load_teacher, teacher_embeddings, teacher_token_init  # noqa: F401 (re-exported)
@@ -810,7 +811,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--sentences", default=None,
                    help="unlabelled sentences for distillation, one a line (UTF-8); needs --objective distill[+...]")
     p.add_argument("--dev", default=None, help="held-out pairs for Spearman: a TSV file, or 'stsb-dev'")
-    p.add_argument("--model", default="gptlearn-mini", help="model name or folder (default gptlearn-mini)")
+    p.add_argument("--model", default=OFFLINE_MODEL, help=f"model name or folder (default {OFFLINE_MODEL})")
     p.add_argument("--init-tokens", choices=["teacher"], default=None,
                    help="before training, set each token's embedding to the teacher's embedding of its text")
     add_config_arguments(p, EmbedTrainConfig)

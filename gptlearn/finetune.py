@@ -52,6 +52,7 @@ from . import checkpoint
 from .checkpoint import STATE_FILE, STATE_FILES
 from .checks import shown
 from .embeddings import POOLING, Embedder
+from .names import OFFLINE_MODEL
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
 from .lora import add_lora, check_rank, lora_layers, merge_lora
 from .model import GPT
@@ -437,7 +438,7 @@ class FinetuneConfig:
     'lora'
     """
 
-    model: str | os.PathLike = _setting("gptlearn-mini", "the model to adapt: a name (gptlearn-mini, gpt2, ...) "
+    model: str | os.PathLike = _setting(OFFLINE_MODEL, "the model to adapt: a name (gptlearn-mini, gpt2, ...) "
                                         "or a folder", flag="--model", metavar="NAME|DIR")
     out_dir: str | os.PathLike | None = _setting(None, "output folder (the classifier and its trainer state)",
                                                  flag="--out", required=True, metavar="DIR")

@@ -30,6 +30,7 @@ from .checks import check_bool, check_int, check_texts, describe
 from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError, TokenIdError
 from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
+from .names import OFFLINE_MODEL
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
 
 __all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model",
@@ -438,7 +439,7 @@ def load_model(name: str | None = None, *, device: str | torch.device | None = N
             model = GPT.from_pretrained("gpt2", device=device)
             reason = "pretrained GPT-2 weights were found"
         except PretrainedNotAvailableError:
-            model = GPT.from_pretrained("gptlearn-mini", device=device)
+            model = GPT.from_pretrained(OFFLINE_MODEL, device=device)
             reason = "GPT-2's weights are not reachable (offline), so the bundled model is used"
     if verbose:
         c = model.config

@@ -26,6 +26,7 @@ from .devices import resolve_device
 from .errors import (GptlearnError, InvalidFileError, InvalidValueError, MissingFileError, NoTokenizerError,
                      UnavailableError)
 from .checks import check_bool, check_path
+from .names import OFFLINE_EMBEDDER, OFFLINE_MODEL
 from .safeio import check_regular, read_json, read_regular
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,8 +51,7 @@ HUB_MODELS = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-BUNDLED = {"gptlearn-mini": Path(__file__).parent / "assets" / "gptlearn-mini",
-           "gptlearn-embed": Path(__file__).parent / "assets" / "gptlearn-embed"}
+BUNDLED = {name: Path(__file__).parent / "assets" / name for name in ("gptlearn-mini", OFFLINE_EMBEDDER)}
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old checkpoints
 
@@ -196,7 +196,7 @@ def _download(name: str) -> Path:
     except ImportError:
         raise PretrainedNotAvailableError(
             f"loading {name!r} from the Hugging Face Hub needs huggingface_hub (pip install huggingface_hub); "
-            "or pass a local folder, or use the offline model 'gptlearn-mini'") from None
+            f"or pass a local folder, or use the offline model '{OFFLINE_MODEL}'") from None
     patterns = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
     try:  # the local cache first: works offline once downloaded (a download cut short is not a model)
         path = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
@@ -207,7 +207,7 @@ def _download(name: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise PretrainedNotAvailableError(
             f"{name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            "pass a local model folder or use the offline model 'gptlearn-mini'")
+            f"pass a local model folder or use the offline model '{OFFLINE_MODEL}'")
     try:
         with _quiet_hub():
             path = Path(snapshot_download(repo, allow_patterns=patterns))
@@ -215,7 +215,7 @@ def _download(name: str) -> Path:
         why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         raise PretrainedNotAvailableError(
             f"could not download {name!r} from the Hugging Face Hub ({why}); with no network, pass a local model "
-            "folder or use the offline model: GPT.from_pretrained('gptlearn-mini')") from None
+            f"folder or use the offline model: GPT.from_pretrained('{OFFLINE_MODEL}')") from None
     if not _is_model_folder(path):
         raise PretrainedNotAvailableError(f"the Hugging Face Hub's {repo!r} has no config.json and model.safetensors "
                                           "for gptlearn to load; pass a local model folder")

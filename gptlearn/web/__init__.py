@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..names import OFFLINE_MODEL
 from .exporter import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, MAX_PARAMETERS, STATIC_FILES, export,
                      page_model, payload, read_export, static_dir)
 
@@ -30,8 +31,8 @@ def register_cli(subparsers: Any) -> None:
         "export-web", help="write a model as a web page that runs it in the browser (works from file://)",
         description="Write the model, the JavaScript forward pass and the explorer into a folder; open its "
                     "index.html in a browser, from disk, with no network.")
-    p.add_argument("--model", default="gptlearn-mini", metavar="NAME|FOLDER",
-                   help="model name or folder (default gptlearn-mini)")
+    p.add_argument("--model", default=OFFLINE_MODEL, metavar="NAME|FOLDER",
+                   help=f"model name or folder (default {OFFLINE_MODEL})")
     p.add_argument("--out", required=True, help="folder to write into (created if missing)")
     p.add_argument("--name", default=None, help="the model's name on the page (default: --model)")
     p.add_argument("--overwrite", action="store_true",

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidValueError
+from ..names import OFFLINE_MODEL
 
 __all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT", "payload",
            "export", "read_export", "static_dir", "page_model"]
@@ -50,7 +51,7 @@ def page_model(max_parameters: int = BOOK_MAX_PARAMETERS):
     model = load_model(verbose=False)
     if model.num_parameters() <= max_parameters:
         return model, None
-    return load_model("gptlearn-mini", verbose=False), model.name_or_path
+    return load_model(OFFLINE_MODEL, verbose=False), model.name_or_path
 
 
 def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:

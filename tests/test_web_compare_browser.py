@@ -164,3 +164,42 @@ def test_model_script_checks_its_arguments_and_reads_back(models):
     with pytest.raises(InvalidValueError, match="labels"):
         explorer_div(compare="tuned", labels=("a|b", "c"))
     assert 'data-text="a &lt;/b&gt;&#10;&quot;c&quot;"' in explorer_div(text='a </b>\n"c"')
+
+
+@pytest.mark.book
+def test_chapter_12_draws_the_bars_before_and_after_tuning(browser, built_book):
+    """The built chapter "Following instructions": its explorer runs the page's model and the tuned model the
+    chapter carries, on the chapter's prompt, with PyTorch's ids, logits (<= 1e-3) and top tokens."""
+    from gptlearn.web import read_export
+
+    path = built_book / "book" / "12_following_instructions.html"
+    exported = read_export(built_book / "_static" / "gptlearn-live")
+    base = _rebuilt(exported)
+    tokenizer = exported["tokenizer_object"]
+    tuned = _rebuilt(read_model_script(path.read_text(encoding="utf-8"), "tuned"))
+    page, errors, external = open_page(browser, path)
+    try:
+        page.wait_for_function("() => { const e = document.querySelector('.gptlearn-live[data-compare=tuned]'); "
+                               "return e && e.dataset.rendered && e.querySelector('.gl-check').textContent; }",
+                               timeout=60_000)
+        box = page.locator(".gptlearn-live[data-compare=tuned]")
+        assert box.count() == 1
+        assert box.locator(".gl-check").inner_text().startswith("✓ Same numbers as PyTorch for both models")
+        assert box.locator(".gl-column h5").all_inner_texts() == ["before tuning", "after tuning (masked loss)"]
+        assert [box.locator(".gl-column").nth(i).locator(".gl-top li").count() for i in range(2)] == [10, 10]
+        prompt = box.locator(".gl-input").input_value()
+        assert prompt.endswith("\nAnswer:")
+        ids = tokenizer.encode_ordinary(prompt)
+        tops = []
+        for key, model in ((None, base), ("tuned", tuned)):
+            out = page.evaluate("([k, t]) => gptlearn.live.model(k).forward(t)", [key, prompt])
+            assert out["ids"] == ids
+            with torch.no_grad():
+                logits = model(torch.tensor([ids]))[0, -1]
+            torch.testing.assert_close(torch.tensor(out["logits"]), logits, atol=1e-3, rtol=0)
+            tops.append(display_token(tokenizer.decode([int(logits.argmax())])))
+        assert _tops(box) == tops
+        assert not errors, errors
+        assert not external, external
+    finally:
+        page.close()

@@ -439,7 +439,7 @@
       // The intact run (with what the parts need), and the run with the knocked-out heads when there are any.
       const r = await getRunner(name).run(text, { attnResult: parts.has("heads"), lens: parts.has("lens"),
         lensAt: state.lensAt === null ? undefined : state.lensAt });
-      if (!r.message && compare) {
+      if (!r.message && compare && parts.has("next")) {
         const b = await getRunner(compareName).run(text, {});
         r.compare = { logits: b.logits || null, message: b.message };
       }

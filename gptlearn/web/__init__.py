@@ -11,7 +11,9 @@ The built book calls it through ``scripts/book_live.py``; readers can call it fo
 In a page, ``window.gptlearn.live.forward(text)`` returns ``{ids, tokens, logits, attention, message}``:
 the token ids and strings, the last position's V logits, the attention patterns nested
 ``[layer][head][query][key]``, and (when the model cannot read the text: empty, longer than the
-context) ``logits`` and ``attention`` null with a message saying why.
+context) ``logits`` and ``attention`` null with a message saying why. A page may carry further models
+(:func:`model_script`), run as ``gptlearn.live.model(key)`` and by explorers that name them
+(:func:`explorer_div`).
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from typing import Any
 from ..names import OFFLINE_MODEL
 from .exporter import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, MAX_PARAMETERS, STATIC_FILES, export,
                      page_model, payload, read_export, static_dir)
+from .exporter import explorer_div, model_script, read_model_script  # further models in a page
 
 __all__ = ["export", "payload", "read_export", "static_dir", "page_model", "register_cli", "FORMAT", "DATA_FILE",
            "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT"]
+__all__ += ["model_script", "read_model_script", "explorer_div"]
 
 
 def register_cli(subparsers: Any) -> None:

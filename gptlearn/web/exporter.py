@@ -8,12 +8,19 @@ block ``fetch()`` of local files, so a page opened from ``file://`` can only loa
 Beside it go the JavaScript model (``live_model.js``), its speed wing (``live_fast.js``: the Linear
 layers in WebAssembly SIMD), the explorer (``live_explorer.js`` + ``.css``) and ``index.html``, a page
 with the whole explorer that works from a USB stick.
+
+A page may carry further models beside its own: :func:`model_script` writes one as an inline ``<script>``
+that adds it to ``window.gptlearnLiveModels`` under a key, and :func:`explorer_div` writes an explorer
+that runs it, or draws its next-token bars beside the page model's (a chapter's model before and after
+fine-tuning).
 """
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import html
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,7 @@ from ..errors import InvalidValueError
 from ..names import OFFLINE_MODEL
 
 __all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT", "payload",
-           "export", "read_export", "static_dir", "page_model"]
+           "export", "read_export", "static_dir", "page_model", "model_script", "read_model_script", "explorer_div"]
 
 FORMAT = "gptlearn-live/1"
 DATA_FILE = "gptlearn-live-data.js"
@@ -180,14 +187,18 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
     """Read ``gptlearn-live-data.js`` back: its JSON, with ``state_dict`` (name -> float32 tensor, the
     tied ``lm_head.weight`` restored), ``check_logits`` (V,) and ``tokenizer_object`` (a gptlearn
     tokenizer with the same ids) added."""
-    from ..tokenizers import BPETokenizer, CharTokenizer
-
     path = Path(folder_or_file)
     path = path / DATA_FILE if path.is_dir() else path
     text = path.read_text(encoding="utf-8")
     if not (text.startswith(_PREFIX) and text.endswith(_SUFFIX)):
         raise InvalidValueError(f"{path} was not written by gptlearn.web.export")
-    data = json.loads(text[len(_PREFIX):-len(_SUFFIX)])
+    return _decode(json.loads(text[len(_PREFIX):-len(_SUFFIX)]), path)
+
+
+def _decode(data: dict[str, Any], path: Any) -> dict[str, Any]:
+    """Add ``state_dict``, ``check_logits`` and ``tokenizer_object`` to a payload read back from ``path``."""
+    from ..tokenizers import BPETokenizer, CharTokenizer
+
     if data.get("format") != FORMAT:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
     dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
@@ -210,3 +221,78 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
         data["tokenizer_object"] = CharTokenizer(spec["chars"])
     return data
 
+
+# ---- further models in a page (inline scripts) --------------------------------------------------------------
+
+_MODELS_MARK = "/* gptlearn.web.model_script */"
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _check_key(key: Any, what: str = "key") -> str:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise InvalidValueError(f"{what} must be 1-40 letters, digits, '_' or '-', got {key!r}")
+    return key
+
+
+def model_script(model, key: str, *, name: str | None = None, check_text: str = CHECK_TEXT, half: bool = False) -> str:
+    """An inline ``<script>`` that adds ``model`` to a page as ``window.gptlearnLiveModels[key]``, beside
+    the page's own model (:func:`export`); explorers run it when they name it (:func:`explorer_div`).
+
+    The data is :func:`payload`'s, checked on ``check_text`` (give the text the page shows, so the page's
+    self-check compares the numbers it draws). ``half`` first rounds every weight to float16, which halves
+    the bytes the page carries (a fine-tuned model's weights are float32); the page then runs the rounded
+    model, and its check logits are the rounded model's, computed in PyTorch.
+
+    >>> HTML(gptlearn.web.model_script(tuned, "tuned", name="tuned", half=True))   # doctest: +SKIP
+    """
+    from ..checks import check_bool, check_str
+
+    _check_key(key)
+    check_str(check_text, "check_text", empty=False)
+    if check_bool(half, "half"):
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.float16).to(p.dtype))
+    data = payload(model, name=name, check_text=check_text)
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")  # no </script> inside
+    return (f"<script>{_MODELS_MARK}\n(window.gptlearnLiveModels = window.gptlearnLiveModels || {{}})"
+            f"[{json.dumps(key)}] = {body};</script>")
+
+
+def read_model_script(text: str, key: str) -> dict[str, Any]:
+    """Read the model ``key`` back from a page (or :func:`model_script`'s text) as :func:`read_export` reads
+    an export: its JSON with ``state_dict``, ``check_logits`` and ``tokenizer_object``."""
+    _check_key(key)
+    head = f"(window.gptlearnLiveModels = window.gptlearnLiveModels || {{}})[{json.dumps(key)}] = "
+    start = text.find(_MODELS_MARK + "\n" + head)
+    if start < 0:
+        raise InvalidValueError(f"no model {key!r} written by gptlearn.web.model_script in this text")
+    start += len(_MODELS_MARK) + 1 + len(head)
+    end = text.find(";</script>", start)
+    return _decode(json.loads(text[start:end]), f"the model {key!r}")
+
+
+def explorer_div(*, parts: str = "tokens next", text: str | None = None, model: str | None = None,
+                 compare: str | None = None, labels: tuple[str, str] | None = None) -> str:
+    """The HTML of an explorer (``live_explorer.js`` fills it in the page): its ``parts``, first ``text``,
+    the ``model`` it runs (a :func:`model_script` key; default the page's) and a ``compare`` model whose
+    next-token bars are drawn beside the first's, titled ``labels``. Outside a web page (in Jupyter) it
+    shows a line saying so."""
+    from ..checks import check_str
+
+    attrs = {"data-parts": check_str(parts, "parts", empty=False)}
+    if text is not None:
+        attrs["data-text"] = check_str(text, "text")
+    if model is not None:
+        attrs["data-model"] = _check_key(model, "model")
+    if compare is not None:
+        attrs["data-compare"] = _check_key(compare, "compare")
+    if labels is not None:
+        if (not isinstance(labels, (tuple, list)) or len(labels) != 2
+                or not all(isinstance(x, str) and x and "|" not in x for x in labels)):
+            raise InvalidValueError(f"labels must be two non-empty strings without '|', got {labels!r}")
+        attrs["data-labels"] = "|".join(labels)
+    shown = " ".join(f'{k}="{html.escape(v, quote=True)}"'.replace("\n", "&#10;") for k, v in attrs.items())
+    return (f'<div class="gptlearn-live" {shown}>(In the HTML book a live explorer appears here. In Jupyter, the '
+            "cells around it do the same with Python.)</div>")

@@ -10,7 +10,10 @@
  *   lens       the logit lens: the top tokens before each layer, at the last position or a clicked one
  *   ablate     the head grid: a click knocks a head out (its z set to zero) and the next-token bars show
  *              the knocked-out model's guesses, with the change in the top token's probability
- * Optional: data-text (the first text), data-layer, data-head, data-pooling, data-sentences ("a|b|c").
+ * Optional: data-text (the first text), data-layer, data-head, data-pooling, data-sentences ("a|b|c"),
+ * data-model (which model runs: a name in window.gptlearnLiveModels, written by gptlearn.web.model_script;
+ * default the page's model), data-compare (a second such model whose next-token bars are drawn beside the
+ * first's, for the same text) and data-labels ("before|after": the two bar sets' titles).
  *
  * The model runs in a Web Worker made from a Blob URL (a page opened from file:// may not start a
  * worker from a file, but may from a blob), so typing never waits for it; where no worker can start,
@@ -53,19 +56,20 @@
     return [out.logits, out.final, ...out.patterns, ...out.results, ...(out.lens || [])].map((a) => a.buffer);
   }
 
-  function makeRunner() {
-    // {run(text, attnResult) -> Promise of a packed result, where: "worker" | "page"}.
-    const L = window.gptlearnLiveData.config.n_layer;
+  function makeRunner(name) {
+    // {run(text, attnResult) -> Promise of a packed result, where: "worker" | "page"} for the page's model,
+    // or the model `name` of window.gptlearnLiveModels (each model runs in its own worker).
+    const data = name ? window.gptlearnLiveModels[name] : window.gptlearnLiveData, L = data.config.n_layer;
     let worker = null;
     try {
       const fast = typeof gptlearnFastModule === "function" ? `${gptlearnFastModule}\ngptlearnFastModule(self);\n` : "";
       const source = `${fast}${gptlearnLiveModule}\ngptlearnLiveModule(self);\n${packResult}\n${transferables}\n(${workerMain})();`;
       worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
-      worker.postMessage({ data: window.gptlearnLiveData });
+      worker.postMessage({ data });
     } catch (e) {
       worker = null;  // no workers here: run on the page
     }
-    const onPage = (text, options) => packResult(window.gptlearn.live.run(text, options), L);
+    const onPage = (text, options) => packResult(window.gptlearn.live.model(name).run(text, options), L);
     const waiting = new Map();  // id -> [resolve, text, options]
     let next = 0;
     if (worker) {
@@ -86,8 +90,11 @@
     };
   }
 
-  let runner = null;
-  const getRunner = () => (runner = runner || makeRunner());
+  const runners = new Map();  // model name ("" for the page's model) -> its runner
+  function getRunner(name = null) {
+    if (!runners.has(name || "")) runners.set(name || "", makeRunner(name || null));
+    return runners.get(name || "");
+  }
 
   // ---- small helpers ----------------------------------------------------------------------------
 
@@ -244,11 +251,11 @@
     ];
   }
 
-  function nextList(v, p, onPick) {
+  function nextList(v, p, onPick, live = v.live) {
     // The 10 likeliest next tokens of the probabilities p as bars; a click appends the token.
     const list = el("ol", { class: "gl-top" });
     for (const [prob, id] of v.maths.topK(p, 10)) {
-      const text = v.live.tokenText(id);
+      const text = live.tokenText(id);
       list.append(el("li", { title: `id ${id}: click to append it`, onclick: () => onPick(text) },
         el("span", { class: "gl-bar", style: `width: ${(100 * prob).toFixed(1)}%` }),
         el("code", { text: show(text) }), el("span", { class: "gl-prob", text: pct(prob) })));
@@ -261,8 +268,14 @@
   function drawNext(r, v) {
     v.root.querySelector(".gl-temp").textContent = v.state.temperature.toFixed(2);
     const p = v.maths.softmax(r.logits, v.state.temperature);
-    return [el("h4", { text: `What comes next? The 10 likeliest of ${v.c.vocab_size} tokens (click one to append it)` }),
-      nextList(v, p, appendText(v))];
+    const title = el("h4", { text: `What comes next? The 10 likeliest of ${v.c.vocab_size} tokens (click one to append it)` });
+    if (!v.compare) return [title, nextList(v, p, appendText(v))];
+    // two models on the same text: the first's bars beside the second's (e.g. before and after fine-tuning)
+    const [first, second] = v.labels, other = r.compare;
+    const column = (label, body) => el("div", { class: "gl-column" }, el("h5", { text: label }), body);
+    return [title, el("div", { class: "gl-columns" }, column(first, nextList(v, p, appendText(v))),
+      column(second, other.message ? el("p", { class: "gl-note", text: other.message })
+        : nextList(v, v.maths.softmax(other.logits, v.state.temperature), appendText(v), v.compare)))];
   }
 
   function drawEmbedding(r, v) {
@@ -333,7 +346,12 @@
   // ---- one explorer: its state, controls and runs; the parts above draw it -----------------------------
 
   function explorer(root) {
-    const live = window.gptlearn.live.model(), maths = window.gptlearn.live.pieces;
+    const name = root.dataset.model || null, live = window.gptlearn.live.model(name), maths = window.gptlearn.live.pieces;
+    const compareName = root.dataset.compare || null;
+    const compare = compareName && window.gptlearnLiveModels && window.gptlearnLiveModels[compareName]
+      ? window.gptlearn.live.model(compareName) : null;
+    const labels = (root.dataset.labels || "").split("|").map((s) => s.trim());
+    if (compare) labels.splice(0, 2, labels[0] || live.name, labels[1] || compare.name);
     const c = live.config, L = c.n_layer, H = c.n_head, C = c.n_embd;
     const parts = new Set((root.dataset.parts || "tokens next attention").split(/[\s,]+/).filter(Boolean));
     const state = {
@@ -375,25 +393,29 @@
       sections.push(el("section", { class: `gl-part gl-${name}` },
         controls[name] ? el("div", { class: "gl-controls" }, ...controls[name]()) : null, bodies[name]));
     }
-    const title = el("div", { class: "gl-title" }, el("strong", { text: "Live model: " }),
-      el("span", { text: `${live.label}, running in your browser (no server, no network). ` }), check);
+    const title = el("div", { class: "gl-title" }, el("strong", { text: compare ? "Live models: " : "Live model: " }),
+      el("span", { text: `${compare ? `${live.label} and ${compare.label}` : live.label}, running in your browser ` +
+        "(no server, no network). " }), check);
+    const missing = compareName && !compare ? el("p", { class: "gl-note", text: `This page does not carry the model ` +
+      `"${compareName}" to compare with, so the explorer shows ${live.name} alone.` }) : null;
     const book = live.bookModel && live.bookModel !== live.name
       ? el("p", { class: "gl-note", text: `This book was built with ${live.bookModel}, too large to ship in a page, so ` +
           `the explorer runs ${live.name}: the same architecture and code, smaller.` }) : null;
-    root.replaceChildren(...[title, book, input, status, ...sections, apiNote(c)].filter(Boolean));
+    root.replaceChildren(...[title, book, missing, input, status, ...sections, apiNote(c)].filter(Boolean));
     root.classList.add("gl-ready");
 
     // render() marks parts to redraw (all, or those named: a slider needs one) and draws them one task at
     // a time, so a key press is handled between two parts; parts marked meanwhile are drawn in the same pass.
     const dirty = new Set();
     let drawing = false;
-    const view = { live, c, L, H, C, state, root, input, maths, render: (names) => render(names), update: () => update() };
+    const view = { live, c, L, H, C, state, root, input, maths, compare, labels, render: (names) => render(names),
+      update: () => update() };
     function render(only = null) {
       const r = state.result;
       if (!r) return;
       for (const [s, get] of pickers) s.value = String(get());
       status.textContent = r.message ? r.message
-        : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner().where() === "worker" ? "in a worker" : "on the page"}` +
+        : `${r.T} tokens; forward pass ${r.ms.toFixed(1)} ms (${getRunner(name).where() === "worker" ? "in a worker" : "on the page"}` +
           `${window.gptlearn.live.fast() ? ", WebAssembly SIMD" : ""})`;
       status.classList.toggle("gl-error", Boolean(r.message));
       for (const name of only || Object.keys(bodies)) dirty.add(name);
@@ -415,11 +437,15 @@
 
     async function runAll(text) {
       // The intact run (with what the parts need), and the run with the knocked-out heads when there are any.
-      const r = await getRunner().run(text, { attnResult: parts.has("heads"), lens: parts.has("lens"),
+      const r = await getRunner(name).run(text, { attnResult: parts.has("heads"), lens: parts.has("lens"),
         lensAt: state.lensAt === null ? undefined : state.lensAt });
+      if (!r.message && compare && parts.has("next")) {
+        const b = await getRunner(compareName).run(text, {});
+        r.compare = { logits: b.logits || null, message: b.message };
+      }
       if (!r.message && parts.has("ablate") && state.ablated.size) {
         const pairs = [...state.ablated].map((key) => key.split(".").map(Number));
-        const a = await getRunner().run(text, { ablate: pairs });
+        const a = await getRunner(name).run(text, { ablate: pairs });
         r.ablated = { logits: a.logits || null, message: a.message };
       }
       return r;
@@ -439,12 +465,12 @@
 
     (async () => {
       for (const text of parts.has("embedding") ? sentences : []) {
-        const r = await getRunner().run(text, {});
+        const r = await getRunner(name).run(text, {});
         if (!r.message) state.refs.push({ text, final: r.final, T: r.T });
       }
       state.result = await runAll(input.value);
       render();
-      setTimeout(() => selfCheck(check), 0);
+      setTimeout(() => selfCheck(check, compare ? [name, compareName] : [name]), 0);
     })();
   }
 
@@ -461,19 +487,29 @@
         `//    ${c.vocab_size} logits before each of the ${c.n_layer} layers, then the output` }));
   }
 
-  function selfCheck(node) {
-    // Compare this browser's logits with PyTorch's, exported beside the weights.
-    const live = window.gptlearn.live.model(), chk = live.check;
-    const raw = atob(chk.logits), bytes = new Uint8Array(raw.length);
+  function logitGap(live) {
+    // The largest difference between this browser's logits and PyTorch's, exported beside the weights.
+    const chk = live.check, raw = atob(chk.logits), bytes = new Uint8Array(raw.length);
     for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-    const want = new Float32Array(bytes.buffer), got = window.gptlearn.live.forward(chk.text).logits;
-    if (!got) return;
+    const want = new Float32Array(bytes.buffer), got = live.forward(chk.text).logits;
+    if (!got) return null;
     let worst = 0;
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i] - got[i]));
-    node.textContent = worst < 1e-3 ? `✓ Same numbers as PyTorch (largest logit difference ${worst.toExponential(1)}).`
+    return worst;
+  }
+
+  function selfCheck(node, names) {
+    // Compare this browser's logits with PyTorch's for each model the explorer runs (null: the page's).
+    const gaps = names.map((n) => logitGap(window.gptlearn.live.model(n)));
+    if (gaps.includes(null)) return;
+    const worst = Math.max(...gaps), both = names.length > 1 ? " for both models" : "";
+    node.textContent = worst < 1e-3 ? `✓ Same numbers as PyTorch${both} (largest logit difference ${worst.toExponential(1)}).`
       : `✗ This browser's numbers differ from PyTorch's by ${worst.toExponential(1)}.`;
     node.classList.add(worst < 1e-3 ? "gl-ok" : "gl-bad");
-    window.gptlearn.live.checked = worst;
+    names.forEach((n, i) => {
+      if (n) (window.gptlearn.live.checkedModels = window.gptlearn.live.checkedModels || {})[n] = gaps[i];
+      else window.gptlearn.live.checked = gaps[i];
+    });
   }
 
   function init() {
@@ -483,7 +519,9 @@
       roots.forEach((r) => { r.textContent = "The live model's scripts did not load."; });
       return;
     }
-    roots.forEach(explorer);
+    roots.forEach((r) => {
+      try { explorer(r); } catch (e) { r.textContent = `The live explorer could not start: ${e.message}`; }
+    });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -12,6 +12,8 @@
  *   gptlearn.live.forward("The big red car")  ->  {ids, tokens, logits, attention, message}
  *   gptlearn.live.forward(text, {ablate: [[0, 2]], lens: true})  ->  the same with head 0.2 knocked out,
  *                                                                   plus lens: L + 1 arrays of V logits
+ *   gptlearn.live.model("tuned").forward(text)  ->  the same from a further model the page carries
+ *                                                   (window.gptlearnLiveModels; gptlearn.web.model_script)
  */
 function gptlearnLiveModule(root) {  // a named function, so the explorer can start a worker from its source
   "use strict";
@@ -519,16 +521,28 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     softmax, topK, headNorms };
 
   let live = null;  // built on first use: decoding the weights costs a few milliseconds
-  function model() {
+  const named = new Map();  // name -> a model of root.gptlearnLiveModels, built on first use
+  function model(name) {
+    // The page's model (gptlearnLiveData), or with a name one of the further models a page may carry in
+    // window.gptlearnLiveModels (gptlearn.web.model_script: e.g. the book's model after fine-tuning).
+    if (name !== undefined && name !== null && name !== "") {
+      if (!named.has(name)) {
+        const data = root.gptlearnLiveModels && root.gptlearnLiveModels[name];
+        if (!data) throw new Error(`no model "${name}" in this page (models: ${models().join(", ") || "none"})`);
+        named.set(name, makeLive(data));
+      }
+      return named.get(name);
+    }
     if (live === null) {
       if (!root.gptlearnLiveData) throw new Error("no model data: load the script written by gptlearn.web.export first");
       live = makeLive(root.gptlearnLiveData);
     }
     return live;
   }
+  const models = () => Object.keys(root.gptlearnLiveModels || {});
 
   const api = {
-    pieces, makeLive, model,
+    pieces, makeLive, model, models,
     forward: (text, options) => model().forward(text, options),
     run: (text, options) => model().run(text, options),
     tokenize: (text) => model().tokenize(text),

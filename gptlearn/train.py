@@ -155,9 +155,10 @@ class TrainConfig:
     @classmethod
     def from_run(cls, out_dir: str | os.PathLike) -> TrainConfig:
         """The settings of the run saved in ``out_dir``, with ``resume=True``: change the ones in
-        :data:`RESUME_MAY_CHANGE` (``.replace(steps=2000)``) and pass it to :func:`train` to continue it."""
+        :data:`RESUME_MAY_CHANGE` (``.replace(steps=2000)``) and pass it to :func:`train` to continue it.
+        ``max_days`` is left at its default: a limit on time is the caller's, never the checkpoint's."""
         saved = read_state_json(Path(out_dir).expanduser())["settings"]
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"max_days"}  # the time limit is the caller's: a state never lifts it
         kept = {k: tuple(v) if k == "betas" and isinstance(v, list) else v for k, v in saved.items() if k in names}
         return cls(**kept).replace(out_dir=out_dir, resume=True, overwrite=False)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from train_kit import FAST, _quiet_and_single_threaded, text_file  # noqa: F401 (fixtures)
-from train_kit import one_line, run_cli
+from train_kit import one_line, run_cli, seal_state
 
 import gptlearn.devices as devices
 import gptlearn.train as gtrain
@@ -165,6 +165,18 @@ def test_a_resumed_run_is_estimated_from_its_own_step_and_left_as_it_was(text_fi
     line = one_line(err)
     assert code == 2 and "99,999,998 steps of 1 × 32 × 64 tokens and 99,999,998 evaluations of 10,000 batches" in line
     assert _listing(out) == before
+
+
+def test_a_checkpoint_cannot_lift_the_limit(text_file, tmp_path, capsys):
+    """max_days written into a trainer state (sha256 recomputed, as a forger would) is not taken on --resume."""
+    out = tmp_path / "run"
+    train(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=64), text_file, tokenizer="char", steps=2,
+          eval_every=2, out_dir=out, device="cpu", max_days=100.0, **{**FAST, "batch_size": 32, "block_size": 64})
+    seal_state(out, change_meta=lambda meta: meta["settings"].__setitem__("max_days", 1e300))
+    assert TrainConfig.from_run(out).max_days == TrainConfig().max_days
+    code, err = run_cli(capsys, "--data", text_file, "--out", out, "--resume", "--steps", "100000000",
+                        "--eval-every", "1", "--eval-iters", "10000", "--no-progress")
+    assert code == 2 and "longer than --max-days 30;" in one_line(err)
 
 
 def test_run_flops_counts_steps_evaluations_checkpoints_and_samples():

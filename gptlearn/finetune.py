@@ -824,8 +824,9 @@ def _check_time(clf: Classifier, method: str, rows: list[list[int]], dev_rows: l
     else:
         flops = left * (clf.embedder.estimate_flops(rows, training=method == "full") + dev)
     config = clf.model.config
+    epochs = f"{left:,}" if left < 10**18 else f"10^{len(str(left)) - 1} or more"
     check_duration(flops, device, max_days=cfg.max_days,
-                   what=(f"this fine-tuning ({left:,} epochs of {len(rows):,} sentences, {sum(map(len, rows)):,} "
+                   what=(f"this fine-tuning ({epochs} epochs of {len(rows):,} sentences, {sum(map(len, rows)):,} "
                          f"tokens, method {method}, through a GPT with n_layer={config.n_layer}, "
                          f"n_embd={config.n_embd})"),
                    advice="lower --epochs, train on fewer sentences, or choose a smaller model")

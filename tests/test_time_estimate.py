@@ -94,6 +94,12 @@ def test_achievable_flops_is_measured_once_on_the_cpu_and_a_bound_elsewhere(monk
     assert math.isfinite(cpu) and cpu > 0
     monkeypatch.setattr(torch, "mm", lambda *a, **k: pytest.fail("measured twice"))
     assert devices.achievable_flops(torch.device("cpu")) == cpu  # cached for the process
+    threads = torch.get_num_threads()
+    try:  # measured on one thread, scaled by the threads torch uses (perfect sharing: an upper bound)
+        torch.set_num_threads(threads + 1)
+        assert devices.achievable_flops("cpu") == pytest.approx(cpu * (threads + 1) / threads)
+    finally:
+        torch.set_num_threads(threads)
     assert devices.achievable_flops("cuda:0") == devices.FLOPS_UPPER_BOUND["cuda"]  # no GPU touched
     assert devices.achievable_flops("mps") == devices.FLOPS_UPPER_BOUND["mps"]
 
@@ -109,6 +115,8 @@ def test_check_duration_refuses_only_past_the_limit(monkeypatch):
     devices.check_duration(31 * day, "cpu", max_days=31.5, what="w", advice="a")
     with pytest.raises(InvalidValueError, match=r"at least 1\.0e\+20 days"):
         devices.check_duration(1e20 * day, "cpu", max_days=30, what="w", advice="a")
+    with pytest.raises(InvalidValueError, match=r"at least about 10\^38[0-9] days on cpu \(about 10\^400 floating"):
+        devices.check_duration(10**400, "cpu", max_days=30, what="w", advice="a")  # past a float's range
 
 
 # ---- gptlearn train ---------------------------------------------------------------------------------------------
@@ -199,10 +207,14 @@ REALISTIC = [  # (model, settings, device): runs people make, none refused
     # the book's chapters and scripts/train_english.py-sized runs on a laptop CPU
     (PRESETS["mini"].replace(vocab_size=8192), dict(steps=3000, batch_size=32, eval_every=250, eval_iters=20), "cpu"),
     (PRESETS["tiny"].replace(vocab_size=65), dict(steps=2000, batch_size=32, eval_every=100), "cpu"),
+    # scripts/train_english.py's longest phase
+    (GPTConfig(n_layer=4, n_head=6, n_embd=192, n_positions=256, vocab_size=8192),
+     dict(steps=2500, batch_size=8, block_size=256, eval_every=100, eval_iters=10), "cpu"),
 ]
 
 
-@pytest.mark.parametrize("config, settings, dev", REALISTIC, ids=["gpt2-600k-cuda", "mini-3k-cpu", "tiny-2k-cpu"])
+@pytest.mark.parametrize("config, settings, dev", REALISTIC, ids=["gpt2-600k-cuda", "mini-3k-cpu", "tiny-2k-cpu",
+                                                                      "train-english-cpu"])
 def test_realistic_runs_are_not_refused(config, settings, dev):
     args = TrainConfig(**settings)
     gtrain._check_time(config, args, config.n_positions, torch.device(dev))
@@ -239,6 +251,8 @@ def test_finetuning_that_cannot_finish_is_refused_before_the_model_changes(class
                                             r".* method lora.*would take at least"):
         finetune(classifier_data, model=small_model, lora_rank=4, epochs=10**15, out_dir=tmp_path / "clf",
                  device="cpu", progress=False)
+    with pytest.raises(GptlearnError, match=r"this fine-tuning \(10\^400 or more epochs .* at least about 10\^"):
+        finetune(classifier_data, model=small_model, epochs=10**400, device="cpu", progress=False)  # no overflow
     assert not lora_layers(small_model) and not (tmp_path / "clf").exists()
     assert all(torch.equal(p, before[n]) for n, p in small_model.named_parameters())
     result = finetune(classifier_data, model=small_model, method="probe", epochs=2, device="cpu", progress=False)

@@ -100,6 +100,29 @@ class GPTConfig:
         weights = self.num_parameters() * bytes_per_value * (4 if training else 1)
         return weights + activations * (bytes_per_value if activation_bytes is None else activation_bytes)
 
+    def estimate_flops(self, *, batch_size: int = 1, seq_len: int | None = None, training: bool = False,
+                       logits: bool = True) -> int:
+        """The floating-point operations of the matrix products in one pass over ``batch_size`` rows of
+        ``seq_len`` tokens (default the context): what a time estimate divides by a device's speed.
+
+        A product of an (m, k) and a (k, n) matrix is 2 m k n operations. A token, a layer: the attention's
+        three projections and its output (8 C² in all), the MLP's two layers (4 C d_mlp); a row, a layer:
+        the scores q·k and their weighted sum of v over the full T × T square (4 T² C, as the kernels
+        compute it, masked half included); a token: the unembedding (2 C V, left out with ``logits=False``,
+        as when only hidden states are pooled). Training adds the backward pass, twice the forward's (the
+        gradients of each product's input and of its weight): 3 × in all, which is nanoGPT's and PaLM's
+        6 N + 12 L T C a token. LayerNorms, GELUs, softmax and AdamW are left out: a lower bound.
+
+        >>> GPTConfig.from_preset("gpt2").estimate_flops(training=True) / 1024 / 1e9   # GFLOP a trained token
+        0.8544384
+        """
+        T = self.n_positions if seq_len is None else seq_len
+        C, F, L = self.n_embd, self.d_mlp, self.n_layer
+        per_token = L * 2 * (4 * C * C + 2 * C * F) + (2 * C * self.vocab_size if logits else 0)
+        per_row = L * 4 * T * T * C  # (B, H, T, hs) @ (B, H, hs, T) and (B, H, T, T) @ (B, H, T, hs)
+        forward = batch_size * (T * per_token + per_row)
+        return 3 * forward if training else forward
+
     def check_fits(self, *, batch_size: int = 0, block_size: int | None = None, training: bool = False) -> None:
         """Refuse (:class:`~gptlearn.errors.InvalidValueError`) a model or batch whose :meth:`estimate_bytes`
         exceeds this machine's memory, instead of a MemoryError or minutes of allocation later."""

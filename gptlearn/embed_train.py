@@ -46,7 +46,7 @@ from .checkpoint import Interrupts, json_value, rng_state
 from .checks import Rule, add_config_arguments, check_rules, is_int, is_number, is_path, non_finite, optional, shown
 from .checks import setting as _setting
 from .data import PairData, read_pairs, read_sentences
-from .devices import autocast, resolve_device
+from .devices import autocast, check_duration, resolve_device
 from .embeddings import POOLING, Embedder
 from .errors import GptlearnError
 from .names import OFFLINE_MODEL
@@ -194,6 +194,8 @@ class EmbedTrainConfig:
     similarity_weight: float = _setting(100.0, "weight of the cosine-matrix term in distillation")
     checkpoint_every: int | None = _setting(None, "save a resumable checkpoint (<out>.checkpoint) every N steps")
     resume: bool = _setting(False, "continue from <out>.checkpoint")
+    max_days: float = _setting(30.0, "refuse a run estimated to take longer than this many days (the estimate is a "
+                               "lower bound: it is for runs that cannot finish)")
     # settings of the Python API only
     scale: float = _setting(20.0, "the cosine scale of CoSENT and MNRL", cli=False)
     warmup: float = _setting(0.1, "share of the steps spent warming the learning rate up", cli=False)
@@ -226,6 +228,7 @@ _RULES: tuple[Rule, ...] = (
     (("epochs",), lambda x: is_int(x, 1, 100_000), "an integer >= 1 (at most 100,000)"),
     (("batch_size",), lambda x: is_int(x, 2, 2**20), "an integer >= 2 (in-batch objectives compare pairs)"),
     (("lr",), lambda x: is_number(x) and x > 0, "a finite number > 0"),
+    (("max_days",), lambda x: is_number(x) and x > 0, "a positive number of days"),
     (("warmup",), lambda x: is_number(x, 0, 1), "a fraction of the steps, from 0 to 1"),
     (("weight_decay",), lambda x: is_number(x, 0), "a finite number >= 0"),
     (("max_pairs",), optional(lambda x: is_int(x, 2)), "None or an integer >= 2"),
@@ -242,7 +245,7 @@ _RULES: tuple[Rule, ...] = (
     (("resume", "projection", "verbose"), lambda x: isinstance(x, bool), "True or False"),
 )
 # what a resumed run may change (every other setting decides which steps it takes)
-RESUME_MAY_CHANGE = ("device", "out_dir", "checkpoint_every", "resume", "verbose")
+RESUME_MAY_CHANGE = ("device", "out_dir", "checkpoint_every", "resume", "verbose", "max_days")
 
 
 # ---- what a run measured: one history shape (TrainHistory's names), which plotting.loss_curve reads ----------
@@ -455,7 +458,9 @@ def train_embeddings(
     stops the run with a :class:`GptlearnError` and writes nothing. Every ``checkpoint_every`` steps, and on
     Ctrl-C, the run is saved beside ``out_dir`` (``<out_dir>.checkpoint``, the checkpoint format of
     :mod:`gptlearn.checkpoint`); ``resume`` continues from there exactly. ``callback(history)`` runs after
-    each step. The model is trained in place. On the CPU the run holds
+    each step. Once the sentences are tokenized, before anything is evaluated or trained, a run estimated
+    to take longer than ``max_days`` (30) even at the most the device does is refused
+    (:func:`gptlearn.devices.check_duration`). The model is trained in place. On the CPU the run holds
     :func:`gptlearn.fast.memory.freed_memory_kept` (a process-wide allocator setting, restored at the end).
     """
     cfg = (config or EmbedTrainConfig()).replace(**settings).validate()
@@ -548,6 +553,22 @@ class _EmbedRun:
         unlabelled = _unlabelled(sentences, cfg.max_sentences)
         embedder = _make_embedder(embedder_or_model, cfg.pooling)
         embedder.to(dev)
+        texts = (unlabelled or []) + (pairs.unique_sentences() if pairs is not None else [])
+        tokens = dict(zip(texts, embedder.tokenize(texts)))  # tokenized once; long ones cut with a warning
+        pair_idx = list(range(len(pairs))) if pairs is not None else []
+        if "mnrl" in parts:
+            positive = [i for i in pair_idx if pairs.scores[i] >= cfg.positive_threshold]
+            if len(positive) < 2:
+                raise GptlearnError(f"'mnrl' needs positive pairs (score >= {cfg.positive_threshold}); this data has "
+                                    f"{len(positive)}, so use --objective cosent")
+            if parts == ["mnrl"]:
+                pair_idx = positive
+        # an epoch is a pass over the unlabelled sentences when there are some, else over the pairs
+        epoch_items = list(range(len(unlabelled))) if unlabelled is not None else pair_idx
+        epoch_rows = ([tokens[unlabelled[i]] for i in epoch_items] if unlabelled is not None else
+                      [tokens[side[i]] for i in pair_idx for side in (pairs.sentences1, pairs.sentences2)])
+        _check_time(embedder, epoch_rows, cfg, dev, math.ceil(len(epoch_items) / cfg.batch_size),
+                    saved["step"] if saved is not None else 0)
         torch.manual_seed(cfg.seed)
         hist = EmbedTrainHistory("+".join(parts), train_pairs=len(pairs) if pairs else 0,
                                  epochs=cfg.epochs, device=str(dev), embedder=embedder)
@@ -573,19 +594,6 @@ class _EmbedRun:
                 head = _ensure_projection(embedder, teacher_vecs.shape[1], dev)
             elif embedder.dimensions != teacher_vecs.shape[1]:
                 head = False  # widths differ and no head: only the cosine matrices are compared
-        texts = (unlabelled or []) + (pairs.unique_sentences() if pairs is not None else [])
-        tokens = dict(zip(texts, embedder.tokenize(texts)))  # tokenized once; long ones cut with a warning
-
-        pair_idx = list(range(len(pairs))) if pairs is not None else []
-        if "mnrl" in parts:
-            positive = [i for i in pair_idx if pairs.scores[i] >= cfg.positive_threshold]
-            if len(positive) < 2:
-                raise GptlearnError(f"'mnrl' needs positive pairs (score >= {cfg.positive_threshold}); this data has "
-                                    f"{len(positive)}, so use --objective cosent")
-            if parts == ["mnrl"]:
-                pair_idx = positive
-        # an epoch is a pass over the unlabelled sentences when there are some, else over the pairs
-        epoch_items = list(range(len(unlabelled))) if unlabelled is not None else pair_idx
         optimizer = make_optimizer(embedder, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
         run = cls(cfg, parts, embedder, optimizer, hist, dev, pairs, unlabelled, dev_data, tokens, pair_idx,
                   epoch_items, teacher_vecs, teacher_row, head, out, ckpt, 0, settings, callback, t0, cpu0)
@@ -773,6 +781,22 @@ class _EmbedRun:
                 # only what gptlearn wrote there (its manifest says what): never a folder of yours
                 remove_folder(self.ckpt)
         return hist
+
+
+def _check_time(embedder: Embedder, epoch_rows: list[list[int]], cfg: EmbedTrainConfig, dev: torch.device,
+                steps_per_epoch: int, start: int) -> None:
+    """Refuse a run whose training passes (every row of an epoch embedded, forward and backward, for each
+    remaining epoch: :meth:`Embedder.estimate_flops`) would take ``dev`` longer than ``cfg.max_days`` even at
+    the most it does (:func:`gptlearn.devices.check_duration`), before the run starts."""
+    epoch = embedder.estimate_flops(epoch_rows, training=True)
+    left = max(steps_per_epoch * cfg.epochs - start, 0)
+    config = embedder.model.config
+    check_duration(
+        epoch * left // max(steps_per_epoch, 1), dev, max_days=cfg.max_days,
+        what=(f"this run ({left / max(steps_per_epoch, 1):,.0f} epochs of {len(epoch_rows):,} sentences, "
+              f"{sum(map(len, epoch_rows)):,} tokens, through a GPT with n_layer={config.n_layer}, "
+              f"n_embd={config.n_embd})"),
+        advice="lower --epochs, --max-pairs or --max-sentences, or choose a smaller model")
 
 
 def _unlabelled(sentences: Sequence[str] | str | os.PathLike | None, max_sentences: int | None) -> list[str] | None:

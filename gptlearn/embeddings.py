@@ -181,6 +181,19 @@ class Embedder(nn.Module):
     def device(self) -> torch.device:
         return self.model.device
 
+    def estimate_flops(self, rows: Sequence[Sequence[int]], *, training: bool = False) -> int:
+        """At least the floating-point operations of embedding the token-id ``rows`` once (a backward pass
+        too with ``training``): :meth:`GPTConfig.estimate_flops` for each row's own length, through the
+        layers up to ``layer``, without the unembedding. Padding and the pooling come on top."""
+        config = self.model.config
+        if self.layer != -1:
+            config = config.replace(n_layer=self.layer + 1)
+        lengths: dict[int, int] = {}
+        for r in rows:
+            lengths[len(r)] = lengths.get(len(r), 0) + 1
+        return sum(config.estimate_flops(batch_size=n, seq_len=t, training=training, logits=False)
+                   for t, n in lengths.items())
+
     # ---- tokens in, vectors out ------------------------------------------------------------------
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of each sentence, cut to ``max_length`` (with a warning naming how many were cut)."""

@@ -460,6 +460,8 @@ class FinetuneConfig:
     resume: bool = _setting(False, "continue the run in --out (flags left out keep the run's values)")
     overwrite: bool = _setting(False, "replace the classifier in --out with a new one")
     progress: bool = _setting(True, "no progress bar", flag="--no-progress")
+    max_days: float = _setting(30.0, "refuse a run estimated to take longer than this many days (the estimate is a "
+                               "lower bound: it is for runs that cannot finish)")
     layer: int = _setting(-1, "which layer's hidden states to pool", cli=False)
 
     def replace(self, **changes: Any) -> FinetuneConfig:
@@ -500,6 +502,8 @@ class FinetuneConfig:
             raise bad("lr", "a positive number")
         if not (number(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "a number, 0 or more")
+        if not (number(self.max_days) and self.max_days > 0):
+            raise bad("max_days", "a positive number of days")
         if self.method is not None and self.method not in METHODS:
             raise bad("method", " or ".join(METHODS))
         if self.lora_rank is not None and not integer(self.lora_rank, 1):
@@ -523,7 +527,7 @@ def _flag(name: str) -> str:
 
 
 # what a resumed run may change; every other setting decides which steps it takes
-RESUME_MAY_CHANGE = ("epochs", "device", "progress", "out_dir", "resume", "overwrite")
+RESUME_MAY_CHANGE = ("epochs", "device", "progress", "max_days", "out_dir", "resume", "overwrite")
 
 
 @dataclass
@@ -649,7 +653,8 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
     applied over ``config``. ``model`` may also be a :class:`~gptlearn.GPT` (it is changed in place by
     every method but ``probe``). With ``out_dir`` the classifier is saved after every epoch, and
     ``resume=True`` continues the run saved there. Everything is checked before anything is trained
-    or written.
+    or written, the time the run takes included: a run estimated to take longer than ``max_days`` (30)
+    even at the most the device does is refused (:func:`gptlearn.devices.check_duration`).
     """
     cfg = (config or FinetuneConfig()).replace(**settings)
     model_given = isinstance(cfg.model, nn.Module)
@@ -715,12 +720,14 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
     if bad is not None:
         raise GptlearnError(f"the model's weights hold NaN or infinity (first in {bad}); load a model that trained "
                             "without diverging")
-    torch.manual_seed(cfg.seed + 1)
-    _prepare(clf, method, cfg)
     rows = clf.embedder.tokenize(sentences)
     y = torch.tensor([names.index(x) for x in labels])  # (N,)
     dev_rows = clf.embedder.tokenize(dev_data[0]) if dev_data else None
     dev_y = torch.tensor([names.index(x) for x in dev_data[1]]) if dev_data else None
+    start = saved["step"] if saved is not None else 0  # a fine-tuning run's step is the epoch it finished
+    _check_time(clf, method, rows, dev_rows, cfg, device, start)  # before the model given is changed
+    torch.manual_seed(cfg.seed + 1)
+    _prepare(clf, method, cfg)
 
     from .train import lr_at, make_optimizer
 
@@ -729,9 +736,7 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
     steps_per_epoch = -(-len(rows) // cfg.batch_size)
     steps = cfg.epochs * steps_per_epoch
     result = FinetuneResult(clf, method, trainable_parameters(clf))
-    start = 0
     if saved is not None:
-        start = saved["step"]  # a fine-tuning run's step is the epoch it finished
         if start > cfg.epochs:
             raise InvalidValueError(f"--resume: the run in {out} finished {start} epochs already; ask for "
                                     f"--epochs {start} or more")
@@ -803,6 +808,29 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
     result.seconds = time.perf_counter() - began
     clf.eval()
     return result
+
+
+def _check_time(clf: Classifier, method: str, rows: list[list[int]], dev_rows: list[list[int]] | None,
+                cfg: FinetuneConfig, device: torch.device, start: int) -> None:
+    """Refuse a run that would take ``device`` longer than ``cfg.max_days`` even at the most it does
+    (:func:`gptlearn.devices.check_duration`), before anything is trained: for each remaining epoch, the
+    training sentences through the model (forward and backward for ``full``; at least a forward for
+    ``last_block`` and ``lora``) and the dev sentences forward; ``probe`` reads both once."""
+    from .devices import check_duration
+
+    left = max(cfg.epochs - start, 0)
+    dev = clf.embedder.estimate_flops(dev_rows) if dev_rows else 0
+    if method == "probe":
+        flops = (clf.embedder.estimate_flops(rows) + dev) * (left > 0)
+    else:
+        flops = left * (clf.embedder.estimate_flops(rows, training=method == "full") + dev)
+    config = clf.model.config
+    epochs = f"{left:,}" if left < 10**18 else f"10^{len(str(left)) - 1} or more"
+    check_duration(flops, device, max_days=cfg.max_days,
+                   what=(f"this fine-tuning ({epochs} epochs of {len(rows):,} sentences, {sum(map(len, rows)):,} "
+                         f"tokens, method {method}, through a GPT with n_layer={config.n_layer}, "
+                         f"n_embd={config.n_embd})"),
+                   advice="lower --epochs, train on fewer sentences, or choose a smaller model")
 
 
 def _save_run(clf: Classifier, out: Path, cfg: FinetuneConfig, optimizer: torch.optim.Optimizer,

@@ -48,7 +48,7 @@ from .checks import (Rule, add_config_arguments, check_rules, is_int, is_number,
                      setting, sha256, shown)
 from .config import PRESETS, GPTConfig, gib
 from .data import TokenDataset, load_text, split_text
-from .devices import autocast, free_bytes
+from .devices import autocast, check_duration, free_bytes
 from .dist import Dist
 from .errors import GptlearnError
 from .folders import check_folder, check_name, kind_of
@@ -65,7 +65,7 @@ __all__ = [
     # the trainer state on disk
     "write_trainer_state", "read_trainer_state",
     # the run, and its command line
-    "Run", "train", "add_arguments", "register_cli", "main",
+    "Run", "train", "run_flops", "add_arguments", "register_cli", "main",
 ]
 
 # ---- the settings of a run: one dataclass, from which the command line is built ----------------------
@@ -112,6 +112,8 @@ class TrainConfig:
     induction_frac: float = _setting(0.0, "share of training rows of random tokens repeated, loss only on "
                                      "the repeats (induction heads)")
     progress: bool = _setting(True, "no progress bar", flag="--no-progress")
+    max_days: float = _setting(30.0, "refuse a run estimated to take longer than this many days (the estimate is a "
+                               "lower bound: it is for runs that cannot finish)")
     # settings of the Python API only
     betas: tuple[float, float] = _setting((0.9, 0.95), "AdamW's moment decay rates", cli=False)
     grad_clip: float = _setting(1.0, "largest gradient norm (0: no clipping)", cli=False)
@@ -153,17 +155,18 @@ class TrainConfig:
     @classmethod
     def from_run(cls, out_dir: str | os.PathLike) -> TrainConfig:
         """The settings of the run saved in ``out_dir``, with ``resume=True``: change the ones in
-        :data:`RESUME_MAY_CHANGE` (``.replace(steps=2000)``) and pass it to :func:`train` to continue it."""
+        :data:`RESUME_MAY_CHANGE` (``.replace(steps=2000)``) and pass it to :func:`train` to continue it.
+        ``max_days`` is left at its default: a limit on time is the caller's, never the checkpoint's."""
         saved = read_state_json(Path(out_dir).expanduser())["settings"]
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"max_days"}  # the time limit is the caller's: a state never lifts it
         kept = {k: tuple(v) if k == "betas" and isinstance(v, list) else v for k, v in saved.items() if k in names}
         return cls(**kept).replace(out_dir=out_dir, resume=True, overwrite=False)
 
 
 # What a resumed run may change: how long it goes on, how it reports, where it runs. Every other setting
 # decides which steps it takes, so it must be the run's own (train() names any that differ).
-RESUME_MAY_CHANGE = ("steps", "eval_every", "eval_iters", "save_every", "sample_tokens", "sample_prompt",
-                     "device", "compile", "progress", "out_dir", "resume", "overwrite")  # the last 3: what to do
+RESUME_MAY_CHANGE = ("steps", "eval_every", "eval_iters", "save_every", "sample_tokens", "sample_prompt", "device",
+                     "compile", "progress", "max_days", "out_dir", "resume", "overwrite")  # the last 3: what to do
 
 
 def _is_device(x: Any) -> bool:
@@ -190,6 +193,7 @@ _RULES: tuple[Rule, ...] = (
     (("sample_tokens",), lambda x: is_int(x, 0, 100_000), "an integer, 0 or more, at most 100,000"),
     (("seed",), lambda x: is_int(x, 0, 2**32 - 1), "an integer from 0 to 2**32 - 1"),
     (("lr",), lambda x: is_number(x) and x > 0, "a positive number"),
+    (("max_days",), lambda x: is_number(x) and x > 0, "a positive number of days"),
     (("min_lr",), optional(lambda x: is_number(x, 0)), "a number, 0 or more (or None for lr/10)"),
     (("weight_decay", "grad_clip"), lambda x: is_number(x, 0), "a number, 0 or more"),
     (("betas",), lambda x: isinstance(x, (tuple, list)) and len(x) == 2 and all(is_number(b, 0) and b < 1 for b in x),
@@ -429,13 +433,89 @@ def _check_folder_memory(folder: str | os.PathLike, args: TrainConfig, dev: torc
     """:func:`_check_memory` for the model a folder's ``config.json`` describes, before the model is built (a
     hostile ``"n_layer": 200000`` would take minutes to build, even without its weights). A name that is no
     folder (``gpt2``) or a config.json that does not read is left to ``GPT.from_pretrained``, which says why."""
+    config = _folder_config(folder)
+    if config is not None:
+        _check_memory(config, args, _block_size(args, config), dev,
+                      source=f"training the model {Path(os.fspath(folder)).expanduser() / 'config.json'} describes")
+
+
+def _folder_config(folder: str | os.PathLike) -> GPTConfig | None:
+    """The shape a model folder's ``config.json`` gives, read without building anything; None where there is no
+    such file or it does not read (``GPT.from_pretrained`` then says why)."""
     path = Path(os.fspath(folder)).expanduser() / "config.json"
     try:
         config = GPTConfig.from_hf_dict(json.loads(read_regular(path, max_bytes=JSON_MAX_BYTES).decode("utf-8")))
         config.estimate_bytes(training=True)  # its sizes are numbers
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
-        return
-    _check_memory(config, args, _block_size(args, config), dev, source=f"training the model {path} describes")
+        return None
+    return config
+
+
+# ---- time: refuse a run that cannot finish before starting it ---------------------------------------------
+def _count_due(every: int, start: int, end: int) -> int:
+    """How many of the steps start+1 .. end are due for something done every ``every`` steps and at the end."""
+    if end <= start:
+        return 0
+    return end // every - start // every + (end % every != 0)
+
+
+def run_flops(config: GPTConfig, args: TrainConfig, block_size: int, start: int = 0) -> int:
+    """At least the floating-point operations a run makes from step ``start`` to ``args.steps`` in one process
+    (:meth:`GPTConfig.estimate_flops`): ``grad_accum`` forward and backward passes a step, a forward pass
+    over ``eval_iters`` batches of the training split at every evaluation, one batch at every checkpoint (its
+    finite-loss check) and the sample's tokens."""
+    steps = max(args.steps - start, 0)
+    evals = _count_due(args.eval_every, start, args.steps)
+    saves = _count_due(args.save_every or args.eval_every, start, args.steps)
+    batch = dict(batch_size=args.batch_size, seq_len=block_size)
+    return (steps * args.grad_accum * config.estimate_flops(**batch, training=True)
+            + (evals * args.eval_iters + saves) * config.estimate_flops(**batch)
+            + evals * args.sample_tokens * config.estimate_flops(batch_size=1, seq_len=1))
+
+
+def _check_time(config: GPTConfig, args: TrainConfig, block_size: int, dev: torch.device, start: int = 0,
+                vocab: str = "=") -> None:
+    """Refuse a run whose :func:`run_flops` would take ``dev`` longer than ``args.max_days`` even at the most
+    this device does (:func:`gptlearn.devices.check_duration`), before any step is taken."""
+    steps = max(args.steps - start, 0)
+    evals = _count_due(args.eval_every, start, args.steps)
+    check_duration(
+        run_flops(config, args, block_size, start), dev, max_days=args.max_days,
+        what=(f"this run ({steps:,} steps of {args.grad_accum:,} × {args.batch_size:,} × {block_size:,} tokens and "
+              f"{evals:,} evaluations of {args.eval_iters:,} batches, for a GPT with n_layer={config.n_layer}, "
+              f"n_embd={config.n_embd}, vocab_size{vocab}{config.vocab_size:,})"),
+        advice="lower --steps, --grad-accum, --batch-size or --eval-iters (or raise --eval-every), or choose a "
+               "smaller model")
+
+
+def _vocab_at_least(tokenizer: Any) -> int:
+    """The fewest tokens a fresh run's tokenizer can have, known before it is loaded or learned."""
+    if isinstance(tokenizer, str) and tokenizer == "gpt2":
+        return 50257
+    if isinstance(tokenizer, str) and tokenizer.startswith("bpe:") and tokenizer[4:].isdigit():
+        return int(tokenizer[4:])
+    vocab = getattr(tokenizer, "vocab_size", None)
+    return vocab if is_int(vocab, 1) else 1
+
+
+def _check_time_early(config_or_model, data, args: TrainConfig, dev: torch.device) -> None:
+    """:func:`_check_time` for a new run from what is known before any work (before the folder is made, the
+    text read or a tokenizer learned): the model's shape from the GPT, the config or the ``init`` folder,
+    and the fewest tokens its tokenizer can have. :meth:`Run.start` checks again with the model built."""
+    if args.resume:
+        return  # the run's step and model are read in Run.start
+    vocab = "="
+    if args.init is not None:
+        config = _folder_config(args.init)
+    elif isinstance(config_or_model, GPT):
+        config = config_or_model.config
+    else:
+        config = _as_config(config_or_model) or GPTConfig.from_preset("mini")
+        spec = args.tokenizer if args.tokenizer is not None else (
+            data.tokenizer if isinstance(data, TokenDataset) else "gpt2")
+        config, vocab = config.replace(vocab_size=min(config.vocab_size, _vocab_at_least(spec))), " >= "
+    if config is not None:
+        _check_time(config, args, _block_size(args, config), dev, vocab=vocab)
 
 
 # ---- the model a run trains ---------------------------------------------------------------------------
@@ -762,6 +842,7 @@ class Run:
         block_size = _block_size(args, model.config)
         dataset.check_block_size(block_size)
         _check_memory(model.config, args, block_size, dev)
+        dist.on_master(lambda: _check_time(model.config, args, block_size, dev, saved["step"] if saved else 0), None)
         data_sha256 = sha256(np.ascontiguousarray(dataset.tokens).tobytes())
         if saved is not None and saved["data_sha256"] not in (None, data_sha256):
             raise GptlearnError(f"--resume continues the run in {out}, but its training tokens differ from the run's "
@@ -870,12 +951,15 @@ def train(
     one. ``resume=True`` continues the run in ``out_dir`` exactly where it stopped, with its settings
     (:meth:`TrainConfig.from_run`; those in :data:`RESUME_MAY_CHANGE` may change, any other that differs is
     refused); ``overwrite=True`` replaces the run (or model) there. The folder is locked while the run lasts.
-    Everything is checked before any work: the settings, the folder, the memory the model and batch need.
+    Everything is checked before any work: the settings, the folder, the memory the model and batch need,
+    and the time the run takes: a run estimated to take longer than ``max_days`` (30) even at the most the
+    device does (:func:`run_flops`, :func:`gptlearn.devices.check_duration`) is refused.
     """
     args = (args or TrainConfig()).replace(**settings).validate()
     dist = Dist.from_env()
     dev = dist.device(args.device)
     out = Path(args.out_dir).expanduser() if args.out_dir is not None else None
+    dist.on_master(lambda: _check_time_early(config_or_model, data, args, dev), None)  # before the folder is made
     with contextlib.ExitStack() as stack:  # holds the folder's lock and the allocator setting until the run ends
         replaced = dist.on_master(lambda: _open_run_folder(out, args, stack), set()) if out is not None else set()
         if dev.type == "cpu":

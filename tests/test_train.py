@@ -276,7 +276,7 @@ CLI_FLAGS = {  # gptlearn train's flags: a promise to users, so spelled out here
     "--data", "--preset", "--config", "--init", "--out", "--tokenizer", "--steps", "--batch-size", "--block-size",
     "--lr", "--min-lr", "--warmup", "--weight-decay", "--eval-every", "--eval-iters", "--grad-accum", "--seed",
     "--device", "--compile", "--resume", "--overwrite", "--pos-init", "--repeat-frac", "--induction-frac",
-    "--no-progress",
+    "--no-progress", "--max-days",
 }
 
 

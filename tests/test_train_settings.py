@@ -45,7 +45,7 @@ def _allowed(name: str, v) -> bool:
         "save_every": v is None or integer(v, 1), "warmup": integer(v, 0), "sample_tokens": integer(v, 0, 100_000),
         "seed": integer(v, 0, 2**32 - 1),
         "lr": number(v) and v > 0, "min_lr": v is None or (number(v, 0) and v <= 1e-3),  # at most lr (1e-3)
-        "weight_decay": number(v, 0), "grad_clip": number(v, 0),
+        "weight_decay": number(v, 0), "grad_clip": number(v, 0), "max_days": number(v) and v > 0,
         "betas": isinstance(v, (tuple, list)) and len(v) == 2 and all(number(b, 0) and b < 1 for b in v),
         "repeat_frac": number(v, 0, 1), "induction_frac": number(v, 0, 1), "val_fraction": number(v, 0) and v < 1,
         "pos_init": v in ("normal", "sinusoidal"), "compile": isinstance(v, bool), "progress": isinstance(v, bool),

@@ -10,7 +10,6 @@ agree (cosine > 0.999 on every sentence). A rep is a whole pass (2 reps after th
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -23,10 +22,7 @@ import common  # noqa: E402
 
 
 def sentences(n: int) -> list[str]:
-    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
-    path = data / "stsb" / "sts-dev.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
+    path = common.data_file("stsb/sts-dev.csv")
     seen: dict[str, None] = {}
     with path.open(encoding="utf-8") as f:
         for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):

@@ -8,7 +8,6 @@ per second; the teaching tokenizer encodes a slice (``--slow-bytes``) with a fre
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,11 +16,7 @@ import common  # noqa: E402
 
 
 def load_text(args) -> str:
-    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
-    path = data / "tinyshakespeare.txt"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
-    text = path.read_text(encoding="utf-8")
+    text = common.data_file("tinyshakespeare.txt").read_text(encoding="utf-8")
     return text[:20_000] if args.smoke else text
 
 

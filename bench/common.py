@@ -28,8 +28,20 @@ if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-if "GPTLEARN_DATA_DIR" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
-    os.environ["GPTLEARN_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+
+from gptlearn.data import DATA_DIR_ENV, data_folder  # noqa: E402 (this checkout's, after the settings above)
+
+if data_folder() is not None:  # the processes a benchmark starts find the same folder
+    os.environ.setdefault(DATA_DIR_ENV, str(data_folder()))
+
+
+def data_file(name: str) -> Path:
+    """The file ``name`` in the shared data folder (``gptlearn.data.data_folder``); exits saying how to give it."""
+    folder = data_folder()
+    if folder is None or not (folder / name).is_file():
+        raise SystemExit(f"{name} not found in {folder or 'any data folder'}; set {DATA_DIR_ENV} to the shared "
+                         "data folder")
+    return folder / name
 
 
 def parser(description: str) -> argparse.ArgumentParser:

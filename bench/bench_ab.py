@@ -166,38 +166,35 @@ def main(argv=None) -> list[dict]:
                 args.new = min(args.new, 8)
             drop = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0) if name.startswith("train") else {}
             model_dir = common.random_model_dir(preset, Path(tmp) / name, tokenizer=(name == "embed"), **drop)
-            runs = make(model_dir, args)
-            for fn in runs.values():  # a correctness pass that also warms every side up
-                fn()
+            probes = {}
             if probe == "gemm":
-                runs["probe"], work = common.gemm_probe(torch.device("cpu"), 256 if args.smoke else 2048)
+                probes["probe"], work = common.gemm_probe(torch.device("cpu"), 256 if args.smoke else 2048)
             elif probe == "stream":
-                streams, work = common.stream_probes(torch.device("cpu"), (16 << 20) if args.smoke else (1 << 30))
-                runs.update(streams)
-            t = common.interleaved(runs, reps=args.reps, warmup=args.warmup)
-            med = {k: common.med(v) for k, v in t.items()}
+                probes, work = common.stream_probes(torch.device("cpu"), (16 << 20) if args.smoke else (1 << 30))
+            c = common.contest(args, "cpu", make(model_dir, args), probes=probes)  # a first pass warms every side
+            med = {k: c.med(k) for k in c.times}
             row = {"row": f"ab-{name}", "shape": preset, "seconds": med,
                    "new_tokens": args.new if name == "generate" else None,
-                   "after_vs_before": med["before"] / med["after"],
-                   "speedup_before": med["transformers"] / med["before"],
-                   "speedup_after": med["transformers"] / med["after"]}
+                   "after_vs_before": c.speedup("after", "before"),
+                   "speedup_before": c.speedup("before", "transformers"),
+                   "speedup_after": c.speedup("after", "transformers")}
             if "after_fused" in med and "before_fused" in med:
-                row.update(fused_after_vs_before=med["before_fused"] / med["after_fused"],
-                           fused_speedup_before=med["transformers"] / med["before_fused"],
-                           fused_speedup_after=med["transformers"] / med["after_fused"])
+                row.update(fused_after_vs_before=c.speedup("after_fused", "before_fused"),
+                           fused_speedup_before=c.speedup("before_fused", "transformers"),
+                           fused_speedup_after=c.speedup("after_fused", "transformers"))
             ref = load("after", model_dir)
             if probe == "gemm":
-                rate = work / med["probe"]
+                rate = c.rate("probe", work)
                 B, T = batch(args, (2, 16), (8, 128) if name == "forward" else (4, 128))
                 flops = (2.0 if name == "forward" else 6.0) * ref.num_parameters() * B * T
-                row["roofline"] = {k: flops / med[k] / rate for k in ("before", "after", "transformers")}
+                row["roofline"] = {k: c.roofline(k, flops, rate) for k in ("before", "after", "transformers")}
             elif probe == "stream":
-                bandwidth = max(work / med[k] for k in streams)
+                bandwidth = max(c.rate(k, work) for k in probes)
                 weight_bytes = (ref.num_parameters() - ref.wpe.weight.numel()) * 4
                 bound = bandwidth / weight_bytes  # tokens/s
                 row.update(bandwidth_gb_s=bandwidth / 1e9, bound_tok_s=bound)
-                row["roofline"] = {k: args.new / med[k] / bound for k in med if k not in streams}
-            out.append(common.emit(row, times=t, reps=args.reps, memory={}))
+                row["roofline"] = {k: c.roofline(k, args.new, bound) for k in med if k not in probes}
+            out.append(c.emit(row))
     return out
 
 

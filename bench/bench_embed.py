@@ -10,23 +10,18 @@ agree (cosine > 0.999 on every sentence). A rep is a whole pass (2 reps after th
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
 def sentences(n: int) -> list[str]:
-    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
-    path = data / "stsb" / "sts-dev.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
+    path = common.data_file("stsb/sts-dev.csv")
     seen: dict[str, None] = {}
     with path.open(encoding="utf-8") as f:
         for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
@@ -65,7 +60,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--sentences", type=int, default=1000, help="how many unique STS-B dev sentences")
     args = p.parse_args(argv)
     if args.reps is None and not args.smoke:  # a rep is a whole pass over the sentences
-        args.reps, args.warmup = 2, 0  # the cosine check above already warmed both sides up
+        args.reps, args.warmup = 2, 0  # the cosine check (the first pass) warms both sides up
     device = common.setup(args)
     preset = "tiny" if args.smoke else "gpt2"
     sents = sentences(48 if args.smoke else args.sentences)
@@ -76,27 +71,26 @@ def main(argv=None) -> list[dict]:
         return []
     with tempfile.TemporaryDirectory() as d:
         model_dir = common.random_model_dir(preset, Path(d), tokenizer=True)
-        g_run = prepare("gptlearn", model_dir, args, device, sents)
-        s_run = prepare("sentence-transformers", model_dir, args, device, sents)
-        a, b = np.asarray(g_run(), dtype=np.float64), np.asarray(s_run(), dtype=np.float64)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        t = common.interleaved({"gptlearn": g_run, "sentence-transformers": s_run},
-                               reps=args.reps, warmup=args.warmup, device=device)
-        mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "sentence-transformers"], model_dir) \
-            if args.memory else {}
+        sides = {"gptlearn": prepare("gptlearn", model_dir, args, device, sents),
+                 "sentence-transformers": prepare("sentence-transformers", model_dir, args, device, sents)}
+        c = common.contest(args, device, sides, check=min_cosine, script=__file__, model_dir=model_dir)
     n = len(sents)
     row = {
         "row": "embed",
-        "shape": f"{preset} {n} STS-B dev sentences, batch 32, mean pooling",
-        "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
-        "threads": torch.get_num_threads(),
-        "gptlearn_sent_s": n / common.med(t["gptlearn"]),
-        "st_sent_s": n / common.med(t["sentence-transformers"]),
-        "speedup": common.med(t["sentence-transformers"]) / common.med(t["gptlearn"]),
-        "min_cosine": float(cos.min()),
+        "shape": f"{preset} {n} STS-B dev sentences, batch 32, mean pooling", **common.settings(args, device),
+        "gptlearn_sent_s": c.rate("gptlearn", n),
+        "st_sent_s": c.rate("sentence-transformers", n),
+        "speedup": c.speedup("gptlearn", "sentence-transformers"),
+        "min_cosine": c.checked,
         "memory_on": "first 256 sentences",
     }
-    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
+    return [c.emit(row)]
+
+
+def min_cosine(out: dict) -> float:
+    """The lowest cosine between the two sides' embeddings of one sentence."""
+    a, b = (np.asarray(out[k], dtype=np.float64) for k in ("gptlearn", "sentence-transformers"))
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
 
 if __name__ == "__main__":

@@ -69,38 +69,37 @@ def main(argv=None) -> list[dict]:
     def theirs():
         return st.encode(sents, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
 
-    quality = {"gptlearn": spearman(ours(), kept), "sentence-transformers": spearman(theirs(), kept)}
-    t = common.interleaved({"gptlearn": ours, "sentence-transformers": theirs}, reps=args.reps,
-                           warmup=args.warmup, device=device)
+    c = common.contest(args, device, {"gptlearn": ours, "sentence-transformers": theirs},
+                       check=lambda out: {k: spearman(v, kept) for k, v in out.items()})
     gemm, gemm_flops = common.gemm_probe(device, 256 if args.smoke else 1024)
-    g = common.interleaved({"gemm": gemm}, reps=5, warmup=2, device=device)["gemm"]
-    peak = gemm_flops / common.med(g)
+    peak = common.Contest(common.interleaved({"gemm": gemm}, reps=5, warmup=2, device=device)).rate("gemm", gemm_flops)
 
-    c = emb.model.config
+    cfg = emb.model.config
     ours_weights = sum(p.numel() for n, p in emb.model.named_parameters() if n.startswith("blocks."))
     bert = st[0].auto_model
     theirs_weights = sum(p.numel() for n, p in bert.named_parameters() if n.startswith("encoder."))
-    ours_flops = flops_per_pass([len(r) for r in emb.tokenize(sents)], ours_weights, c.n_layer, c.n_embd)
+    ours_flops = flops_per_pass([len(r) for r in emb.tokenize(sents)], ours_weights, cfg.n_layer, cfg.n_embd)
     their_tokens = [len(x) for x in st.tokenizer(sents)["input_ids"]]
     theirs_flops = flops_per_pass(their_tokens, theirs_weights, bert.config.num_hidden_layers,
                                   bert.config.hidden_size)
     n = len(sents)
-    tg, ts = common.med(t["gptlearn"]), common.med(t["sentence-transformers"])
     row = {
         "row": "embedder",
         "shape": f"gptlearn-embed vs all-MiniLM-L6-v2, {n} STS-B dev sentences, batch 32",
         "device": str(device), "dtype": "fp32", "threads": torch.get_num_threads(),
-        "gptlearn_sent_s": n / tg, "st_sent_s": n / ts, "speedup": ts / tg,
-        "gptlearn_roofline": ours_flops / tg / peak, "transformers_roofline": theirs_flops / ts / peak,
+        "gptlearn_sent_s": c.rate("gptlearn", n), "st_sent_s": c.rate("sentence-transformers", n),
+        "speedup": c.speedup("gptlearn", "sentence-transformers"),
+        "gptlearn_roofline": c.roofline("gptlearn", ours_flops, peak),
+        "transformers_roofline": c.roofline("sentence-transformers", theirs_flops, peak),
         "gemm_gflops": peak / 1e9,
         "gptlearn_params_m": emb.model.num_parameters() / 1e6,
         "st_params_m": sum(p.numel() for p in bert.parameters()) / 1e6,
         "gptlearn_tokens": float(np.mean([len(r) for r in emb.tokenize(sents)])),
         "st_tokens": float(np.mean(their_tokens)),
-        "gptlearn_spearman": quality["gptlearn"], "st_spearman": quality["sentence-transformers"],
+        "gptlearn_spearman": c.checked["gptlearn"], "st_spearman": c.checked["sentence-transformers"],
         "pairs": len(kept),
     }
-    return [common.emit(row, times=t, reps=args.reps, memory={})]
+    return [c.emit(row)]
 
 
 if __name__ == "__main__":

@@ -45,29 +45,24 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
         model_dir = common.random_model_dir(preset, Path(d))
         g_model, g_run = prepare("gptlearn", model_dir, args, device)
-        h_model, h_run = prepare("transformers", model_dir, args, device)
-        err = (g_run().float() - h_run().float()).abs().max().item()
+        _, h_run = prepare("transformers", model_dir, args, device)
         gemm, gemm_flops = common.gemm_probe(device, n, torch.bfloat16 if args.bf16 else torch.float32)
-        t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "gemm": gemm},
-                               reps=args.reps, warmup=args.warmup, device=device)
-        mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "transformers"], model_dir) \
-            if args.memory else {}
-    params = g_model.num_parameters()
-    flops = 2.0 * params * B * T
-    gemm_rate = gemm_flops / common.med(t["gemm"])
+        c = common.contest(args, device, {"gptlearn": g_run, "transformers": h_run}, probes={"gemm": gemm},
+                           check=lambda out: (out["gptlearn"].float() - out["transformers"].float()).abs().max().item(),
+                           script=__file__, model_dir=model_dir)
+    flops = 2.0 * g_model.num_parameters() * B * T
+    gemm_rate = c.rate("gemm", gemm_flops)
     row = {
         "row": "forward",
-        "shape": f"{preset} B={B} T={T}",
-        "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
-        "threads": torch.get_num_threads(),
-        "gptlearn_s": common.med(t["gptlearn"]), "transformers_s": common.med(t["transformers"]),
-        "speedup": common.med(t["transformers"]) / common.med(t["gptlearn"]),
+        "shape": f"{preset} B={B} T={T}", **common.settings(args, device),
+        "gptlearn_s": c.med("gptlearn"), "transformers_s": c.med("transformers"),
+        "speedup": c.speedup("gptlearn", "transformers"),
         "gemm_gflops": gemm_rate / 1e9,
-        "gptlearn_roofline": flops / common.med(t["gptlearn"]) / gemm_rate,
-        "transformers_roofline": flops / common.med(t["transformers"]) / gemm_rate,
-        "max_abs_logit_diff": err,
+        "gptlearn_roofline": c.roofline("gptlearn", flops, gemm_rate),
+        "transformers_roofline": c.roofline("transformers", flops, gemm_rate),
+        "max_abs_logit_diff": c.checked,
     }
-    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
+    return [c.emit(row)]
 
 
 if __name__ == "__main__":

@@ -74,47 +74,44 @@ def main(argv=None) -> list[dict]:
         runs = {"gptlearn": g_run, "transformers": h_run}
         if fused_available(device, args):
             runs["gptlearn_fused"] = prepare("gptlearn_fused", model_dir, args, device)[1]
-        outs = {k: run() for k, run in runs.items()}
-        same = {k: (outs[k][0, P:] == outs["transformers"][0, P:]).float().mean().item() for k in outs}
         probe_dtype = torch.bfloat16 if args.bf16 else torch.float32
         mv, mv_bytes = common.matvec_probe(device, rows, cols, probe_dtype)
         vm, _ = common.vecmat_probe(device, rows, cols, probe_dtype)
         sm, sm_bytes = common.split_matvec_probe(device, rows, cols, probe_dtype)
         streams, st_bytes = common.stream_probes(device, stream_bytes)
-        t = common.interleaved({**runs, "matvec": mv, "vecmat": vm, "split_matvec": sm, **streams},
-                               reps=args.reps, warmup=args.warmup, device=device)
-        t_nc = common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
-                                  reps=max(2, args.reps // 2), warmup=1, device=device)
-        mem = common.memory_in_subprocesses(__file__, args, list(runs), model_dir) if args.memory else {}
+
+        def same_tokens(outs):  # -> {side: share of its new tokens equal to transformers'}
+            return {k: (outs[k][0, P:] == outs["transformers"][0, P:]).float().mean().item() for k in outs}
+
+        c = common.contest(args, device, runs, check=same_tokens,
+                           probes={"matvec": mv, "vecmat": vm, "split_matvec": sm, **streams},
+                           script=__file__, model_dir=model_dir)
+        nc = common.Contest(common.interleaved({"gptlearn": c_run, "gptlearn_nocache": n_run},
+                                               reps=max(2, args.reps // 2), warmup=1, device=device))
     bytes_per_el = g_model.wte.weight.element_size()  # autocast keeps the weights in fp32 and reads them
     weight_bytes = (g_model.num_parameters() - g_model.wpe.weight.numel()) * bytes_per_el
-    probe_rates = {k: b / common.med(t[k]) for k, b in
-                   (("matvec", mv_bytes), ("vecmat", mv_bytes), ("split_matvec", sm_bytes))}
-    bandwidth = max(st_bytes / common.med(t[k]) for k in streams)  # what this machine can read at all
+    bandwidth = max(c.rate(k, st_bytes) for k in streams)  # what this machine can read at all
     bound = bandwidth / weight_bytes  # tokens/s if only weight reads cost anything
-    tok_s = {k: N / common.med(v) for k, v in t.items() if k not in probe_rates}
+    tok_s = {k: c.rate(k, N) for k in runs}
     row = {
         "row": "generate",
-        "shape": f"{preset} prompt={P} new={N} batch=1 greedy",
-        "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
-        "threads": torch.get_num_threads(),
+        "shape": f"{preset} prompt={P} new={N} batch=1 greedy", **common.settings(args, device),
         "gptlearn_tok_s": tok_s["gptlearn"], "transformers_tok_s": tok_s["transformers"],
-        "gptlearn_nocache_tok_s": n_new / common.med(t_nc["gptlearn_nocache"]),
+        "gptlearn_nocache_tok_s": nc.rate("gptlearn_nocache", n_new),
         "speedup": tok_s["gptlearn"] / tok_s["transformers"],
         "cache_speedup_at": n_new,
-        "cache_speedup": common.med(t_nc["gptlearn_nocache"]) / common.med(t_nc["gptlearn"]),
+        "cache_speedup": nc.speedup("gptlearn", "gptlearn_nocache"),
         "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
-        "matvec_gb_s": probe_rates["matvec"] / 1e9, "vecmat_gb_s": probe_rates["vecmat"] / 1e9,
-        "split_matvec_gb_s": probe_rates["split_matvec"] / 1e9,
-        "stream_sum_gb_s": st_bytes / common.med(t["stream_sum"]) / 1e9,
-        "stream_max_gb_s": st_bytes / common.med(t["stream_max"]) / 1e9,
+        "matvec_gb_s": c.rate("matvec", mv_bytes) / 1e9, "vecmat_gb_s": c.rate("vecmat", mv_bytes) / 1e9,
+        "split_matvec_gb_s": c.rate("split_matvec", sm_bytes) / 1e9,
+        "stream_sum_gb_s": c.rate("stream_sum", st_bytes) / 1e9,
+        "stream_max_gb_s": c.rate("stream_max", st_bytes) / 1e9,
         "stream_bytes": st_bytes,
-        "gptlearn_roofline": tok_s["gptlearn"] / bound,
-        "transformers_roofline": tok_s["transformers"] / bound,
-        "same_tokens": same["gptlearn"],
+        "gptlearn_roofline": c.roofline("gptlearn", N, bound),
+        "transformers_roofline": c.roofline("transformers", N, bound),
+        "same_tokens": c.checked["gptlearn"],
     }
-    rows = [common.emit(row, times={k: t[k] for k in ("gptlearn", "transformers")}, reps=args.reps,
-                        memory={k: mem[k] for k in ("gptlearn", "transformers") if k in mem})]
+    rows = [c.emit(row, sides={"gptlearn": "gptlearn", "transformers": "transformers"})]
     if "gptlearn_fused" in runs:
         fused = {
             "row": "generate-fused", "shape": row["shape"], "device": row["device"], "dtype": row["dtype"],
@@ -123,13 +120,12 @@ def main(argv=None) -> list[dict]:
             "speedup": tok_s["gptlearn_fused"] / tok_s["transformers"],
             "fused_vs_eager": tok_s["gptlearn_fused"] / tok_s["gptlearn"],
             "bandwidth_gb_s": bandwidth / 1e9, "bound_tok_s": bound,
-            "gptlearn_roofline": tok_s["gptlearn_fused"] / bound,
-            "transformers_roofline": tok_s["transformers"] / bound,
-            "same_tokens": same["gptlearn_fused"],
+            "gptlearn_roofline": c.roofline("gptlearn_fused", N, bound),
+            "transformers_roofline": row["transformers_roofline"],
+            "same_tokens": c.checked["gptlearn_fused"],
         }
-        sides = {"gptlearn": "gptlearn_fused", "transformers": "transformers"}  # this row's gptlearn is the fused step
-        rows.append(common.emit(fused, times={k: t[v] for k, v in sides.items()}, reps=args.reps,
-                                memory={k: mem[v] for k, v in sides.items() if v in mem}))
+        # this row's gptlearn is the fused step
+        rows.append(c.emit(fused, sides={"gptlearn": "gptlearn_fused", "transformers": "transformers"}))
     return rows
 
 

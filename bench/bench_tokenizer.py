@@ -8,7 +8,6 @@ per second; the teaching tokenizer encodes a slice (``--slow-bytes``) with a fre
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,11 +16,7 @@ import common  # noqa: E402
 
 
 def load_text(args) -> str:
-    data = Path(os.environ.get("GPTLEARN_DATA_DIR", common.ROOT.parent / "shared" / "data"))
-    path = data / "tinyshakespeare.txt"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found; set GPTLEARN_DATA_DIR to the shared data folder")
-    text = path.read_text(encoding="utf-8")
+    text = common.data_file("tinyshakespeare.txt").read_text(encoding="utf-8")
     return text[:20_000] if args.smoke else text
 
 
@@ -67,25 +62,26 @@ def main(argv=None) -> list[dict]:
     if args.side:
         common.measure_memory_side(args, lambda: prepare(args.side, text, slow_text))
         return []
-    runs = {s: prepare(s, text, slow_text) for s in ("gptlearn", "tiktoken", "gptlearn_bpe")}
-    ids = {s: r() for s, r in runs.items()}
-    t = common.interleaved({k: runs[k] for k in ("gptlearn", "tiktoken")}, reps=args.reps, warmup=args.warmup)
-    t_bpe = common.interleaved({"gptlearn_bpe": runs["gptlearn_bpe"]}, reps=max(1, args.reps // 3), warmup=0)
-    mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "tiktoken", "gptlearn_bpe"]) \
-        if args.memory else {}
+    bpe = prepare("gptlearn_bpe", text, slow_text)
+    bpe_ids = bpe()
+    c = common.contest(args, "cpu", {s: prepare(s, text, slow_text) for s in ("gptlearn", "tiktoken")},
+                       check=lambda ids: (len(ids["tiktoken"]), ids["gptlearn"] == ids["tiktoken"]
+                                          and bpe_ids == ids["tiktoken"][: len(bpe_ids)]),
+                       script=__file__, memory_sides=["gptlearn", "tiktoken", "gptlearn_bpe"])
+    t_bpe = common.Contest(common.interleaved({"gptlearn_bpe": bpe}, reps=max(1, args.reps // 3), warmup=0))
+    n_tokens, same_ids = c.checked
     mb, slow_mb = len(text.encode()) / 1e6, len(slow_text.encode()) / 1e6
     row = {
         "row": "tokenizer",
-        "shape": f"TinyShakespeare {mb:.2f} MB ({len(ids['tiktoken'])} tokens); BPETokenizer on {slow_mb:.2f} MB",
+        "shape": f"TinyShakespeare {mb:.2f} MB ({n_tokens} tokens); BPETokenizer on {slow_mb:.2f} MB",
         "device": "cpu", "dtype": "-",
-        "gptlearn_mb_s": mb / common.med(t["gptlearn"]), "tiktoken_mb_s": mb / common.med(t["tiktoken"]),
-        "gptlearn_bpe_mb_s": slow_mb / common.med(t_bpe["gptlearn_bpe"]),
-        "speedup": common.med(t["tiktoken"]) / common.med(t["gptlearn"]),
-        "bpe_vs_tiktoken": (slow_mb / common.med(t_bpe["gptlearn_bpe"])) / (mb / common.med(t["tiktoken"])),
-        "same_ids": (ids["gptlearn"] == ids["tiktoken"]
-                     and ids["gptlearn_bpe"] == ids["tiktoken"][: len(ids["gptlearn_bpe"])]),
+        "gptlearn_mb_s": c.rate("gptlearn", mb), "tiktoken_mb_s": c.rate("tiktoken", mb),
+        "gptlearn_bpe_mb_s": t_bpe.rate("gptlearn_bpe", slow_mb),
+        "speedup": c.speedup("gptlearn", "tiktoken"),
+        "bpe_vs_tiktoken": t_bpe.rate("gptlearn_bpe", slow_mb) / c.rate("tiktoken", mb),
+        "same_ids": same_ids,
     }
-    return [common.emit(row, times=t, reps=args.reps, memory=mem)]
+    return [c.emit(row)]
 
 
 if __name__ == "__main__":

@@ -88,28 +88,25 @@ def main(argv=None) -> list[dict]:
         with tempfile.TemporaryDirectory() as d:
             model_dir = common.random_model_dir(preset, Path(d), **drop)
             g_model, g_run = prepare("gptlearn", model_dir, args, device)
-            h_model, h_run = prepare("transformers", model_dir, args, device)
-            first = (g_run().item(), h_run().item())  # same weights, same batch: same first loss
+            _, h_run = prepare("transformers", model_dir, args, device)
             gemm, gemm_flops = common.gemm_probe(device, n, torch.bfloat16 if args.bf16 else torch.float32)
-            t = common.interleaved({"gptlearn": g_run, "transformers": h_run, "gemm": gemm},
-                                   reps=args.reps, warmup=args.warmup, device=device)
-            mem = common.memory_in_subprocesses(__file__, args, ["gptlearn", "transformers"], model_dir) \
-                if args.memory else {}
+            c = common.contest(args, device, {"gptlearn": g_run, "transformers": h_run}, probes={"gemm": gemm},
+                               check=lambda out: (out["gptlearn"].item(), out["transformers"].item()),
+                               script=__file__, model_dir=model_dir)  # same weights, same batch: same first loss
         params = g_model.num_parameters()
-        gemm_rate = gemm_flops / common.med(t["gemm"])
-        tok_s = {k: B * T / common.med(v) for k, v in t.items() if k != "gemm"}
-        rows.append(common.emit({
+        gemm_rate = c.rate("gemm", gemm_flops)
+        flops = 6.0 * params * B * T
+        rows.append(c.emit({
             "row": f"train-{preset}",
             "shape": f"{preset} ({params / 1e6:.1f}M) B={B} T={T} AdamW dropout={args.dropout}",
-            "device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
-            "threads": torch.get_num_threads(), "keep_freed_memory": args.keep_freed_memory,
-            "gptlearn_tok_s": tok_s["gptlearn"], "transformers_tok_s": tok_s["transformers"],
-            "speedup": tok_s["gptlearn"] / tok_s["transformers"],
+            **common.settings(args, device), "keep_freed_memory": args.keep_freed_memory,
+            "gptlearn_tok_s": c.rate("gptlearn", B * T), "transformers_tok_s": c.rate("transformers", B * T),
+            "speedup": c.speedup("gptlearn", "transformers"),
             "gemm_gflops": gemm_rate / 1e9,
-            "gptlearn_roofline": 6.0 * params * tok_s["gptlearn"] / gemm_rate,
-            "transformers_roofline": 6.0 * params * tok_s["transformers"] / gemm_rate,
-            "first_loss": first,
-        }, times=t, reps=args.reps, memory=mem))
+            "gptlearn_roofline": c.roofline("gptlearn", flops, gemm_rate),
+            "transformers_roofline": c.roofline("transformers", flops, gemm_rate),
+            "first_loss": c.checked,
+        }))
     return rows
 
 

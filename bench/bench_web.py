@@ -119,21 +119,21 @@ def main(argv=None) -> list[dict]:
             ctx.close()
         browser.close()
 
-    page_s, torch_s = common.med(times["page"]), common.med(times["torch"])
-    gemm_gflops = gemm_flops / common.med(times["gemm"]) / 1e9
-    page_gflops = flops(len(ids), cfg) / page_s / 1e9
+    c = common.Contest(times, reps=args.reps)  # the page's times are its own clock's, PyTorch's and the GEMM's ours
+    work, gemm_rate = flops(len(ids), cfg), c.rate("gemm", gemm_flops)
     row = {
         "row": "web", "shape": f"gptlearn-mini, {len(ids)} tokens, headless Chromium from file://, 1 core",
         "device": "cpu", "dtype": "fp32 (JavaScript adds in fp64)",
-        "page_ms": 1e3 * page_s, "torch_ms": 1e3 * torch_s, "ratio_torch_faster": page_s / torch_s,
-        "page_plain_js_ms": 1e3 * common.med(plain), "simd_speedup": common.med(plain) / page_s,
-        "page_gflops": page_gflops, "gemm_gflops_1core": gemm_gflops, "page_roofline": page_gflops / gemm_gflops,
-        "torch_roofline": flops(len(ids), cfg) / torch_s / 1e9 / gemm_gflops,
+        "page_ms": 1e3 * c.med("page"), "torch_ms": 1e3 * c.med("torch"),
+        "ratio_torch_faster": c.speedup("torch", "page"),
+        "page_plain_js_ms": 1e3 * common.med(plain), "simd_speedup": common.med(plain) / c.med("page"),
+        "page_gflops": c.rate("page", work) / 1e9, "gemm_gflops_1core": gemm_rate / 1e9,
+        "page_roofline": c.roofline("page", work, gemm_rate), "torch_roofline": c.roofline("torch", work, gemm_rate),
         "max_abs_logit_diff": max_diff, "goal_ms": 30.0,
         "longest_task_ms_worker": longest["worker"], "longest_task_ms_page": longest["page"],
         "typed_tokens": longest["worker_tokens"],
     }
-    return [common.emit(row, times={"page": times["page"], "torch": times["torch"]}, reps=args.reps, memory={})]
+    return [c.emit(row, sides={"page": "page", "torch": "torch"})]
 
 
 if __name__ == "__main__":

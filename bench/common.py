@@ -4,7 +4,10 @@ Every benchmark times its contenders *interleaved* in one process (rep 1: A B pr
 drops warm-up reps and reports medians and ratios, because the machine is shared and noisy: a ratio
 measured under the same noise is meaningful, an absolute time much less so.
 
-Each script prints one line ``RESULT {json}`` per row (``bench/run_all.py`` collects them).
+Each script prints one line ``RESULT {json}`` per row (``bench/run_all.py`` collects them). The skeleton
+they share is :func:`contest`: check the sides' outputs against each other, time them interleaved with
+the probe of a hardware bound, measure memory in fresh processes, and read ratios and shares of the bound
+from the :class:`Contest` it returns.
 """
 from __future__ import annotations
 
@@ -28,8 +31,20 @@ if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-if "GPTLEARN_DATA_DIR" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
-    os.environ["GPTLEARN_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+
+from gptlearn.data import DATA_DIR_ENV, data_folder  # noqa: E402 (this checkout's, after the settings above)
+
+if data_folder() is not None:  # the processes a benchmark starts find the same folder
+    os.environ.setdefault(DATA_DIR_ENV, str(data_folder()))
+
+
+def data_file(name: str) -> Path:
+    """The file ``name`` in the shared data folder (``gptlearn.data.data_folder``); exits saying how to give it."""
+    folder = data_folder()
+    if folder is None or not (folder / name).is_file():
+        raise SystemExit(f"{name} not found in {folder or 'any data folder'}; set {DATA_DIR_ENV} to the shared "
+                         "data folder")
+    return folder / name
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -283,6 +298,65 @@ def emit(row: dict, *, times: dict[str, list[float]], reps: int, memory: dict) -
            "spread": {k: round(spread(v), 3) for k, v in times.items()}, "reps": reps, "memory": memory}
     print("RESULT " + json.dumps(row), flush=True)
     return row
+
+
+# ---- one contest: the skeleton of every benchmark's main() -----------------------------------------------
+def settings(args: argparse.Namespace, device: torch.device | str) -> dict:
+    """The fields every model row starts with: where it ran, in which dtype, on how many threads."""
+    return {"device": str(device), "dtype": "bf16-autocast" if args.bf16 else "fp32",
+            "threads": torch.get_num_threads()}
+
+
+class Contest:
+    """What :func:`contest` measured: seconds per rep of each side and probe (``times``), what ``check`` said
+    of the sides' first outputs (``checked``) and each side's peak memory (``memory``, empty without
+    ``--memory``). Rates and shares of a bound are read from the medians. Timings taken another way (an
+    extra round with other reps, a browser's own clock) are read the same way through ``Contest(times)``."""
+
+    def __init__(self, times: dict[str, list[float]], *, reps: int | None = None, checked: object = None,
+                 memory: dict | None = None) -> None:
+        self.times, self.reps, self.checked, self.memory = times, reps, checked, memory or {}
+
+    def med(self, name: str) -> float:
+        """Median seconds per rep of ``name``."""
+        return med(self.times[name])
+
+    def rate(self, name: str, work: float) -> float:
+        """``work`` (FLOPs, bytes, tokens, sentences) done per second by ``name``."""
+        return work / self.med(name)
+
+    def speedup(self, ours: str, theirs: str) -> float:
+        """How many times faster ``ours`` ran than ``theirs`` (> 1: ours is faster)."""
+        return self.med(theirs) / self.med(ours)
+
+    def roofline(self, name: str, work: float, bound: float) -> float:
+        """The share of the hardware ``bound`` (work per second) that ``name`` reached doing ``work`` a rep."""
+        return self.rate(name, work) / bound
+
+    def emit(self, row: dict, sides: dict[str, str] | None = None) -> dict:
+        """Print ``row`` with the spread and memory of every timing, or of ``sides`` ({shown as: timed as})."""
+        if sides is None:
+            return emit(row, times=self.times, reps=self.reps, memory=self.memory)
+        return emit(row, times={k: self.times[v] for k, v in sides.items()}, reps=self.reps,
+                    memory={k: self.memory[v] for k, v in sides.items() if v in self.memory})
+
+
+def contest(args: argparse.Namespace, device: torch.device | str, sides: dict[str, Callable[[], object]], *,
+            check: Callable[[dict[str, object]], object] | None = None,
+            probes: dict[str, Callable[[], object]] | None = None, script: str | None = None,
+            model_dir: Path | None = None, memory_sides: list[str] | None = None) -> Contest:
+    """Ours against the reference in one run: each side runs once and ``check`` compares their outputs
+    ({side: output} -> what the row reports: a logit difference, the same tokens; the pass also warms every
+    side up), then the sides and the roofline ``probes`` are timed :func:`interleaved`, and with ``--memory``
+    each side (or each of ``memory_sides``) is measured in a fresh process of ``script``."""
+    outputs = {name: run() for name, run in sides.items()}
+    checked = check(outputs) if check is not None else None
+    del outputs  # a side's output (a batch of logits) is not kept while the others are timed
+    times = interleaved({**sides, **(probes or {})}, reps=args.reps, warmup=args.warmup, device=device)
+    memory = {}
+    if args.memory and script is not None:
+        memory = memory_in_subprocesses(script, args, memory_sides or list(sides), model_dir)
+    return Contest(times, reps=args.reps, checked=checked, memory=memory)
 
 
 def machine() -> str:

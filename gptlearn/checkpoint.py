@@ -33,8 +33,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .checks import is_int, is_number, read_regular, sha256, shown
-from .errors import GptlearnError, InvalidFileError
+from .checks import is_int, is_number, sha256, shown
+from .errors import GptlearnError, InvalidFileError, MissingFileError
+from .safeio import read_regular
 
 try:
     import fcntl
@@ -168,6 +169,19 @@ def damaged(folder: Path, why: str) -> GptlearnError:
                          "start it again with --overwrite")
 
 
+def _read(folder: Path, name: str, limit: int) -> bytes:
+    """The bytes of the state file ``name`` in ``folder``, which must be a regular file of at most ``limit``
+    bytes (:func:`gptlearn.safeio.read_regular`); anything else is a damaged state, in one line."""
+    path = folder / name
+    try:
+        return read_regular(path, max_bytes=limit)
+    except MissingFileError:
+        raise damaged(folder, f"{name} is missing") from None
+    except InvalidFileError as e:  # a FIFO, a device, a folder, unreadable, or far too large
+        why = str(e).removeprefix(f"{path} ").split("; pass ")[0]  # "is not a regular file but a FIFO ..."
+        raise damaged(folder, f"{name} {why}") from None
+
+
 def read_state_json(folder: Path, *, trainer: str = "train") -> dict[str, Any]:
     """``trainer_state.json`` of the run in ``folder``, checked to be one of ``trainer`` whose sha256 holds
     (its tensors are not read)."""
@@ -179,14 +193,11 @@ def read_state_json(folder: Path, *, trainer: str = "train") -> dict[str, Any]:
                 f"never loads (unpickling can run any code); start the run again with --overwrite, or fine-tune "
                 f"its weights with --init {folder} --out NEW_FOLDER")
         raise GptlearnError(f"nothing to resume: {folder} holds no {STATE_FILE}; drop --resume to start a new run")
+    raw = _read(folder, STATE_FILE, MAX_JSON_BYTES)
     try:
-        meta = json.loads(read_regular(path, limit=MAX_JSON_BYTES, what=STATE_FILE).decode("utf-8"))  # never UTF-16
-    except InvalidFileError as e:  # a FIFO, a device, a folder, or far too large
-        raise damaged(folder, str(e)) from None
+        meta = json.loads(raw.decode("utf-8"))  # never UTF-16
     except (ValueError, RecursionError) as e:  # not JSON (JSONDecodeError), not text, or nested too deep
         raise damaged(folder, f"{STATE_FILE} is not valid JSON ({type(e).__name__})") from None
-    except OSError as e:
-        raise GptlearnError(f"cannot read {path} ({e.strerror or e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         raise damaged(folder, f"{STATE_FILE} is not a gptlearn trainer state")
     if meta.get("version") != STATE_VERSION:
@@ -226,12 +237,7 @@ def read_state(folder: str | os.PathLike, history: Callable[[Any, int], Any], *,
 
     folder = Path(folder).expanduser()
     meta = read_state_json(folder, trainer=trainer)
-    try:
-        blob = read_regular(folder / STATE_TENSORS, limit=_tensor_limit(), what=STATE_TENSORS)
-    except FileNotFoundError:
-        raise damaged(folder, f"{STATE_TENSORS} is missing") from None
-    except GptlearnError as e:
-        raise damaged(folder, str(e)) from None
+    blob = _read(folder, STATE_TENSORS, _tensor_limit())
     if sha256(blob) != meta.get("tensors_sha256"):
         raise damaged(folder, f"{STATE_TENSORS} is not the file saved with {STATE_FILE} (its sha256 differs)")
     try:

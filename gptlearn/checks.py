@@ -24,8 +24,8 @@ Traceback (most recent call last):
 ...
 gptlearn.errors.InvalidValueError: batch_size must be a positive integer, got 0
 
-Also here: a tensor check for NaN and infinity (:func:`non_finite`), a bounded regular-file reader for
-trainer states (:func:`read_regular`) and a digest (:func:`sha256`).
+Also here: a tensor check for NaN and infinity (:func:`non_finite`) and a digest (:func:`sha256`). Files are
+read through :mod:`gptlearn.safeio`.
 """
 from __future__ import annotations
 
@@ -36,19 +36,18 @@ import math
 import numbers
 import operator
 import os
-import stat
 import typing
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import torch
 
-from .errors import InvalidFileError, InvalidTypeError, InvalidValueError
+from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["describe", "check_int", "check_number", "check_bool", "check_choice", "check_str", "check_path",
            "check_callable", "check_generator", "check_device", "check_texts", "check_optional",
            "is_int", "is_number", "is_path", "optional", "shown", "check_rules", "Rule", "non_finite",
-           "read_regular", "sha256", "setting", "add_config_arguments"]
+           "sha256", "setting", "add_config_arguments"]
 
 
 
@@ -258,40 +257,6 @@ def non_finite(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None =
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 return f"AdamW's {key} of {names.get(p, 'a weight')} is not finite"
     return None
-
-
-def read_regular(path: str | os.PathLike, *, limit: int, what: str = "the file") -> bytes:
-    """The bytes of ``path``, which must be a regular file (a FIFO, a device such as ``/dev/zero`` or a
-    folder is refused, also behind a symlink) of at most ``limit`` bytes. Opened without blocking, so a
-    FIFO never hangs the reader. Raises :class:`InvalidFileError` (or ``FileNotFoundError``)."""
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise InvalidFileError(f"{what} {path} cannot be read ({e.strerror or e})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidFileError(f"{what} {path} is not a regular file (a device, a FIFO or a folder); "
-                                   "replace it with the file gptlearn wrote")
-        if info.st_size > limit:
-            raise InvalidFileError(f"{what} {path} holds {info.st_size:,} bytes, more than the {limit:,} it can "
-                                   "hold; it is not the file gptlearn wrote")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > limit:
-            raise InvalidFileError(f"{what} {path} grew past {limit:,} bytes while read")
-        return data
-    finally:
-        os.close(fd)
 
 
 def sha256(data: bytes | str | os.PathLike | Path) -> str:

@@ -23,6 +23,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from gptlearn.data import data_folder
+
 WORDNET = Path("/usr/share/wordnet")
 FORTUNES = Path("/usr/share/games/fortunes")
 _WS = re.compile(r"\s+")
@@ -123,14 +125,14 @@ def augment(sentence: str, synonyms: dict[str, list[str]], rng: random.Random) -
 
 
 def main() -> None:
-    import os
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--augment", type=int, default=2, help="rounds of augmentation of each STS-B train sentence")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    data_dir = Path(os.environ.get("GPTLEARN_DATA_DIR", "."))
+    data_dir = data_folder()
+    if data_dir is None:
+        raise SystemExit("embedder_corpus: error: no data folder; set GPTLEARN_DATA_DIR to the shared data folder")
     rng = random.Random(args.seed)
 
     glosses, examples, synonyms = wordnet_sentences()

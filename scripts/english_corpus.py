@@ -25,6 +25,8 @@ import random
 import re
 from pathlib import Path
 
+from gptlearn.data import data_folder
+
 EOT = "<|endoftext|>"
 PYDOC = Path("/usr/share/doc/python3.11/html/_sources")
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html/en-US")
@@ -191,12 +193,12 @@ def shakespeare(data_dir: Path) -> list[str]:
 
 
 def main() -> None:
-    import os
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
-    data_dir = Path(os.environ.get("GPTLEARN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data_dir = data_folder()
+    if data_dir is None:
+        raise SystemExit("english_corpus: error: no data folder; set GPTLEARN_DATA_DIR to the shared data folder")
     sources = {
         "python-docs": python_docs(),
         "debian-handbook": handbook(),

@@ -43,7 +43,9 @@ RUN_CALL = 'run(command="bash scripts/gpu_check.sh", carry=[".gpu_carry"], timeo
 
 # ---- small helpers -----------------------------------------------------------------------------------
 def data_dir() -> Path | None:
-    """Where TinyShakespeare and STS-B are: $GPTLEARN_DATA_DIR, the carried copy, or ../shared/data."""
+    """Where TinyShakespeare and STS-B are: $GPTLEARN_DATA_DIR, the carried copy, or ../shared/data. The rule of
+    ``gptlearn.data.data_folder`` with the carried copy between, written out because this driver imports
+    nothing of gptlearn (its steps do, each in a fresh process, after the install step)."""
     for d in (os.environ.get("GPTLEARN_DATA_DIR"), CARRY / "data", ROOT.parent / "shared" / "data"):
         if d and Path(d).is_dir():
             return Path(d)

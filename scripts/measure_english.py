@@ -22,7 +22,6 @@ import argparse
 import collections
 import csv
 import json
-import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -32,16 +31,22 @@ import torch
 import gptlearn
 from gptlearn.analysis import (bits_per_byte, induction_scores, neighbour_accuracy, one_token_share,
                                previous_token_scores, top_heads, unigram_bits_per_byte, word_groups, word_vectors)
-from gptlearn.data import split_text
+from gptlearn.data import data_folder, split_text
 
 
 def asset_text(name: str) -> str:
     return resources.files("gptlearn").joinpath("assets", "data", name).read_text(encoding="utf-8")
 
 
+def data_file(name: str) -> Path | None:
+    """The file ``name`` in the shared data folder, or None when it is not there."""
+    folder = data_folder()
+    return folder / name if folder is not None and (folder / name).is_file() else None
+
+
 def stsb(split: str) -> list[str]:
-    path = Path(os.environ.get("GPTLEARN_DATA_DIR", "../shared/data")) / "stsb" / f"sts-{split}.csv"
-    if not path.is_file():
+    path = data_file(f"stsb/sts-{split}.csv")
+    if path is None:
         return []
     with open(path, encoding="utf-8") as f:
         rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
@@ -76,8 +81,8 @@ def measure(name: str, n_samples: int = 3) -> dict:
         uni = unigram_bits_per_byte("\n".join(train), modern, tok)
         out["unigram_bits_per_byte_modern"] = round(uni, 4)
         out["ratio_to_unigram"] = round(out["bits_per_byte_modern"] / uni, 3)
-    shakespeare = Path(os.environ.get("GPTLEARN_DATA_DIR", "../shared/data")) / "tinyshakespeare.txt"
-    if shakespeare.is_file():
+    shakespeare = data_file("tinyshakespeare.txt")
+    if shakespeare is not None:
         out["bits_per_byte_shakespeare"] = round(bits_per_byte(model, split_text(shakespeare.read_text())[1]), 4)
     T = min(256, model.config.n_positions)
     ids = tok.encode(modern)[: 4 * T]

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 
 import torch
 
 import gptlearn
 from gptlearn.analysis import (bits_per_byte, induction_scores, previous_token_scores, repeated_passage_loss,
                                top_heads, unigram_bits_per_byte)
-from gptlearn.data import split_text
+from gptlearn.data import data_folder, split_text
 
 
 def previous_token_windows(model, text: str, n: int = 8, T: int = 256) -> torch.Tensor:
@@ -27,7 +25,10 @@ def previous_token_windows(model, text: str, n: int = 8, T: int = 256) -> torch.
 
 def measure(name: str, quick: bool = False) -> dict:
     model = gptlearn.GPT.from_pretrained(name).eval()
-    data = Path(os.environ["GPTLEARN_DATA_DIR"]) / "tinyshakespeare.txt"
+    folder = data_folder()
+    if folder is None:
+        raise SystemExit("measure_mini: error: no data folder; set GPTLEARN_DATA_DIR to the shared data folder")
+    data = folder / "tinyshakespeare.txt"
     train_text, val_text = split_text(data.read_text(encoding="utf-8"))
     prev = previous_token_windows(model, val_text)
     ind = induction_scores(model, seq_len=50, batch=8)

@@ -22,7 +22,7 @@ import torch
 import gptlearn
 from gptlearn.train import train
 from gptlearn.analysis import induction_scores, previous_token_scores
-from gptlearn.data import TokenDataset
+from gptlearn.data import TokenDataset, data_folder
 from gptlearn.model import sinusoidal_positions
 from gptlearn.tokenizers import BPETokenizer, Tokenizer
 
@@ -52,9 +52,9 @@ STAGES = {
 
 def corpus(out: Path) -> tuple[list[str], list[str]]:
     """(train, val) documents: every 100th document of each source is held out."""
-    import os
-
-    data = Path(os.environ.get("GPTLEARN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data_folder()
+    if data is None:
+        raise SystemExit("train_english: error: no data folder; set GPTLEARN_DATA_DIR to the shared data folder")
     sources = {"python-docs": english_corpus.python_docs(), "debian-handbook": english_corpus.handbook(),
                "fortunes": english_corpus.fortunes(), "wordnet": english_corpus.wordnet(),
                "stsb-train": english_corpus.stsb_train(data), "shakespeare": english_corpus.shakespeare(data)}

@@ -1,5 +1,6 @@
 """Shared fixtures: builders of tiny random models (gptlearn and transformers), the data folder
-(GPTLEARN_DATA_DIR, default ../shared/data), the built book, a headless Chromium, the reused-memory pool."""
+(``gptlearn.data.data_folder``: GPTLEARN_DATA_DIR, default ../shared/data), the built book, a headless
+Chromium, the reused-memory pool."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,11 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if "GPTLEARN_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
-    os.environ["GPTLEARN_DATA_DIR"] = str(REPO.parent / "shared" / "data")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network (read when huggingface_hub loads)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from data_kit import DATA_DIR_ENV, data_folder, shared_data  # noqa: E402 (imports gptlearn: after the settings above)
+
+REPO = Path(__file__).resolve().parents[1]
+if data_folder() is not None:  # the CLI and scripts the tests start find the same folder
+    os.environ.setdefault(DATA_DIR_ENV, str(data_folder()))
 HEAVY_ENV = "GPTLEARN_HEAVY_CHECKS"  # "1": run the tests marked heavy (scripts/check_*.sh set it)
 
 
@@ -38,10 +42,7 @@ except ImportError:
 
 @pytest.fixture
 def data_dir() -> Path:
-    d = os.environ.get("GPTLEARN_DATA_DIR")
-    if not d or not Path(d).is_dir():
-        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
-    return Path(d)
+    return shared_data()
 
 
 # ---- model builders ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ process, so those tests are marked slow. The helpers are checked directly and qu
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -48,6 +49,26 @@ def test_interleaved_rotates_order_and_drops_warmup():
     t = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # each round starts one further along
     assert {k: len(v) for k, v in t.items()} == {"a": 3, "b": 3}
+
+
+def test_contest_checks_each_side_once_then_times_sides_and_probes_together():
+    calls: list[str] = []
+    sides = {"ours": lambda: calls.append("ours") or 1, "theirs": lambda: calls.append("theirs") or 2}
+    args = argparse.Namespace(reps=3, warmup=1, memory=False)
+    c = common.contest(args, "cpu", sides, check=lambda out: dict(out), probes={"probe": lambda: calls.append("p")})
+    assert c.checked == {"ours": 1, "theirs": 2} and calls[:2] == ["ours", "theirs"]
+    assert {k: calls.count(k) for k in ("ours", "theirs", "p")} == {"ours": 5, "theirs": 5, "p": 4}
+    assert {k: len(v) for k, v in c.times.items()} == {"ours": 3, "theirs": 3, "probe": 3} and c.memory == {}
+
+
+def test_contest_reads_ratios_and_shares_of_a_bound_from_medians(capsys):
+    c = common.Contest({"a": [1.0, 3.0, 2.0], "b": [4.0, 5.0, 3.0]}, reps=3)
+    assert c.med("a") == 2.0 and c.speedup("a", "b") == 2.0  # a's median is half of b's: a is 2x faster
+    assert c.rate("a", 10.0) == 5.0 and c.roofline("a", 10.0, bound=20.0) == 0.25
+    row = c.emit({"row": "x"}, sides={"gptlearn": "b"})
+    assert row["spread"] == {"gptlearn": 0.5} and row["reps"] == 3 and row["memory"] == {}
+    printed = json.loads(capsys.readouterr().out.removeprefix("RESULT "))
+    assert printed["spread"] == {"gptlearn": 0.5}
 
 
 def test_peak_memory_sees_an_allocation():

@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
+from data_kit import shared_data
 from train_kit import FAST, REPO, _quiet_and_single_threaded, seal_state, text_file  # noqa: F401 (fixtures)
 
 from gptlearn import GPTConfig
@@ -30,10 +31,7 @@ from gptlearn.train import read_trainer_state, train
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     """A finished 4-step run of a 1-layer character model (its folder is copied by each test)."""
-    data_dir = Path(os.environ.get("GPTLEARN_DATA_DIR", "/nonexistent"))
-    if not (data_dir / "tinyshakespeare.txt").is_file():
-        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
-    text = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+    text = shared_data("tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
     tok = CharTokenizer.from_text(text)
     config = GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, n_positions=16)
     data = TokenDataset(text, tok, cache=tmp_path_factory.mktemp("tokens"))

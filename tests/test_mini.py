@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_kit import shared_data
 
 import gptlearn
 from gptlearn.analysis import (bits_per_byte, induction_scores, previous_token_scores, repeated_passage_loss,
@@ -23,12 +24,7 @@ def mini():
 
 @pytest.fixture(scope="module")
 def held_out():
-    import os
-
-    d = os.environ.get("GPTLEARN_DATA_DIR")
-    if not d or not (Path(d) / "tinyshakespeare.txt").is_file():
-        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
-    return split_text((Path(d) / "tinyshakespeare.txt").read_text(encoding="utf-8"))
+    return split_text(shared_data("tinyshakespeare.txt").read_text(encoding="utf-8"))
 
 
 def test_loads_offline_in_float32(mini, monkeypatch):

@@ -10,13 +10,13 @@ update, also a KeyboardInterrupt raised there directly (an interrupt the signal 
 from __future__ import annotations
 
 import inspect
-import os
 import signal
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from data_kit import shared_data
 
 import gptlearn.checkpoint as gcheckpoint
 import gptlearn.checks as gchecks
@@ -49,10 +49,7 @@ def _one_thread(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="module")
 def run_parts(tmp_path_factory):
     """(config, dataset, the final weights and history of a run never interrupted, the step's points)."""
-    data_dir = Path(os.environ.get("GPTLEARN_DATA_DIR", "/nonexistent"))
-    if not (data_dir / "tinyshakespeare.txt").is_file():
-        pytest.skip("GPTLEARN_DATA_DIR is not set to the shared data folder")
-    text = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+    text = shared_data("tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
     tok = CharTokenizer.from_text(text)
     dataset = TokenDataset(text, tok, cache=tmp_path_factory.mktemp("tokens"))
     config = GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, n_positions=16)

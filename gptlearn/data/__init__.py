@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from . import datasets, pairs, tokens
 from .datasets import (ASSETS, CACHE_ENV, DATA_DIR_ENV, DATASETS, DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT_S, OFFLINE_ENV,
-                       Dataset, cache_dir, dataset_path, load_text, split_text)
+                       Dataset, cache_dir, data_folder, dataset_path, load_text, split_text)
 from .pairs import (BOOK_PAIRS, NAMED_PAIRS, PAIRS_HEADER, STSB_COLUMNS, STSB_PAIRS, TOPIC_SPLITS, PairData,
                     load_topics, read_pairs, read_sentences)
 from .tokens import MAX_BATCH_TOKENS, TokenDataset, tokenizer_id
 
 __all__ = [
     # named data sets, found or downloaded, hash-checked
-    "DATASETS", "Dataset", "cache_dir", "dataset_path",
+    "DATASETS", "Dataset", "cache_dir", "data_folder", "dataset_path",
     # text, and text as token batches
     "load_text", "split_text", "tokenizer_id", "TokenDataset",
     # sentence pairs with similarity scores, and unlabelled sentences

@@ -32,6 +32,7 @@ DOWNLOAD_TIMEOUT_S = 60.0  # a server silent this long has failed
 DOWNLOAD_MAX_BYTES = 1 << 30  # every named data set is far smaller: a longer reply is not the file
 OFFLINE_ENV = "GPTLEARN_OFFLINE"  # "1": never download a data set (fail at once, with the fix)
 ASSETS = Path(__file__).parents[1] / "assets" / "data"
+CHECKOUT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside a source checkout of gptlearn
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,19 @@ def _download(ds: Dataset, root: Path) -> None:
         write_file(root / rel, data)
 
 
+def data_folder(*, beside_checkout: bool = True) -> Path | None:
+    """The folder that holds local copies of the data sets, or None: ``$GPTLEARN_DATA_DIR`` when it is set;
+    else, with ``beside_checkout``, the folder ``shared/data`` beside a source checkout of gptlearn, when it
+    exists. :func:`dataset_path` asks without ``beside_checkout`` (a user's installed package has no
+    checkout beside it); the checkout's tests, benchmarks and scripts find their data with the default."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return expand_path(env, "the data folder")
+    if beside_checkout and CHECKOUT_DATA.is_dir():
+        return CHECKOUT_DATA
+    return None
+
+
 def dataset_path(name: str, *, download: bool = True) -> Path:
     """Local path of a named data set (see ``DATASETS``), unpacked from the package or downloaded into
     the cache if needed.
@@ -198,8 +212,8 @@ def dataset_path(name: str, *, download: bool = True) -> Path:
         ds = DATASETS[name]
     except KeyError:
         raise GptlearnError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} or pass a file") from None
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    roots = ([expand_path(data_dir, "the data folder")] if data_dir else []) + [cache_dir()]
+    local = data_folder(beside_checkout=False)
+    roots = ([local] if local is not None else []) + [cache_dir()]
     for root in roots:
         if all((root / rel).is_file() for rel in ds.files):
             for rel, sha in ds.files.items():

@@ -3,7 +3,7 @@
 WebAssembly SIMD Linear: the plain loops), and the longest main-thread task while a reader types a
 230-token text into the explorer (the model in a worker vs on the page).
 
-    python bench/bench_web.py [--smoke] [--reps N] [--tokens 64]
+    python bench/bench_web.py [--smoke] [--reps N] [--tokens 64] [--model NAME|FOLDER]
 
 Needs Debian's chromium and playwright (as the browser tests). The page is opened from file://, as a
 reader opens the built book. ``--device``/``--memory`` are accepted for uniformity and ignored: the
@@ -53,6 +53,7 @@ def flops(T: int, cfg) -> float:
 def main(argv=None) -> list[dict]:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=64, help="tokens in the timed forward pass")
+    p.add_argument("--model", default="gptlearn-mini", help="model name or folder (default gptlearn-mini)")
     args = p.parse_args(argv)
     if args.reps is None:
         args.reps = 5 if args.smoke else 31
@@ -67,7 +68,7 @@ def main(argv=None) -> list[dict]:
     if chromium is None:
         raise SystemExit("Debian's chromium is missing (apt-get install chromium): the benchmark runs the page in it")
     torch.set_num_threads(1)  # one core each: the page's JavaScript runs on one
-    model = gptlearn.load_model("gptlearn-mini", verbose=False)
+    model = gptlearn.load_model(args.model, verbose=False)
     cfg = model.config
     ids = model.tokenizer.encode(TYPED * 4)[: args.tokens]
     idx = torch.tensor([ids])
@@ -122,7 +123,7 @@ def main(argv=None) -> list[dict]:
     c = common.Contest(times, reps=args.reps)  # the page's times are its own clock's, PyTorch's and the GEMM's ours
     work, gemm_rate = flops(len(ids), cfg), c.rate("gemm", gemm_flops)
     row = {
-        "row": "web", "shape": f"gptlearn-mini, {len(ids)} tokens, headless Chromium from file://, 1 core",
+        "row": "web", "shape": f"{Path(args.model).name}, {len(ids)} tokens, headless Chromium from file://, 1 core",
         "device": "cpu", "dtype": "fp32 (JavaScript adds in fp64)",
         "page_ms": 1e3 * c.med("page"), "torch_ms": 1e3 * c.med("torch"),
         "ratio_torch_faster": c.speedup("torch", "page"),

@@ -47,6 +47,14 @@ STAGES = {
     3: dict(steps=2500, lr=3e-3, min_lr=3e-4, warmup=100, seed=2026, induction_frac=0.7),
     # 4: text again to win back what stage 3 cost, 10% copying rows keep the heads
     4: dict(steps=1500, lr=1e-3, min_lr=1e-4, warmup=100, seed=2027, induction_frac=0.1),
+    # 5: stage 3 had not made the circuit in 2,500 steps (a 12,288-token vocabulary learns copying far more
+    #    slowly than mini's 1,024: even copying the previous token, period-2 rows, takes hundreds of steps).
+    #    The same 70% of copying rows, longer, on rows of 128 tokens: half the cost a step, and the point
+    #    where induction heads appear grows only with the square root of batch x context (Aoyama et al.,
+    #    2025), so fewer tokens in all
+    5: dict(steps=6000, lr=3e-3, min_lr=5e-4, warmup=100, seed=2028, induction_frac=0.7, block_size=128),
+    # 6: text again with 10% copying rows, as stage 4 did after stage 3
+    6: dict(steps=1500, lr=1e-3, min_lr=1e-4, warmup=100, seed=2029, induction_frac=0.1),
 }
 
 

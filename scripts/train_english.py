@@ -5,7 +5,8 @@ Usage: OMP_NUM_THREADS=1 python scripts/train_english.py OUT_DIR [--stages 1,2,3
 Resumable: a stage whose folder holds a finished run is skipped, an unfinished one continues where it
 stopped (``resume=True``), so the command can be stopped and run again at any time. Each stage writes
 OUT_DIR/stageN (a model folder with its trainer state) and appends its measurements to
-OUT_DIR/stageN/measure.jsonl at every evaluation (previous-token and induction heads, held-out loss).
+OUT_DIR/stageN.measure.jsonl at every evaluation (previous-token and induction heads, held-out loss): beside
+the run's folder, since gptlearn writes only into folders that hold nothing but its own files.
 Needs Debian's wordnet-base, fortunes, fortunes-min, debian-handbook and python3-doc, and GPTLEARN_DATA_DIR
 with TinyShakespeare and STS-B train (scripts/english_corpus.py says what it reads).
 """
@@ -91,8 +92,8 @@ def tokenizer(out: Path, train: list[str]) -> Tokenizer:
     return Tokenizer.from_bpe(BPETokenizer.from_files(folder / "vocab.json", folder / "merges.txt"))
 
 
-def measuring(folder: Path, model):
-    """A train() callback appending head scores at every evaluation to folder/measure.jsonl."""
+def measuring(log: Path, model):
+    """A train() callback appending head scores at every evaluation to the file ``log`` (JSON lines)."""
     def callback(event, history):
         if event != "eval":
             return
@@ -106,7 +107,7 @@ def measuring(folder: Path, model):
         row = {"step": history.step[-1], "val_loss": history.val_loss[-1], "train_loss": history.eval_train_loss[-1],
                "induction_max": round(float(ind.max()), 4), "prev_token_max": round(float(prev.max()), 4),
                "time": time.time()}
-        with open(folder / "measure.jsonl", "a") as f:
+        with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
     return callback
@@ -146,7 +147,8 @@ def main() -> None:
             model = gptlearn.GPT.from_pretrained(args.out / f"stage{n - 1}")
         settings.pop("pos_init", None)
         t0 = time.perf_counter()
-        train(model, data, out_dir=folder, resume=resume, callback=measuring(folder, model), **settings)
+        log = folder.with_suffix(".measure.jsonl")
+        train(model, data, out_dir=folder, resume=resume, callback=measuring(log, model), **settings)
         print(f"stage {n}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -28,6 +28,14 @@ from typing import Sequence
 
 from .errors import GptlearnError, InvalidValueError, NoTokenizerError
 from .names import OFFLINE_EMBEDDER, OFFLINE_MODEL
+from .checks import non_finite
+from .model import from_pretrained
+from .embeddings import Embedder, POOLING
+from .data import read_sentences
+from .similarity import METRICS
+from .generate import check_sampling
+from .finetune import CLASSIFIER_FILE, is_classifier_folder
+from . import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -42,14 +50,10 @@ _TEXT_ARGS = ("sentence", "sentence1", "sentence2", "prompt", "name")  # text we
 
 # ---- helpers ---------------------------------------------------------------------------------------
 def _load_model(args: argparse.Namespace):
-    from .model import from_pretrained
-
     return _finite(from_pretrained(args.model, device=args.device))
 
 
 def _load_embedder(args: argparse.Namespace):
-    from .embeddings import Embedder
-
     embedder = Embedder.from_pretrained(args.model, device=args.device, pooling=args.pooling, layer=args.layer)
     _finite(embedder.model)
     return embedder
@@ -57,9 +61,9 @@ def _load_embedder(args: argparse.Namespace):
 
 def _finite(model):
     """The model, if its weights are finite numbers; a diverged run's NaN would print as invalid JSON."""
-    bad = next((name for name, p in model.named_parameters() if not p.isfinite().all()), None)
+    bad = non_finite(model)
     if bad is not None:
-        raise GptlearnError(f"the weights of {model.name_or_path} hold NaN or infinity (first in {bad}), so every "
+        raise GptlearnError(f"the weights of {model.name_or_path} hold NaN or infinity ({bad}), so every "
                             "output would be NaN; load a model that trained without diverging")
     return model
 
@@ -93,8 +97,6 @@ def _embed(args: argparse.Namespace) -> int:
 
     sentences = list(args.sentence or [])
     if args.file is not None:
-        from .data import read_sentences
-
         sentences += read_sentences(args.file)  # one a line; a FIFO or a device is refused
     if not sentences:
         raise GptlearnError("give the sentences to embed: --sentence TEXT (repeat it) or --file FILE (one a line)")
@@ -111,8 +113,6 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _similarity(args: argparse.Namespace) -> int:
-    from .similarity import METRICS
-
     embedder = _load_embedder(args)
     a, b = embedder.encode([args.sentence1, args.sentence2])  # (2, D) -> two (D,)
     names = list(METRICS) if args.all_metrics else ["cosine"]
@@ -168,8 +168,6 @@ def _stream(model, prompt: str, args: argparse.Namespace, generator, out=None, *
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
-
-    from .generate import check_sampling
 
     if args.interactive == (args.prompt is not None):
         raise GptlearnError("give either --prompt TEXT or --interactive (one of them)")
@@ -248,8 +246,6 @@ def _info(args: argparse.Namespace) -> int:
 # ---- fine-tuning (gptlearn finetune / classify live in gptlearn/finetune.py) -------------------------
 def _refuse_classifier(name_or_path: str) -> None:
     """A classifier folder holds a GPT too, but its body was tuned to feed a head, not to write text."""
-    from .finetune import CLASSIFIER_FILE, is_classifier_folder
-
     if is_classifier_folder(name_or_path):
         raise GptlearnError(f"{name_or_path} is a classifier (it has {CLASSIFIER_FILE}), not a language model; label "
                             "sentences with gptlearn classify --model, or generate with a language model")
@@ -263,8 +259,6 @@ def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run (default: auto = CUDA, then MPS, then CPU)")
     if embedding:
-        from .embeddings import POOLING
-
         parser.add_argument("--pooling", choices=POOLING, default=None,
                             help="how token vectors become one vector (default: the folder's embedder.json, else mean)")
         parser.add_argument("--layer", type=int, default=None,
@@ -274,8 +268,6 @@ def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None
 def build_parser() -> argparse.ArgumentParser:
     """The ``gptlearn`` command's parser: one subcommand per task (and per plugin), each with its options."""
     parser = argparse.ArgumentParser(prog="gptlearn", description="A small, readable GPT-2: embed, compare, generate.")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"gptlearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

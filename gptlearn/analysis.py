@@ -24,6 +24,7 @@ import torch
 from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
 from .model import GPT
 from .tokenizers.base import encode_document
+from .config import GPTConfig
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
@@ -407,8 +408,6 @@ TOY_T, TOY_V = 32, 64
 
 def toy_config():
     """The toy's architecture: GPT-2 with 2 layers x 4 heads x 64 wide, 64 tokens, context 32, no dropout."""
-    from .config import GPTConfig
-
     return GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=TOY_T, vocab_size=TOY_V,
                      embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
 

@@ -36,6 +36,7 @@ import torch
 from .checks import is_int, is_number, sha256, shown
 from .errors import GptlearnError, InvalidFileError, MissingFileError
 from .safeio import read_regular
+from .devices import free_bytes
 
 try:
     import fcntl
@@ -220,8 +221,6 @@ def read_state_json(folder: Path, *, trainer: str = "train") -> dict[str, Any]:
 
 def _tensor_limit() -> int:
     """The most bytes a state's tensors may take: half the memory free now (64 GiB where unknown)."""
-    from .devices import free_bytes
-
     free = free_bytes(torch.device("cpu"))
     return free // 2 if free else 64 * 2**30
 

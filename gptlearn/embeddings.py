@@ -31,6 +31,13 @@ from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, Missi
 from .safeio import read_json
 from .model import GPT
 from .tokenizers.base import encode_document
+from .similarity import SIMILARITY_FNS, pairwise
+from .pretrained import BUNDLED, load_weights_file, save_pretrained
+from .devices import resolve_device
+from .atomic import recover_folder, write_folder
+from .tokenizers import BPETokenizer, TOKENIZER_FILES, Tokenizer
+from .folders import expand_path
+from .model import from_pretrained
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike
@@ -166,8 +173,6 @@ class Embedder(nn.Module):
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, name: str) -> None:
-        from .similarity import SIMILARITY_FNS
-
         if not isinstance(name, str) or name not in SIMILARITY_FNS:
             raise InvalidValueError(f"unknown similarity_fn_name {name!r}; choose one of {', '.join(SIMILARITY_FNS)}")
         self._similarity_fn_name = name
@@ -263,8 +268,6 @@ class Embedder(nn.Module):
         if show_progress_bar is not None:
             check_bool(show_progress_bar, "show_progress_bar")
         if device is not None:
-            from .devices import resolve_device
-
             self.to(resolve_device(check_device(device, "device")))
         if show_progress_bar is None:
             show_progress_bar = _log.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
@@ -304,15 +307,11 @@ class Embedder(nn.Module):
         similar. So "euclidean" and "manhattan" give *negative* distances (its ``euclidean_sim`` and
         ``manhattan_sim``), where :mod:`gptlearn.similarity` and ``gptlearn similarity`` give distances.
         A 1-D vector counts as one row."""
-        from .similarity import SIMILARITY_FNS
-
         return SIMILARITY_FNS[self.similarity_fn_name](_rows(embeddings1), _rows(embeddings2))  # (N, M)
 
     def similarity_pairwise(self, embeddings1: np.ndarray | torch.Tensor | Sequence[torch.Tensor],
                             embeddings2: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Row ``i`` against row ``i`` only -> (N,), by :attr:`similarity_fn_name` (larger is more similar)."""
-        from .similarity import pairwise
-
         sign = -1.0 if self.similarity_fn_name in ("euclidean", "manhattan") else 1.0
         return sign * pairwise(_rows(embeddings1), _rows(embeddings2), self.similarity_fn_name)  # (N,)
 
@@ -335,9 +334,6 @@ class Embedder(nn.Module):
         """
         from safetensors.torch import save_file
 
-        from .atomic import write_folder
-        from .pretrained import save_pretrained
-        from .tokenizers import TOKENIZER_FILES
 
         check_path(directory, "directory")
         if sentence_transformers is not None:
@@ -369,8 +365,6 @@ class Embedder(nn.Module):
 
     def _why_not_sentence_transformers(self) -> str | None:
         """Why sentence-transformers could not load this embedder as it is, or None if it can."""
-        from .tokenizers import BPETokenizer, Tokenizer
-
         if not isinstance(self.tokenizer, (BPETokenizer, Tokenizer)):
             return (f"its tokenizer is a {type(self.tokenizer).__name__}, and Hugging Face's loaders read only "
                     "byte-level BPE (vocab.json + merges.txt)")
@@ -423,10 +417,6 @@ class Embedder(nn.Module):
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace
         the saved settings; ``None`` keeps the saved value. A plain model pools with "mean".
         """
-        from .atomic import recover_folder
-        from .folders import expand_path
-        from .model import from_pretrained
-        from .pretrained import BUNDLED
 
         allowed = {*_SETTINGS, "tokenizer", "projection"}
         unknown = set(overrides) - allowed
@@ -474,7 +464,6 @@ def _read_settings(folder: Path, config) -> dict[str, Any]:
     """``embedder.json`` (+ ``projection.safetensors``) -> keyword arguments for :class:`Embedder`, each field
     checked against the model's ``config``."""
     path = folder / "embedder.json"
-    from .similarity import SIMILARITY_FNS
 
     what = "a valid embedder.json"
     raw = read_json(path, what)
@@ -502,8 +491,6 @@ def _read_settings(folder: Path, config) -> dict[str, Any]:
 
 def _read_projection(weights: Path, settings_path: Path, width: int) -> nn.Linear:
     """The (D, C) projection saved beside an embedder.json that sets has_projection."""
-    from .pretrained import load_weights_file
-
     if not weights.is_file():
         raise MissingFileError(f"{settings_path} sets has_projection but {weights.name} is missing from "
                                f"{weights.parent}; save the embedder again")

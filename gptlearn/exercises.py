@@ -21,6 +21,12 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import attention as ref
+from .tokenizers import Tokenizer, merge
+from .config import GPTConfig
+from .model import GPT
+from .embeddings import pool
+from .patching import ablate_heads
+from .embed_train import cosent_loss, mnrl_loss
 
 __all__ = [
     "CheckResult",
@@ -391,8 +397,6 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
 def check_merge(fn: Callable[[list, tuple, Any], list], *, quiet: bool = False) -> CheckResult:
     """``fn(ids, pair, new)``: replace every non-overlapping occurrence of ``pair``, left to right, by
     ``new`` (as :func:`gptlearn.tokenizers.merge`) and return a new list."""
-    from .tokenizers import merge
-
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 9),
         ([5, 5, 5], (5, 5), 7),  # overlapping: [7, 5], not [7, 7]
@@ -495,8 +499,6 @@ def check_layer_norm(fn: Callable[..., torch.Tensor], *, quiet: bool = False) ->
 def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> CheckResult:
     """``fn(config)`` -> the number of parameters of ``GPT(config)`` (the tied lm_head counted once),
     checked on the meta device for the GPT-2 sizes and a few odd shapes (chapter 6)."""
-    from .config import GPTConfig
-    from .model import GPT
 
     configs = [GPTConfig.from_preset(p) for p in ("gpt2", "gpt2-medium", "gpt2-xl")] + [
         GPTConfig(n_layer=3, n_head=2, n_embd=10, n_positions=7, vocab_size=11),
@@ -539,8 +541,6 @@ def check_param_count(fn: Callable[[Any], int], *, quiet: bool = False) -> Check
 def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, quiet: bool = False) -> CheckResult:
     """``fn(hidden, mask)``: hidden (B, T, C), mask (B, T) bool (True = real token) -> (B, C), the mean
     of each row's real token vectors, as ``gptlearn.embeddings.pool(hidden, mask, "mean")`` (chapter 8)."""
-    from .embeddings import pool
-
     def check() -> str:
         g = torch.Generator().manual_seed(13)
         B, T, C = 3, 6, 5
@@ -574,8 +574,6 @@ def check_mean_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 # biases and LayerNorms are all moved off their initial values, so a forgotten b_O, gamma or beta shows.
 
 def _interp_model(seed: int = 0):
-    from .config import GPTConfig
-    from .model import GPT
 
     torch.manual_seed(seed)
     model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=50), fast=False).eval()
@@ -790,8 +788,6 @@ def check_ablate_head(fn: Callable[[Any, torch.Tensor, int, int], torch.Tensor],
     is gone; everything else, b_O included, stays)."""
 
     def check() -> str:
-        from .patching import ablate_heads
-
         model = _interp_model(5)
         tokens = _interp_tokens(6)
         got = _as_tensor(_call(fn, model, tokens.clone(), 1, 2))
@@ -893,8 +889,6 @@ def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor], *, qu
 
 def check_bytes_per_token(fn: Callable[[Any, str], float], *, quiet: bool = False) -> CheckResult:
     """``fn(tokenizer, text)`` -> UTF-8 bytes of ``text`` per token the tokenizer makes of it (chapter 1)."""
-    from .tokenizers import Tokenizer
-
     def check() -> str:
         tok = Tokenizer.gpt2()
         for text in ("The quick brown fox jumps over the lazy dog.", "吾輩は猫である。", "    return x  # four spaces"):
@@ -1003,8 +997,6 @@ def check_whitening(fn: Callable[[Any, int], Any], *, quiet: bool = False) -> Ch
 
 def check_cosent(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
     """``fn(e1, e2, scores, scale=20.0)`` -> the CoSENT loss, as ``gptlearn.embed_train.cosent_loss`` (chapter 10)."""
-    from .embed_train import cosent_loss
-
     def check() -> str:
         g = torch.Generator().manual_seed(10)
         e1 = torch.randn(6, 16, generator=g)  # (N, C)
@@ -1037,8 +1029,6 @@ def check_cosent(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> Che
 def check_in_batch_negatives(fn: Callable[..., torch.Tensor], *, quiet: bool = False) -> CheckResult:
     """``fn(a, p, scale=20.0)`` -> the in-batch-negatives loss of N pairs, as
     ``gptlearn.embed_train.mnrl_loss`` (chapter 10)."""
-    from .embed_train import mnrl_loss
-
     def check() -> str:
         g = torch.Generator().manual_seed(11)
         a, p = torch.randn(5, 8, generator=g) * 3, torch.randn(5, 8, generator=g)  # (N, C) each

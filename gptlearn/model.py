@@ -32,6 +32,7 @@ from .hooks import HookedRootModule, HookPoint
 from .kv_cache import KVCache
 from .names import OFFLINE_MODEL
 from .pretrained import PretrainedMixin, PretrainedNotAvailableError
+from .tokenizers import Tokenizer
 
 __all__ = ["LayerNorm", "MLP", "Block", "LMHead", "GPT", "sinusoidal_positions", "from_pretrained", "load_model",
            "check_token_ids", "check_targets", "IMPLEMENTATIONS", "register_implementation", "register_decoder"]
@@ -337,7 +338,6 @@ class GPT(HookedRootModule, PretrainedMixin):
                     f"this model has a vocabulary of {self.config.vocab_size} tokens and no tokenizer attached (its "
                     "folder has no tokenizer files); set model.tokenizer = ... (GPT-2's BPE only fits vocab_size 50257)"
                 )
-            from .tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.gpt2()
         return self._tokenizer

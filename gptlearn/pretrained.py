@@ -28,6 +28,10 @@ from .errors import (GptlearnError, InvalidFileError, InvalidValueError, Missing
 from .checks import check_bool, check_path
 from .names import OFFLINE_EMBEDDER, OFFLINE_MODEL
 from .safeio import check_regular, read_json, read_regular
+from .tokenizers import (CHAR_FILE, GPT2_ASSET_SHA256, MERGES_FILE, TOKENIZER_FILES, Tokenizer, VOCAB_FILE,
+                         load_tokenizer)
+from .atomic import recover_folder, write_folder
+from .folders import expand_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -163,7 +167,6 @@ def _folder_tokenizer(folder: Path, config: GPTConfig):
     the model's vocabulary."""
     import hashlib
 
-    from .tokenizers import CHAR_FILE, GPT2_ASSET_SHA256, MERGES_FILE, VOCAB_FILE, Tokenizer, load_tokenizer
 
     vocab, merges = folder / VOCAB_FILE, folder / MERGES_FILE
     if vocab.is_file() != merges.is_file():
@@ -248,8 +251,6 @@ def _quiet_hub():
 
 def _resolve(name_or_path: str | Path) -> Path:
     """A local folder, the bundled ``gptlearn-mini`` or a Hub name -> the folder holding the model."""
-    from .atomic import recover_folder
-    from .folders import expand_path
 
     key = str(name_or_path)
     path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"),
@@ -278,8 +279,6 @@ def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer
     (:mod:`gptlearn.folders`)."""
     from safetensors.torch import save_file
 
-    from .atomic import write_folder
-    from .tokenizers import TOKENIZER_FILES
 
     check_path(directory, "directory")
     check_bool(save_tokenizer, "save_tokenizer")

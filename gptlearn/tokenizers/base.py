@@ -31,6 +31,9 @@ from typing import AbstractSet, Any, Collection, Iterable, Literal, Protocol, Se
 import regex
 
 from ..errors import InvalidTypeError, TokenIdError
+from ..atomic import write_folder
+from ..checks import check_bool, check_path
+from ..folders import kind_of
 
 __all__ = [
     "ENDOFTEXT",
@@ -349,9 +352,6 @@ def save_files(directory: str | os.PathLike, files: dict[str, str], *, overwrite
     them, replacing only tokenizer files gptlearn wrote there; a folder that holds other things is refused
     unless ``overwrite``, and a ``vocab.json`` or ``merges.txt`` gptlearn did not write is never replaced.
     Inside a save of a whole folder (``save_pretrained``) the files go straight into that save's folder."""
-    from ..atomic import write_folder
-    from ..checks import check_bool, check_path
-    from ..folders import kind_of
 
     check_path(directory, "directory")
     check_bool(overwrite, "overwrite")

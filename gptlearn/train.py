@@ -56,6 +56,7 @@ from .fast.memory import freed_memory_kept
 from .model import GPT, sinusoidal_positions
 from .safeio import JSON_MAX_BYTES, read_regular
 from .tokenizers import TokenizerLike, load_tokenizer_spec, tokenizer_problem
+from .atomic import recover_folder, write_folder
 
 __all__ = [
     # the settings and the result of a run
@@ -400,8 +401,6 @@ def _open_run_folder(out: Path, args: TrainConfig, stack: contextlib.ExitStack) 
     """Make ``out`` ready for this run before any work: locked (until ``stack`` closes), a checkpoint killed
     half-way finished or undone and its leftovers removed (before the folder is created, since a killed
     swap may have moved it aside), writable, and free for this run (:func:`_check_out`)."""
-    from .atomic import recover_folder
-
     check_name(out, "--out")  # a name too long for the temporary folder beside it: before any work
     if not out.is_dir():
         checkpoint.check_writable(out, parent_only=True)  # its parent must take it (and the lock)
@@ -781,8 +780,6 @@ class Run:
         """Write the checkpoint of ``step`` finished steps (the model folder with its trainer state, replaced
         as one) if it is good. Returns None, or what is not finite; then nothing is written, and the last
         checkpoint stays the last good one."""
-        from .atomic import write_folder
-
         problem = self.problem(step) if self.out is not None else None
         if self.out is None or problem is not None:
             return problem

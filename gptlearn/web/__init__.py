@@ -23,6 +23,8 @@ from ..names import OFFLINE_MODEL
 from .exporter import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, MAX_PARAMETERS, STATIC_FILES, export,
                      page_model, payload, read_export, static_dir)
 from .exporter import explorer_div, model_script, read_model_script  # further models in a page
+from ..folders import check_folder, check_name
+from ..model import from_pretrained
 
 __all__ = ["export", "payload", "read_export", "static_dir", "page_model", "register_cli", "FORMAT", "DATA_FILE",
            "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT"]
@@ -45,8 +47,6 @@ def register_cli(subparsers: Any) -> None:
 
 
 def _cli_main(args: Any) -> int:
-    from ..folders import check_folder, check_name
-    from ..model import from_pretrained
 
     check_folder(check_name(args.out, "--out"), kind="site", overwrite=args.overwrite, what="--out",
                  hint="pass --overwrite")  # before the model is loaded

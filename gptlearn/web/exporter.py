@@ -30,6 +30,11 @@ import torch
 
 from ..errors import InvalidValueError
 from ..names import OFFLINE_MODEL
+from ..model import load_model
+from ..tokenizers import BPETokenizer, CharTokenizer
+from ..atomic import write_folder
+from ..checks import check_bool, check_path, check_str
+from ..folders import check_folder, check_name
 
 __all__ = ["FORMAT", "DATA_FILE", "STATIC_FILES", "MAX_PARAMETERS", "BOOK_MAX_PARAMETERS", "CHECK_TEXT", "payload",
            "export", "read_export", "static_dir", "page_model", "model_script", "read_model_script", "explorer_div"]
@@ -53,8 +58,6 @@ def page_model(max_parameters: int = BOOK_MAX_PARAMETERS):
     """The model the book's pages run: ``gptlearn.load_model()`` (the chapters' model) when it has at most
     ``max_parameters``, else the bundled gptlearn-mini. Returns ``(model, book_model)``, where
     ``book_model`` names the chapters' model when the pages run a smaller one, else None."""
-    from ..model import load_model
-
     model = load_model(verbose=False)
     if model.num_parameters() <= max_parameters:
         return model, None
@@ -62,8 +65,6 @@ def page_model(max_parameters: int = BOOK_MAX_PARAMETERS):
 
 
 def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
-    from ..tokenizers import BPETokenizer, CharTokenizer
-
     bpe = getattr(tokenizer, "bpe", tokenizer)  # Tokenizer wraps its readable BPETokenizer twin
     if isinstance(bpe, BPETokenizer):
         return {"kind": "bpe", "vocab": bpe.vocab(), "merges": [list(m) for m in bpe.merges],
@@ -160,9 +161,6 @@ def export(model, folder: str | Path, *, name: str | None = None, book_model: st
     >>> gptlearn.web.export(gptlearn.load_model("gptlearn-mini"), "site")   # doctest: +SKIP
     PosixPath('site/gptlearn-live-data.js')
     """
-    from ..atomic import write_folder
-    from ..checks import check_bool, check_path
-    from ..folders import check_folder, check_name
 
     check_path(folder, "folder")
     check_bool(overwrite, "overwrite")
@@ -197,8 +195,6 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
 
 def _decode(data: dict[str, Any], path: Any) -> dict[str, Any]:
     """Add ``state_dict``, ``check_logits`` and ``tokenizer_object`` to a payload read back from ``path``."""
-    from ..tokenizers import BPETokenizer, CharTokenizer
-
     if data.get("format") != FORMAT:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
     dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
@@ -245,8 +241,6 @@ def model_script(model, key: str, *, name: str | None = None, check_text: str = 
 
     >>> HTML(gptlearn.web.model_script(tuned, "tuned", name="tuned", half=True))   # doctest: +SKIP
     """
-    from ..checks import check_bool, check_str
-
     _check_key(key)
     check_str(check_text, "check_text", empty=False)
     if check_bool(half, "half"):
@@ -279,8 +273,6 @@ def explorer_div(*, parts: str = "tokens next", text: str | None = None, model: 
     the ``model`` it runs (a :func:`model_script` key; default the page's) and a ``compare`` model whose
     next-token bars are drawn beside the first's, titled ``labels``. Outside a web page (in Jupyter) it
     shows a line saying so."""
-    from ..checks import check_str
-
     attrs = {"data-parts": check_str(parts, "parts", empty=False)}
     if text is not None:
         attrs["data-text"] = check_str(text, "text")

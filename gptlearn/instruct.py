@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import InvalidValueError
+from .train import make_optimizer
 
 __all__ = ["IGNORE_INDEX", "TEMPLATE", "TASKS", "Example", "format_prompt", "single_token_words",
            "synthetic_instructions", "encode_example", "collate", "respond", "exact_match", "instruction_tune"]
@@ -137,8 +138,6 @@ def instruction_tune(model, tokenizer, examples: Sequence[Example], *, steps: in
                      lr: float = 1e-3, mask_prompt: bool = True, seed: int = 0) -> list[float]:
     """Fine-tune ``model`` in place on ``examples`` (batches drawn with ``seed``) and return each step's loss:
     the mean cross-entropy of the response's tokens (every token's, without ``mask_prompt``)."""
-    from .train import make_optimizer
-
     encoded = [encode_example(tokenizer, e) for e in examples]
     optimizer = make_optimizer(model, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)

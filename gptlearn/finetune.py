@@ -57,6 +57,11 @@ from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidVa
 from .lora import add_lora, check_rank, lora_layers, merge_lora
 from .model import GPT
 from .safeio import read_json
+from .atomic import recover_folder, write_folder
+from .folders import check_folder, check_name, kind_of
+from .devices import check_duration, resolve_device
+from .train import lr_at, make_optimizer
+from .pretrained import load_weights_file, save_pretrained
 
 __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "FinetuneResult", "Classifier",
            "read_tsv", "wordnet_glosses", "load_glosses", "GLOSS_TOPICS", "is_classifier_folder",
@@ -299,8 +304,6 @@ class Classifier(nn.Module):
         fine-tuning run saves a "run") unless ``overwrite``."""
         from safetensors.torch import save_file
 
-        from .atomic import write_folder
-        from .pretrained import save_pretrained
 
         bad = next((n for n, p in self.named_parameters() if not p.isfinite().all()), None)
         if bad is not None:
@@ -328,8 +331,6 @@ class Classifier(nn.Module):
         """Load a folder written by :meth:`save_pretrained` (or by ``gptlearn finetune``). ``merge=True``
         folds LoRA adapters into the weights (same outputs, faster); ``merge=False`` keeps them apart
         (to train them further). A language model's folder is refused: it has no head."""
-        from .atomic import recover_folder
-        from .pretrained import load_weights_file
 
         folder = recover_folder(Path(directory).expanduser())
         meta = read_classifier_json(folder, directory)
@@ -609,8 +610,6 @@ def _check_out(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
     ``resume`` (:func:`gptlearn.checkpoint.read_state`, every field checked). Refuses a folder that holds
     something unless ``resume`` or ``overwrite`` says what to do with it, and a folder gptlearn did not
     write (:mod:`gptlearn.folders`), as ``gptlearn train`` does."""
-    from .atomic import recover_folder
-    from .folders import check_folder, kind_of
 
     recover_folder(out)
     if out.exists() and not out.is_dir():
@@ -664,7 +663,6 @@ def finetune(train: Any, dev: Any = None, config: FinetuneConfig | None = None, 
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir is not None else None
     with contextlib.ExitStack() as stack:
         if out is not None:  # one run at a time in a folder: the lock both trainers take
-            from .folders import check_name
 
             check_name(out, "--out")
             if not out.is_dir():
@@ -697,7 +695,6 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
         raise InvalidFileError(f"{where}every line has the label {names[0]!r}; a classifier needs two or more labels")
     dev_data = _pairs(dev, "dev", known=names, known_from=train_name) if dev is not None else None
 
-    from .devices import resolve_device
 
     if model_given and cfg.device in (None, "auto"):
         device = model_obj.device  # a model handed over stays where it is
@@ -729,7 +726,6 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
     torch.manual_seed(cfg.seed + 1)
     _prepare(clf, method, cfg)
 
-    from .train import lr_at, make_optimizer
 
     max_lr = cfg.resolved_lr()
     optimizer = make_optimizer(clf, lr=max_lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
@@ -816,8 +812,6 @@ def _check_time(clf: Classifier, method: str, rows: list[list[int]], dev_rows: l
     (:func:`gptlearn.devices.check_duration`), before anything is trained: for each remaining epoch, the
     training sentences through the model (forward and backward for ``full``; at least a forward for
     ``last_block`` and ``lora``) and the dev sentences forward; ``probe`` reads both once."""
-    from .devices import check_duration
-
     left = max(cfg.epochs - start, 0)
     dev = clf.embedder.estimate_flops(dev_rows) if dev_rows else 0
     if method == "probe":

@@ -166,7 +166,8 @@ def generate_stream(model: "GPT", idx: torch.Tensor | str | Sequence[int], max_n
     try:
         decoder = None
         if fused:
-            from .fast.fused import FusedDecoder  # only when asked for: it builds a C++ extension
+            # here, not at the top: the fused decoder is opt-in (fused=True), and its module is imported only then
+            from .fast.fused import FusedDecoder
 
             decoder = FusedDecoder(model, cache)  # checks the model, builds the kernel once
         for step in range(max_new_tokens):

@@ -16,7 +16,6 @@ against the SHA-256 hashes that tiktoken pins the first time they are loaded.
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import json
 import math
@@ -27,6 +26,7 @@ from typing import Any, Sequence, TypeVar
 
 import regex
 
+from ..checks import sha256
 from ..errors import InvalidFileError, InvalidValueError, MissingFileError, UnavailableError
 from ..safeio import JSON_MAX_BYTES, read_json, read_regular
 from .base import (ENDOFTEXT, save_files, MERGES_FILE, VOCAB_FILE, AllowedSpecial, BaseTokenizer, DisallowedSpecial,
@@ -132,10 +132,6 @@ def _fix_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @functools.lru_cache(maxsize=None)
 def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
     """Return the (encoder.json, vocab.bpe) paths in ``directory`` after checking their SHA-256."""
@@ -146,7 +142,7 @@ def _verified_gpt2_files(directory: str) -> tuple[Path, Path]:
             raise MissingFileError(
                 f"GPT-2 tokenizer file {path} is missing; reinstall gptlearn to restore it"
             )
-        got = _sha256(path)
+        got = sha256(path)
         if got != expected:
             raise UnavailableError(
                 f"GPT-2 tokenizer file {path} is corrupt (sha256 {got}, expected {expected}); "

@@ -29,7 +29,7 @@ from torch import nn
 from .checks import check_bool, check_device, check_int, check_path, check_texts, describe
 from .errors import InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
 from .safeio import read_json
-from .model import GPT
+from .model import GPT, from_pretrained
 from .tokenizers.base import encode_document
 from .similarity import SIMILARITY_FNS, pairwise
 from .pretrained import BUNDLED, load_weights_file, save_pretrained
@@ -37,7 +37,6 @@ from .devices import resolve_device
 from .atomic import recover_folder, write_folder
 from .tokenizers import BPETokenizer, TOKENIZER_FILES, Tokenizer
 from .folders import expand_path
-from .model import from_pretrained
 
 if TYPE_CHECKING:
     from .tokenizers import TokenizerLike

@@ -333,7 +333,6 @@ class Embedder(nn.Module):
         """
         from safetensors.torch import save_file
 
-
         check_path(directory, "directory")
         if sentence_transformers is not None:
             check_bool(sentence_transformers, "sentence_transformers")

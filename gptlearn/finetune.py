@@ -60,7 +60,6 @@ from .safeio import read_json
 from .atomic import recover_folder, write_folder
 from .folders import check_folder, check_name, kind_of
 from .devices import check_duration, resolve_device
-from .train import lr_at, make_optimizer
 from .pretrained import load_weights_file, save_pretrained
 
 __all__ = ["METHODS", "CLASSIFIER_FILE", "HEAD_FILE", "FinetuneConfig", "FinetuneResult", "Classifier",
@@ -303,7 +302,6 @@ class Classifier(nn.Module):
         refused (:mod:`gptlearn.folders`) for a folder gptlearn did not write as a ``kind`` (a model; a
         fine-tuning run saves a "run") unless ``overwrite``."""
         from safetensors.torch import save_file
-
 
         bad = next((n for n, p in self.named_parameters() if not p.isfinite().all()), None)
         if bad is not None:
@@ -695,7 +693,6 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
         raise InvalidFileError(f"{where}every line has the label {names[0]!r}; a classifier needs two or more labels")
     dev_data = _pairs(dev, "dev", known=names, known_from=train_name) if dev is not None else None
 
-
     if model_given and cfg.device in (None, "auto"):
         device = model_obj.device  # a model handed over stays where it is
     else:
@@ -726,6 +723,9 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
     torch.manual_seed(cfg.seed + 1)
     _prepare(clf, method, cfg)
 
+    # here, not at the top: `import gptlearn` imports this module, and must not import gptlearn.train, which
+    # `python -m gptlearn.train` runs as __main__
+    from .train import lr_at, make_optimizer
 
     max_lr = cfg.resolved_lr()
     optimizer = make_optimizer(clf, lr=max_lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))

@@ -167,7 +167,6 @@ def _folder_tokenizer(folder: Path, config: GPTConfig):
     the model's vocabulary."""
     import hashlib
 
-
     vocab, merges = folder / VOCAB_FILE, folder / MERGES_FILE
     if vocab.is_file() != merges.is_file():
         have, lack = (vocab, merges) if vocab.is_file() else (merges, vocab)
@@ -278,7 +277,6 @@ def save_pretrained(model: "nn.Module", directory: str | Path, *, save_tokenizer
     for a model is refused unless ``overwrite``, which still replaces only gptlearn's files
     (:mod:`gptlearn.folders`)."""
     from safetensors.torch import save_file
-
 
     check_path(directory, "directory")
     check_bool(save_tokenizer, "save_tokenizer")

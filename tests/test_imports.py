@@ -155,3 +155,33 @@ def test_generating_text_never_imports_the_fused_step():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["False", "False"]
+
+
+def test_own_module_imports_inside_functions_say_why():
+    """The package's own modules are imported at the top, where a reader sees the graph; one imported inside a
+    function carries a comment just above it saying why ("here, not at the top: ...")."""
+    unexplained = []
+    for name, path in module_names(PACKAGE).items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                own = (isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("gptlearn"))
+                       or isinstance(node, ast.Import) and any(a.name.startswith("gptlearn") for a in node.names))
+                if not own:
+                    continue
+                above = [line.strip() for line in lines[max(0, node.lineno - 4):node.lineno - 1]]
+                if not any(line.startswith("#") and "not at the top" in line for line in above):
+                    unexplained.append(f"{name}:{node.lineno}")
+    assert not unexplained, unexplained
+
+
+def test_importing_the_package_or_its_command_line_never_imports_the_trainer():
+    """``python -m gptlearn.train`` runs train.py as __main__; had ``import gptlearn`` imported it already,
+    Python would warn and hold two copies of the module."""
+    code = "import sys, gptlearn, gptlearn.cli\nprint('gptlearn.train' in sys.modules)\n"
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["False"]

@@ -2,7 +2,8 @@
 ``if TYPE_CHECKING:`` are exempt. Read from the source with ``ast`` (nothing is imported), over every
 module of the package, so a module added later is checked too.
 
-Also: importing gptlearn and generating text never imports the fused C++ step (only ``fused=True`` does).
+Also: importing gptlearn and generating text never imports the fused C++ step (only ``fused=True`` does);
+importing gptlearn never imports the trainer; an own-module import inside a function says why it is there.
 """
 from __future__ import annotations
 

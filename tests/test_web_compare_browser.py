@@ -67,6 +67,22 @@ def _tops(box) -> list[str]:
     return [box.locator(".gl-column").nth(i).locator(".gl-top li code").first.inner_text() for i in range(2)]
 
 
+def _both_match_pytorch(page, box, tokenizer, models, text) -> list[str]:
+    """Each of the page's models (None: the page's own, else its key) gives PyTorch's ids exactly and its
+    logits within 1e-3 on ``text``, and the explorer's two columns show PyTorch's top tokens; returns them."""
+    ids = tokenizer.encode_ordinary(text)
+    tops = []
+    for key, model in models:
+        out = page.evaluate("([k, t]) => gptlearn.live.model(k).forward(t)", [key, text])
+        assert out["ids"] == ids
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0, -1]
+        torch.testing.assert_close(torch.tensor(out["logits"]), logits, atol=1e-3, rtol=0)
+        tops.append(display_token(tokenizer.decode([int(logits.argmax())])))
+    assert _tops(box) == tops
+    return tops
+
+
 def test_before_and_after_bars_run_pytorchs_numbers(browser, models, page_path):
     base, tuned, prompt = models
     shipped = _rebuilt(read_model_script(page_path.read_text(encoding="utf-8"), "tuned"))
@@ -86,16 +102,7 @@ def test_before_and_after_bars_run_pytorchs_numbers(browser, models, page_path):
         assert box.locator(".gl-input").input_value() == prompt
 
         def check(text):
-            ids = base.tokenizer.encode_ordinary(text)
-            for key, model in ((None, base), ("tuned", shipped)):
-                out = page.evaluate("([k, t]) => gptlearn.live.model(k).forward(t)", [key, text])
-                assert out["ids"] == ids
-                with torch.no_grad():
-                    want = model(torch.tensor([ids]))[0, -1]
-                torch.testing.assert_close(torch.tensor(out["logits"]), want, atol=1e-3, rtol=0)
-            tops = [display_token(base.tokenizer.decode([_top(m, ids)])) for m in (base, shipped)]
-            assert _tops(box) == tops
-            return tops
+            return _both_match_pytorch(page, box, base.tokenizer, ((None, base), ("tuned", shipped)), text)
 
         tops = check(prompt)
         # the float16 rounding leaves the tuned model's top token on the prompt as it was
@@ -189,16 +196,7 @@ def test_chapter_12_draws_the_bars_before_and_after_tuning(browser, built_book):
         assert [box.locator(".gl-column").nth(i).locator(".gl-top li").count() for i in range(2)] == [10, 10]
         prompt = box.locator(".gl-input").input_value()
         assert prompt.endswith("\nAnswer:")
-        ids = tokenizer.encode_ordinary(prompt)
-        tops = []
-        for key, model in ((None, base), ("tuned", tuned)):
-            out = page.evaluate("([k, t]) => gptlearn.live.model(k).forward(t)", [key, prompt])
-            assert out["ids"] == ids
-            with torch.no_grad():
-                logits = model(torch.tensor([ids]))[0, -1]
-            torch.testing.assert_close(torch.tensor(out["logits"]), logits, atol=1e-3, rtol=0)
-            tops.append(display_token(tokenizer.decode([int(logits.argmax())])))
-        assert _tops(box) == tops
+        _both_match_pytorch(page, box, tokenizer, ((None, base), ("tuned", tuned)), prompt)
         assert not errors, errors
         assert not external, external
     finally:

@@ -50,7 +50,7 @@ from torch import nn
 
 from . import checkpoint
 from .checkpoint import STATE_FILE, STATE_FILES
-from .checks import shown
+from .checks import non_finite, shown
 from .embeddings import POOLING, Embedder
 from .names import OFFLINE_MODEL
 from .errors import GptlearnError, InvalidFileError, InvalidTypeError, InvalidValueError, MissingFileError
@@ -303,9 +303,9 @@ class Classifier(nn.Module):
         fine-tuning run saves a "run") unless ``overwrite``."""
         from safetensors.torch import save_file
 
-        bad = next((n for n, p in self.named_parameters() if not p.isfinite().all()), None)
+        bad = non_finite(self)
         if bad is not None:
-            raise GptlearnError(f"{bad} holds NaN or infinity, so the classifier was not saved; lower the "
+            raise GptlearnError(f"the classifier holds NaN or infinity ({bad}), so it was not saved; lower the "
                                 "learning rate")
         directory = Path(directory)
         meta = {"format": FORMAT, "version": VERSION, **self.settings(), **(extra or {})}
@@ -710,9 +710,9 @@ def _finetune(train: Any, dev: Any, cfg: FinetuneConfig, settings: dict[str, Any
         torch.manual_seed(cfg.seed)
         clf = Classifier(model, names, pooling=cfg.pooling, layer=cfg.layer,
                          base_model=None if model_given else os.fspath(cfg.model))
-    bad = next((n for n, p in clf.named_parameters() if not p.isfinite().all()), None)
+    bad = non_finite(clf)
     if bad is not None:
-        raise GptlearnError(f"the model's weights hold NaN or infinity (first in {bad}); load a model that trained "
+        raise GptlearnError(f"the model's weights hold NaN or infinity ({bad}); load a model that trained "
                             "without diverging")
     rows = clf.embedder.tokenize(sentences)
     y = torch.tensor([names.index(x) for x in labels])  # (N,)

@@ -193,7 +193,7 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
     monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
     t = teacher_embeddings(["A man is playing a guitar.", "A man plays the guitar.", "Stocks fell sharply."], teacher)
     assert t.shape == (3, 384)
-    torch.testing.assert_close(t.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(3), atol=1e-3, rtol=0)  # unit, rounded to float16
     assert float(t[0] @ t[1]) > float(t[0] @ t[2]) + 0.3  # a paraphrase is far closer than an unrelated sentence
 
     class NoTeacher:
@@ -201,7 +201,9 @@ def test_distillation_with_projection(tiny_model, small_pairs, teacher, tmp_path
             raise AssertionError("cached sentences must not go through the teacher again")
 
     cached = teacher_embeddings(["Stocks fell sharply.", "A man plays the guitar."], NoTeacher())
-    torch.testing.assert_close(cached, t[[2, 1]].half().float(), atol=0, rtol=0)  # the cache keeps float16
+    # the cache keeps float16, and fresh vectors are rounded the same: a resumed run gets the same targets
+    torch.testing.assert_close(cached, t[[2, 1]], atol=0, rtol=0)
+    assert torch.equal(t, t.half().float())
 
     pairs = small_pairs.head(32)
     hist = train_embeddings(_embedder(tiny_model), pairs, objective="distill", epochs=3, batch_size=16, lr=3e-3,

@@ -50,7 +50,7 @@ from .checks import Rule, add_config_arguments, check_rules, is_int, is_number, 
 from .checks import setting as _setting
 from .data import PairData, read_pairs, read_sentences
 from .devices import autocast, check_duration, resolve_device
-from .embeddings import POOLING, Embedder
+from .embeddings import POOLING, Embedder, has_settings
 from .errors import GptlearnError
 from .names import OFFLINE_MODEL
 from .fast.memory import freed_memory_kept
@@ -378,9 +378,8 @@ def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Embedder:
     if isinstance(embedder_or_model, GPT):
         return Embedder(embedder_or_model, pooling=pooling or DEFAULT_POOLING)
     if isinstance(embedder_or_model, (str, os.PathLike)):
-        has_settings = (Path(embedder_or_model).expanduser() / "embedder.json").is_file()
-        return Embedder.from_pretrained(embedder_or_model,
-                                        pooling=pooling or (None if has_settings else DEFAULT_POOLING))
+        plain = not has_settings(embedder_or_model)  # an embedder's folder or name keeps its own pooling
+        return Embedder.from_pretrained(embedder_or_model, pooling=pooling or (DEFAULT_POOLING if plain else None))
     raise GptlearnError(f"expected an Embedder, a GPT or a model name/folder, got {type(embedder_or_model).__name__}")
 
 

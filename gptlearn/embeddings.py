@@ -421,13 +421,10 @@ class Embedder(nn.Module):
         if unknown:
             raise InvalidTypeError(f"unknown option(s) {sorted(unknown)}; Embedder.from_pretrained takes "
                                    f"{sorted(allowed)}")
-        folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"),
-                                remove=False)  # a save killed half-way
-        if not folder.is_dir() and str(name_or_path) in BUNDLED:
-            folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
+        folder = _folder(name_or_path)
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
-        if (folder / "embedder.json").exists() or (folder / "embedder.json").is_symlink():
+        if has_settings(name_or_path):
             settings = _read_settings(folder, model.config)  # a FIFO or a device there: refused, named
         settings.update({k: v for k, v in overrides.items() if v is not None})
         embedder = cls(model, **settings)
@@ -438,6 +435,22 @@ class Embedder(nn.Module):
     def extra_repr(self) -> str:
         return (f"pooling={self.pooling!r}, layer={self.layer}, max_length={self.max_length}, "
                 f"dimensions={self.dimensions}")
+
+
+def _folder(name_or_path: str | Path) -> Path:
+    """The folder a name or path loads from: the path, or a bundled model's folder (a half-written save is
+    recovered first)."""
+    folder = recover_folder(expand_path(name_or_path, "name_or_path (the model)"), remove=False)
+    if not folder.is_dir() and str(name_or_path) in BUNDLED:
+        folder = BUNDLED[str(name_or_path)]  # a bundled embedder carries its pooling in embedder.json
+    return folder
+
+
+def has_settings(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` (a folder or a bundled name) holds an embedder's settings (embedder.json),
+    rather than being a plain language model."""
+    settings = _folder(name_or_path) / "embedder.json"
+    return settings.exists() or settings.is_symlink()
 
 
 def _rows(x: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

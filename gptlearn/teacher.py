@@ -81,8 +81,8 @@ def teacher_embeddings(sentences: Sequence[str], teacher: Any = None, *, batch_s
     With ``cache``, every sentence's vector is kept in ``<gptlearn cache>/teacher/all-MiniLM-L6-v2.npz``
     and only new sentences go through the teacher. The vectors are rounded to float16 (as the cache keeps
     them; cosines move by < 1e-3) whether they were just made or read back, so a resumed run trains on
-    exactly the targets of the run it continues. New sentences are labelled ``save_every`` at a time and the cache is written after each chunk,
-    so an interrupted run resumes where it stopped.
+    exactly the targets of the run it continues. New sentences are labelled ``save_every`` at a time and the
+    cache is written after each chunk, so an interrupted run resumes where it stopped.
     """
     sentences = list(sentences)
     path = _teacher_cache_file() if cache else None

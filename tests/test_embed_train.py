@@ -546,3 +546,18 @@ def test_the_history_is_the_shape_loss_curve_reads(tiny_model, small_pairs):
     train = next(t for t in fig.data if t.name == "train")
     assert list(train.x) == [float(s) for s in hist.step] and list(train.y) == pytest.approx(hist.train_loss)
     assert hist.steps is hist.step and hist.losses is hist.train_loss  # the earlier names
+
+
+def test_an_embedder_keeps_its_own_pooling_and_a_plain_model_gets_the_default(tiny_model, tmp_path):
+    """Training the bundled embedder by name (``--model gptlearn-embed``) keeps its mean pooling; a plain
+    language model's folder gets DEFAULT_POOLING; an embedder folder keeps what it saved."""
+    from gptlearn import Embedder
+    from gptlearn.embed_train import DEFAULT_POOLING, _make_embedder
+
+    assert Embedder.from_pretrained("gptlearn-embed").pooling == "mean" != DEFAULT_POOLING
+    assert _make_embedder("gptlearn-embed", None).pooling == "mean"
+    assert _make_embedder("gptlearn-embed", "max").pooling == "max"  # asked for: honoured
+    tiny_model.save_pretrained(tmp_path / "plain")
+    assert _make_embedder(tmp_path / "plain", None).pooling == DEFAULT_POOLING
+    Embedder(tiny_model, pooling="last").save_pretrained(tmp_path / "embedder")
+    assert _make_embedder(str(tmp_path / "embedder"), None).pooling == "last"

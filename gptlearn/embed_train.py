@@ -11,10 +11,7 @@ training asks "similar meaning -> similar direction". Here we fine-tune the mode
 * ``"mnrl"``    - in-batch negatives ("MultipleNegativesRanking"): each sentence must find its own
   partner among the batch's partners (positive pairs only);
 * ``"distill"`` - copy a stronger encoder (all-MiniLM-L6-v2, :mod:`gptlearn.teacher`): match its
-  within-batch cosine-similarity matrix and, through a projection head, its embeddings;
-* ``"neighbours"`` - with ``distill`` on unlabelled sentences: each batch is half sentences, half one of
-  each one's nearest teacher neighbours in the corpus, and each sentence's softmax over the batch's
-  cosines copies the teacher's (who is whose neighbour: the topics of a sentence map).
+  within-batch cosine-similarity matrix and, through a projection head, its embeddings.
 
 Objectives combine with ``+``, e.g. ``"distill+cosent"``.
 
@@ -55,7 +52,7 @@ from .errors import GptlearnError
 from .names import OFFLINE_MODEL
 from .fast.memory import freed_memory_kept
 from .model import GPT
-from .teacher import TEACHER_NAME, cached_neighbours, load_teacher, teacher_embeddings, teacher_token_init  # noqa: F401
+from .teacher import TEACHER_NAME, load_teacher, teacher_embeddings, teacher_token_init  # noqa: F401 (re-exported)
 from .train import make_optimizer, warmup_linear_lr
 
 __all__ = [
@@ -63,7 +60,6 @@ __all__ = [
     "mnrl_loss",
     "similarity_distill_loss",
     "embedding_distill_loss",
-    "neighbour_distill_loss",
     "OBJECTIVES",
     "load_teacher",
     "teacher_embeddings",
@@ -76,8 +72,7 @@ __all__ = [
     "register_cli",
 ]
 
-OBJECTIVES = ("cosent", "mnrl", "distill", "neighbours")
-TEACHER_OBJECTIVES = ("distill", "neighbours")  # the rest rank pairs
+OBJECTIVES = ("cosent", "mnrl", "distill")
 DEFAULT_POOLING = "weighted_mean"  # for a plain model: the best untrained and trained (docs/embeddings-training.md)
 
 
@@ -144,32 +139,6 @@ def similarity_distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> tor
     return F.mse_loss(s @ s.T, t @ t.T)  # (N, N) vs (N, N)
 
 
-def neighbour_distill_loss(student: torch.Tensor, teacher: torch.Tensor, *,
-                           temperature: float = 0.05) -> torch.Tensor:
-    """Copy who is whose neighbour: each sentence's softmax over the batch's *other* sentences of
-    cosine / ``temperature``, with the teacher's as the target (KL(teacher || student), mean over rows).
-
-    :func:`similarity_distill_loss` weighs every pair alike, so in a batch of mostly unrelated sentences
-    it mostly teaches "unrelated stays unrelated"; the softmax puts the weight on each sentence's nearest
-    few, the neighbourhoods a topic map shows. Pair it with batches that hold neighbours
-    (``"distill+neighbours"`` adds each sentence's nearest teacher neighbour from the corpus).
-
-    ``student``: (N, C); ``teacher``: (N, D). 0 when the two softmaxes agree:
-
-    >>> t = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    >>> abs(neighbour_distill_loss(t, t).item()) < 1e-6
-    True
-    >>> round(neighbour_distill_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]]), t).item(), 2)
-    12.6
-    """
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.float(), dim=-1)
-    eye = torch.eye(len(s), dtype=torch.bool, device=s.device)  # a sentence is not its own neighbour
-    log_s = (s @ s.T / temperature).masked_fill(eye, -math.inf).log_softmax(-1)  # (N, N)
-    p_t = (t @ t.T / temperature).masked_fill(eye, -math.inf).softmax(-1)  # (N, N)
-    return (p_t * (p_t.clamp_min(1e-30).log() - log_s.masked_fill(eye, 0.0))).sum(-1).mean()
-
-
 def embedding_distill_loss(projected: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Copy the teacher's embeddings themselves: ``mean(1 - cos(projected_i, teacher_i))``.
 
@@ -210,8 +179,7 @@ class EmbedTrainConfig:
     'distill+cosent'
     """
 
-    objective: str = _setting("cosent", "cosent, mnrl, distill, neighbours (with distill), or a sum like "
-                                         "distill+cosent")
+    objective: str = _setting("cosent", "cosent, mnrl, distill, or a sum like distill+cosent")
     epochs: int = _setting(2, "passes over the training data (the unlabelled sentences when given, else the pairs)")
     batch_size: int = _setting(64, "pairs (or sentences) a step; at least 2 (in-batch objectives compare them)")
     lr: float = _setting(1e-3, "peak learning rate")
@@ -233,8 +201,6 @@ class EmbedTrainConfig:
     warmup: float = _setting(0.1, "share of the steps spent warming the learning rate up", cli=False)
     weight_decay: float = _setting(0.01, "AdamW weight decay (matrices and embeddings only)", cli=False)
     positive_threshold: float = _setting(0.8, "the score from which a pair counts as positive (mnrl)", cli=False)
-    neighbour_weight: float = _setting(1.0, "weight of the neighbours objective", cli=False)
-    neighbour_temperature: float = _setting(0.05, "the softmax temperature of the neighbours objective", cli=False)
     projection: bool = _setting(True, "distil through a linear head when the widths differ", cli=False)
     verbose: bool = _setting(False, "print progress", cli=False)
 
@@ -269,8 +235,7 @@ _RULES: tuple[Rule, ...] = (
     (("max_sentences",), optional(lambda x: is_int(x, 1)), "None or an integer >= 1"),
     (("checkpoint_every",), optional(lambda x: is_int(x, 1)), "None or an integer >= 1 (steps between checkpoints)"),
     (("seed",), lambda x: is_int(x, 0, 2**64 - 1), "an integer from 0 to 2**64 - 1"),
-    (("scale", "neighbour_temperature"), lambda x: is_number(x) and x > 0, "a finite number > 0"),
-    (("neighbour_weight",), lambda x: is_number(x, 0), "a finite number >= 0"),
+    (("scale",), lambda x: is_number(x) and x > 0, "a finite number > 0"),
     (("positive_threshold",), is_number, "a finite number"),
     (("similarity_weight",), lambda x: is_number(x, 0), "a finite number >= 0"),
     (("objective",), lambda x: isinstance(x, str), "a string such as 'cosent' or 'distill+cosent'"),
@@ -351,19 +316,6 @@ def _parse_objective(objective: str) -> list[str]:
         raise GptlearnError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)} or a sum like "
                             "'distill+cosent'")
     return [p for p in OBJECTIVES if p in parts]
-
-
-def _check_inputs(objective: str, parts: list[str], *, pairs: bool, sentences: bool) -> None:
-    """Refuse an objective that the data given cannot train, before any data is read."""
-    if "neighbours" in parts and ("distill" not in parts or not sentences):
-        raise GptlearnError("'neighbours' copies the teacher's neighbourhoods among unlabelled sentences: use "
-                            "--objective distill+neighbours with --sentences")
-    ranking = [p for p in parts if p not in TEACHER_OBJECTIVES]
-    if not pairs and (ranking or not sentences):
-        raise GptlearnError(f"objective {objective!r} needs training pairs" if ranking else
-                            "nothing to train on: pass training pairs or unlabelled sentences")
-    if sentences and "distill" not in parts:
-        raise GptlearnError("unlabelled sentences are for distillation: add 'distill' to the objective")
 
 
 def _make_embedder(embedder_or_model: Any, pooling: str | None) -> Embedder:
@@ -468,13 +420,8 @@ def _distill_objective(b: _Batch, cfg: EmbedTrainConfig, head: Any) -> torch.Ten
     return loss
 
 
-def _neighbour_objective(b: _Batch, cfg: EmbedTrainConfig, head: Any) -> torch.Tensor:
-    return cfg.neighbour_weight * neighbour_distill_loss(b.distill, b.teacher, temperature=cfg.neighbour_temperature)
-
-
 LOSSES: dict[str, Callable[[_Batch, EmbedTrainConfig, Any], torch.Tensor]] = {
-    "cosent": _cosent_objective, "mnrl": _mnrl_objective, "distill": _distill_objective,
-    "neighbours": _neighbour_objective}
+    "cosent": _cosent_objective, "mnrl": _mnrl_objective, "distill": _distill_objective}
 TRAINER = "train-embeddings"
 
 
@@ -518,7 +465,12 @@ def train_embeddings(
     cfg = (config or EmbedTrainConfig()).replace(**settings).validate()
     parts = _parse_objective(cfg.objective)
     out_path = _check_out_dir(Path(cfg.out_dir).expanduser()) if cfg.out_dir is not None else None  # before work
-    _check_inputs(cfg.objective, parts, pairs=train_pairs is not None, sentences=sentences is not None)
+    ranking = [p for p in parts if p != "distill"]
+    if train_pairs is None and (ranking or sentences is None):
+        raise GptlearnError(f"objective {cfg.objective!r} needs training pairs" if ranking else
+                            "nothing to train on: pass training pairs or unlabelled sentences")
+    if sentences is not None and "distill" not in parts:
+        raise GptlearnError("unlabelled sentences are for distillation: add 'distill' to the objective")
     ckpt = _checkpoint_dir(out_path) if out_path is not None else None
     if cfg.resume and not (ckpt / checkpoint.STATE_FILE).exists():
         raise GptlearnError(f"nothing to resume: {ckpt} holds no checkpoint; drop --resume to start a new run")
@@ -566,12 +518,9 @@ class _EmbedRun:
     data_gen: torch.Generator = field(default_factory=torch.Generator)
     whole: bool = True
     last_saved: int | None = None
-    neighbours: torch.Tensor | None = None  # (S, k): each unlabelled sentence's nearest teacher neighbours
 
     def __post_init__(self) -> None:
-        # with "neighbours" a step takes half a batch of sentences and adds a neighbour of each
-        self.per_step = self.cfg.batch_size // 2 if "neighbours" in self.parts else self.cfg.batch_size
-        self.steps_per_epoch = math.ceil(len(self.epoch_items) / self.per_step)
+        self.steps_per_epoch = math.ceil(len(self.epoch_items) / self.cfg.batch_size)
         self.pair_steps = max(1, len(self.pair_idx) // self.cfg.batch_size)
         self.total = self.steps_per_epoch * self.cfg.epochs
         self.warmup_steps = int(self.cfg.warmup * self.total)
@@ -617,9 +566,8 @@ class _EmbedRun:
         epoch_items = list(range(len(unlabelled))) if unlabelled is not None else pair_idx
         epoch_rows = ([tokens[unlabelled[i]] for i in epoch_items] if unlabelled is not None else
                       [tokens[side[i]] for i in pair_idx for side in (pairs.sentences1, pairs.sentences2)])
-        per_step = cfg.batch_size // 2 if "neighbours" in parts else cfg.batch_size
-        _check_time(embedder, epoch_rows * (cfg.batch_size // per_step), cfg, dev,
-                    math.ceil(len(epoch_items) / per_step), saved["step"] if saved is not None else 0)
+        _check_time(embedder, epoch_rows, cfg, dev, math.ceil(len(epoch_items) / cfg.batch_size),
+                    saved["step"] if saved is not None else 0)
         torch.manual_seed(cfg.seed)
         hist = EmbedTrainHistory("+".join(parts), train_pairs=len(pairs) if pairs else 0,
                                  epochs=cfg.epochs, device=str(dev), embedder=embedder)
@@ -627,8 +575,6 @@ class _EmbedRun:
                            pooling=embedder.pooling, seed=cfg.seed, scale=cfg.scale, warmup=cfg.warmup,
                            weight_decay=cfg.weight_decay, max_pairs=cfg.max_pairs,
                            similarity_weight=cfg.similarity_weight, train_source=pairs.source if pairs else None,
-                           **({"neighbour_weight": cfg.neighbour_weight,
-                               "neighbour_temperature": cfg.neighbour_temperature} if "neighbours" in parts else {}),
                            train_sentences=len(unlabelled) if unlabelled is not None else None,
                            dev_source=dev_data.source if dev_data else None)
         if saved is None and dev_data is not None:
@@ -650,8 +596,6 @@ class _EmbedRun:
         optimizer = make_optimizer(embedder, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
         run = cls(cfg, parts, embedder, optimizer, hist, dev, pairs, unlabelled, dev_data, tokens, pair_idx,
                   epoch_items, teacher_vecs, teacher_row, head, out, ckpt, 0, settings, callback, t0, cpu0)
-        if "neighbours" in parts:
-            run.neighbours = cached_neighbours(unlabelled, teacher_vecs.cpu(), verbose=cfg.verbose)
         if saved is not None:
             run.resume_from(saved)
         return run
@@ -674,12 +618,10 @@ class _EmbedRun:
         self.log(f"resuming from {self.ckpt} at step {self.start_step}")
 
     # -- one step -------------------------------------------------------------------------------------------------
-    def batch_at(self, items: list[int], step: int, n_steps: int, salt: int, length=None,
-                 size: int | None = None) -> list[int]:
-        """Step ``step``'s batch of ``size`` (default: the batch size): a fresh shuffle of ``items`` each pass,
-        so a resumed run sees the same. With ``length``, each run of 32 batches is sorted by length first (the
-        batches pad less)."""
-        bs, key = size or self.cfg.batch_size, (salt, step // n_steps)
+    def batch_at(self, items: list[int], step: int, n_steps: int, salt: int, length=None) -> list[int]:
+        """Step ``step``'s batch: a fresh shuffle of ``items`` each pass, so a resumed run sees the same.
+        With ``length``, each run of 32 batches is sorted by length first (the batches pad less)."""
+        bs, key = self.cfg.batch_size, (salt, step // n_steps)
         if key not in self.orders:
             if len(self.orders) > 4:
                 self.orders.clear()
@@ -705,7 +647,7 @@ class _EmbedRun:
         """The embeddings step ``step`` trains on."""
         b, pairs, unlabelled = _Batch(), self.pairs, self.unlabelled
         distill_texts: list[str] = []
-        if set(self.parts) - set(TEACHER_OBJECTIVES):  # a ranking objective: both sides of a batch of pairs
+        if self.parts != ["distill"]:  # a ranking objective: both sides of a batch of pairs at once
             batch = self.batch_at(self.pair_idx, step, self.pair_steps if unlabelled is not None
                                   else self.steps_per_epoch, 1)
             a, c = [pairs.sentences1[i] for i in batch], [pairs.sentences2[i] for i in batch]
@@ -720,11 +662,7 @@ class _EmbedRun:
             distill_texts = [pairs.sentences1[i] for i in batch] + [pairs.sentences2[i] for i in batch]
         if unlabelled is not None:
             batch = self.batch_at(self.epoch_items, step, self.steps_per_epoch, 2,
-                                  length=lambda i: len(self.tokens[unlabelled[i]]), size=self.per_step)
-            if self.neighbours is not None:  # and one of each sentence's nearest teacher neighbours
-                rng = random.Random(self.cfg.seed * 1_000_003 + 3 * 7919 + step)
-                k = self.neighbours.shape[1]
-                batch = batch + [int(self.neighbours[i, rng.randrange(k)]) for i in batch]
+                                  length=lambda i: len(self.tokens[unlabelled[i]]))
             distill_texts, b.distill = [unlabelled[i] for i in batch], None
         if distill_texts:
             b.distill = b.distill if b.distill is not None else self.embed(distill_texts)
@@ -913,8 +851,6 @@ def _cli_main(args: Any) -> int:
         raise GptlearnError(f"nothing to resume: {_checkpoint_dir(out)} holds no checkpoint; drop --resume")
     if args.pairs is None and args.sentences is None:
         raise GptlearnError("pass --pairs (a pair file or 'stsb') and/or --sentences (a file, one sentence a line)")
-    _check_inputs(cfg.objective, _parse_objective(cfg.objective), pairs=args.pairs is not None,
-                  sentences=args.sentences is not None)
     pairs = read_pairs(args.pairs) if args.pairs else None  # malformed rows: a warning (one line on stderr)
     dev = read_pairs(args.dev) if args.dev else None
     sentences = read_sentences(args.sentences) if args.sentences else None

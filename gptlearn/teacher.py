@@ -4,9 +4,7 @@ embeddings of sentences cached on disk, and token embeddings set from it (:func:
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,8 +15,7 @@ from .atomic import write_file
 from .data import cache_dir
 from .errors import GptlearnError
 
-__all__ = ["TEACHER_NAME", "load_teacher", "teacher_embeddings", "teacher_neighbours", "cached_neighbours",
-           "teacher_token_init"]
+__all__ = ["TEACHER_NAME", "load_teacher", "teacher_embeddings", "teacher_token_init"]
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
 
@@ -101,59 +98,6 @@ def teacher_embeddings(sentences: Sequence[str], teacher: Any = None, *, batch_s
     if not sentences:
         return torch.empty(0, 384)
     return torch.from_numpy(np.stack([store[s] for s in sentences]).astype(np.float32))
-
-
-def teacher_neighbours(vectors: torch.Tensor, k: int = 4, *, max_cosine: float = 0.95,
-                       chunk: int = 4096) -> torch.Tensor:
-    """Each row's ``k`` nearest other rows by cosine -> (N, k) int64, nearest first.
-
-    ``vectors``: (N, D) unit rows (the teacher's embeddings). Rows closer than ``max_cosine`` are skipped,
-    so a sentence's neighbours are other sentences, not its near-copies (a word dropped, a synonym
-    swapped). Computed ``chunk`` rows at a time: (chunk, N) cosines in memory, not (N, N).
-
-    >>> v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [1.0, 0.01]]), dim=1)
-    >>> teacher_neighbours(v, 1).flatten().tolist()      # row 3 is row 0's near-copy (cosine > 0.95): skipped
-    [1, 3, 1, 1]
-    """
-    n = len(vectors)
-    if not 1 <= k < n:
-        raise GptlearnError(f"k must be from 1 to {n - 1} (the number of other rows), got {k}")
-    out = torch.empty(n, k, dtype=torch.int64)
-    for a in range(0, n, chunk):
-        cos = vectors[a:a + chunk] @ vectors.T  # (chunk, N)
-        cos[cos > max_cosine] = -2.0  # itself and its near-copies
-        out[a:a + chunk] = cos.topk(k, dim=1).indices
-    return out
-
-
-def cached_neighbours(sentences: Sequence[str], vectors: torch.Tensor, k: int = 4, *,
-                      verbose: bool = False) -> torch.Tensor:
-    """:func:`teacher_neighbours` of ``vectors`` (the teacher's embeddings of ``sentences``), kept in
-    ``<gptlearn cache>/teacher/`` under a hash of the sentences: 280,593 sentences take minutes on a CPU,
-    and a resumed run needs the same neighbours. A cache file of the wrong shape is recomputed."""
-    digest = hashlib.sha256("\n".join([TEACHER_NAME, str(k), *sentences]).encode("utf-8")).hexdigest()[:20]
-    path = cache_dir() / "teacher" / f"neighbours-{digest}.npy"
-    try:
-        got = torch.from_numpy(np.load(path, allow_pickle=False))
-        if got.shape == (len(sentences), k) and got.dtype == torch.int64 and \
-                bool(((got >= 0) & (got < len(sentences))).all()):
-            return got
-    except (OSError, ValueError):
-        pass  # missing or unreadable: compute them
-    t0 = time.perf_counter()
-    found = teacher_neighbours(vectors, k)
-    if verbose:
-        print(f"teacher: the {k} nearest neighbours of {len(sentences):,} sentences ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, found.numpy())
-
-    try:
-        write_file(path, write)
-    except OSError:
-        pass  # a cache we cannot write only makes the next run slower
-    return found
 
 
 def teacher_token_init(embedder: Any, teacher: Any = None, *, batch_size: int = 256,

@@ -561,3 +561,31 @@ def test_an_embedder_keeps_its_own_pooling_and_a_plain_model_gets_the_default(ti
     assert _make_embedder(tmp_path / "plain", None).pooling == DEFAULT_POOLING
     Embedder(tiny_model, pooling="last").save_pretrained(tmp_path / "embedder")
     assert _make_embedder(str(tmp_path / "embedder"), None).pooling == "last"
+
+
+def test_a_resumed_distillation_equals_an_uninterrupted_one(tiny_config, unlabelled, tmp_path, monkeypatch):
+    """The teacher's targets are the same float16-rounded vectors whether a run labels them or reads them
+    from the cache, so resuming a distillation changes nothing."""
+    from gptlearn import GPT, Embedder
+
+    monkeypatch.setenv("GPTLEARN_CACHE", str(tmp_path / "cache"))
+
+    def fresh():
+        torch.manual_seed(0)
+        return Embedder(GPT(_still_config(tiny_config)), pooling="mean")
+
+    kw = dict(sentences=unlabelled, objective="distill", epochs=2, batch_size=16, lr=3e-3, device="cpu",
+              teacher=HashTeacher(width=32), warmup=0.0, seed=5)
+    whole = train_embeddings(fresh(), None, out_dir=tmp_path / "a", **kw)  # labels, then trains on fresh vectors
+
+    def stop(h):
+        if h.steps[-1] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embeddings(fresh(), None, out_dir=tmp_path / "b", checkpoint_every=3, callback=stop, **kw)
+    resumed = train_embeddings(fresh(), None, out_dir=tmp_path / "b", checkpoint_every=3, resume=True, **kw)
+    assert resumed.steps == whole.steps
+    np.testing.assert_allclose(resumed.losses, whole.losses, rtol=1e-5)
+    a, b = Embedder.from_pretrained(tmp_path / "a"), Embedder.from_pretrained(tmp_path / "b")
+    np.testing.assert_allclose(a.encode(unlabelled[:4]), b.encode(unlabelled[:4]), atol=1e-5)

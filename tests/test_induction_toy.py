@@ -1,10 +1,16 @@
 """The induction chapter's toy: its batches repeat one block with the period they report, its loss counts only
-what copying predicts, and the shipped plateau checkpoint loads with its optimizer state and trains."""
+what copying predicts, and the shipped checkpoint (before the circuit) loads with its optimizer state, trains,
+and carries the record of its own run."""
 from __future__ import annotations
+
+import math
 
 import torch
 
-from gptlearn.analysis import TOY_STEP, TOY_T, TOY_V, induction_scores, load_induction_toy, toy_batch, toy_loss
+from gptlearn import GPT
+from gptlearn.analysis import (TOY_STEP, TOY_T, TOY_V, induction_scores, induction_toy_history, load_induction_toy,
+                               toy_batch, toy_config, toy_loss, toy_scores)
+from gptlearn.model import sinusoidal_positions
 
 
 def test_toy_batch_repeats_one_block():
@@ -40,3 +46,19 @@ def test_shipped_checkpoint_is_on_the_plateau_and_trains():
     loss.backward()
     opt.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_shipped_history_is_the_record_of_this_checkpoints_run():
+    history = induction_toy_history()
+    steps = [row[0] for row in history]
+    assert steps == list(range(0, TOY_STEP + 1, 25))
+    torch.manual_seed(0)  # the script's start: the same initial weights
+    fresh = GPT(toy_config())
+    with torch.no_grad():
+        fresh.wpe.weight.copy_(sinusoidal_positions(TOY_T, fresh.config.n_embd) * 0.3)
+    torch.testing.assert_close(torch.tensor(toy_scores(fresh)), torch.tensor(history[0][1:3]))
+    model, _, _ = load_induction_toy()
+    torch.testing.assert_close(torch.tensor(toy_scores(model)), torch.tensor(history[-1][1:3]))
+    assert max(row[1] for row in history) < 0.3  # no induction head anywhere on the record
+    losses = [row[3] for row in history[1:]]
+    assert abs(losses[0] - math.log(TOY_V)) < 0.1 and losses[-1] < losses[0] - 0.3  # from uniform, falling

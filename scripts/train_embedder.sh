@@ -9,6 +9,8 @@ set -euo pipefail
 OUT=${1:-runs/gptlearn-embed}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # on a shared CPU, threads sleep instead of spinning
 mkdir -p "$OUT"
+# --resume only where an interrupted run left a checkpoint (the trainer refuses --resume with nothing to resume)
+resume() { if [ -f "$1.checkpoint/trainer_state.json" ]; then echo --resume; fi; }
 
 # 1. the unlabelled sentences: WordNet glosses and examples, fortunes, STS-B train (+ variants),
 #    TinyShakespeare lines; STS-B dev sentences are removed. 280,593 sentences, shuffled (seed 0).
@@ -24,16 +26,16 @@ head -n 120000 "$OUT/corpus/sentences.txt" > "$OUT/corpus/train120k.txt"
 #    every sentence's teacher vector is labelled once and cached
 [ -f "$OUT/distilled/config.json" ] || gptlearn train-embeddings --model "$OUT/base" --init-tokens teacher \
     --pooling mean --sentences "$OUT/corpus/train120k.txt" --objective distill --similarity-weight 10 \
-    --dev stsb-dev --epochs 1 --batch-size 64 --lr 2e-4 --checkpoint-every 100 --resume --out "$OUT/distilled"
+    --dev stsb-dev --epochs 1 --batch-size 64 --lr 2e-4 --checkpoint-every 100 $(resume "$OUT/distilled") --out "$OUT/distilled"
 
 # 4. a second distillation pass, from the first, over all 280,593 sentences (the teacher labels the
 #    160,593 it has not seen first), lr 1.5e-4; then a third, from the second, lr 1e-4, another shuffle
 [ -f "$OUT/distilled2/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled" \
     --sentences "$OUT/corpus/sentences.txt" --objective distill --similarity-weight 10 --dev stsb-dev \
-    --epochs 1 --batch-size 64 --lr 1.5e-4 --checkpoint-every 250 --resume --out "$OUT/distilled2"
+    --epochs 1 --batch-size 64 --lr 1.5e-4 --checkpoint-every 250 $(resume "$OUT/distilled2") --out "$OUT/distilled2"
 [ -f "$OUT/distilled3/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled2" \
     --sentences "$OUT/corpus/sentences.txt" --objective distill --similarity-weight 10 --dev stsb-dev \
-    --epochs 1 --batch-size 64 --lr 1e-4 --seed 1 --checkpoint-every 500 --resume --out "$OUT/distilled3"
+    --epochs 1 --batch-size 64 --lr 1e-4 --seed 1 --checkpoint-every 500 $(resume "$OUT/distilled3") --out "$OUT/distilled3"
 
 # 5. CoSENT on STS-B train's graded pairs (3 epochs, 270 steps)
 [ -f "$OUT/cosent/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled3" --pairs stsb --dev stsb-dev \
@@ -46,7 +48,7 @@ python scripts/embedder_soup.py "$OUT/distilled3" "$OUT/cosent" 0.6 "$OUT/final"
 #    (similarity weight 1, not 10; lr 3e-4): the topics of sentences it was not tuned on (issue 30)
 [ -f "$OUT/distilled4/config.json" ] || gptlearn train-embeddings --model "$OUT/final" --pooling mean \
     --sentences "$OUT/corpus/sentences.txt" --objective distill --similarity-weight 1 --dev stsb-dev \
-    --epochs 1 --batch-size 64 --lr 3e-4 --checkpoint-every 250 --resume --out "$OUT/distilled4"
+    --epochs 1 --batch-size 64 --lr 3e-4 --checkpoint-every 250 $(resume "$OUT/distilled4") --out "$OUT/distilled4"
 
 # 8. CoSENT on it again (3 epochs), and the average 0.3 of the way to CoSENT: the point on the topic
 #    benchmark's dev split with the most topic signal that keeps STS-B dev >= 0.80

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from .checks import check_int
 from .errors import InvalidTypeError, InvalidValueError, NoTokenizerError
-from .model import GPT
+from .model import GPT, sinusoidal_positions
 from .tokenizers.base import encode_document
 from .config import GPTConfig
 
@@ -83,6 +84,18 @@ def uniform_attention_score(T: int) -> float:
     if T < 2:
         raise InvalidValueError(f"T must be at least 2 (a previous token needs two tokens), got {T}")
     return sum(1.0 / n for n in range(2, T + 1)) / (T - 1)
+
+
+def uniform_induction_score(seq_len: int) -> float:
+    """The induction score (:func:`induction_scores`) of a head that spreads its attention evenly: the
+    second copy's query ``q`` (``q = seq_len .. 2 seq_len - 1``) sees ``q + 1`` tokens, so it puts
+    ``1 / (q + 1)`` on the induction target; this is the mean over those queries.
+
+    >>> round(uniform_induction_score(50), 4)
+    0.0138
+    """
+    check_int(seq_len, "seq_len", low=1)
+    return sum(1.0 / (q + 1) for q in range(seq_len, 2 * seq_len)) / seq_len
 
 
 def repeated_random_tokens(vocab_size: int, seq_len: int = 50, batch: int = 8, *, seed: int = 0,
@@ -410,6 +423,17 @@ def toy_config():
     """The toy's architecture: GPT-2 with 2 layers x 4 heads x 64 wide, 64 tokens, context 32, no dropout."""
     return GPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=TOY_T, vocab_size=TOY_V,
                      embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+
+
+def new_induction_toy(seed: int = 0) -> GPT:
+    """The toy at step 0, as ``scripts/make_induction_toy.py`` starts it: weights drawn after
+    ``torch.manual_seed(seed)``, and position vectors started from sine/cosine codes (x 0.3, as gptlearn-mini's),
+    which make "attend one back" easy to find."""
+    torch.manual_seed(seed)
+    model = GPT(toy_config())
+    with torch.no_grad():
+        model.wpe.weight.copy_(sinusoidal_positions(TOY_T, model.config.n_embd) * 0.3)
+    return model
 
 
 def toy_batch(generator: torch.Generator, batch: int = 32) -> tuple[torch.Tensor, int]:

@@ -17,19 +17,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gptlearn import GPT  # noqa: E402
-from gptlearn.analysis import TOY_STEP, TOY_T, toy_batch, toy_config, toy_loss, toy_scores  # noqa: E402
+from gptlearn.analysis import TOY_STEP, new_induction_toy, toy_batch, toy_loss, toy_scores  # noqa: E402
 from gptlearn.atomic import write_file  # noqa: E402
-from gptlearn.model import sinusoidal_positions  # noqa: E402
 
 
 def main() -> None:
     from safetensors.torch import save
 
-    torch.manual_seed(0)
-    model = GPT(toy_config())
-    with torch.no_grad():
-        model.wpe.weight.copy_(sinusoidal_positions(TOY_T, model.config.n_embd) * 0.3)  # as gptlearn-mini
+    model = new_induction_toy()  # step 0: seeded, positions from sine/cosine codes
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     data = torch.Generator().manual_seed(1)
     history, losses = [[0, *toy_scores(model), float("nan")]], []

@@ -7,10 +7,8 @@ import math
 
 import torch
 
-from gptlearn import GPT
 from gptlearn.analysis import (TOY_STEP, TOY_T, TOY_V, induction_scores, induction_toy_history, load_induction_toy,
-                               toy_batch, toy_config, toy_loss, toy_scores)
-from gptlearn.model import sinusoidal_positions
+                               new_induction_toy, toy_batch, toy_loss, toy_scores)
 
 
 def test_toy_batch_repeats_one_block():
@@ -52,10 +50,7 @@ def test_shipped_history_is_the_record_of_this_checkpoints_run():
     history = induction_toy_history()
     steps = [row[0] for row in history]
     assert steps == list(range(0, TOY_STEP + 1, 25))
-    torch.manual_seed(0)  # the script's start: the same initial weights
-    fresh = GPT(toy_config())
-    with torch.no_grad():
-        fresh.wpe.weight.copy_(sinusoidal_positions(TOY_T, fresh.config.n_embd) * 0.3)
+    fresh = new_induction_toy()  # the script's start: the same initial weights
     torch.testing.assert_close(torch.tensor(toy_scores(fresh)), torch.tensor(history[0][1:3]))
     model, _, _ = load_induction_toy()
     torch.testing.assert_close(torch.tensor(toy_scores(model)), torch.tensor(history[-1][1:3]))

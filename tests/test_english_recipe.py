@@ -1,0 +1,89 @@
+"""scripts/train_english.py: its stages are valid settings, and its copying rows (chapter 5c's toy task on the
+model's own tokens, the stage that made the English model's induction heads) are what its docstring says."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gptlearn
+from gptlearn.data import TokenDataset
+from gptlearn.tokenizers import load_tokenizer
+from gptlearn.train import TrainConfig, read_trainer_state, train
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location("train_english", SCRIPTS / "train_english.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    text = "The cat sat on the mat and the dog sat on the log. " * 40
+    return TokenDataset(text, load_tokenizer("gpt2"), cache=tmp_path)
+
+
+def test_every_stage_is_a_valid_training_run(recipe):
+    for n, stage in recipe.STAGES.items():
+        settings = {k: v for k, v in {**recipe.COMMON, **stage}.items() if k not in ("stop", "copy_rows")}
+        TrainConfig(**settings).validate()
+        assert stage.get("stop", stage["steps"]) <= stage["steps"], n
+
+
+@pytest.mark.parametrize("no_bos", [0.0, 1.0])
+def test_copy_rows_copy_a_block_and_score_only_the_copies(recipe, dataset, no_bos):
+    rows = recipe.CopyRows(dataset, first=64, no_bos=no_bos)
+    x, y = rows.get_batch("train", 32, 32, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (32, 32)
+    eot = dataset.tokenizer.eot_token
+    first = 1 if no_bos == 0 else 0  # where the block starts
+    assert (x[:, 0] == eot).all() if first else (x != eot).all()
+    assert ((x[:, first:] >= 256) & (x[:, first:] < 256 + 64)).all()  # the 64 earliest merges only
+    periods = set()
+    for xb, yb in zip(x, y):
+        period = int((yb == -100).sum()) + 1 - first  # the first block's targets are not scored
+        periods.add(period)
+        assert 4 <= period <= 16 and (yb[: period - 1 + first] == -100).all()
+        assert torch.equal(yb[period - 1 + first:-1], xb[period + first:])  # elsewhere the next token
+        block = xb[first: first + period]
+        assert torch.equal(xb[first:], block.repeat(32)[: 32 - first])  # the block written over and over
+    assert len(periods) > 4  # the period changes from row to row: only an induction head predicts them all
+
+
+def test_copy_rows_widen_half_the_rows_to_the_whole_vocabulary(recipe, dataset):
+    vocab = dataset.tokenizer.vocab_size
+    rows = recipe.CopyRows(dataset, first=64, widen=100)
+    g = torch.Generator().manual_seed(0)
+    assert rows.alphabet(g) == (256, 256 + 64)  # step 0: the first alphabet
+    rows.step = 200  # two doublings
+    assert {rows.alphabet(g) for _ in range(50)} == {(256, 256 + 64), (256, 256 + 256)}
+    rows.step = 10_000
+    x, _ = rows.get_batch("train", 64, 32, g)
+    rare = (x[:, 1:] >= 256 + 64).any(1)
+    assert 16 < int(rare.sum()) < 48 and int(x.max()) < vocab  # about half the rows, all in the vocabulary
+
+
+def test_train_runs_and_resumes_on_copy_rows(recipe, dataset, tmp_path):
+    torch.manual_seed(0)
+    model = gptlearn.GPT(gptlearn.GPTConfig(n_layer=1, n_head=2, n_embd=32, n_positions=32,
+                                            vocab_size=dataset.tokenizer.vocab_size))
+    settings = dict(steps=3, batch_size=4, block_size=16, eval_every=3, eval_iters=1, device="cpu",
+                    progress=False, sample_tokens=0, lr=1e-3)
+    out = tmp_path / "run"
+    history = train(model, recipe.CopyRows(dataset, first=64), out_dir=out, **settings)
+    assert len(history.train_loss) == 3 and all(loss == loss for loss in history.train_loss)
+    again = train(gptlearn.GPT.from_pretrained(out), recipe.CopyRows(dataset, first=64, step=3), out_dir=out,
+                  resume=True, **{**settings, "steps": 5})
+    assert read_trainer_state(out)["step"] == 5 and again.step[-1] == 5

@@ -176,9 +176,10 @@ def measuring(log: Path, model):
     return callback
 
 
-def finished(folder: Path, steps: int) -> bool:
+def saved_step(folder: Path) -> int | None:
+    """The step of the run saved in ``folder``, None when there is none yet."""
     state = folder / "trainer_state.json"
-    return state.is_file() and json.loads(state.read_text())["step"] >= steps
+    return json.loads(state.read_text())["step"] if state.is_file() else None
 
 
 def main() -> None:
@@ -195,10 +196,11 @@ def main() -> None:
         folder = args.out / f"stage{n}"
         settings = {**COMMON, **STAGES[n]}
         stop = settings.pop("stop", settings["steps"])
-        if finished(folder, stop):
+        done = saved_step(folder)
+        if done is not None and done >= stop:
             print(f"stage {n}: finished", flush=True)
             continue
-        resume = (folder / "trainer_state.json").is_file()
+        resume = done is not None
         if n == 1:  # a fresh GPT-2 of CONFIG's shape, positions started from sine/cosine codes
             torch.manual_seed(settings["seed"])
             model = gptlearn.GPT(gptlearn.GPTConfig(**CONFIG, vocab_size=tok.vocab_size, bos_token_id=tok.eot_token,
@@ -214,8 +216,7 @@ def main() -> None:
         log = folder.with_suffix(".measure.jsonl")
         rows = data
         if "copy_rows" in settings:
-            step = json.loads((folder / "trainer_state.json").read_text())["step"] if resume else 0
-            rows = CopyRows(data, step=step, **settings.pop("copy_rows"))
+            rows = CopyRows(data, step=done or 0, **settings.pop("copy_rows"))
         measure = measuring(log, model)
 
         def callback(event, history, stop=stop):

@@ -1,7 +1,7 @@
 """gptlearn: a small, fast, readable GPT-2 in PyTorch, and the course that teaches it.
 
 >>> import gptlearn
->>> model = gptlearn.load_model()                 # GPT-2 if reachable, else the bundled gptlearn-mini
+>>> model = gptlearn.load_model()                 # GPT-2 if reachable, else the bundled gptlearn-english
 >>> logits, cache = model.run_with_cache("The big red car drove quickly")
 >>> cache["pattern", 0].shape                     # (B, H, T, T)
 

@@ -9,7 +9,7 @@
 
 Every subcommand takes ``--model NAME|FOLDER`` and ``--device auto|cpu|cuda|mps``. ``embed`` and
 ``similarity`` default to ``gptlearn-embed``, the bundled sentence embedder (docs/gptlearn-embed.md);
-``generate`` and ``info`` to the bundled language model ``gptlearn-mini``; both work offline.
+``generate`` and ``info`` to the bundled language model ``gptlearn-english``; both work offline.
 A mistake the user can fix (a :class:`~gptlearn.GptlearnError`, or an OSError from a path they gave)
 prints one line, ``gptlearn: error: ...``, on stderr and exits with status 2; anything else is a bug
 and keeps its traceback. ``gptlearn.train`` and ``gptlearn.embed_train`` add their own subcommands
@@ -255,7 +255,8 @@ def _refuse_classifier(name_or_path: str) -> None:
 def _common(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
     default = DEFAULT_EMBEDDER if embedding else DEFAULT_MODEL
     parser.add_argument("--model", default=default, metavar="NAME|FOLDER",
-                        help=f"model name (gptlearn-embed, gptlearn-mini, gpt2, ...) or folder (default: {default})")
+                        help=f"model name (gptlearn-embed, gptlearn-english, gptlearn-mini, gpt2, ...) or folder "
+                             f"(default: {default})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run (default: auto = CUDA, then MPS, then CPU)")
     if embedding:

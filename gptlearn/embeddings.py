@@ -409,7 +409,7 @@ class Embedder(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path = "gptlearn-embed", *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **overrides: Any) -> "Embedder":
         """Load a folder written by :meth:`save_pretrained`, a plain model folder, or a model name
-        (``"gptlearn-mini"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`). With no argument: the
+        (``"gptlearn-english"``, ``"gpt2"``, ...; see :func:`gptlearn.from_pretrained`). With no argument: the
         bundled sentence embedder ``gptlearn-embed`` (docs/gptlearn-embed.md).
 
         ``overrides`` (``pooling``, ``layer``, ``max_length``, ``tokenizer``, ``projection``) replace

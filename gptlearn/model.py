@@ -422,13 +422,15 @@ class GPT(HookedRootModule, PretrainedMixin):
 
 
 def from_pretrained(name_or_path: str = "gpt2", **kwargs) -> GPT:
-    """``GPT.from_pretrained(name_or_path, **kwargs)``: a Hub name, ``gptlearn-mini`` or a local folder."""
+    """``GPT.from_pretrained(name_or_path, **kwargs)``: a Hub name, a bundled model (``gptlearn-english``,
+    ``gptlearn-mini``) or a local folder."""
     return GPT.from_pretrained(name_or_path, **kwargs)
 
 
 def load_model(name: str | None = None, *, device: str | torch.device | None = None, verbose: bool = True) -> GPT:
     """The book's entry point: pretrained GPT-2 when its weights are cached or downloadable, else the
-    bundled ``gptlearn-mini``. ``GPTLEARN_MODEL=gpt2|gptlearn-mini|PATH`` (or ``name``) forces a choice.
+    bundled ``gptlearn-english`` (docs/gptlearn-english.md). ``GPTLEARN_MODEL=gpt2|gptlearn-mini|PATH`` (or
+    ``name``) forces a choice.
     Prints one line saying which model it chose."""
     choice = name or os.environ.get("GPTLEARN_MODEL")
     if choice:

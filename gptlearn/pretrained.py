@@ -55,7 +55,7 @@ HUB_MODELS = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-BUNDLED = {name: Path(__file__).parent / "assets" / name for name in ("gptlearn-mini", OFFLINE_EMBEDDER)}
+BUNDLED = {name: Path(__file__).parent / "assets" / name for name in (OFFLINE_MODEL, "gptlearn-mini", OFFLINE_EMBEDDER)}
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old checkpoints
 
@@ -249,7 +249,7 @@ def _quiet_hub():
 
 
 def _resolve(name_or_path: str | Path) -> Path:
-    """A local folder, the bundled ``gptlearn-mini`` or a Hub name -> the folder holding the model."""
+    """A local folder, a bundled model (:data:`BUNDLED`) or a Hub name -> the folder holding the model."""
 
     key = str(name_or_path)
     path = recover_folder(expand_path(name_or_path, "name_or_path (the model)"),
@@ -307,8 +307,8 @@ class PretrainedMixin:
     def from_pretrained(cls: type[Model], name_or_path: str | Path = "gpt2", *,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Model:
         """Load a GPT-2: a local folder (config.json + model.safetensors or pytorch_model.bin),
-        ``"gptlearn-mini"`` (bundled, offline), or a Hub name (``gpt2``, ``gpt2-medium``, ``gpt2-large``,
-        ``gpt2-xl``, ``distilgpt2`` or ``owner/repo``) through huggingface_hub's cache.
+        ``"gptlearn-english"`` or ``"gptlearn-mini"`` (bundled, offline), or a Hub name (``gpt2``,
+        ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``, ``distilgpt2`` or ``owner/repo``) through huggingface_hub's cache.
 
         The model comes back in eval mode, on ``device`` (default: the CPU) and with its tokenizer.
         """

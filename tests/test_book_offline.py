@@ -6,7 +6,7 @@ environment this test runs in) with no ``GPTLEARN_DATA_DIR``, an empty gptlearn 
 cache, ``HF_HUB_OFFLINE=1`` and every download sent to a proxy that refuses connections. The clone has
 no ``../shared/data`` beside it, as on a user's machine.
 
-What must hold: every chapter builds from what the package ships (gptlearn-mini, GPT-2's tokenizer,
+What must hold: every chapter builds from what the package ships (gptlearn-english, GPT-2's tokenizer,
 TinyShakespeare, the book's sentence pairs). Chapters 8 and 10, which measure on STS-B where it can be
 found, fall back to the book's pairs and say so on the page.
 The per-chapter table goes to ``_build/offline_times.txt``.

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from gptlearn import GPT, Embedder, GPTConfig, cli, similarity
-from gptlearn.pretrained import BUNDLED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,10 +184,9 @@ def test_info(capsys, model_dir, model):
     assert "  n_layer: 2" in out and "  n_embd: 32" in out and "  n_positions: 64" in out
 
 
-@pytest.mark.skipif(not (BUNDLED["gptlearn-mini"] / "config.json").is_file(), reason="gptlearn-mini not bundled yet")
-def test_default_model_is_the_bundled_gptlearn_mini(capsys):
+def test_default_model_is_the_bundled_gptlearn_english(capsys):
     code, out, _ = run_main(capsys, "info", "--device", "cpu")
-    assert code == 0 and "gptlearn-mini" in out
+    assert code == 0 and "model:      gptlearn-english" in out and "vocab_size: 12288" in out
     code, out, _ = run_main(capsys, "embed", "--sentence", "Hello", "--device", "cpu")
     assert code == 0 and json.loads(out)["dimensions"] > 0
 

@@ -15,6 +15,7 @@ from gptlearn import GPT, PretrainedNotAvailableError, load_model
 from gptlearn import pretrained
 from gptlearn.model import from_pretrained
 from gptlearn.folders import MANIFEST
+from gptlearn.names import OFFLINE_MODEL
 from gptlearn.pretrained import gptlearn_to_hf, hf_to_gptlearn
 
 transformers = pytest.importorskip("transformers")
@@ -245,14 +246,14 @@ def fake_hub(monkeypatch):
 @pytest.mark.parametrize("name", ["gpt2", "gptlearn-test/does-not-exist"])
 def test_hub_name_offline_raises_clear_error(monkeypatch, fake_hub, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PretrainedNotAvailableError, match=r"HF_HUB_OFFLINE.*local model folder.*gptlearn-mini"):
+    with pytest.raises(PretrainedNotAvailableError, match=rf"HF_HUB_OFFLINE.*local model folder.*{OFFLINE_MODEL}"):
         GPT.from_pretrained(name)
     assert fake_hub.calls == [(pretrained.HUB_MODELS.get(name, name), True)]  # only the local cache was asked
 
 
 def test_hub_name_without_network_raises_clear_error(monkeypatch, fake_hub):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    with pytest.raises(PretrainedNotAvailableError, match=r"could not download 'gpt2'.*gptlearn-mini"):
+    with pytest.raises(PretrainedNotAvailableError, match=rf"could not download 'gpt2'.*{OFFLINE_MODEL}"):
         GPT.from_pretrained("gpt2")
     assert [local for _, local in fake_hub.calls] == [True, False]
 
@@ -275,12 +276,12 @@ def test_load_model_env_var_picks_folder(monkeypatch, capsys, saved):
 def test_load_model_falls_back_when_offline(monkeypatch, capsys, fake_hub, saved):
     monkeypatch.delenv("GPTLEARN_MODEL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the download itself fails (fake_hub)
-    monkeypatch.setitem(pretrained.BUNDLED, "gptlearn-mini", saved)
+    monkeypatch.setitem(pretrained.BUNDLED, OFFLINE_MODEL, saved)
     model = load_model()
-    assert model.name_or_path == "gptlearn-mini"
+    assert model.name_or_path == OFFLINE_MODEL
     torch.testing.assert_close(model.wte.weight, GPT.from_pretrained(saved).wte.weight, rtol=0, atol=0)
     line = _one_line(capsys)
-    assert "gptlearn-mini" in line and "offline" in line
+    assert OFFLINE_MODEL in line and "offline" in line
     assert fake_hub.calls[0] == ("openai-community/gpt2", True)
 
 
@@ -300,12 +301,13 @@ def test_bundled_mini_loads_and_runs():
     assert model.tokenizer.vocab_size <= model.config.vocab_size
 
 
-def test_load_model_offline_uses_real_mini(monkeypatch, capsys, fake_hub):
+def test_load_model_offline_uses_the_real_bundled_model(monkeypatch, capsys, fake_hub):
     monkeypatch.delenv("GPTLEARN_MODEL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = load_model()
-    assert model.name_or_path == "gptlearn-mini"
-    assert "gptlearn-mini" in _one_line(capsys)
+    assert model.name_or_path == OFFLINE_MODEL == "gptlearn-english"
+    assert model.config.vocab_size == 12_288 and model.tokenizer.encode(" cat") != model.tokenizer.encode(" car")
+    assert OFFLINE_MODEL in _one_line(capsys)
 
 
 def test_loaded_weights_do_not_depend_on_the_file(tmp_path, tiny_model):

@@ -14,9 +14,10 @@ import torch
 from gptlearn import GPT, GPTConfig
 from gptlearn.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from gptlearn.folders import MANIFEST
-from gptlearn.web import (CHECK_TEXT, DATA_FILE, FORMAT, STATIC_FILES, export, page_model, payload, read_export,
-                          static_dir)
+from gptlearn.web import (BOOK_MAX_PARAMETERS, CHECK_TEXT, DATA_FILE, FORMAT, STATIC_FILES, export, page_model, payload,
+                          read_export, static_dir)
 import gptlearn.web.exporter as web_export
+from gptlearn.names import OFFLINE_MODEL
 
 TEXTS = ["The big red car drove quickly", "日本語のテキスト", "emoji 🙂👍🏽", "  runs   of\n\n\tspace ", "x", ""]
 
@@ -133,12 +134,18 @@ def test_read_export_refuses_other_files(tmp_path):
         read_export(tmp_path)
 
 
-def test_page_model_falls_back_to_mini_when_the_books_model_is_too_big(monkeypatch):
+def test_page_model_falls_back_to_the_bundled_model_when_the_books_model_is_too_big(monkeypatch):
     monkeypatch.setenv("GPTLEARN_MODEL", "gptlearn-mini")
     model, book_model = page_model()
     assert model.name_or_path == "gptlearn-mini" and book_model is None
     model, book_model = page_model(max_parameters=1000)  # pretend the book's model is too big for a page
-    assert model.name_or_path == "gptlearn-mini" and book_model == "gptlearn-mini"
+    assert model.name_or_path == OFFLINE_MODEL and book_model == "gptlearn-mini"
+
+
+def test_the_bundled_model_fits_the_books_pages(monkeypatch):
+    monkeypatch.setenv("GPTLEARN_MODEL", OFFLINE_MODEL)
+    model, book_model = page_model()
+    assert book_model is None and model.num_parameters() <= BOOK_MAX_PARAMETERS
 
 
 def test_cli_export_web(tmp_path, capsys):
@@ -146,7 +153,7 @@ def test_cli_export_web(tmp_path, capsys):
 
     assert main(["export-web", "--out", str(tmp_path / "page")]) == 0
     assert "index.html" in capsys.readouterr().out
-    assert read_export(tmp_path / "page")["name"] == "gptlearn-mini"
+    assert read_export(tmp_path / "page")["name"] == OFFLINE_MODEL
     assert main(["export-web", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gptlearn: error:") and len(err.strip().splitlines()) == 1

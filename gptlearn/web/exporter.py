@@ -43,7 +43,7 @@ FORMAT = "gptlearn-live/1"
 DATA_FILE = "gptlearn-live-data.js"
 STATIC_FILES = ("live_model.js", "live_fast.js", "live_explorer.js", "live_explorer.css")
 MAX_PARAMETERS = 20_000_000  # 80 MB of float32, 107 MB of base64: more than a page should carry
-BOOK_MAX_PARAMETERS = 2_000_000  # the book's pages: ~11 MB of base64 at most (GPT-2's 124M would be ~660 MB)
+BOOK_MAX_PARAMETERS = 4_500_000  # the book's pages: ~12 MB of base64 for float16 weights (GPT-2's 124M: ~330 MB)
 CHECK_TEXT = "The big red car drove quickly"
 _PREFIX = "// Written by gptlearn.web.export; read by live_model.js.\nwindow.gptlearnLiveData = "
 _SUFFIX = ";\n"
@@ -56,7 +56,7 @@ def static_dir() -> Path:
 
 def page_model(max_parameters: int = BOOK_MAX_PARAMETERS):
     """The model the book's pages run: ``gptlearn.load_model()`` (the chapters' model) when it has at most
-    ``max_parameters``, else the bundled gptlearn-mini. Returns ``(model, book_model)``, where
+    ``max_parameters``, else the bundled gptlearn-english. Returns ``(model, book_model)``, where
     ``book_model`` names the chapters' model when the pages run a smaller one, else None."""
     model = load_model(verbose=False)
     if model.num_parameters() <= max_parameters:
@@ -97,7 +97,7 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
     n = model.num_parameters()
     if n > MAX_PARAMETERS:
         raise InvalidValueError(f"{name or model.name_or_path or 'this model'} has {n:,} parameters; a page carries at "
-                         f"most {MAX_PARAMETERS:,} (export gptlearn-mini or a smaller model of your own)")
+                         f"most {MAX_PARAMETERS:,} (export a bundled model or a smaller model of your own)")
     state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     if not torch.equal(state.pop("lm_head.weight"), state["wte.weight"]):
         raise InvalidValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")

@@ -8,7 +8,8 @@ OUT_DIR/stageN (a model folder with its trainer state) and appends its measureme
 OUT_DIR/stageN.measure.jsonl at every evaluation (previous-token and induction heads, held-out loss): beside
 the run's folder, since gptlearn writes only into folders that hold nothing but its own files.
 Needs Debian's wordnet-base, fortunes, fortunes-min, debian-handbook and python3-doc, and GPTLEARN_DATA_DIR
-with TinyShakespeare and STS-B train (scripts/english_corpus.py says what it reads).
+with TinyShakespeare and STS-B train (scripts/english_corpus.py says what it reads). The shipped model is
+stage 9's; ``python scripts/export_english.py OUT_DIR/stage9`` copies it into the package in float16.
 """
 from __future__ import annotations
 

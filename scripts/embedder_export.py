@@ -38,6 +38,7 @@ def main() -> None:
         if abs(after - before) > 0.002:
             raise SystemExit(f"float16 changed the dev Spearman from {before:.4f} to {after:.4f}; not exported")
         half.save_pretrained(out)
+    (out / ".gptlearn-manifest.json").unlink(missing_ok=True)  # the bundled folders ship the model's files only
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"{src} -> {out}: {size:.1f} MB, STS-B dev Spearman {before:.4f} (float32) / {after:.4f} (float16)")
 

@@ -65,5 +65,19 @@ python scripts/embedder_soup.py "$OUT/distilled4" "$OUT/cosent4" 0.3 "$OUT/final
     --objective cosent --epochs 3 --batch-size 64 --lr 1e-4 --out "$OUT/cosent5"
 python scripts/embedder_soup.py "$OUT/distilled5" "$OUT/cosent5" 0.3 "$OUT/final5"
 
-# 10. into the package, in float16 (checks the dev score did not move)
-python scripts/embedder_export.py "$OUT/final5" gptlearn/assets/gptlearn-embed
+# 10. short items beside the sentences: WordNet lemmas and 2-6-word crops (94,902), shuffled in with the
+#     sentences (mix.txt); a sixth distillation pass over them from step 9's average (the same settings, seed 6)
+#     (the shipped run started from step 9's float16 export, the then bundled gptlearn-embed: the same weights
+#     to float16's rounding)
+[ -f "$OUT/corpus/mix.txt" ] || python scripts/embedder_corpus.py "$OUT/corpus" --short
+[ -f "$OUT/distilled6/config.json" ] || gptlearn train-embeddings --model "$OUT/final5" --pooling mean \
+    --sentences "$OUT/corpus/mix.txt" --objective distill --similarity-weight 1 --dev stsb-dev \
+    --epochs 1 --batch-size 64 --lr 3e-4 --seed 6 --checkpoint-every 250 $(resume "$OUT/distilled6") --out "$OUT/distilled6"
+# 11. a seventh pass from the sixth (seed 7): the shipped weights since the third 2026-12-07 update, with no
+#     CoSENT or average after it (STS-B dev 0.8250 without them)
+[ -f "$OUT/distilled7/config.json" ] || gptlearn train-embeddings --model "$OUT/distilled6" --pooling mean \
+    --sentences "$OUT/corpus/mix.txt" --objective distill --similarity-weight 1 --dev stsb-dev \
+    --epochs 1 --batch-size 64 --lr 3e-4 --seed 7 --checkpoint-every 250 $(resume "$OUT/distilled7") --out "$OUT/distilled7"
+
+# 12. into the package, in float16 (checks the dev score did not move)
+python scripts/embedder_export.py "$OUT/distilled7" gptlearn/assets/gptlearn-embed

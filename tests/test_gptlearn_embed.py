@@ -53,27 +53,27 @@ def test_chapter_9_topics_separate(embedder):
 
     texts = [s for sents in TOPIC_SENTENCES.values() for s in sents]
     topics = [t for t, sents in TOPIC_SENTENCES.items() for _ in sents]
-    # measured 0.825, 33 of 40 (the first 2026-12-07 weights: 0.85; those before: 0.80; raw gptlearn-mini: 0.2,
-    # chance: 0.18, the teacher all-MiniLM-L6-v2: 0.85), see the model card
-    assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.8
+    # measured 0.925, 37 of 40 (the weights before the third 2026-12-07 update: 0.825; before that 0.85 and
+    # 0.80; raw gptlearn-mini: 0.2, chance: 0.18, the teacher all-MiniLM-L6-v2: 0.85), see the model card
+    assert neighbour_accuracy(embedder.encode(texts), topics) >= 0.85
 
 
 @pytest.mark.slow
 def test_topic_benchmark_test_split(embedder):
     """Same-topic nearest neighbours and topic gap on the topic benchmark's test split, 300 sentences on 20
     topics written apart from the book and from the embedder's recipe. The floors sit a little under the
-    measured level; the target for this embedder is the teacher's level of 0.70 on held-out everyday
-    topics, and it is not met yet (docs/gptlearn-embed.md)."""
+    measured level; the target, the teacher's level (0.503 on this split; the issue's 0.70 was the teacher
+    on another held-out set), is not met yet (docs/gptlearn-embed.md)."""
     from gptlearn.analysis import neighbour_accuracy, neighbour_chance, topic_gap
     from gptlearn.data import load_topics
 
     sentences, topics = load_topics("test")
     E = embedder.encode(sentences)
-    # measured 0.367 (110 of 300) and gap 0.103 (the first 2026-12-07 weights: 0.320 and 0.088; those before:
-    # 0.237 and 0.052); chance 0.047; all-MiniLM-L6-v2 0.503 and 0.135
+    # measured 0.450 (135 of 300) and gap 0.127 (earlier 2026-12-07 weights: 0.367 and 0.103, 0.320 and 0.088;
+    # those before: 0.237 and 0.052); chance 0.047; all-MiniLM-L6-v2 0.503 and 0.135
     # (scripts/measure_topics.py, docs/gptlearn-embed.md)
-    assert neighbour_accuracy(E, topics) >= 0.35 > 7 * neighbour_chance(topics)
-    assert topic_gap(E, topics) >= 0.09
+    assert neighbour_accuracy(E, topics) >= 0.43 > 9 * neighbour_chance(topics)
+    assert topic_gap(E, topics) >= 0.12
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_stsb_dev_spearman_is_at_least_0_80(embedder, data_dir):
     from gptlearn.embed_train import evaluate_sts
 
     score = evaluate_sts(embedder, read_pairs(data_dir / "stsb" / "sts-dev.csv"))
-    assert score >= 0.80, score  # measured 0.8094 (docs/gptlearn-embed.md); the teacher scores 0.867
+    assert score >= 0.80, score  # measured 0.8250 (docs/gptlearn-embed.md); the teacher scores 0.867
 
 
 def test_encode_agrees_with_a_batch_of_one(embedder):

@@ -18,7 +18,8 @@ Sources, all already on the machine:
 The short items: WordNet lemmas (a word or a two-word phrase) that occur at least three times in the
 corpus's sentences, as they are or capitalised with a full stop ("duck", "Frying pan."), and a crop of two
 to six words from a WordNet example, a fortune or an STS-B train sentence. The sentences above are at
-least three words and mostly a dozen; the short items give the teacher's vectors of words and phrases too.
+least three words long (half of them eight or fewer) and none is a lone word or a two-word phrase; the
+short items give the student the teacher's vectors of words and phrases too.
 
 None of them is a sentence of the topic benchmark (``load_topics``).
 

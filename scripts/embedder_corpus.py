@@ -139,6 +139,8 @@ def augment(sentence: str, synonyms: dict[str, list[str]], rng: random.Random) -
 def short_items(corpus: list[str], examples: list[str], others: list[str], rng: random.Random,
                 min_count: int = 3) -> dict[str, list[str]]:
     """The ``--short`` sources (see the module docstring): common WordNet lemmas, and short crops."""
+    # two-word lemmas are counted among the word pairs findall takes without overlap (words 1-2, 3-4, ...),
+    # so about half their occurrences: the shipped short items were made so (their threshold is stricter)
     counts = Counter(w for s in corpus for w in re.findall(r"[a-z]+(?: [a-z]+)?", s.lower()))
     words = Counter(w for s in corpus for w in re.findall(r"[a-z]+", s.lower()))
     lemmas = set()
@@ -163,8 +165,9 @@ def short_items(corpus: list[str], examples: list[str], others: list[str], rng: 
     return {"wordnet-lemma": lemma_items, "short-crop": crops}
 
 
-def write(out: Path, stem: str, sources: dict[str, list[str]], exclude: set[str], rng: random.Random) -> None:
-    """Deduplicate (and drop ``exclude``), shuffle, write OUT/{stem}.txt and the per-source counts."""
+def write(out: Path, stem: str, sources: dict[str, list[str]], exclude: set[str], rng: random.Random) -> list[str]:
+    """Deduplicate (and drop ``exclude``), shuffle, write OUT/{stem}.txt and the per-source counts; return
+    the lines written."""
     seen: set[str] = set()
     rows: list[tuple[str, str]] = []
     for name, sentences in sources.items():
@@ -181,6 +184,7 @@ def write(out: Path, stem: str, sources: dict[str, list[str]], exclude: set[str]
         (out / "sources.tsv").write_text("".join(f"{n}\t{s}\n" for n, s in rows), encoding="utf-8")
     (out / f"{meta}.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
     print(f"{len(rows)} items -> {out / (stem + '.txt')}: {dict(counts)}")
+    return [s for _, s in rows]
 
 
 def main() -> None:
@@ -213,8 +217,7 @@ def main() -> None:
         corpus = corpus_file.read_text(encoding="utf-8").splitlines()
         short = short_items(corpus, examples, sources["fortunes"] + train, random.Random(args.seed + 1))
         benchmark = set(load_topics("dev")[0] + load_topics("test")[0])  # never trained on, even by chance
-        write(args.out, "short", short, dev | set(corpus) | benchmark, random.Random(args.seed + 1))
-        mix = corpus + (args.out / "short.txt").read_text(encoding="utf-8").splitlines()
+        mix = corpus + write(args.out, "short", short, dev | set(corpus) | benchmark, random.Random(args.seed + 1))
         random.Random(6).shuffle(mix)  # the sixth distillation pass's order
         (args.out / "mix.txt").write_text("".join(s + "\n" for s in mix), encoding="utf-8")
         print(f"{len(mix)} sentences and short items, shuffled -> {args.out / 'mix.txt'}")

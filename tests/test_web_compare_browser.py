@@ -1,5 +1,6 @@
 """A second model in a page, as chapter 12 ("Following instructions") ships its tuned model: the page's model
-(gptlearn.web.export) and an instruction-tuned copy (gptlearn.web.model_script, float16-rounded), with one
+(gptlearn.web.export) and an instruction-tuned copy (gptlearn.web.model_script, stored as its change to the page's
+model), with one
 explorer that draws both models' next-token bars for the same prompt (gptlearn.web.explorer_div). Opened from
 file:// in Chromium with every other request aborted: both bar sets show, each model's ids are PyTorch's
 exactly, its logits within 1e-3, its top token in the page PyTorch's, and typing redraws both. The tuned
@@ -44,7 +45,7 @@ def page_path(models, tmp_path_factory):
     export(base, folder)
     scripts = "".join(f'<script src="{f}" defer></script>' for f in ("gptlearn-live-data.js", "live_model.js",
                                                                      "live_fast.js", "live_explorer.js"))
-    body = model_script(tuned, "tuned", name="tuned", check_text=prompt, half=True) + explorer_div(
+    body = model_script(tuned, "tuned", name="tuned", check_text=prompt, base=base) + explorer_div(
         text=prompt, compare="tuned", labels=LABELS)
     (folder / "chapter.html").write_text(
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="stylesheet" href="live_explorer.css">{scripts}'
@@ -85,10 +86,11 @@ def _both_match_pytorch(page, box, tokenizer, models, text) -> list[str]:
 
 def test_before_and_after_bars_run_pytorchs_numbers(browser, models, page_path):
     base, tuned, prompt = models
-    shipped = _rebuilt(read_model_script(page_path.read_text(encoding="utf-8"), "tuned"))
-    with torch.no_grad():  # the float16 rounding the page carries is small
+    data = read_model_script(page_path.read_text(encoding="utf-8"), "tuned", base=base)
+    shipped = _rebuilt(data)
+    with torch.no_grad():  # the steps the change is stored in move the logits a little
         ids = torch.tensor([base.tokenizer.encode_ordinary(prompt)])
-        assert (shipped(ids) - tuned(ids)).abs().max() < 0.05
+        assert 0 < (shipped(ids) - tuned(ids)).abs().max() < 1.0
     page, errors, external = open_page(browser, page_path)
     try:
         page.wait_for_function("() => document.querySelector('.gptlearn-live').dataset.rendered "
@@ -100,12 +102,18 @@ def test_before_and_after_bars_run_pytorchs_numbers(browser, models, page_path):
         assert [box.locator(".gl-column").nth(i).locator(".gl-top li").count() for i in range(2)] == [10, 10]
         assert "in a worker" in box.locator(".gl-status").inner_text()
         assert box.locator(".gl-input").input_value() == prompt
+        # the page rebuilt the tuned weights from its own model and the change bit for bit as PyTorch did
+        flat = torch.cat([v.flatten() for k, v in data["state_dict"].items() if k != "lm_head.weight"])
+        picks = torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:3000].tolist()
+        got = page.evaluate("(ix) => { const w = gptlearn.live.data('tuned').weights; return ix.map((i) => w[i]); }",
+                            picks)
+        assert torch.equal(torch.tensor(got, dtype=torch.float32), flat[picks])
 
         def check(text):
             return _both_match_pytorch(page, box, base.tokenizer, ((None, base), ("tuned", shipped)), text)
 
         tops = check(prompt)
-        # the float16 rounding leaves the tuned model's top token on the prompt as it was
+        # the stored change leaves the tuned model's top token on the prompt as it was
         prompt_ids = base.tokenizer.encode_ordinary(prompt)
         assert _top(tuned, prompt_ids) == _top(shipped, prompt_ids)
         # typing a new prompt redraws both bar sets
@@ -173,6 +181,37 @@ def test_model_script_checks_its_arguments_and_reads_back(models):
     assert 'data-text="a &lt;/b&gt;&#10;&quot;c&quot;"' in explorer_div(text='a </b>\n"c"')
 
 
+def test_a_model_stored_as_its_change_reads_back_and_refuses_a_wrong_base(models):
+    """model_script(..., base=): each weight is the base's plus whole steps of its row's scale, within half a
+    step of the tuned weight; the check logits are the rebuilt model's; the wrong base, or none, is refused."""
+    base, tuned, prompt = models
+    text = model_script(tuned, "tuned", check_text=prompt, base=base)
+    assert len(text) < 0.5 * len(model_script(tuned, "tuned", check_text=prompt, half=True))  # 8 bits, not 16
+    data = read_model_script(text, "tuned", base=base)
+    assert data["weights_dtype"] == "delta" and data["tokenizer_object"].encode(prompt) == base.tokenizer.encode(prompt)
+    base_state, tuned_state = base.state_dict(), tuned.state_dict()
+    for name, value in data["state_dict"].items():
+        change = tuned_state[name] - base_state[name]
+        rows = change.reshape(-1, change.shape[-1])
+        step = rows.abs().amax(1, keepdim=True) / (7 if name in ("wte.weight", "lm_head.weight") else 127)
+        err = (value - tuned_state[name]).reshape(rows.shape).abs()
+        assert (err <= step / 2 * (1 + 1e-4) + 1e-7).all(), name
+    rebuilt = _rebuilt(data)
+    with torch.no_grad():
+        logits = rebuilt(torch.tensor([base.tokenizer.encode(prompt)]))[0, -1]
+    assert torch.equal(logits, data["check_logits"])
+    with pytest.raises(InvalidValueError, match="give that model as base"):
+        read_model_script(text, "tuned")
+    other = GPT(GPTConfig(vocab_size=base.config.vocab_size, n_layer=1, n_head=2, n_embd=16, n_positions=32))
+    other.tokenizer = base.tokenizer
+    with pytest.raises(InvalidValueError, match="parameters"):
+        read_model_script(text, "tuned", base=other)
+    with pytest.raises(InvalidValueError, match="same configuration"):
+        model_script(tuned, "tuned", base=other)
+    with pytest.raises(InvalidValueError, match="half or base"):
+        model_script(tuned, "tuned", base=base, half=True)
+
+
 @pytest.mark.book
 def test_chapter_12_draws_the_bars_before_and_after_tuning(browser, built_book):
     """The built chapter "Following instructions": its explorer runs the page's model and the tuned model the
@@ -183,7 +222,7 @@ def test_chapter_12_draws_the_bars_before_and_after_tuning(browser, built_book):
     exported = read_export(built_book / "_static" / "gptlearn-live")
     base = _rebuilt(exported)
     tokenizer = exported["tokenizer_object"]
-    tuned = _rebuilt(read_model_script(path.read_text(encoding="utf-8"), "tuned"))
+    tuned = _rebuilt(read_model_script(path.read_text(encoding="utf-8"), "tuned", base=exported))
     page, errors, external = open_page(browser, path)
     try:
         page.wait_for_function("() => { const e = document.querySelector('.gptlearn-live[data-compare=tuned]'); "

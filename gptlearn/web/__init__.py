@@ -12,8 +12,8 @@ In a page, ``window.gptlearn.live.forward(text)`` returns ``{ids, tokens, logits
 the token ids and strings, the last position's V logits, the attention patterns nested
 ``[layer][head][query][key]``, and (when the model cannot read the text: empty, longer than the
 context) ``logits`` and ``attention`` null with a message saying why. A page may carry further models
-(:func:`model_script`), run as ``gptlearn.live.model(key)`` and by explorers that name them
-(:func:`explorer_div`).
+(:func:`model_script`; a fine-tuned copy of the page's model can travel as its change), run as
+``gptlearn.live.model(key)`` and by explorers that name them (:func:`explorer_div`).
 """
 from __future__ import annotations
 

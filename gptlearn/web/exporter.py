@@ -10,9 +10,9 @@ layers in WebAssembly SIMD), the explorer (``live_explorer.js`` + ``.css``) and 
 with the whole explorer that works from a USB stick.
 
 A page may carry further models beside its own: :func:`model_script` writes one as an inline ``<script>``
-that adds it to ``window.gptlearnLiveModels`` under a key, and :func:`explorer_div` writes an explorer
-that runs it, or draws its next-token bars beside the page model's (a chapter's model before and after
-fine-tuning).
+that adds it to ``window.gptlearnLiveModels`` under a key (a fine-tuned copy of the page's model as its
+change only), and :func:`explorer_div` writes an explorer that runs it, or draws its next-token bars beside
+the page model's (a chapter's model before and after fine-tuning).
 """
 from __future__ import annotations
 
@@ -193,10 +193,12 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
     return _decode(json.loads(text[len(_PREFIX):-len(_SUFFIX)]), path)
 
 
-def _decode(data: dict[str, Any], path: Any) -> dict[str, Any]:
+def _decode(data: dict[str, Any], path: Any, base=None) -> dict[str, Any]:
     """Add ``state_dict``, ``check_logits`` and ``tokenizer_object`` to a payload read back from ``path``."""
     if data.get("format") != FORMAT:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
+    if data.get("weights_dtype") == "delta":
+        return _decode_delta(data, path, base)
     dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
     if dtype is None:
         raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or "
@@ -218,6 +220,41 @@ def _decode(data: dict[str, Any], path: Any) -> dict[str, Any]:
     return data
 
 
+def _decode_delta(data: dict[str, Any], path: Any, base) -> dict[str, Any]:
+    """:func:`_decode` for a model stored as its change from ``base`` (:func:`model_script`)."""
+    if base is None:
+        raise InvalidValueError(f"{path} is stored as a change to {data['base']['name']}; give that model as base")
+    if isinstance(base, dict):  # read_export's
+        base_state, base_n, spec = base["state_dict"], base["num_parameters"], base["tokenizer"]
+    else:
+        base_state = {k: v.detach().to("cpu", torch.float32) for k, v in base.state_dict().items()}
+        base_n, spec = base.num_parameters(), _tokenizer_spec(base.tokenizer)
+    if base_n != data["base"]["num_parameters"]:
+        raise InvalidValueError(f"{path} is a change to a model of {data['base']['num_parameters']:,} parameters; "
+                                f"the base given has {base_n:,}")
+    raw = np.frombuffer(base64.b64decode(data["weights"]), dtype=np.uint8)
+    scales = torch.from_numpy(np.frombuffer(base64.b64decode(data["scales"]), dtype="<f4").copy())
+    state, row = {}, 0
+    for t in data["tensors"]:
+        size = int(np.prod(t["shape"], dtype=np.int64))
+        if t["bits"] == 8:
+            steps = raw[t["start"]:t["start"] + size].view(np.int8)
+        else:
+            packed = raw[t["start"]:t["start"] + (size + 1) // 2]
+            steps = (np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:size].astype(np.int8) - 8)
+        rows = size // t["shape"][-1]
+        steps = torch.from_numpy(steps.astype(np.int8).copy()).view(rows, -1)
+        state[t["name"]] = _rebuild(base_state[t["name"]], steps, scales[row:row + rows])
+        row += rows
+    state["lm_head.weight"] = state["wte.weight"]
+    data = dict(data, tokenizer=spec, state_dict=state)
+    data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]),
+                                                          dtype="<f4").copy())
+    data["tokenizer_object"] = (BPETokenizer(spec["vocab"], [tuple(m) for m in spec["merges"]]) if spec["kind"] == "bpe"
+                                else CharTokenizer(spec["chars"]))
+    return data
+
+
 # ---- further models in a page (inline scripts) --------------------------------------------------------------
 
 _MODELS_MARK = "/* gptlearn.web.model_script */"
@@ -230,7 +267,68 @@ def _check_key(key: Any, what: str = "key") -> str:
     return key
 
 
-def model_script(model, key: str, *, name: str | None = None, check_text: str = CHECK_TEXT, half: bool = False) -> str:
+# A fine-tuned copy of the page's model travels as its change: each tensor's rows as integer steps of the
+# row's largest change. 8 bits, but 4 for the token table, whose change points nearly the same way in every
+# row (chapter 12's sizes and what the steps cost: docs/gptlearn-english.md, "The page").
+DELTA_BITS = {"wte.weight": 4}
+
+
+def _steps(change: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tensor's change -> (steps (R, n) int8, scales (R,) float32): its rows (the last dimension) as integers
+    in [-(2**(bits-1) - 1), 2**(bits-1) - 1] times the row's scale, its largest |change| over that top step."""
+    rows = change.reshape(-1, change.shape[-1])  # (R, n)
+    top = 2 ** (bits - 1) - 1
+    scale = rows.abs().amax(1) / top  # (R,)
+    steps = (rows / scale.clamp_min(torch.finfo(torch.float32).tiny)[:, None]).round().clamp(-top, top)
+    return steps.to(torch.int8), scale
+
+
+def _rebuild(base: torch.Tensor, steps: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """base + steps x scale, as the page computes it: a float32 product, then a float32 sum."""
+    change = steps.to(torch.float32) * scale[:, None]  # (R, n)
+    return base + change.reshape(base.shape)
+
+
+def _delta_payload(model, base, *, name: str | None, check_text: str) -> dict[str, Any]:
+    """:func:`payload` of ``model`` stored as its change from ``base`` (see :func:`model_script`)."""
+    config, base_config = model.config.to_hf_dict(), base.config.to_hf_dict()
+    if config != base_config:
+        raise InvalidValueError("model and base must have the same configuration (a fine-tuned copy of the base); "
+                                f"they differ in {sorted(k for k in config if config[k] != base_config.get(k))[:4]}")
+    if _tokenizer_spec(model.tokenizer) != _tokenizer_spec(base.tokenizer):
+        raise InvalidValueError("model and base must have the same tokenizer")
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    base_state = {k: v.detach().to("cpu", torch.float32) for k, v in base.state_dict().items()}
+    rebuilt, tensors, chunks, scales, start = {}, [], [], [], 0
+    for key, value in state.items():
+        if key == "lm_head.weight":
+            continue  # tied to wte (payload checks it)
+        bits = DELTA_BITS.get(key, 8)
+        steps, scale = _steps(value - base_state[key], bits)
+        rebuilt[key] = _rebuild(base_state[key], steps, scale)
+        flat = steps.flatten().numpy()
+        if bits == 4:  # two steps a byte, the first in the low four bits; stored as step + 8 (1..15)
+            flat = np.append(flat + 8, 8 if flat.size % 2 else []).astype(np.uint8)
+            flat = flat[0::2] | (flat[1::2] << 4)
+        chunks.append(flat.astype(np.uint8).tobytes())
+        tensors.append({"bits": bits, "start": start})
+        start += len(chunks[-1])
+        scales.append(scale)
+    rebuilt["lm_head.weight"] = rebuilt["wte.weight"]
+    copy_model = copy.deepcopy(model)
+    copy_model.load_state_dict(rebuilt)
+    data = payload(copy_model, name=name, check_text=check_text)  # checks, config, and the check logits
+    for t, extra in zip(data["tensors"], tensors):
+        t.update(extra)
+    data.update({"weights_dtype": "delta", "weights": base64.b64encode(b"".join(chunks)).decode(),
+                 "scales": _f32_base64(torch.cat(scales)), "tokenizer": "base",
+                 "base": {"name": str(base.name_or_path or "the page's model"),
+                          "num_parameters": base.num_parameters()}})
+    return data
+
+
+def model_script(model, key: str, *, name: str | None = None, check_text: str = CHECK_TEXT, half: bool = False,
+                 base=None) -> str:
     """An inline ``<script>`` that adds ``model`` to a page as ``window.gptlearnLiveModels[key]``, beside
     the page's own model (:func:`export`); explorers run it when they name it (:func:`explorer_div`).
 
@@ -239,24 +337,35 @@ def model_script(model, key: str, *, name: str | None = None, check_text: str = 
     the bytes the page carries (a fine-tuned model's weights are float32); the page then runs the rounded
     model, and its check logits are the rounded model's, computed in PyTorch.
 
-    >>> HTML(gptlearn.web.model_script(tuned, "tuned", name="tuned", half=True))   # doctest: +SKIP
+    ``base``, the page's own model when ``model`` is a fine-tuned copy of it, stores only the change: each
+    row of each tensor as integer steps of its largest change (8 bits, 4 for the token table:
+    ``DELTA_BITS``), which the page adds to its own model's weights. The page then runs that sum, and the
+    check logits are the sum's; :func:`read_model_script` needs the same ``base`` to read it back.
+
+    >>> HTML(gptlearn.web.model_script(tuned, "tuned", name="tuned", base=model))   # doctest: +SKIP
     """
     _check_key(key)
     check_str(check_text, "check_text", empty=False)
-    if check_bool(half, "half"):
-        model = copy.deepcopy(model)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(p.to(torch.float16).to(p.dtype))
-    data = payload(model, name=name, check_text=check_text)
+    if check_bool(half, "half") and base is not None:
+        raise InvalidValueError("give half or base, not both: with base the change is stored in steps, not float16")
+    if base is not None:
+        data = _delta_payload(model, base, name=name or model.name_or_path, check_text=check_text)
+    else:
+        if half:
+            model = copy.deepcopy(model)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(p.to(torch.float16).to(p.dtype))
+        data = payload(model, name=name, check_text=check_text)
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")  # no </script> inside
     return (f"<script>{_MODELS_MARK}\n(window.gptlearnLiveModels = window.gptlearnLiveModels || {{}})"
             f"[{json.dumps(key)}] = {body};</script>")
 
 
-def read_model_script(text: str, key: str) -> dict[str, Any]:
+def read_model_script(text: str, key: str, *, base=None) -> dict[str, Any]:
     """Read the model ``key`` back from a page (or :func:`model_script`'s text) as :func:`read_export` reads
-    an export: its JSON with ``state_dict``, ``check_logits`` and ``tokenizer_object``."""
+    an export: its JSON with ``state_dict``, ``check_logits`` and ``tokenizer_object``. A model stored as a
+    change needs the ``base`` it was written with (a model, or :func:`read_export`'s dict of the page's)."""
     _check_key(key)
     head = f"(window.gptlearnLiveModels = window.gptlearnLiveModels || {{}})[{json.dumps(key)}] = "
     start = text.find(_MODELS_MARK + "\n" + head)
@@ -264,7 +373,7 @@ def read_model_script(text: str, key: str) -> dict[str, Any]:
         raise InvalidValueError(f"no model {key!r} written by gptlearn.web.model_script in this text")
     start += len(_MODELS_MARK) + 1 + len(head)
     end = text.find(";</script>", start)
-    return _decode(json.loads(text[start:end]), f"the model {key!r}")
+    return _decode(json.loads(text[start:end]), f"the model {key!r}", base=base)
 
 
 def explorer_div(*, parts: str = "tokens next", text: str | None = None, model: str | None = None,

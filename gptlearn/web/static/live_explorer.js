@@ -59,7 +59,7 @@
   function makeRunner(name) {
     // {run(text, attnResult) -> Promise of a packed result, where: "worker" | "page"} for the page's model,
     // or the model `name` of window.gptlearnLiveModels (each model runs in its own worker).
-    const data = name ? window.gptlearnLiveModels[name] : window.gptlearnLiveData, L = data.config.n_layer;
+    const data = name ? window.gptlearn.live.data(name) : window.gptlearnLiveData, L = data.config.n_layer;
     let worker = null;
     try {
       const fast = typeof gptlearnFastModule === "function" ? `${gptlearnFastModule}\ngptlearnFastModule(self);\n` : "";

@@ -431,12 +431,49 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     return out;
   }
 
-  function loadWeights(data) {
-    // The exported bytes (base64, float32 or float16) -> {name: Float32Array} plus the sizes the pieces need.
-    const raw = atob(data.weights), bytes = new Uint8Array(raw.length);
+  function base64Bytes(text) {
+    const raw = atob(text), bytes = new Uint8Array(raw.length);
     for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-    const all = data.weights_dtype === "float16" ? halfToFloat(new Uint16Array(bytes.buffer)) : new Float32Array(bytes.buffer);
-    const c = data.config;
+    return bytes;
+  }
+
+  function flatWeights(data) {
+    // Every weight, in the order of data.tensors: the exported bytes (base64, float32 or float16) read as a
+    // Float32Array, or the array itself for a model already rebuilt from its change (withBase).
+    if (data.weights instanceof Float32Array) return data.weights;
+    const bytes = base64Bytes(data.weights);
+    return data.weights_dtype === "float16" ? halfToFloat(new Uint16Array(bytes.buffer)) : new Float32Array(bytes.buffer);
+  }
+
+  function withBase(data) {
+    // A fine-tuned copy stored as its change to the page's model (gptlearn.web.model_script(..., base=...))
+    // -> the same data with whole weights. Each row of each tensor holds integer steps (8 bits, or 4 bits
+    // stored as step + 8, two a byte) of the row's scale; a weight is the page model's plus step x scale,
+    // rounded as PyTorch rounds it (a float32 product, then a float32 sum), so the page runs the very
+    // model whose check logits were computed in PyTorch.
+    if (data.weights_dtype !== "delta") return data;
+    const page = root.gptlearnLiveData;
+    if (!page || page.name !== data.base.name || page.num_parameters !== data.base.num_parameters) {
+      throw new Error(`the model "${data.name}" is stored as a change to ${data.base.name}, but this page runs ` +
+        `${page ? page.name : "no model"}`);
+    }
+    const base = flatWeights(page), bytes = base64Bytes(data.weights);
+    const scales = new Float32Array(base64Bytes(data.scales).buffer), out = new Float32Array(base.length);
+    let row = 0;
+    for (const { shape, offset, bits, start } of data.tensors) {
+      const n = shape.reduce((a, b) => a * b, 1), width = shape[shape.length - 1];
+      for (let i = 0; i < n; i++) {
+        const step = bits === 8 ? (bytes[start + i] << 24) >> 24 : ((bytes[start + (i >> 1)] >> ((i & 1) * 4)) & 15) - 8;
+        out[offset + i] = base[offset + i] + Math.fround(step * scales[row + Math.floor(i / width)]);
+      }
+      row += n / width;
+    }
+    return { ...data, tokenizer: page.tokenizer, weights_dtype: "float32", weights: out };
+  }
+
+  function loadWeights(data) {
+    // The exported data -> {name: Float32Array} plus the sizes the pieces need.
+    const all = flatWeights(data), c = data.config;
     const w = { C: c.n_embd, H: c.n_head, L: c.n_layer, eps: c.layer_norm_epsilon, exactGelu: c.activation_function === "gelu" };
     for (const { name, shape, offset } of data.tensors) {
       w[name] = all.subarray(offset, offset + shape.reduce((a, b) => a * b, 1));
@@ -518,19 +555,25 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   const pieces = { SPLIT_PATTERN, bytesToUnicode, merge, bpe, makeBPETokenizer, makeCharTokenizer, embed,
     layerNorm, linear, splitHeads, attentionScores, attentionPattern, headOutputs, concatAndProject, headContributions, attention,
     gelu, erf, mlp, add, block, unembed, runWithCache, pool, cosine, loadWeights, zeroHeads, logitLens, checkAblate,
-    softmax, topK, headNorms };
+    softmax, topK, headNorms, withBase };
 
   let live = null;  // built on first use: decoding the weights costs a few milliseconds
   const named = new Map();  // name -> a model of root.gptlearnLiveModels, built on first use
+  const whole = new Map();  // name -> its data with whole weights (withBase), built on first use
+  function data(name) {
+    // The data of the further model `name` (root.gptlearnLiveModels), its weights whole.
+    if (!whole.has(name)) {
+      const d = root.gptlearnLiveModels && root.gptlearnLiveModels[name];
+      if (!d) throw new Error(`no model "${name}" in this page (models: ${models().join(", ") || "none"})`);
+      whole.set(name, withBase(d));
+    }
+    return whole.get(name);
+  }
   function model(name) {
     // The page's model (gptlearnLiveData), or with a name one of the further models a page may carry in
     // window.gptlearnLiveModels (gptlearn.web.model_script: e.g. the book's model after fine-tuning).
     if (name !== undefined && name !== null && name !== "") {
-      if (!named.has(name)) {
-        const data = root.gptlearnLiveModels && root.gptlearnLiveModels[name];
-        if (!data) throw new Error(`no model "${name}" in this page (models: ${models().join(", ") || "none"})`);
-        named.set(name, makeLive(data));
-      }
+      if (!named.has(name)) named.set(name, makeLive(data(name)));
       return named.get(name);
     }
     if (live === null) {
@@ -542,7 +585,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
   const models = () => Object.keys(root.gptlearnLiveModels || {});
 
   const api = {
-    pieces, makeLive, model, models,
+    pieces, makeLive, model, models, data,
     forward: (text, options) => model().forward(text, options),
     run: (text, options) => model().run(text, options),
     tokenize: (text) => model().tokenize(text),

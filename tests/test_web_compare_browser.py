@@ -161,6 +161,32 @@ def test_a_page_without_the_compared_model_says_so(browser, models, tmp_path):
         page.close()
 
 
+def test_a_change_to_another_model_than_the_pages_is_refused_in_the_page(browser, models, tmp_path):
+    """A tuned model stored as its change to gptlearn-mini, in a page that runs another model: the explorer
+    says why it cannot start, and gptlearn.live.model says the same; nothing is drawn from wrong weights."""
+    base, tuned, prompt = models
+    other = GPT(GPTConfig(vocab_size=base.config.vocab_size, n_layer=1, n_head=2, n_embd=16, n_positions=64))
+    other.tokenizer = base.tokenizer
+    export(other, tmp_path, name="other")
+    scripts = "".join(f'<script src="{f}"></script>' for f in ("gptlearn-live-data.js", "live_model.js",
+                                                               "live_explorer.js"))
+    body = model_script(tuned, "tuned", check_text=prompt, base=base) + explorer_div(text=prompt, compare="tuned")
+    (tmp_path / "p.html").write_text(f"<!DOCTYPE html><html><head>{scripts}</head><body>{body}</body></html>",
+                                     encoding="utf-8")
+    page, errors, external = open_page(browser, tmp_path / "p.html")
+    try:
+        page.wait_for_function("() => document.querySelector('.gptlearn-live').textContent.includes('could not start')",
+                               timeout=60_000)
+        text = page.locator(".gptlearn-live").first.inner_text()
+        assert "is stored as a change to gptlearn-mini, but this page runs other" in text, text
+        assert page.locator(".gl-top li").count() == 0
+        assert "stored as a change" in page.evaluate(
+            "() => { try { gptlearn.live.model('tuned'); } catch (e) { return e.message; } }")
+        assert not external, external
+    finally:
+        page.close()
+
+
 def test_model_script_checks_its_arguments_and_reads_back(models):
     base, tuned, prompt = models
     text = model_script(tuned, "tuned-1", check_text=prompt)

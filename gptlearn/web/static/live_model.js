@@ -453,7 +453,7 @@ function gptlearnLiveModule(root) {  // a named function, so the explorer can st
     // model whose check logits were computed in PyTorch.
     if (data.weights_dtype !== "delta") return data;
     const page = root.gptlearnLiveData;
-    if (!page || page.name !== data.base.name || page.num_parameters !== data.base.num_parameters) {
+    if (!page || page.num_parameters !== data.base.num_parameters || JSON.stringify(page.config) !== JSON.stringify(data.config)) {
       throw new Error(`the model "${data.name}" is stored as a change to ${data.base.name}, but this page runs ` +
         `${page ? page.name : "no model"}`);
     }

@@ -81,9 +81,9 @@ STAGES = {
     # 10: more of stage 9 (its text loss was still falling at its end: 5.37 nats, stage 4 reached 5.18), the
     #     schedule restarted lower; stopped at step 3,500 (held-out text 5.18 nats): the shipped model
     10: dict(steps=6000, lr=2e-4, min_lr=2e-5, warmup=100, seed=2033, induction_frac=0.2, stop=3500),
-    # A second line, not shipped (the card's "Left to do"): stages 6-8's copying rows with a quarter of the
+    # A second line, not shipped (the card: "A second line"): stages 6-8's copying rows with a quarter of the
     # rows text (``text``), started from stage 4 (text only, held-out 5.18 nats), so that the text is not
-    # given up while the circuit forms (copying alone took it to 7.14 nats, and stages 9-10 9,500 steps to
+    # given up while the circuit forms (copying alone took it to 10-13 nats, and stages 9-10 9,500 steps to
     # win it back); then text with 20% copying rows as in stage 9
     "6m": dict(base=4, steps=2500, lr=3e-4, min_lr=3e-4, warmup=0, seed=2129, block_size=32, batch_size=64,
                copy_rows=dict(first=1024, text=0.25)),

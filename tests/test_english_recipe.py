@@ -37,8 +37,9 @@ def dataset(tmp_path):
 
 def test_every_stage_is_a_valid_training_run(recipe):
     for n, stage in recipe.STAGES.items():
-        settings = {k: v for k, v in {**recipe.COMMON, **stage}.items() if k not in ("stop", "copy_rows")}
+        settings = {k: v for k, v in {**recipe.COMMON, **stage}.items() if k not in ("stop", "copy_rows", "base")}
         TrainConfig(**settings).validate()
+        assert stage.get("base", 4) in recipe.STAGES, n  # the mixed line names the stage it starts from
         assert stage.get("stop", stage["steps"]) <= stage["steps"], n
         # a stage stops where a checkpoint is written, so a second run finds it finished, not one save short
         assert stage.get("stop", 0) % (settings.get("save_every") or settings["eval_every"]) == 0, n
@@ -62,6 +63,24 @@ def test_copy_rows_copy_a_block_and_score_only_the_copies(recipe, dataset, no_bo
         block = xb[first: first + period]
         assert torch.equal(xb[first:], block.repeat(32)[: 32 - first])  # the block written over and over
     assert len(periods) > 4  # the period changes from row to row: only an induction head predicts them all
+
+
+def test_copy_rows_with_text_rows(recipe, dataset):
+    """``text``: that share of the rows are windows of the training text, every target scored; without it the
+    rows are drawn exactly as before (stages 6-8 stay reproducible)."""
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = recipe.CopyRows(dataset, first=64).get_batch("train", 16, 32, g())
+    same = recipe.CopyRows(dataset, first=64, text=0.0).get_batch("train", 16, 32, g())
+    assert all(torch.equal(a, b) for a, b in zip(plain, same))
+    x, y = recipe.CopyRows(dataset, first=64, text=0.5).get_batch("train", 64, 32, g())
+    text_rows = (y != -100).all(1)
+    assert 16 < int(text_rows.sum()) < 48
+    ids = torch.as_tensor(dataset.splits["train"].astype("int64"))
+    for xb, yb in zip(x[text_rows], y[text_rows]):
+        assert torch.equal(xb[1:], yb[:-1])  # y is x shifted by one
+        windows = ids.unfold(0, 33, 1)  # (N - 32, 33): every window of the text
+        assert (windows == torch.cat([xb, yb[-1:]])).all(1).any()  # a window of the text itself
+    assert (y[~text_rows] == -100).any(1).all()  # the others are copying rows
 
 
 def test_copy_rows_widen_half_the_rows_to_the_whole_vocabulary(recipe, dataset):

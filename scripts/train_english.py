@@ -236,6 +236,7 @@ def main() -> None:
             print(f"stage {n}: finished", flush=True)
             continue
         resume = done is not None
+        base = settings.pop("base", None)  # the stage it starts from (the mixed line names it; else the one before)
         if n == 1:  # a fresh GPT-2 of CONFIG's shape, positions started from sine/cosine codes
             torch.manual_seed(settings["seed"])
             model = gptlearn.GPT(gptlearn.GPTConfig(**CONFIG, vocab_size=tok.vocab_size, bos_token_id=tok.eot_token,
@@ -245,10 +246,8 @@ def main() -> None:
                 model.wpe.weight.copy_(pe * (0.05 / pe.std()))
             model.tokenizer = tok
         else:  # fine-tuned from the stage before (on resume its weights are replaced by the run's)
-            base = settings.pop("base", None)  # the mixed line names the stage it starts from
             model = gptlearn.GPT.from_pretrained(args.out / f"stage{n - 1 if base is None else base}")
         settings.pop("pos_init", None)
-        settings.pop("base", None)
         t0 = time.perf_counter()
         log = folder.with_suffix(".measure.jsonl")
         rows = data

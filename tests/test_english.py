@@ -56,13 +56,13 @@ def test_common_words_are_tokens_and_their_vectors_group(english):
 
 def test_beats_unigram_on_unseen_modern_prose(english):
     """Modern prose written for this check (never trained on) against a unigram model fit on STS-B train
-    in the same tokenizer."""
+    in the same tokenizer. Measured 0.755 of it (stage 12); 0.784 before running prose joined the text."""
     shared_data("stsb/sts-train.csv")  # skips the test when the shared data folder is not there
     pairs = read_pairs("stsb")
     train = pairs.sentences1 + pairs.sentences2
     bpb = bits_per_byte(english, MODERN)
     unigram = unigram_bits_per_byte("\n".join(train), MODERN, english.tokenizer)
-    assert bpb < unigram - 0.3, (bpb, unigram)
+    assert bpb < 0.77 * unigram, (bpb, unigram)
 
 
 def test_was_trained_with_its_bos(english):

@@ -38,6 +38,7 @@ MIX = {"python-docs": 1, "debian-handbook": 1, "fortunes": 2, "wordnet": 1, "sts
 # Stage 11's text adds running modern prose (english_corpus.py: State of the Union addresses since 1900,
 # Moby-Dick), which the sources above lack; the tokenizer stays the one learned on MIX's text
 PROSE = {"sotu": 1, "moby-dick": 1}
+SHIPPED = 12  # the stage whose weights the package ships: the script's default runs stages 1 to it
 CONFIG = {"n_layer": 4, "n_head": 6, "n_embd": 192, "n_positions": 256,
           "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 COMMON = {"batch_size": 8, "block_size": 256, "eval_every": 100, "eval_iters": 10, "device": "cpu",
@@ -239,8 +240,9 @@ def saved_step(folder: Path) -> int | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--stages", default=",".join(str(n) for n in STAGES if isinstance(n, int)),
-                   help="comma-separated stage names (default: the shipped line, 1-10; the mixed line is 6m,7m,8m,9m)")
+    p.add_argument("--stages", default=",".join(str(n) for n in range(1, SHIPPED + 1)),
+                   help=f"comma-separated stage names (default: the shipped line, 1-{SHIPPED}; the mixed line is "
+                        "6m,7m,8m,9m)")
     args = p.parse_args()
     torch.set_num_threads(1)
     train_docs, val_docs = corpus(args.out)
@@ -285,7 +287,7 @@ def main() -> None:
                 print(f"with prose x{prose}: {len(with_prose[prose].splits['train']):,} training tokens", flush=True)
             rows = with_prose[prose]
         if "copy_rows" in settings:
-            rows = CopyRows(data, step=done or 0, **settings.pop("copy_rows"))
+            rows = CopyRows(rows, step=done or 0, **settings.pop("copy_rows"))  # copying rows beside the stage's text
         measure = measuring(log, model, text=data if rows is not data else None)
 
         def callback(event, history, stop=stop):

@@ -36,6 +36,7 @@ def dataset(tmp_path):
 
 
 def test_every_stage_is_a_valid_training_run(recipe):
+    assert all(n in recipe.STAGES for n in range(1, recipe.SHIPPED + 1))  # the default line, 1 to the shipped stage
     for n, stage in recipe.STAGES.items():
         settings = {k: v for k, v in {**recipe.COMMON, **stage}.items()
                     if k not in ("stop", "copy_rows", "base", "prose", "half")}
